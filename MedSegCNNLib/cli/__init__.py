@@ -1,0 +1,1 @@
+"""The `medsegcnn` command line."""

@@ -1,0 +1,23 @@
+"""Errors a user can cause.
+
+Every exception raised for bad input derives from :class:`MedSegCNNError`; its message says what is wrong
+and what to do. The CLI prints that message on one line and exits non-zero; other exceptions are bugs.
+"""
+
+from __future__ import annotations
+
+
+class MedSegCNNError(Exception):
+    """Base class of all user-facing errors (bad input, missing files, refused overwrites)."""
+
+
+class InputError(MedSegCNNError, ValueError):
+    """An input (file, folder, array, parameter) is missing, unreadable or of the wrong kind."""
+
+
+class GeometryError(MedSegCNNError, ValueError):
+    """Two images cannot be related in physical space (e.g. they do not overlap)."""
+
+
+class OutputExistsError(MedSegCNNError, FileExistsError):
+    """An output path already exists and overwriting was not asked for."""

@@ -1,0 +1,1 @@
+"""Segmentation metrics: overlap, surface distances, per-case evaluation and summaries."""
