@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,14 +47,14 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
     """
     target = check_writable(path, overwrite=overwrite)
     suffix = full_suffix(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{suffix}", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.partial{suffix}")
+    # Created like any new file (mode 0o666 less the umask); mkstemp's 0o600 would stay on the final file.
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
         if target.exists() and not overwrite:  # created by someone else meanwhile
             raise OutputExistsError(f"Output file {target} appeared while writing; nothing was replaced.")
-        os.replace(tmp, target)
+        tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -52,9 +52,7 @@ def resample_labels_onto(labels: Image, grid: Image) -> Image:
     if labels.is_multichannel:
         raise GeometryError("Label maps have one channel; this one has several.")
     if labels.spatial_dims != grid.spatial_dims:
-        raise GeometryError(
-            f"Cannot relate a {labels.spatial_dims}D label map to a {grid.spatial_dims}D image."
-        )
+        raise GeometryError(f"Cannot relate a {labels.spatial_dims}D label map to a {grid.spatial_dims}D image.")
     if not physical_overlap(labels, grid):
         raise GeometryError(
             "The two images do not overlap in physical space (check that they belong to the same case and "

@@ -1,0 +1,7 @@
+"""``python -m MedSegCNNLib``: the same as the ``medsegcnn`` command."""
+
+import sys
+
+from .cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""``medsegcnn evaluate``: metrics of predicted label maps against reference label maps."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
+from ..atomic import check_writable
+from ..errors import InputError
+from ..metrics.evaluate import evaluate
+from ..metrics.result import CaseEvaluation, EvaluationResult
+from .table import format_number, render_table
+
+TABLE_METRICS = ("dice", "iou", "precision", "recall", "hd95", "assd", "nsd", "volume_pred_ml", "volume_ref_ml")
+TABLE_TITLES = ("Dice", "IoU", "Prec", "Recall", "HD95", "ASSD", "NSD", "Vpred mL", "Vref mL")
+
+
+def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        parents=parents,
+        help="Dice, IoU, HD95, NSD, ... of predictions against references",
+        description=(
+            "Compare predicted label maps with reference label maps: Dice/F1, IoU, precision, recall, "
+            "specificity, accuracy, volumes, HD, HD95, ASSD and normalised surface Dice, per label and per "
+            "case, in physical units (mm, mL). Give two files, or two folders whose files are matched by name."
+        ),
+    )
+    parser.add_argument("--pred", required=True, metavar="PATH", help="predicted label map, or a folder of them")
+    parser.add_argument("--ref", required=True, metavar="PATH", help="reference label map, or a folder of them")
+    parser.add_argument(
+        "--labels", type=_parse_labels, metavar="L1,L2", help="label values to evaluate (default: all non-zero found)"
+    )
+    parser.add_argument("--csv", metavar="FILE", help="write one row per (case, label) to this CSV file")
+    parser.add_argument("--overwrite", action="store_true", help="allow replacing an existing --csv file")
+    parser.add_argument("--json", action="store_true", help="print only one JSON object with rows and summary")
+    parser.add_argument(
+        "--nsd-tolerance", type=float, default=1.0, metavar="MM", help="normalised surface Dice tolerance (mm)"
+    )
+    parser.add_argument("--no-surface", action="store_true", help="skip HD/HD95/ASSD/NSD (faster)")
+    parser.add_argument("--per-case", action="store_true", help="print every (case, label) row, not only the summary")
+    parser.set_defaults(run=run)
+
+
+def _parse_labels(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,2; got {text!r}") from None
+    if not values or any(value < 0 for value in values):
+        raise argparse.ArgumentTypeError(f"expected non-negative label values such as 1,2; got {text!r}")
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.csv is not None:
+        check_writable(args.csv, overwrite=args.overwrite)  # refuse before the (possibly long) computation
+    if not args.nsd_tolerance >= 0:
+        raise InputError(f"--nsd-tolerance must be >= 0 mm, got {args.nsd_tolerance}.")
+    with _case_progress(enabled=not args.json and not args.quiet) as on_case:
+        result = evaluate(
+            args.pred,
+            args.ref,
+            labels=args.labels,
+            nsd_tolerance_mm=args.nsd_tolerance,
+            surface=not args.no_surface,
+            on_case=on_case,
+        )
+    if args.csv is not None:
+        result.to_csv(args.csv, overwrite=args.overwrite)
+    if args.json:
+        print(result.to_json())
+        return 0
+    print(format_report(result, per_case=args.per_case or len(result.cases) == 1))
+    if args.csv is not None:
+        print(f"\nWrote {len(result.to_rows())} rows to {args.csv}")
+    return 0
+
+
+def format_report(result: EvaluationResult, *, per_case: bool) -> str:
+    """Per-(case, label) rows when ``per_case``, then the per-label summary over cases (means)."""
+    parts = []
+    if per_case:
+        rows = [
+            [row["case"], f"{row['label']} {row['name']}", *(format_number(row[m]) for m in TABLE_METRICS)]
+            for row in result.to_rows()
+        ]
+        parts.append(render_table(["case", "label", *TABLE_TITLES], rows))
+    if len(result.cases) > 1 or not per_case:
+        summary = result.summary()
+        rows = [
+            [
+                str(label),
+                stats["name"],
+                str(stats["n_cases"]),
+                f"{format_number(stats['dice']['mean'])} ± {format_number(stats['dice']['std'])}",
+                *(format_number(stats[m]["mean"]) for m in TABLE_METRICS[1:]),
+                str(stats["n_pred_empty"]),
+                str(stats["n_ref_empty"]),
+            ]
+            for label, stats in summary.items()
+        ]
+        header = ["label", "name", "cases", "Dice mean ± std", *TABLE_TITLES[1:], "missed", "spurious"]
+        parts.append(f"Mean over {len(result.cases)} cases:\n" + render_table(header, rows))
+    parts.append(
+        f"Distances in mm (HD95: larger directed 95th percentile; NSD tolerance {result.nsd_tolerance_mm:g} mm). "
+        "'inf': label missing from prediction or reference; 'missed'/'spurious' count such cases."
+    )
+    return "\n\n".join(parts)
+
+
+@contextlib.contextmanager
+def _case_progress(*, enabled: bool) -> Iterator[Callable[[CaseEvaluation], None] | None]:
+    """A tqdm bar over evaluated cases on stderr, only when it is a terminal; yields the per-case callback."""
+    if not (enabled and sys.stderr.isatty()):
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(desc="evaluating", unit="case", file=sys.stderr, leave=False) as bar:
+        yield lambda _case: bar.update(1)

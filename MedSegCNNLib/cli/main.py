@@ -1,0 +1,85 @@
+"""Entry point of the ``medsegcnn`` command: argument parsing, logging and error reporting.
+
+Errors a user can cause (:class:`~MedSegCNNLib.errors.MedSegCNNError`, unreadable files) print one line
+``medsegcnn: error: ...`` on stderr and exit with status 1; anything else is a bug and prints a one-line
+hint to rerun with ``--debug``, which shows the traceback. Usage errors exit with status 2 (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .._version import __version__
+from ..errors import MedSegCNNError
+from . import evaluate_command, info_command
+
+EXIT_USER_ERROR = 1
+EXIT_INTERNAL_ERROR = 3
+EXIT_INTERRUPTED = 130
+
+logger = logging.getLogger("MedSegCNNLib")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medsegcnn",
+        description="CNN segmentation of medical images: evaluate segmentations (more commands to come).",
+    )
+    _add_common_options(parser, default=False)
+    parser.add_argument("--version", action="version", version=f"medsegcnn {__version__}")
+    # The options may also follow the command; there they must not reset a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common_options(common, default=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (evaluate_command, info_command):
+        module.add_parser(commands, [common])
+    return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser, *, default: object) -> None:
+    parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks and debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default, help="show errors only")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(debug=args.debug, quiet=args.quiet)
+    try:
+        return args.run(args)
+    except (Exception, KeyboardInterrupt) as error:
+        if args.debug:
+            raise
+        message, status = _describe_failure(error)
+        print(f"medsegcnn: error: {message}", file=sys.stderr)
+        return status
+
+
+def _describe_failure(error: BaseException) -> tuple[str, int]:
+    """The one-line message and exit status for an exception that ended a command."""
+    if isinstance(error, MedSegCNNError):
+        return str(error), EXIT_USER_ERROR
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted", EXIT_INTERRUPTED
+    if isinstance(error, OSError):  # permission denied, disk full, ...
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror or error}{where}", EXIT_USER_ERROR
+    return (
+        f"unexpected {type(error).__name__}: {error}. Rerun with --debug for the traceback and please report it.",
+        EXIT_INTERNAL_ERROR,
+    )
+
+
+def _configure_logging(*, debug: bool, quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("medsegcnn: %(levelname)s: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

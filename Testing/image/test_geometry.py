@@ -1,0 +1,74 @@
+"""Physical overlap of oriented voxel boxes and nearest-neighbour resampling of label maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from MedSegCNNLib.errors import GeometryError
+from MedSegCNNLib.image.core import Image, LabelInfo
+from MedSegCNNLib.image.geometry import physical_overlap, resample_labels_onto
+
+ROTATION_45_Z = np.array([[1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 2**0.5]]) / 2**0.5
+
+
+def box(size_xyz, origin, direction=None, spacing=(1.0, 1.0, 1.0)) -> Image:
+    return Image.from_array(np.zeros(size_xyz[::-1], np.uint8), spacing, origin, direction)
+
+
+def test_an_image_overlaps_itself_and_a_shifted_copy(make_image):
+    image = make_image((4, 5, 6), direction="oblique")
+    assert physical_overlap(image, image)
+    half_way = Image(image.array, image.spacing, image.index_to_physical([3, 2, 2]), image.direction)
+    assert physical_overlap(image, half_way) and physical_overlap(half_way, image)
+
+
+def test_separated_and_face_touching_boxes_do_not_overlap():
+    a = box((10, 10, 10), (0.0, 0.0, 0.0))  # voxel faces span -0.5 .. 9.5 on each axis
+    assert not physical_overlap(a, box((5, 5, 5), (20.0, 0.0, 0.0)))
+    assert not physical_overlap(a, box((5, 5, 5), (10.0, 0.0, 0.0)))  # touching faces share no volume
+    assert physical_overlap(a, box((5, 5, 5), (9.9, 0.0, 0.0)))
+
+
+def test_oblique_boxes_are_tested_exactly_not_by_bounding_boxes():
+    diagonal = box((20, 1, 1), (0.0, 0.0, 0.0), ROTATION_45_Z)  # a thin bar from (0, 0) to about (13.4, 13.4)
+    beside = box((2, 2, 2), (12.0, 2.0, 0.0))  # inside the bar's axis-aligned bounding box, far from the bar
+    on_bar = box((2, 2, 2), (7.0, 7.0, 0.0))
+    assert not physical_overlap(diagonal, beside)
+    assert physical_overlap(diagonal, on_bar)
+
+
+def test_images_of_different_dimension_do_not_overlap(make_image):
+    assert not physical_overlap(make_image((4, 5, 6)), make_image((5, 6)))
+
+
+def test_resampling_onto_the_same_grid_is_the_identity(make_image):
+    labels = make_image((4, 5, 6), direction="flipped", dtype=np.uint8, labels=[LabelInfo(2, "liver")])
+    result = resample_labels_onto(labels, labels.with_array(np.zeros(labels.shape, np.float32)))
+    assert result.array.dtype == np.uint8 and result.labels == labels.labels
+    np.testing.assert_array_equal(result.array, labels.array)
+    assert result.same_grid(labels, tolerance=1e-9)
+
+
+@pytest.mark.parametrize("direction", ["oblique", "flipped"])
+def test_resampling_onto_a_grid_shifted_by_whole_voxels_is_exact(make_image, direction):
+    labels = make_image((4, 5, 6), direction=direction, dtype=np.int16)
+    shift_xyz = np.array([1, 2, -1])
+    grid = Image(labels.array, labels.spacing, labels.index_to_physical(shift_xyz), labels.direction)
+    result = resample_labels_onto(labels, grid)
+    expected = np.zeros_like(labels.array)
+    # grid voxel (z, y, x) is labels voxel (z - 1, y + 2, x + 1); voxels outside the label map get 0
+    expected[1:, :3, :5] = labels.array[:-1, 2:, 1:]
+    np.testing.assert_array_equal(result.array, expected)
+    assert result.same_grid(grid, tolerance=1e-9)
+
+
+def test_resampling_refuses_non_overlapping_multichannel_and_mixed_dimensions(make_image):
+    labels = make_image((4, 5, 6), dtype=np.uint8)
+    far = Image(labels.array, labels.spacing, np.add(labels.origin, 1000.0), labels.direction)
+    with pytest.raises(GeometryError, match="do not overlap"):
+        resample_labels_onto(labels, far)
+    with pytest.raises(GeometryError, match="one channel"):
+        resample_labels_onto(make_image((4, 5, 6), channels=2), labels)
+    with pytest.raises(GeometryError, match="2D"):
+        resample_labels_onto(labels, make_image((5, 6)))
