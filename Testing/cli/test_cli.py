@@ -130,6 +130,14 @@ def test_label_map_with_negative_values(tmp_path):
     assert_clean_failure(medsegcnn("evaluate", "--pred", bad, "--ref", good), "negative")
 
 
+def test_label_map_with_non_integer_values(tmp_path):
+    probabilities = tmp_path / "probabilities.nii.gz"
+    write_image(Image.from_array(np.full((4, 5, 6), 0.25, dtype=np.float32)), probabilities)
+    good = tmp_path / "good.nii.gz"
+    write_image(Image.from_array(np.zeros((4, 5, 6), dtype=np.uint8)), good)
+    assert_clean_failure(medsegcnn("evaluate", "--pred", probabilities, "--ref", good), "non-integer")
+
+
 def test_four_dimensional_label_map(tmp_path):
     four_d = tmp_path / "four_d.nii.gz"
     write_image(Image.from_array(np.zeros((2, 4, 5, 6), dtype=np.uint8), spatial_dims=3), four_d)
