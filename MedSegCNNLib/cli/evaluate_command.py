@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from ..atomic import check_writable
+from ..data.msd import find_dataset_json, read_label_names
 from ..errors import InputError
 from ..metrics.evaluate import evaluate
 from ..metrics.result import CaseEvaluation, EvaluationResult
 from .table import format_number, render_table
+
+logger = logging.getLogger(__name__)
 
 TABLE_METRICS = ("dice", "iou", "precision", "recall", "hd95", "assd", "nsd", "volume_pred_ml", "volume_ref_ml")
 TABLE_TITLES = ("Dice", "IoU", "Prec", "Recall", "HD95", "ASSD", "NSD", "Vpred mL", "Vref mL")
@@ -32,6 +37,13 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
     parser.add_argument("--ref", required=True, metavar="PATH", help="reference label map, or a folder of them")
     parser.add_argument(
         "--labels", type=_parse_labels, metavar="L1,L2", help="label values to evaluate (default: all non-zero found)"
+    )
+    parser.add_argument(
+        "--label-names",
+        type=_parse_label_names,
+        metavar="NAMES",
+        help="label names: a dataset.json file, or 1=Anterior,2=Posterior (default: names stored in the "
+        "reference, or the dataset.json beside a reference folder in the MSD layout)",
     )
     parser.add_argument("--csv", metavar="FILE", help="write one row per (case, label) to this CSV file")
     parser.add_argument("--overwrite", action="store_true", help="allow replacing an existing --csv file")
@@ -54,6 +66,31 @@ def _parse_labels(text: str) -> list[int]:
     return values
 
 
+def _parse_label_names(text: str) -> dict[int, str] | Path:
+    if "=" not in text:
+        return Path(text)
+    names = {}
+    for part in filter(None, (item.strip() for item in text.split(","))):
+        value, _, name = part.partition("=")
+        if not value.strip().isdigit() or not name.strip():
+            raise argparse.ArgumentTypeError(f"expected VALUE=NAME pairs such as 1=Liver,2=Spleen; got {part!r}")
+        names[int(value)] = name.strip()
+    return names
+
+
+def _label_names(args: argparse.Namespace) -> dict[int, str] | None:
+    """Names given with --label-names, else those of an MSD dataset.json beside a reference folder."""
+    if isinstance(args.label_names, Path):
+        return read_label_names(args.label_names)
+    if args.label_names is not None:
+        return args.label_names
+    dataset_json = find_dataset_json(args.ref) if Path(args.ref).is_dir() else None
+    if dataset_json is None:
+        return None
+    logger.info("Label names from %s", dataset_json)
+    return read_label_names(dataset_json)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.csv is not None:
         check_writable(args.csv, overwrite=args.overwrite)  # refuse before the (possibly long) computation
@@ -64,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             args.pred,
             args.ref,
             labels=args.labels,
+            label_names=_label_names(args),
             nsd_tolerance_mm=args.nsd_tolerance,
             surface=not args.no_surface,
             on_case=on_case,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 
 def format_number(value: float | int | str, digits: int = 3) -> str:
-    """``0.912`` for floats, ``inf``/``nan`` spelled out, integers as they are."""
+    """``0.912`` for floats, ``inf`` spelled out, ``-`` for NaN (not computed), integers as they are."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -15,7 +15,7 @@ def format_number(value: float | int | str, digits: int = 3) -> str:
     if isinstance(value, int):
         return str(value)
     if math.isnan(value):
-        return "nan"
+        return "-"
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
     return f"{value:.{digits}f}"

@@ -75,7 +75,19 @@ def test_evaluate_folders_json_and_csv(tmp_path):
 def test_evaluate_labels_option_and_summary_table():
     result = medsegcnn("evaluate", "--pred", PRED, "--ref", REF, "--labels", "2", "--no-surface")
     assert result.returncode == 0, result.stderr
-    assert "Mean over 12 cases" in result.stdout and "label_2" in result.stdout and "label_1" not in result.stdout
+    assert "Mean over 12 cases" in result.stdout and "Posterior" in result.stdout and "Anterior" not in result.stdout
+
+
+def test_label_names_from_msd_dataset_json_or_option():
+    result = medsegcnn("evaluate", "--pred", PRED, "--ref", REF, "--no-surface", "--json")
+    names = {row["label"]: row["name"] for row in json.loads(result.stdout)["rows"]}
+    assert names == {1: "Anterior", 2: "Posterior"}  # from the dataset.json beside labelsTr
+    result = medsegcnn("evaluate", "--pred", PRED, "--ref", REF, "--no-surface", "--json", "--label-names", "2=Tail")
+    names = {row["label"]: row["name"] for row in json.loads(result.stdout)["rows"]}
+    assert names == {1: "label_1", 2: "Tail"}
+    assert_clean_failure(
+        medsegcnn("evaluate", "--pred", PRED, "--ref", REF, "--label-names", "x=Tail"), "--label-names", status=2
+    )
 
 
 def test_existing_csv_is_not_touched_without_overwrite(tmp_path):

@@ -1,0 +1,1 @@
+"""Datasets: Medical Segmentation Decathlon (``dataset.json``) descriptions and, later, the data pipeline."""
