@@ -13,7 +13,7 @@ LIBRARY = ROOT / "MedSegCNNLib"
 
 
 def _cmake_scripts() -> set[str]:
-    text = (LIBRARY / "CMakeLists.txt").read_text()
+    text = (LIBRARY / "CMakeLists.txt").read_text(encoding="utf-8")
     block = re.search(r"set\(MedSegCNNLib_PYTHON_SCRIPTS(.*?)\)", text, re.S)
     assert block is not None, "MedSegCNNLib/CMakeLists.txt lost its MedSegCNNLib_PYTHON_SCRIPTS list"
     return set(block.group(1).split())
@@ -27,7 +27,7 @@ def test_every_library_file_is_installed_into_slicer():
 
 
 def test_top_level_cmake_declares_the_extension():
-    text = (ROOT / "CMakeLists.txt").read_text()
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     assert re.search(r"^project\(MedSegCNN\)", text, re.M)
     assert 'set(EXTENSION_CATEGORY "Segmentation")' in text
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in text
@@ -35,7 +35,7 @@ def test_top_level_cmake_declares_the_extension():
 
 
 def test_distribution_metadata():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert project["name"] == "medsegcnn"
     assert project["scripts"]["medsegcnn"] == "MedSegCNNLib.cli.main:main"
     assert any(dep.startswith("torch>=") for dep in project["dependencies"]), "keep torch unpinned for users"

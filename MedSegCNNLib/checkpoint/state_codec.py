@@ -1,0 +1,305 @@
+"""How checkpoint folders store state without pickle: tensors in safetensors, everything else in JSON.
+
+:func:`encode_state` splits a nested structure (state dicts of models, optimizers, schedulers, RNG states) into a
+JSON-serialisable tree and a flat ``name -> tensor`` mapping for ``safetensors``; :func:`decode_state` rebuilds
+it exactly. JSON cannot tell a tuple from a list, hold non-string keys or non-finite floats, so the tree marks
+those with one-key objects whose key starts with ``$``:
+
+- ``{"$tensor": name}`` a ``torch.Tensor`` (stored on the CPU; device and ``requires_grad`` are not kept);
+- ``{"$ndarray": name}`` a numpy array (stored as a tensor of the same dtype);
+- ``{"$tuple": [...]}`` a tuple (named tuples and ``torch.Size`` come back as plain tuples);
+- ``{"$dict": [[key, value], ...]}`` a mapping with a non-string key or a key starting with ``$``;
+- ``{"$float": "inf" | "-inf" | "nan"}`` a non-finite float.
+
+Numpy scalars come back as Python ``bool``/``int``/``float``; other objects are refused.
+
+The folder helpers write files durably (flushed to disk), hash them (SHA-256), read them back with every
+failure turned into an :class:`InputError`, and replace a folder atomically (:func:`atomic_folder`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import secrets
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import InputError, OutputExistsError
+
+logger = logging.getLogger(__name__)
+
+_MARKERS = ("$tensor", "$ndarray", "$tuple", "$dict", "$float")
+
+
+def encode_state(state: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+    """Split ``state`` into a JSON-serialisable tree and the tensors it refers to (see the module docstring).
+
+    Tensor names are the paths to the tensors, joined by ``/`` (e.g. ``optimizer/state/0/momentum_buffer``).
+    Tensors are detached and copied to the CPU; ones sharing memory with another are cloned, as safetensors
+    requires. Unsupported objects raise :class:`InputError` naming their path.
+    """
+    store = _TensorStore()
+
+    def add_tensor(tensor: torch.Tensor, path: tuple[str, ...]) -> str:
+        return store.add("/".join(path) or "tensor", tensor, _where(path))
+
+    def encode(value: Any, path: tuple[str, ...]) -> Any:
+        if value is None or isinstance(value, bool | str):
+            return value
+        if isinstance(value, int | np.integer):
+            return int(value)
+        if isinstance(value, float | np.floating):
+            value = float(value)
+            return value if math.isfinite(value) else {"$float": str(value)}
+        if isinstance(value, np.bool_):
+            return bool(value)
+        if isinstance(value, torch.Tensor):
+            return {"$tensor": add_tensor(value, path)}
+        if isinstance(value, np.ndarray):
+            if value.dtype.hasobject:
+                raise InputError(f"Cannot store the object array at {_where(path)}; only numeric arrays are stored.")
+            try:
+                tensor = torch.from_numpy(np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("=")))
+            except TypeError as error:
+                raise InputError(f"Cannot store the {value.dtype} array at {_where(path)}: {error}.") from None
+            return {"$ndarray": add_tensor(tensor, path)}
+        if isinstance(value, tuple):
+            return {"$tuple": [encode(item, (*path, str(i))) for i, item in enumerate(value)]}
+        if isinstance(value, list):
+            return [encode(item, (*path, str(i))) for i, item in enumerate(value)]
+        if isinstance(value, Mapping):
+            if all(isinstance(key, str) and not key.startswith("$") for key in value):
+                return {key: encode(item, (*path, key)) for key, item in value.items()}
+            return {
+                "$dict": [
+                    [encode(key, (*path, f"key{i}")), encode(item, (*path, str(key)))]
+                    for i, (key, item) in enumerate(value.items())
+                ]
+            }
+        raise InputError(
+            f"Cannot store a {type(value).__name__} at {_where(path)} in a checkpoint; use numbers, strings, "
+            "lists, dicts, tensors or numpy arrays (checkpoints never pickle objects)."
+        )
+
+    tree = encode(state, ())
+    return tree, store.tensors
+
+
+def storable_tensors(state_dict: Mapping[str, Any], *, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a flat ``state_dict`` prepared for safetensors (as in :func:`encode_state`), same names;
+    a value that is not a tensor raises :class:`InputError` mentioning ``what`` holds it."""
+    store = _TensorStore()
+    for name, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise InputError(f"The {what} holds a {type(value).__name__} at {name!r}; only tensors can be stored.")
+        store.add(name, value, repr(name))
+    return store.tensors
+
+
+class _TensorStore:
+    """Tensors collected for one safetensors file: detached CPU copies that share no memory, unique names."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self._storages: set[tuple[int, int]] = set()
+
+    def add(self, name: str, tensor: torch.Tensor, where: str) -> str:
+        if tensor.layout != torch.strided:
+            raise InputError(f"Cannot store the sparse tensor at {where}; convert it with .to_dense().")
+        tensor = tensor.detach().to("cpu").contiguous()
+        if tensor.untyped_storage().data_ptr() and not self._owns_storage(tensor):
+            tensor = tensor.clone()
+        storage = tensor.untyped_storage()
+        self._storages.add((storage.data_ptr(), storage.nbytes()))
+        unique, number = name, 1
+        while unique in self.tensors:
+            number += 1
+            unique = f"{name}#{number}"
+        self.tensors[unique] = tensor
+        return unique
+
+    def _owns_storage(self, tensor: torch.Tensor) -> bool:
+        """True when ``tensor`` covers its whole storage and no earlier tensor uses that storage."""
+        storage = tensor.untyped_storage()
+        key = (storage.data_ptr(), storage.nbytes())
+        whole = tensor.data_ptr() == key[0] and tensor.numel() * tensor.element_size() == key[1]
+        return whole and key not in self._storages
+
+
+def decode_state(tree: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    """Rebuild the structure that :func:`encode_state` split into ``tree`` and ``tensors``.
+
+    A malformed tree or a missing tensor raises :class:`InputError` (the checkpoint is corrupted).
+    """
+
+    def tensor(name: Any) -> torch.Tensor:
+        if not isinstance(name, str) or name not in tensors:
+            raise InputError(f"The checkpoint refers to a tensor {name!r} that its tensor file lacks (corrupted?).")
+        return tensors[name]
+
+    def decode(value: Any) -> Any:
+        if isinstance(value, list):
+            return [decode(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            ((key, item),) = value.items()
+            if key.startswith("$"):
+                if key == "$tensor":
+                    return tensor(item)
+                if key == "$ndarray":
+                    return tensor(item).numpy()
+                if key == "$tuple" and isinstance(item, list):
+                    return tuple(decode(element) for element in item)
+                if key == "$dict" and isinstance(item, list) and all(_is_pair(pair) for pair in item):
+                    return {_hashable(decode(k)): decode(v) for k, v in item}
+                if key == "$float" and item in ("inf", "-inf", "nan"):
+                    return float(item)
+                raise InputError(f"The checkpoint holds an unknown entry {key!r} (corrupted, or a newer format?).")
+        return {key: decode(item) for key, item in value.items()}
+
+    return decode(tree)
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2
+
+
+def _hashable(key: Any) -> Any:
+    try:
+        hash(key)
+    except TypeError:
+        raise InputError(f"The checkpoint holds a mapping key {key!r} that cannot be a key (corrupted?).") from None
+    return key
+
+
+def _where(path: tuple[str, ...]) -> str:
+    return "/".join(path) or "the top level"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 digest of the file at ``path``."""
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> str:
+    """Write ``tensors`` (CPU, contiguous, not sharing memory) to a safetensors file, flush it to disk and
+    return its SHA-256."""
+    save_file(dict(tensors), str(path), metadata={"format": "pt"})
+    _flush_to_disk(path)
+    return sha256_file(path)
+
+
+def read_tensors(path: Path, *, sha256: str | None, what: str, record: str) -> dict[str, torch.Tensor]:
+    """Read a safetensors file onto the CPU after checking that its SHA-256 is the one ``record`` (e.g. "the
+    model card") gives; a missing, altered or truncated file raises :class:`InputError` about ``what`` (e.g.
+    "weights")."""
+    if not path.is_file():
+        raise InputError(f"{path} is missing; the folder is incomplete (copy the whole folder).")
+    if sha256 is not None and sha256_file(path) != sha256:
+        raise InputError(
+            f"The {what} in {path} do not match {record} (corrupted or replaced?); use an intact copy of the folder."
+        )
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise InputError(f"{path} is not a readable safetensors file (truncated or corrupted?): {error}") from None
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented UTF-8 JSON (non-finite floats refused) and flush it to disk."""
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    _flush_to_disk(path)
+
+
+def read_json(path: Path, *, what: str) -> Any:
+    """Parse a JSON file; a missing or malformed file raises :class:`InputError` mentioning ``what`` it is."""
+    if not path.is_file():
+        raise InputError(f"The {what} {path} is missing; give a folder that holds one.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"The {what} {path} is not valid JSON (truncated or edited?): {error}") from None
+
+
+def _flush_to_disk(path: Path) -> None:
+    with path.open("rb+") as file:
+        os.fsync(file.fileno())
+
+
+@contextlib.contextmanager
+def atomic_folder(
+    target: str | os.PathLike[str], *, overwrite: bool, keep_other_entries: bool = False
+) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``target``; when the body succeeds it becomes ``target``.
+
+    An existing non-empty ``target`` is refused (:class:`OutputExistsError`) unless ``overwrite``; when
+    overwriting, the old folder stays in place, complete, until the new one is: it is renamed aside, the new
+    folder renamed in, and only then deleted (a crash between those two renames leaves both folders, the old
+    one under ``.<name>.<random>.previous``). With ``keep_other_entries`` the entries of the old folder that the
+    new one does not have (e.g. a ``checkpoints`` subfolder) are carried over, as hard links where possible.
+    If the body raises, the temporary folder is removed and ``target`` is untouched.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{target} is a file; give a folder name.")
+    if not overwrite and _non_empty(target):
+        raise OutputExistsError(f"Folder {target} already exists and is not empty; choose another or overwrite it.")
+    if not target.parent.is_dir():
+        raise InputError(f"Output folder {target.parent} does not exist; create it first.")
+    token = secrets.token_hex(6)
+    partial = target.with_name(f".{target.name}.{token}.partial")
+    partial.mkdir()
+    try:
+        yield partial
+        if not overwrite and _non_empty(target):
+            raise OutputExistsError(f"Folder {target} appeared while writing; nothing was replaced.")
+        if keep_other_entries and target.is_dir():
+            for entry in target.iterdir():
+                if not (partial / entry.name).exists():
+                    _link_or_copy(entry, partial / entry.name)
+        if target.is_dir():
+            previous = target.with_name(f".{target.name}.{token}.previous")
+            target.rename(previous)
+            try:
+                partial.rename(target)
+            except OSError:
+                previous.rename(target)
+                raise
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            partial.rename(target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _non_empty(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def _link_or_copy(source: Path, destination: Path) -> None:
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    if source.is_dir() and not source.is_symlink():
+        shutil.copytree(source, destination, copy_function=link, symlinks=True)
+    elif source.is_symlink():
+        destination.symlink_to(source.readlink())
+    else:
+        link(str(source), str(destination))

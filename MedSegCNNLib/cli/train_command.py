@@ -1,0 +1,124 @@
+"""``medsegcnn train``: train a segmentation network on a dataset folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import InputError
+from ..progress import JsonLinesProgress, TqdmProgress
+from ..training.config import OPTIMIZERS, PRECISIONS, TrainingConfig
+
+NETWORK_CHOICES = ("unet", "resunet", "fcn", "segnet", "deeplab")
+EXIT_CANCELLED = 130
+
+
+def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "train",
+        parents=parents,
+        help="train a 2D/3D segmentation network on a dataset folder",
+        description=(
+            "Train a segmentation network on an MSD / nnU-Net dataset folder (dataset.json, imagesTr, labelsTr) "
+            "and save it as a model folder (weights in safetensors + a JSON model card). Options not given "
+            "keep nnU-Net-like defaults; --config takes any TrainingConfig field as JSON."
+        ),
+    )
+    parser.add_argument("--data", required=True, metavar="DIR", help="dataset folder with dataset.json")
+    parser.add_argument("--output", required=True, metavar="MODEL_DIR", help="output folder of the run")
+    parser.add_argument("--dims", type=int, choices=(2, 3), help="2D (slice-wise) or 3D network (default 3)")
+    parser.add_argument("--network", choices=NETWORK_CHOICES, help="architecture (default unet)")
+    parser.add_argument("--epochs", type=int, metavar="N")
+    parser.add_argument("--steps-per-epoch", type=int, metavar="N")
+    parser.add_argument("--batch-size", type=int, metavar="N")
+    parser.add_argument("--patch-size", type=_parse_sizes, metavar="Z,Y,X", help="patch size in voxels")
+    parser.add_argument("--fold", type=_parse_fold, metavar="K|all", help="validation fold, or 'all' for no validation")
+    parser.add_argument("--folds", type=int, metavar="N", help="number of cross-validation folds (default 5)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS)
+    parser.add_argument("--lr", type=float, metavar="LR", help="initial learning rate")
+    parser.add_argument("--loss", choices=("dice_ce", "dice", "ce", "focal"))
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--precision", choices=PRECISIONS, help="auto: bf16/fp16 on CUDA, fp32 elsewhere")
+    parser.add_argument("--time-budget", type=float, metavar="MIN", help="stop after this many minutes")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--init-from", metavar="MODEL", help="fine-tune from a model folder (or a .pt state dict)")
+    parser.add_argument("--freeze-encoder", action="store_true", help="with --init-from: train the decoder only")
+    parser.add_argument("--config", type=Path, metavar="JSON", help="a JSON file of TrainingConfig fields")
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR")
+    parser.add_argument("--overwrite", action="store_true", help="replace a previous run's files in MODEL_DIR")
+    parser.add_argument(
+        "--progress", choices=("bar", "json", "none"), default="bar", help="progress display (json: one event per line)"
+    )
+    parser.set_defaults(run=run)
+
+
+def _parse_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes such as 40,56,40; got {text!r}") from None
+    if any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"sizes must be positive; got {text!r}")
+    return sizes
+
+
+def _parse_fold(text: str) -> int | str:
+    if text == "all":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a fold number or 'all'; got {text!r}")
+    return int(text)
+
+
+def build_config(args: argparse.Namespace) -> TrainingConfig:
+    """The TrainingConfig of ``--config`` (if any) with the explicit options applied on top."""
+    values: dict = {}
+    if args.config is not None:
+        try:
+            values = json.loads(args.config.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise InputError(f"Could not read --config {args.config}: {error}") from None
+        if not isinstance(values, dict):
+            raise InputError(f"--config {args.config} must hold a JSON object of training options.")
+    options = {
+        "spatial_dims": args.dims,
+        "epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch,
+        "batch_size": args.batch_size,
+        "patch_size": args.patch_size,
+        "folds": args.folds,
+        "optimizer": args.optimizer,
+        "learning_rate": args.lr,
+        "loss": args.loss,
+        "device": args.device,
+        "precision": args.precision,
+        "time_budget_minutes": args.time_budget,
+        "seed": args.seed,
+        "init_from": args.init_from,
+    }
+    values.update({key: value for key, value in options.items() if value is not None})
+    if args.fold is not None:
+        values["fold"] = None if args.fold == "all" else args.fold
+    if args.network is not None:
+        values["network"] = {**values.get("network", {}), "name": args.network}
+    if args.freeze_encoder:
+        if not values.get("init_from"):
+            raise InputError("--freeze-encoder needs --init-from MODEL (a pretrained encoder to keep).")
+        values["freeze_encoder"] = True
+    return TrainingConfig.from_dict(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.trainer import train  # imports torch: only when training
+
+    config = build_config(args)
+    progress = {"bar": TqdmProgress(), "json": JsonLinesProgress(), "none": None}[args.progress]
+    result = train(args.data, args.output, config, resume=args.resume, overwrite=args.overwrite, on_event=progress)
+    if args.progress != "json":
+        print(f"Training {result.status} after {result.epochs_done} epochs.")
+        if result.best_epoch is not None:
+            print(f"Best validation mean Dice {result.best_mean_dice:.4f} at epoch {result.best_epoch}.")
+        if result.model is not None:
+            print(f"Model: {result.model}")
+    return EXIT_CANCELLED if result.status == "cancelled" else 0

@@ -1,0 +1,551 @@
+"""Preprocessing: from a loaded case to the arrays a network trains on, and back to the original grid.
+
+One case goes through three steps, in this order (training and inference run exactly the same steps, driven
+by the :class:`PreprocessingPlan` stored in the model card):
+
+1. **Crop** to the bounding box of the voxels that are non-zero in any channel (``crop_to_nonzero``). The
+   box kept is recorded (``crop_box``, array order, on the original grid).
+2. **Resample** to ``target_spacing`` (ITK order x, y, z, mm). The new grid keeps the physical centre of
+   the old one and has ``round(size * spacing / target)`` voxels per axis, so its extent differs from the
+   old one by less than one new voxel. An axis whose target is ``None``, or whose spacing is within 0.1 % of
+   the target, is not resampled (2D models keep the slice spacing; float32 header noise does not cause an
+   interpolation). Images use linear or cubic B-spline interpolation, label maps nearest neighbour.
+3. **Normalise** each channel (:class:`NormalizationSpec`).
+
+:func:`to_source_grid` maps an array on the preprocessed grid (a prediction) back onto the original grid:
+exactly (voxel for voxel) when nothing was resampled, by resampling otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError
+from ..image.core import Image, LabelInfo
+
+logger = logging.getLogger(__name__)
+
+NormalizationScheme = Literal["ct", "zscore", "none"]
+Interpolation = Literal["linear", "bspline"]
+
+NORMALIZATION_SCHEMES: tuple[str, ...] = ("ct", "zscore", "none")
+IMAGE_INTERPOLATIONS: tuple[str, ...] = ("linear", "bspline")
+FOREGROUND_SAMPLES_PER_LABEL = 10_000
+"""At most this many voxel positions per label are kept in :attr:`PreprocessedCase.foreground_locations`."""
+
+_STD_FLOOR = 1e-8
+_KEEP_SPACING_RTOL = 1e-3  # an axis whose spacing is this close to the target is not resampled
+_SITK_INTERPOLATORS = {
+    "linear": sitk.sitkLinear,
+    "bspline": sitk.sitkBSpline,
+    "nearest": sitk.sitkNearestNeighbor,
+}
+
+
+# ----- geometry ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The voxel grid of an image without its voxels.
+
+    ``size``, ``spacing`` (mm) and ``origin`` (LPS mm) are in ITK order (x, y, z); ``direction`` is the
+    direction matrix flattened row by row, as SimpleITK gives it. Voxel ``i`` (ITK index) has its centre at
+    ``origin + direction @ (spacing * i)``.
+    """
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        dims = len(self.size)
+        if dims not in (2, 3) or len(self.spacing) != dims or len(self.origin) != dims:
+            raise InputError(f"A grid needs 2 or 3 sizes, spacings and origin components; got {self}.")
+        if len(self.direction) != dims * dims:
+            raise InputError(f"A {dims}D grid needs {dims * dims} direction components, got {len(self.direction)}.")
+        if any(int(n) < 1 for n in self.size) or any(not np.isfinite(s) or s <= 0 for s in self.spacing):
+            raise InputError(f"Grid sizes must be >= 1 and spacings positive, got {self.size} and {self.spacing}.")
+        object.__setattr__(self, "size", tuple(int(n) for n in self.size))
+        object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
+        object.__setattr__(self, "origin", tuple(float(o) for o in self.origin))
+        object.__setattr__(self, "direction", tuple(float(d) for d in self.direction))
+
+    @classmethod
+    def of(cls, image: Image) -> Geometry:
+        """The grid of ``image``."""
+        return cls(image.size, image.spacing, image.origin, tuple(image.direction.ravel()))
+
+    @classmethod
+    def of_sitk(cls, source: sitk.Image | sitk.ImageFileReader) -> Geometry:
+        """The grid of a SimpleITK image or of a reader after ``ReadImageInformation``.
+
+        A 4D scalar image is a 3D grid whose fourth axis holds channels (as in :mod:`..image.sitk_bridge`).
+        """
+        dims = source.GetDimension()
+        spatial = 3 if dims == 4 else dims
+        direction = np.array(source.GetDirection()).reshape(dims, dims)[:spatial, :spatial]
+        return cls(
+            tuple(source.GetSize())[:spatial],
+            tuple(source.GetSpacing())[:spatial],
+            tuple(source.GetOrigin())[:spatial],
+            tuple(direction.ravel()),
+        )
+
+    @property
+    def dims(self) -> int:
+        return len(self.size)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Size in array order (z, y, x)."""
+        return self.size[::-1]
+
+    @property
+    def array_spacing(self) -> tuple[float, ...]:
+        """Spacing in array order (z, y, x), mm."""
+        return self.spacing[::-1]
+
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        return np.array(self.direction).reshape(self.dims, self.dims)
+
+    def index_to_physical(self, index_xyz: Sequence[float]) -> np.ndarray:
+        """LPS position of a continuous ITK index (x, y, z)."""
+        scaled = np.asarray(index_xyz, dtype=np.float64) * np.asarray(self.spacing)
+        return np.asarray(self.origin) + self.direction_matrix @ scaled
+
+    def crop(self, box: Sequence[slice]) -> Geometry:
+        """The sub-grid covered by ``box`` (slices in array order with explicit start and stop)."""
+        start_xyz = [axis.start for axis in box][::-1]
+        size_xyz = tuple(axis.stop - axis.start for axis in box)[::-1]
+        return Geometry(size_xyz, self.spacing, tuple(self.index_to_physical(start_xyz)), self.direction)
+
+    def resampled(self, target_spacing: Sequence[float | None] | None) -> Geometry:
+        """The grid with ``target_spacing`` (ITK order; ``None`` entries keep that axis) and the same centre.
+
+        Each resampled axis gets ``max(1, round(size * spacing / target))`` voxels; axes within 0.1 % of
+        their target are kept unchanged.
+        """
+        if target_spacing is None:
+            return self
+        if len(target_spacing) != self.dims:
+            raise InputError(
+                f"The plan's target spacing {tuple(target_spacing)} has {len(target_spacing)} components but the "
+                f"image is {self.dims}D; use a plan made for {self.dims}D images."
+            )
+        size, spacing, start = [], [], []
+        for n, old, new in zip(self.size, self.spacing, target_spacing, strict=True):
+            if new is None or abs(old / new - 1.0) <= _KEEP_SPACING_RTOL:
+                size.append(n)
+                spacing.append(old)
+                start.append(0.0)
+                continue
+            count = max(1, round(n * old / new))
+            size.append(count)
+            spacing.append(float(new))
+            start.append((n - 1) / 2 - (count - 1) / 2 * new / old)  # keeps the centre of the grid
+        return Geometry(tuple(size), tuple(spacing), tuple(self.index_to_physical(start)), self.direction)
+
+    def sitk_reference(self) -> sitk.Image:
+        """An empty SimpleITK image on this grid (the reference of a resampling)."""
+        reference = sitk.Image(list(self.size), sitk.sitkUInt8)
+        reference.SetSpacing(self.spacing)
+        reference.SetOrigin(self.origin)
+        reference.SetDirection(self.direction)
+        return reference
+
+    def image(self, array: np.ndarray, labels: Sequence[LabelInfo] = ()) -> Image:
+        """An :class:`Image` holding ``array`` (array order, channels first if any) on this grid."""
+        if tuple(array.shape[-self.dims :]) != self.shape:
+            raise InputError(f"An array of shape {array.shape} does not fit a grid of shape {self.shape}.")
+        return Image(array, self.spacing, self.origin, self.direction_matrix, tuple(labels))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": list(self.size),
+            "spacing": list(self.spacing),
+            "origin": list(self.origin),
+            "direction": list(self.direction),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Geometry:
+        try:
+            return cls(tuple(data["size"]), tuple(data["spacing"]), tuple(data["origin"]), tuple(data["direction"]))
+        except (KeyError, TypeError) as error:
+            raise InputError(f"A grid description needs size, spacing, origin and direction lists: {error}.") from None
+
+
+# ----- configuration ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NormalizationSpec:
+    """How one channel's intensities are normalised.
+
+    - ``"ct"``: clip to ``[clip_low, clip_high]`` (the dataset's foreground 0.5 and 99.5 percentiles), then
+      ``(x - mean) / std`` with the dataset's foreground mean and standard deviation. All four are required.
+    - ``"zscore"``: ``(x - m) / max(s, 1e-8)`` with the mean ``m`` and standard deviation ``s`` of this image
+      (of its non-zero region, and zero outside it, when the plan crops to non-zero). The four numbers
+      must be ``None``.
+    - ``"none"``: intensities are kept (cast to float32). The four numbers must be ``None``.
+    """
+
+    scheme: NormalizationScheme
+    clip_low: float | None = None
+    clip_high: float | None = None
+    mean: float | None = None
+    std: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheme not in NORMALIZATION_SCHEMES:
+            raise InputError(f"Unknown normalisation {self.scheme!r}; use one of {', '.join(NORMALIZATION_SCHEMES)}.")
+        numbers = {"clip_low": self.clip_low, "clip_high": self.clip_high, "mean": self.mean, "std": self.std}
+        if self.scheme != "ct":
+            given = [name for name, value in numbers.items() if value is not None]
+            if given:
+                raise InputError(f"Normalisation {self.scheme!r} takes no {', '.join(given)}; leave them unset.")
+            return
+        missing = [name for name, value in numbers.items() if value is None or not np.isfinite(value)]
+        if missing:
+            raise InputError(f"CT normalisation needs finite {', '.join(missing)} (dataset statistics).")
+        if self.clip_low > self.clip_high or self.std <= 0:
+            raise InputError(
+                f"CT normalisation needs clip_low <= clip_high and std > 0; got [{self.clip_low}, {self.clip_high}] "
+                f"and std {self.std}."
+            )
+        for name, value in numbers.items():
+            object.__setattr__(self, name, float(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NormalizationSpec:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class PreprocessingPlan:
+    """Everything that turns a case into network input; inference repeats it exactly.
+
+    ``target_spacing`` is in ITK order (x, y, z), mm; ``None`` keeps each image's spacing, and a ``None``
+    entry keeps that axis (the slice axis of 2D models). ``normalization`` has one entry per channel.
+    ``spatial_dims`` is the model's (2 or 3); 2D models are still fed slices of preprocessed 3D volumes.
+    """
+
+    target_spacing: tuple[float | None, ...] | None
+    crop_to_nonzero: bool
+    normalization: tuple[NormalizationSpec, ...]
+    image_interpolation: Interpolation = "linear"
+    spatial_dims: int = 3
+
+    def __post_init__(self) -> None:
+        if self.target_spacing is not None:
+            spacing = tuple(None if s is None else float(s) for s in self.target_spacing)
+            if len(spacing) not in (2, 3) or not all(s is None or (np.isfinite(s) and s > 0) for s in spacing):
+                raise InputError(
+                    f"target_spacing must have 2 or 3 positive entries (or None entries), got {self.target_spacing}."
+                )
+            object.__setattr__(self, "target_spacing", spacing)
+        normalization = tuple(
+            spec if isinstance(spec, NormalizationSpec) else NormalizationSpec.from_dict(spec)
+            for spec in self.normalization
+        )
+        if not normalization:
+            raise InputError("A preprocessing plan needs one normalisation per input channel; none given.")
+        object.__setattr__(self, "normalization", normalization)
+        object.__setattr__(self, "crop_to_nonzero", bool(self.crop_to_nonzero))
+        if self.image_interpolation not in IMAGE_INTERPOLATIONS:
+            raise InputError(
+                f"Unknown image interpolation {self.image_interpolation!r}; use {' or '.join(IMAGE_INTERPOLATIONS)}."
+            )
+        if self.spatial_dims not in (2, 3):
+            raise InputError(f"spatial_dims must be 2 or 3, got {self.spatial_dims!r}.")
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.normalization)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target_spacing": None if self.target_spacing is None else list(self.target_spacing),
+            "crop_to_nonzero": self.crop_to_nonzero,
+            "normalization": [spec.to_dict() for spec in self.normalization],
+            "image_interpolation": self.image_interpolation,
+            "spatial_dims": self.spatial_dims,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PreprocessingPlan:
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls: type, data: Mapping[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InputError(f"Unknown {cls.__name__} field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}.")
+    try:
+        return cls(**data)
+    except TypeError as error:
+        raise InputError(f"Incomplete {cls.__name__} description: {error}.") from None
+
+
+# ----- the preprocessed case ------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class PreprocessedCase:
+    """One case ready for training or prediction.
+
+    ``image`` is float32 ``(C, z, y, x)``; ``label`` the integer label map ``(z, y, x)`` (uint8 when the
+    values fit, else int16/int32) or ``None``. ``spacing`` is the actual spacing in array order (mm).
+    ``crop_box`` is the box of the original grid that was kept (array order); ``source_geometry`` the
+    original grid and ``geometry`` the preprocessed one (both physical, so :func:`to_source_grid` can map
+    predictions back). ``foreground_locations`` holds array indices ``(N, ndim)`` of up to
+    :data:`FOREGROUND_SAMPLES_PER_LABEL` random voxels of every non-zero label present, grouped by label in
+    increasing order; ``foreground_labels`` (N,) gives the label of each.
+    """
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray | None
+    spacing: tuple[float, ...]
+    crop_box: tuple[slice, ...]
+    source_geometry: Geometry
+    geometry: Geometry
+    foreground_locations: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
+    foreground_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Spatial shape in array order."""
+        return tuple(self.image.shape[1:])
+
+
+def preprocess_case(
+    image: Image, label: Image | None, plan: PreprocessingPlan, *, seed: int = 0, name: str = ""
+) -> PreprocessedCase:
+    """Crop, resample and normalise ``image`` (and its ``label``, on the same grid) as ``plan`` says.
+
+    ``seed`` drives the random choice of :attr:`PreprocessedCase.foreground_locations`.
+    """
+    channels = _channels_first(image)
+    if channels.shape[0] != plan.num_channels:
+        raise InputError(
+            f"Case {name or '?'} has {channels.shape[0]} channel(s) but the plan normalises {plan.num_channels}; "
+            "give the channels the model was trained with."
+        )
+    source = Geometry.of(image)
+    label_array = None
+    if label is not None:
+        if label.is_multichannel or not label.same_grid(image, tolerance=1e-3):
+            raise InputError(
+                f"Label map of case {name or '?'} ({label!r}) is not on its image's grid ({image!r}); "
+                "load cases with load_case, which aligns them."
+            )
+        label_array = integer_labels(label.array, f"the label map of case {name or '?'}")
+
+    box = nonzero_box(channels) if plan.crop_to_nonzero else tuple(slice(0, n) for n in source.shape)
+    channels = channels[(slice(None), *box)].astype(np.float32)  # a copy: resampling and normalisation follow
+    if label_array is not None:
+        _warn_lost_labels(label_array, box, name)
+        label_array = np.array(label_array[box])  # a copy: the case must not keep the caller's array alive
+    cropped = source.crop(box)
+    target = cropped.resampled(plan.target_spacing)
+    if not _same_grid(target, cropped):
+        interpolation = _SITK_INTERPOLATORS[plan.image_interpolation]
+        channels = np.stack([_resample(channel, cropped, target, interpolation) for channel in channels])
+        if label_array is not None:
+            label_array = _resample(label_array, cropped, target, sitk.sitkNearestNeighbor)
+    mask = np.any(channels != 0, axis=0) if plan.crop_to_nonzero else None
+    for channel, spec in zip(channels, plan.normalization, strict=True):
+        normalize(channel, spec, mask=mask)
+    locations, values = (
+        _foreground_sample(label_array, np.random.default_rng(seed))
+        if label_array is not None
+        else (np.zeros((0, channels.ndim - 1), dtype=np.int64), np.zeros(0, dtype=np.int64))
+    )
+    return PreprocessedCase(
+        name=name,
+        image=channels,
+        label=label_array,
+        spacing=target.array_spacing,
+        crop_box=box,
+        source_geometry=source,
+        geometry=target,
+        foreground_locations=locations,
+        foreground_labels=values,
+    )
+
+
+def normalize(channel: np.ndarray, spec: NormalizationSpec, *, mask: np.ndarray | None = None) -> None:
+    """Normalise one float channel in place (see :class:`NormalizationSpec`).
+
+    For ``"zscore"``, ``mask`` (bool, same shape) selects the voxels the statistics come from; voxels
+    outside it are set to 0. An empty mask counts as no mask.
+    """
+    if spec.scheme == "ct":
+        np.clip(channel, spec.clip_low, spec.clip_high, out=channel)
+        channel -= spec.mean
+        channel /= spec.std
+    elif spec.scheme == "zscore":
+        use_mask = mask is not None and bool(mask.any())
+        values = channel[mask] if use_mask else channel
+        mean = float(values.mean(dtype=np.float64))
+        std = float(values.std(dtype=np.float64))
+        channel -= mean
+        channel /= max(std, _STD_FLOOR)
+        if use_mask:
+            channel[~mask] = 0.0
+
+
+def nonzero_box(channels: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box (array order) holding every voxel that is non-zero in any channel of ``(C, ...)``.
+
+    The whole grid when all voxels are zero.
+    """
+    nonzero = np.any(channels != 0, axis=0)
+    box = []
+    for axis in range(nonzero.ndim):
+        others = tuple(a for a in range(nonzero.ndim) if a != axis)
+        hits = np.flatnonzero(nonzero.any(axis=others))
+        if hits.size == 0:
+            return tuple(slice(0, n) for n in nonzero.shape)
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
+def integer_labels(array: np.ndarray, what: str) -> np.ndarray:
+    """``array`` as the smallest of uint8/int16/int32 holding its values (>= 0; floats must be whole).
+
+    Raises :class:`InputError` naming ``what`` for negative, fractional or non-finite values.
+    """
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise InputError(f"{what.capitalize()} has values of type {array.dtype}; label maps hold integers.")
+    if array.size == 0:
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)):
+            raise InputError(f"{what.capitalize()} holds NaN or infinite values; label maps hold integers >= 0.")
+        fractional = array[array != np.round(array)]
+        if fractional.size:
+            raise InputError(
+                f"{what.capitalize()} holds non-integer values (e.g. {float(fractional[0]):g}); a label map holds "
+                "integers. Is this an intensity image or a probability map? Give the label map instead."
+            )
+    low, high = array.min(), array.max()
+    if low < 0:
+        raise InputError(f"{what.capitalize()} holds negative values ({low:g}); label values must be >= 0.")
+    if high > np.iinfo(np.int32).max:
+        raise InputError(f"{what.capitalize()} holds label value {high:g}, above the supported maximum 2**31 - 1.")
+    dtype = np.uint8 if high <= 255 else np.int16 if high <= np.iinfo(np.int16).max else np.int32
+    return array.astype(dtype, copy=False)
+
+
+def to_source_grid(
+    array: np.ndarray,
+    case: PreprocessedCase,
+    *,
+    interpolation: Literal["nearest", "linear"] = "nearest",
+    fill: float | Sequence[float] = 0.0,
+) -> np.ndarray:
+    """Map ``array`` from ``case``'s preprocessed grid back onto its original grid (array order).
+
+    ``array`` is ``case.shape`` or ``(C, *case.shape)`` (e.g. class probabilities; use ``"linear"``).
+    Voxels outside the crop box get ``fill`` (one value, or one per channel, e.g. 1 for background
+    probability). When nothing was resampled the values are copied voxel for voxel; otherwise they are
+    resampled onto the cropped part of the original grid. The dtype is kept.
+    """
+    if interpolation not in ("nearest", "linear"):
+        raise InputError(f"Unknown interpolation {interpolation!r}; use 'nearest' or 'linear'.")
+    spatial = case.geometry.shape
+    has_channels = array.ndim == len(spatial) + 1
+    if tuple(array.shape[-len(spatial) :]) != spatial or array.ndim not in (len(spatial), len(spatial) + 1):
+        raise InputError(
+            f"The array to map back has shape {array.shape}; case {case.name} was preprocessed to {spatial}."
+        )
+    channels = array if has_channels else array[None]
+    fills = np.atleast_1d(np.asarray(fill, dtype=np.float64))
+    if fills.size not in (1, channels.shape[0]):
+        raise InputError(f"fill has {fills.size} values for {channels.shape[0]} channel(s); give one or one each.")
+    fills = np.broadcast_to(fills, (channels.shape[0],))
+    cropped = case.source_geometry.crop(case.crop_box)
+    out = np.empty((channels.shape[0], *case.source_geometry.shape), dtype=array.dtype)
+    for index, channel in enumerate(channels):
+        out[index] = fills[index]
+        if _same_grid(cropped, case.geometry):
+            region = channel
+        else:
+            region = _resample(channel, case.geometry, cropped, _SITK_INTERPOLATORS[interpolation])
+        out[(index, *case.crop_box)] = region
+    return out if has_channels else out[0]
+
+
+# ----- helpers ------------------------------------------------------------------------------------------
+
+
+def _channels_first(image: Image) -> np.ndarray:
+    """The image array with a channel axis, ``(C, z, y, x)`` (no copy)."""
+    return image.array if image.is_multichannel else image.array[None]
+
+
+def _same_grid(a: Geometry, b: Geometry) -> bool:
+    """True when two grids coincide (sizes equal, spacing/origin/direction within 1e-6 relative)."""
+    return a.size == b.size and all(
+        np.allclose(getattr(a, name), getattr(b, name), rtol=1e-6, atol=1e-9)
+        for name in ("spacing", "origin", "direction")
+    )
+
+
+def _resample(array: np.ndarray, grid: Geometry, target: Geometry, interpolator: int) -> np.ndarray:
+    """Resample one scalar array from ``grid`` onto ``target`` (0 outside), keeping its dtype."""
+    source = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    source.SetSpacing(grid.spacing)
+    source.SetOrigin(grid.origin)
+    source.SetDirection(grid.direction)
+    resampled = sitk.Resample(source, target.sitk_reference(), sitk.Transform(), interpolator, 0.0)
+    return sitk.GetArrayFromImage(resampled).astype(array.dtype, copy=False)
+
+
+def _warn_lost_labels(label: np.ndarray, box: tuple[slice, ...], name: str) -> None:
+    kept = int(np.count_nonzero(label[box]))
+    total = int(np.count_nonzero(label))
+    if kept != total:
+        logger.warning(
+            "Case %s: %d labelled voxel(s) lie where every image channel is zero and are cropped away.",
+            name or "?",
+            total - kept,
+        )
+
+
+def _foreground_sample(label: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Up to :data:`FOREGROUND_SAMPLES_PER_LABEL` random voxel indices per non-zero label, grouped by label."""
+    flat = np.flatnonzero(label)
+    values = label.ravel()[flat]
+    order = np.argsort(values, kind="stable")
+    flat, values = flat[order], values[order]
+    present, starts, counts = np.unique(values, return_index=True, return_counts=True)
+    chosen = []
+    for start, count in zip(starts, counts, strict=True):
+        if count > FOREGROUND_SAMPLES_PER_LABEL:
+            picks = np.sort(rng.choice(count, FOREGROUND_SAMPLES_PER_LABEL, replace=False))
+            chosen.append(start + picks)
+        else:
+            chosen.append(np.arange(start, start + count))
+    keep = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+    locations = np.stack(np.unravel_index(flat[keep], label.shape), axis=1).astype(np.int64)
+    logger.debug("Foreground sample: %d voxels of labels %s.", len(keep), present.tolist())
+    return locations, values[keep].astype(np.int64)

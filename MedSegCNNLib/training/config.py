@@ -1,0 +1,128 @@
+"""``TrainingConfig``: every choice a training run makes, as one typed, self-validating record.
+
+The config is stored in the model card and in resumable checkpoints (``to_dict``/``from_dict``), so a run
+can be repeated or resumed exactly. Defaults follow nnU-Net where it has one (SGD with Nesterov momentum
+0.99, lr 0.01 with polynomial decay, Dice + cross-entropy, a third of patches centred on foreground).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InputError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyper-parameters of one training run. Units: learning rate per step, time budget in minutes.
+
+    ``network`` holds network options (``name`` and those of :func:`MedSegCNNLib.networks.build_network`);
+    ``spatial_dims``, ``in_channels`` and ``out_channels`` are filled in from the data. ``patch_size`` is in
+    array order (z, y, x), or ``None`` to derive it from the data. ``epochs`` × ``steps_per_epoch`` is the
+    length of the run and of the learning-rate schedule; ``time_budget_minutes`` ends the run after the
+    first epoch that finishes past the budget (the schedule is not shortened). ``fold`` selects the validation fold
+    of a ``folds``-fold split (``None``: train on all cases, validate on none).
+    """
+
+    network: Mapping[str, Any] = field(default_factory=lambda: {"name": "unet"})
+    spatial_dims: int = 3
+    epochs: int = 100
+    steps_per_epoch: int = 250
+    batch_size: int = 2
+    patch_size: tuple[int, ...] | None = None
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.99
+    weight_decay: float = 3e-5
+    poly_power: float = 0.9
+    gradient_clip: float | None = 12.0
+    loss: str = "dice_ce"
+    batch_dice: bool = False
+    foreground_fraction: float = 0.33
+    augmentation: Mapping[str, Any] | None = None
+    precision: str = "auto"
+    channels_last: bool = True
+    validate_every: int = 1
+    early_stopping_patience: int | None = None
+    folds: int = 5
+    fold: int | None = 0
+    seed: int = 0
+    device: str = "auto"
+    time_budget_minutes: float | None = None
+    init_from: str | None = None
+    freeze_encoder: bool = False
+
+    def __post_init__(self) -> None:
+        def require(condition: bool, message: str) -> None:
+            if not condition:
+                raise InputError(message)
+
+        require(isinstance(self.network, Mapping) and "name" in self.network, "network must be a mapping with a name.")
+        require(self.spatial_dims in (2, 3), f"spatial_dims must be 2 or 3, got {self.spatial_dims}.")
+        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}.")
+        require(self.steps_per_epoch >= 1, f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}.")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.patch_size is not None:
+            patch = tuple(int(p) for p in self.patch_size)
+            require(
+                len(patch) == self.spatial_dims and all(p >= 1 for p in patch),
+                f"patch_size must have {self.spatial_dims} positive sizes, got {self.patch_size}.",
+            )
+            object.__setattr__(self, "patch_size", patch)
+        require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}.")
+        require(
+            math.isfinite(self.learning_rate) and self.learning_rate > 0,
+            f"learning_rate must be > 0, got {self.learning_rate}.",
+        )
+        require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}.")
+        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}.")
+        require(self.gradient_clip is None or self.gradient_clip > 0, "gradient_clip must be > 0 or None.")
+        require(0 <= self.foreground_fraction <= 1, "foreground_fraction must be in [0, 1].")
+        require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}.")
+        require(
+            self.device in DEVICES or self.device.startswith("cuda:"), f"device must be one of {', '.join(DEVICES)}."
+        )
+        require(self.validate_every >= 1, "validate_every must be >= 1.")
+        require(
+            self.early_stopping_patience is None or self.early_stopping_patience >= 1,
+            "early_stopping_patience must be >= 1 or None.",
+        )
+        require(self.folds >= 2, f"folds must be >= 2, got {self.folds}.")
+        require(
+            self.fold is None or 0 <= self.fold < self.folds,
+            f"fold must be between 0 and {self.folds - 1} (or None to train on all cases), got {self.fold}.",
+        )
+        require(self.time_budget_minutes is None or self.time_budget_minutes > 0, "time_budget_minutes must be > 0.")
+        object.__setattr__(self, "network", dict(self.network))
+        if self.augmentation is not None:
+            object.__setattr__(self, "augmentation", dict(self.augmentation))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (tuples become lists)."""
+        data = dataclasses.asdict(self)
+        if data["patch_size"] is not None:
+            data["patch_size"] = list(data["patch_size"])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a typo must not pass silently)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"Unknown training options: {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
+        values = dict(data)
+        if values.get("patch_size") is not None:
+            values["patch_size"] = tuple(values["patch_size"])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainingConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,87 @@
+"""Devices and distributed data parallel (DDP) set-up.
+
+A run started by ``torchrun --nproc_per_node=N`` finds torchrun's rendezvous variables (``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``...) and joins the process group: NCCL on CUDA, gloo on CPU.
+A plain ``python``/``medsegcnn`` run is a world of one. There is no home-made process management.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process runs: its rank among ``world_size`` processes and its device."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes files and reports progress."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(choice: str = "auto") -> torch.device:
+    """``auto``: CUDA if available, else Apple MPS, else CPU. Asking for a missing device is an error."""
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("CUDA was asked for but torch sees no CUDA GPU; use --device cpu or auto.")
+    if choice == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("MPS was asked for but is not available; use --device cpu or auto.")
+    return torch.device(choice)
+
+
+def init_distributed(device_choice: str = "auto") -> DistributedContext:
+    """Join torchrun's process group when launched by it; otherwise a single-process context."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext(rank=0, world_size=1, device=resolve_device(device_choice))
+    device = resolve_device(device_choice)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
+
+
+def shutdown_distributed(context: DistributedContext) -> None:
+    if context.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(value: float, context: DistributedContext) -> float:
+    """The mean of ``value`` over all ranks (``value`` itself in a single process)."""
+    if not context.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=context.device)
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / context.world_size
+
+
+def broadcast_flag(flag: bool, context: DistributedContext) -> bool:
+    """Rank 0's ``flag`` on every rank (e.g. 'stop now'), so all ranks leave the loop together."""
+    if not context.distributed:
+        return flag
+    tensor = torch.tensor([int(flag)], dtype=torch.int32, device=context.device)
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())

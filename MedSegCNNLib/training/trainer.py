@@ -1,0 +1,636 @@
+"""``train``: fit a segmentation network to a dataset and save it as a model folder.
+
+The output folder of a run::
+
+    OUTPUT/
+      model/                 the trained model (weights + model card): best validation epoch, else last
+      checkpoints/last/      resumable state (weights, optimiser, scheduler, scaler, RNG, sampler, epoch)
+      checkpoints/best/      model folder of the best validation epoch so far
+      training_config.json   the run's configuration, dataset and preprocessing plan
+      splits.json            the cross-validation folds (reused by later runs in this folder)
+      training_log.csv       one row per epoch; training_curves.png plots it
+
+The same function runs under ``torchrun --nproc_per_node=N`` (DistributedDataParallel): every rank samples
+its own patches, gradients are averaged, and rank 0 validates, writes files and reports progress.
+SIGINT/SIGTERM end the current step, write ``checkpoints/last`` and return with status ``cancelled``;
+``resume=True`` continues from there with the same optimiser, scheduler and random-number state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._version import __version__
+from ..atomic import write_text_atomic
+from ..checkpoint import (
+    capture_rng_state,
+    import_state_dict,
+    load_matching_weights,
+    load_model,
+    load_training_state,
+    restore_rng_state,
+    save_model,
+    save_training_state,
+)
+from ..data.augmentation import AugmentationConfig, Augmenter
+from ..data.dataset import Dataset, load_case, load_dataset, validate_dataset
+from ..data.planning import plan_preprocessing, suggest_patch_size
+from ..data.preprocessing import PreprocessedCase, PreprocessingPlan, preprocess_case
+from ..data.sampling import PatchSampler
+from ..errors import InputError, OutputExistsError
+from ..image.seg_nrrd import default_label_info
+from ..losses import DeepSupervisionLoss, build_loss
+from ..networks import build_network
+from ..progress import Event, EventSink
+from .config import TrainingConfig
+from .distributed import DistributedContext, all_reduce_mean, broadcast_flag, init_distributed, shutdown_distributed
+from .history import TrainingHistory
+from .optim import build_optimizer, build_scaler, build_scheduler, resolve_precision
+from .splits import load_or_create_splits
+from .step import train_step
+from .validation import validate
+
+logger = logging.getLogger(__name__)
+
+RUN_FILES = ("model", "checkpoints", "training_config.json", "splits.json", "training_log.csv", "training_curves.png")
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """How a run ended: ``status`` (completed, cancelled, early_stopped, time_budget), where the model folder
+    is, and the trained ``network`` itself (its final weights, in evaluation mode)."""
+
+    status: str
+    model: Path | None
+    epochs_done: int
+    best_epoch: int | None
+    best_mean_dice: float | None
+    network: torch.nn.Module = field(repr=False)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def train(
+    data: str | os.PathLike[str] | Dataset,
+    output: str | os.PathLike[str],
+    config: TrainingConfig | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_event: EventSink | None = None,
+) -> TrainingResult:
+    """Train a network on ``data`` (an MSD/nnU-Net folder or a :class:`Dataset`) into the folder ``output``.
+
+    ``resume`` continues the run saved in ``output`` (its saved configuration wins over ``config``);
+    ``overwrite`` replaces a previous run's files in ``output`` (other files there are left alone).
+    Progress goes to ``on_event`` (see :mod:`MedSegCNNLib.progress`).
+
+    Example:
+        >>> result = train("Task04_Hippocampus", "models/hippo", TrainingConfig(epochs=50))  # doctest: +SKIP
+        >>> result.model  # doctest: +SKIP
+        PosixPath('models/hippo/model')
+    """
+    output = Path(output)
+    config = _prepare_output(output, config or TrainingConfig(), resume=resume, overwrite=overwrite)
+    context = init_distributed(config.device)
+    try:
+        return _Run.create(data, output, config, context, resume=resume, on_event=on_event).fit()
+    finally:
+        shutdown_distributed(context)
+
+
+def _prepare_output(output: Path, config: TrainingConfig, *, resume: bool, overwrite: bool) -> TrainingConfig:
+    """Check the output folder against resume/overwrite; returns the config to use (the saved one on resume)."""
+    if resume and overwrite:
+        raise InputError("Choose either resume (continue the saved run) or overwrite (start again), not both.")
+    saved = output / "training_config.json"
+    if resume:
+        if not (output / "checkpoints" / "last").is_dir() or not saved.is_file():
+            raise InputError(f"Nothing to resume in {output}: it has no checkpoints/last; start a new run instead.")
+        return TrainingConfig.from_dict(json.loads(saved.read_text(encoding="utf-8"))["config"])
+    if output.exists() and not output.is_dir():
+        raise InputError(f"Output {output} is a file; give a folder for the model.")
+    if output.is_dir() and any(output.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(
+                f"Output folder {output} is not empty; pass --resume to continue its run or --overwrite to start again."
+            )
+        for name in RUN_FILES:  # only this library's files; anything else of the user's stays
+            path = output / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise InputError(f"Cannot write to output folder {output}: {error.strerror}; choose another folder.") from None
+    return config
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM while the block runs (handlers restored afterwards)."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.getsignal(number) for number in signals}
+
+    def handle(number: int, _frame: object) -> None:
+        logger.warning("%s received: finishing the current step and saving a checkpoint.", signal.Signals(number).name)
+        requested.set()
+
+    for number in signals:
+        signal.signal(number, handle)
+    try:
+        yield requested
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@dataclass
+class _Run:
+    """Everything one training run holds; built by :meth:`create`, driven by :meth:`fit`."""
+
+    output: Path
+    config: TrainingConfig
+    context: DistributedContext
+    dataset: Dataset
+    plan: PreprocessingPlan
+    train_cases: list[PreprocessedCase]
+    val_cases: list[PreprocessedCase]
+    patch_size: tuple[int, ...]
+    network: torch.nn.Module
+    model: torch.nn.Module  # the network itself, or its DistributedDataParallel wrapper
+    loss_function: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    precision: str
+    sampler: PatchSampler
+    augmenter: Augmenter
+    emit: EventSink
+    history: TrainingHistory = field(default_factory=TrainingHistory)
+    epoch: int = 0  # completed epochs
+    step_in_epoch: int = 0  # steps done in the current epoch (non-zero only after a cancelled run)
+    epoch_losses: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_mean_dice: float = -math.inf
+    best_dice: dict[int, float] = field(default_factory=dict)
+
+    # ----- construction --------------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        data: str | os.PathLike[str] | Dataset,
+        output: Path,
+        config: TrainingConfig,
+        context: DistributedContext,
+        *,
+        resume: bool,
+        on_event: EventSink | None,
+    ) -> _Run:
+        torch.manual_seed(config.seed + context.rank)
+        np.random.seed((config.seed + context.rank) % 2**32)  # noqa: NPY002 - third-party code may use it
+        dataset = load_dataset(data)
+        validate_dataset(dataset)
+        labels = sorted(dataset.label_names)
+        if labels != list(range(len(labels))):
+            raise InputError(
+                f"Label values must be consecutive from 0 (got {labels}); remap the labels to 0..{len(labels) - 1}."
+            )
+        train_names, val_names = _split(dataset, config, output, context)
+        saved_plan = output / "training_config.json"
+        plan = (
+            PreprocessingPlan.from_dict(json.loads(saved_plan.read_text(encoding="utf-8"))["preprocessing"])
+            if resume
+            else plan_preprocessing(_subset(dataset, train_names), spatial_dims=config.spatial_dims)
+        )
+        train_cases = [_preprocess(dataset, name, plan, config.seed) for name in train_names]
+        val_cases = [_preprocess(dataset, name, plan, config.seed) for name in val_names]
+
+        network_config = {
+            **config.network,
+            "spatial_dims": config.spatial_dims,
+            "in_channels": int(train_cases[0].image.shape[0]),
+            "out_channels": len(labels),
+        }
+        network = build_network(network_config)
+        patch_size = config.patch_size or _patch_size(train_cases, config.spatial_dims, network.divisor)
+        _check_patch(patch_size, network.divisor)
+        if config.init_from:
+            _initialise_from(network, config.init_from, context)
+        if config.freeze_encoder:
+            network.encoder.requires_grad_(False)
+        network.to(context.device)
+        if config.channels_last and context.device.type != "mps":
+            network.to(memory_format=torch.channels_last_3d if config.spatial_dims == 3 else torch.channels_last)
+        model: torch.nn.Module = network
+        if context.distributed:
+            model = torch.nn.parallel.DistributedDataParallel(
+                network, device_ids=[context.device.index] if context.device.type == "cuda" else None
+            )
+        precision = resolve_precision(config.precision, context.device)
+        optimizer = build_optimizer(network.parameters(), config)
+        run = cls(
+            output=output,
+            config=config,
+            context=context,
+            dataset=dataset,
+            plan=plan,
+            train_cases=train_cases,
+            val_cases=val_cases,
+            patch_size=tuple(patch_size),
+            network=network,
+            model=model,
+            loss_function=_loss_function(config, network),
+            optimizer=optimizer,
+            scheduler=build_scheduler(optimizer, config),
+            scaler=build_scaler(precision, context.device),
+            precision=precision,
+            sampler=PatchSampler(
+                train_cases,
+                tuple(patch_size),
+                config.batch_size,
+                foreground_fraction=config.foreground_fraction,
+                seed=config.seed,
+                rank=context.rank,
+                world_size=context.world_size,
+            ),
+            augmenter=Augmenter(
+                AugmentationConfig.from_dict(config.augmentation) if config.augmentation else AugmentationConfig(),
+                config.spatial_dims,
+                seed=config.seed + 7919 * context.rank,
+            ),
+            emit=on_event if (on_event is not None and context.is_main) else (lambda _event: None),
+        )
+        if resume:
+            run._restore()
+        elif context.is_main:
+            (output / "checkpoints").mkdir(exist_ok=True)
+            run._write_run_description()
+        return run
+
+    # ----- the loop ----------------------------------------------------------------------------------------
+
+    def fit(self) -> TrainingResult:
+        config = self.config
+        total_steps = config.epochs * config.steps_per_epoch
+        self.emit(
+            Event(
+                "start",
+                {
+                    "total_steps": total_steps,
+                    "epochs": config.epochs,
+                    "steps_per_epoch": config.steps_per_epoch,
+                    "train_cases": len(self.train_cases),
+                    "val_cases": len(self.val_cases),
+                    "device": str(self.context.device),
+                    "precision": self.precision,
+                    "output": str(self.output),
+                    "patch_size": list(self.patch_size),
+                },
+            )
+        )
+        started = time.monotonic()
+        steps_done_here = 0
+        status = "running"
+        self.model.train()
+        with _stop_requests() as stop_requested:
+            while status == "running" and self.epoch < config.epochs:
+                epoch_started = time.monotonic()
+                while self.step_in_epoch < config.steps_per_epoch:
+                    self.epoch_losses.append(self._step())
+                    self.step_in_epoch += 1
+                    steps_done_here += 1
+                    step = self.epoch * config.steps_per_epoch + self.step_in_epoch
+                    elapsed = time.monotonic() - started
+                    self.emit(
+                        Event(
+                            "step",
+                            {
+                                "epoch": self.epoch + 1,
+                                "step": step,
+                                "loss": self.epoch_losses[-1],
+                                "lr": self.optimizer.param_groups[0]["lr"],
+                                "eta_s": elapsed / steps_done_here * (total_steps - step),
+                            },
+                        )
+                    )
+                    if broadcast_flag(stop_requested.is_set(), self.context):
+                        status = "cancelled"
+                        break
+                if status == "cancelled":
+                    break
+                self.epoch += 1
+                status = self._end_epoch(float(np.mean(self.epoch_losses)), epoch_started, started, steps_done_here)
+                self.step_in_epoch, self.epoch_losses = 0, []
+        if status == "running":
+            status = "completed"
+        model_path = self._finish(status)
+        self.emit(
+            Event(
+                "end",
+                {
+                    "status": status,
+                    "epochs_done": self.epoch,
+                    "best_epoch": self.best_epoch,
+                    "best_mean_dice": None if self.best_epoch is None else self.best_mean_dice,
+                    "model": str(model_path) if model_path else None,
+                },
+            )
+        )
+        return TrainingResult(
+            status=status,
+            model=model_path,
+            epochs_done=self.epoch,
+            best_epoch=self.best_epoch,
+            best_mean_dice=None if self.best_epoch is None else self.best_mean_dice,
+            network=self.network.eval(),
+            history=list(self.history.rows),
+        )
+
+    def _step(self) -> float:
+        images, labels = self.sampler.next_batch()
+        images, labels = self.augmenter(images.to(self.context.device), labels.to(self.context.device))
+        if self.config.channels_last and images.device.type != "mps":
+            images = images.contiguous(
+                memory_format=torch.channels_last_3d if images.ndim == 5 else torch.channels_last
+            )
+        loss = train_step(
+            self.model,
+            images,
+            labels,
+            self.loss_function,
+            self.optimizer,
+            self.scaler,
+            precision=self.precision,
+            gradient_clip=self.config.gradient_clip,
+        )
+        self.scheduler.step()
+        return loss
+
+    def _end_epoch(self, local_loss: float, epoch_started: float, started: float, steps_done_here: int) -> str:
+        """Validation, log, checkpoints and stop criteria after an epoch; returns "running" or a final status."""
+        config = self.config
+        train_loss = all_reduce_mean(local_loss, self.context)
+        row: dict[str, Any] = {
+            "epoch": self.epoch,
+            "train_loss": train_loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": time.monotonic() - epoch_started,
+        }
+        remaining = (config.epochs - self.epoch) * config.steps_per_epoch
+        eta = (time.monotonic() - started) / steps_done_here * remaining
+        self.emit(Event("epoch", {**row, "eta_s": eta}))
+        status = "running"
+        if self.context.is_main:
+            if self.val_cases and (self.epoch % config.validate_every == 0 or self.epoch == config.epochs):
+                row.update(self._validate())
+            self.history.add(row)
+            self.history.write(self.output)
+            self._save_checkpoint()
+            patience = config.early_stopping_patience
+            if patience is not None and self.best_epoch is not None and self.epoch - self.best_epoch >= patience:
+                status = "early_stopped"
+            budget = config.time_budget_minutes
+            if status == "running" and budget is not None and time.monotonic() - started >= budget * 60:
+                status = "time_budget"
+        stop = broadcast_flag(status != "running", self.context)
+        if stop and status == "running":
+            status = "stopped"
+        return status
+
+    def _validate(self) -> dict[str, float]:
+        labels = [label for label in sorted(self.dataset.label_names) if label != 0]
+        dice = validate(self.network, self.val_cases, labels, self.patch_size, self.context.device, self.precision)
+        mean_dice = float(np.mean(list(dice.values())))
+        if mean_dice > self.best_mean_dice:
+            self.best_mean_dice, self.best_epoch, self.best_dice = mean_dice, self.epoch, dice
+            save_model(self.output / "checkpoints" / "best", self.network, self._model_card("best"), overwrite=True)
+        self.emit(
+            Event(
+                "validation",
+                {
+                    "epoch": self.epoch,
+                    "mean_dice": mean_dice,
+                    "dice": {str(label): value for label, value in dice.items()},
+                    "best_epoch": self.best_epoch,
+                    "best_mean_dice": self.best_mean_dice,
+                },
+            )
+        )
+        return {"val_mean_dice": mean_dice, **{f"val_dice_{label}": value for label, value in dice.items()}}
+
+    def _finish(self, status: str) -> Path | None:
+        """Write the final model (best validation epoch, else the last weights); a cancelled run writes none."""
+        if not self.context.is_main:
+            return None
+        if status == "cancelled":
+            self._save_checkpoint()  # mid-epoch: resume continues with the next step
+            self.emit(Event("message", {"level": "warning", "text": f"Stopped; resume with --resume {self.output}"}))
+            return None
+        target = self.output / "model"
+        best = self.output / "checkpoints" / "best"
+        if self.best_epoch is not None and best.is_dir():
+            network, card = load_model(best, device="cpu")  # saved again: save_model swaps folders atomically
+            card["training"]["epochs_done"] = self.epoch
+            save_model(target, network, card, overwrite=True)
+        else:
+            save_model(target, self.network, self._model_card("last"), overwrite=True)
+        return target
+
+    # ----- files -------------------------------------------------------------------------------------------
+
+    def _model_card(self, which: str) -> dict[str, Any]:
+        labels = {
+            str(value): {"name": name, "color": list(default_label_info(value).color) if value else [0.0, 0.0, 0.0]}
+            for value, name in sorted(self.dataset.label_names.items())
+        }
+        return {
+            "name": self.dataset.name,
+            "network": self.network.config,
+            "spatial_dims": self.config.spatial_dims,
+            "patch_size": list(self.patch_size),
+            "channels": list(self.dataset.channel_names),
+            "labels": labels,
+            "preprocessing": self.plan.to_dict(),
+            "training": {
+                "weights": which,
+                "dataset": self.dataset.name,
+                "train_cases": [case.name for case in self.train_cases],
+                "val_cases": [case.name for case in self.val_cases],
+                "fold": self.config.fold,
+                "folds": self.config.folds,
+                "epochs_done": self.epoch,
+                "seed": self.config.seed,
+                "world_size": self.context.world_size,
+                "config": self.config.to_dict(),
+                "validation": None
+                if self.best_epoch is None
+                else {
+                    "best_epoch": self.best_epoch,
+                    "mean_dice": self.best_mean_dice,
+                    "dice": {str(label): value for label, value in self.best_dice.items()},
+                },
+            },
+        }
+
+    def _write_run_description(self) -> None:
+        description = {
+            "library_version": __version__,
+            "config": self.config.to_dict(),
+            "preprocessing": self.plan.to_dict(),
+            "patch_size": list(self.patch_size),
+            "dataset": self.dataset.to_dict(),
+        }
+        write_text_atomic(self.output / "training_config.json", json.dumps(description, indent=1), overwrite=True)
+
+    def _save_checkpoint(self) -> None:
+        extra = {
+            "sampler": self.sampler.state_dict(),
+            "augmenter": self.augmenter.state_dict(),
+            "best_epoch": self.best_epoch,
+            "best_mean_dice": self.best_mean_dice if self.best_epoch is not None else None,
+            "best_dice": {str(label): value for label, value in self.best_dice.items()},
+            "step_in_epoch": self.step_in_epoch,
+            "epoch_losses": self.epoch_losses,
+        }
+        save_training_state(
+            self.output / "checkpoints" / "last",
+            model=self.network,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            epoch=self.epoch,
+            step=self.epoch * self.config.steps_per_epoch + self.step_in_epoch,
+            rng=capture_rng_state(),
+            extra=extra,
+            overwrite=True,
+        )
+        self.emit(Event("checkpoint", {"epoch": self.epoch, "path": str(self.output / "checkpoints" / "last")}))
+
+    def _restore(self) -> None:
+        state = load_training_state(
+            self.output / "checkpoints" / "last",
+            model=self.network,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            map_location=self.context.device,
+        )
+        self.epoch = state.epoch
+        self.step_in_epoch = state.extra.get("step_in_epoch", 0)
+        self.epoch_losses = list(state.extra.get("epoch_losses", []))
+        restore_rng_state(state.rng)
+        if self.context.rank == 0:
+            self.sampler.load_state_dict(state.extra["sampler"])
+            self.augmenter.load_state_dict(state.extra["augmenter"])
+        if state.extra.get("best_epoch") is not None:
+            self.best_epoch = state.extra["best_epoch"]
+            self.best_mean_dice = state.extra["best_mean_dice"]
+            self.best_dice = {int(label): value for label, value in state.extra["best_dice"].items()}
+        log = self.output / "training_log.csv"
+        if log.is_file():
+            self.history = TrainingHistory.from_csv(log.read_text(encoding="utf-8"))
+            self.history.rows = [row for row in self.history.rows if row["epoch"] <= self.epoch]
+        logger.info("Resuming %s after epoch %d.", self.output, self.epoch)
+
+
+# ----- helpers ---------------------------------------------------------------------------------------------
+
+
+def _split(dataset: Dataset, config: TrainingConfig, output: Path, context: DistributedContext) -> tuple[list, list]:
+    names = [case.name for case in dataset.cases]
+    if config.fold is None:
+        return names, []
+    if context.is_main:
+        splits = load_or_create_splits(output / "splits.json", names, config.folds, seed=config.seed)
+    if context.distributed:
+        torch.distributed.barrier()
+    if not context.is_main:
+        splits = load_or_create_splits(output / "splits.json", names, config.folds, seed=config.seed)
+    return splits[config.fold]["train"], splits[config.fold]["val"]
+
+
+def _subset(dataset: Dataset, names: list[str]) -> Dataset:
+    wanted = set(names)
+    return Dataset(
+        name=dataset.name,
+        channel_names=dataset.channel_names,
+        label_names=dataset.label_names,
+        cases=tuple(case for case in dataset.cases if case.name in wanted),
+    )
+
+
+def _preprocess(dataset: Dataset, name: str, plan: PreprocessingPlan, seed: int) -> PreprocessedCase:
+    case = next(case for case in dataset.cases if case.name == name)
+    image, label = load_case(case)
+    if label is None:
+        raise InputError(f"Case {name} has no label map; training needs one for every case.")
+    return preprocess_case(image, label, plan, seed=seed, name=name)
+
+
+def _patch_size(cases: list[PreprocessedCase], spatial_dims: int, divisor: tuple[int, ...]) -> tuple[int, ...]:
+    median_shape = tuple(int(v) for v in np.median([case.image.shape[1:] for case in cases], axis=0))
+    if spatial_dims == 2:
+        median_shape = median_shape[1:]
+    return tuple(suggest_patch_size(median_shape, spatial_dims, divisor=divisor))
+
+
+def _check_patch(patch_size: tuple[int, ...], divisor: tuple[int, ...]) -> None:
+    if any(p % d for p, d in zip(patch_size, divisor, strict=True)):
+        needed = tuple(math.ceil(p / d) * d for p, d in zip(patch_size, divisor, strict=True))
+        raise InputError(f"patch_size {patch_size} must be a multiple of {divisor} for this network; try {needed}.")
+
+
+def _loss_function(config: TrainingConfig, network: torch.nn.Module) -> torch.nn.Module:
+    """The configured loss; with deep supervision, weighted over the U-Net's decoder outputs (one per level)."""
+    loss = build_loss(config.loss, batch_dice=config.batch_dice)
+    if not network.config.get("deep_supervision"):
+        return loss
+    return DeepSupervisionLoss(loss, num_outputs=len(network.config["features"]) - 1)
+
+
+def _initialise_from(network: torch.nn.Module, source: str, context: DistributedContext) -> None:
+    """Transfer learning: copy the weights whose names and shapes match from a model folder or state dict."""
+    path = Path(source)
+    if path.suffix in (".pt", ".pth"):
+        state = import_state_dict(path)
+    else:
+        pretrained, _card = load_model(path, device="cpu")
+        state = pretrained.state_dict()
+    loaded, skipped = load_matching_weights(network, state)
+    if not loaded:
+        raise InputError(f"No weights of {source} match this network (names or shapes differ); nothing to fine-tune.")
+    if context.is_main:
+        logger.info("Initialised %d tensors from %s; %d not loaded: %s", len(loaded), source, len(skipped), skipped[:5])
+
+
+def describe_model(card: Mapping[str, Any]) -> str:
+    """One line naming a model card's network, labels and validation Dice (for logs and the CLI)."""
+    validation = (card.get("training") or {}).get("validation") or {}
+    dice = f", validation mean Dice {validation['mean_dice']:.3f}" if validation else ""
+    names = ", ".join(label["name"] for value, label in card["labels"].items() if value != "0")
+    return f"{card['network']['name']} {card['spatial_dims']}D, labels: {names}{dice}"

@@ -1,0 +1,57 @@
+"""Validation during training: whole held-out cases through sliding-window inference, scored with Dice."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..data.preprocessing import PreprocessedCase
+from ..inference.sliding_window import sliding_window_inference
+from ..metrics.label_metrics import compute_label_metrics
+from .optim import autocast
+
+
+def predict_case(
+    network: torch.nn.Module,
+    image: np.ndarray,
+    patch_size: Sequence[int],
+    device: torch.device,
+    precision: str,
+    *,
+    batch_size: int = 4,
+) -> np.ndarray:
+    """Label map (array order) of a preprocessed (C, z, y, x) image; 2D models run slice by slice along z."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device)
+    was_training = network.training
+    network.eval()
+    try:
+        with autocast(precision, device):
+            if len(patch_size) == image.ndim - 1:  # 3D model on a 3D volume
+                logits = sliding_window_inference(tensor[None], network, patch_size, batch_size=batch_size)[0]
+            else:  # 2D model: the slices become the batch
+                slices = tensor.permute(1, 0, 2, 3)
+                logits = sliding_window_inference(slices, network, patch_size, batch_size=batch_size)
+                logits = logits.permute(1, 0, 2, 3)
+        return logits.argmax(0).to(torch.uint8 if logits.shape[0] <= 256 else torch.int32).cpu().numpy()
+    finally:
+        network.train(was_training)
+
+
+def validate(
+    network: torch.nn.Module,
+    cases: Sequence[PreprocessedCase],
+    labels: Sequence[int],
+    patch_size: Sequence[int],
+    device: torch.device,
+    precision: str,
+) -> dict[int, float]:
+    """Mean Dice per label over ``cases`` (foundation metrics; a label absent from both maps counts 1)."""
+    totals = dict.fromkeys(labels, 0.0)
+    for case in cases:
+        prediction = predict_case(network, case.image, patch_size, device, precision)
+        metrics = compute_label_metrics(prediction, case.label, list(labels), case.spacing, surface=False)
+        for label in labels:
+            totals[label] += metrics[label].dice
+    return {label: total / len(cases) for label, total in totals.items()}

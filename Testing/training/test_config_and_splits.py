@@ -1,0 +1,66 @@
+"""TrainingConfig validation/serialisation and cross-validation splits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from MedSegCNNLib.errors import InputError
+from MedSegCNNLib.training.config import TrainingConfig
+from MedSegCNNLib.training.splits import load_or_create_splits, make_splits
+
+
+def test_config_round_trip_through_json():
+    config = TrainingConfig(epochs=3, patch_size=(16, 32, 32), network={"name": "unet", "features": [4, 8]})
+    data = json.loads(json.dumps(config.to_dict()))
+    assert TrainingConfig.from_dict(data) == config
+    assert data["patch_size"] == [16, 32, 32]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"patch_size": (16, 16)}, "patch_size"),
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"fold": 5}, "fold"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"precision": "fp8"}, "precision"),
+        ({"network": {"features": [4]}}, "name"),
+    ],
+)
+def test_bad_config_values(changes, message):
+    with pytest.raises(InputError, match=message):
+        TrainingConfig(**changes)
+
+
+def test_unknown_config_keys_are_refused():
+    with pytest.raises(InputError, match="Unknown training options: epoch"):
+        TrainingConfig.from_dict({"epoch": 3})
+
+
+def test_splits_partition_the_cases():
+    names = [f"case_{i}" for i in range(11)]
+    splits = make_splits(names, 5, seed=1)
+    validation = [name for split in splits for name in split["val"]]
+    assert sorted(validation) == sorted(names)  # each case validated exactly once
+    assert {len(split["val"]) for split in splits} <= {2, 3}
+    for split in splits:
+        assert set(split["train"]) | set(split["val"]) == set(names) and not set(split["train"]) & set(split["val"])
+    assert make_splits(names, 5, seed=1) == splits and make_splits(names, 5, seed=2) != splits
+
+
+def test_splits_are_saved_and_reused(tmp_path):
+    path = tmp_path / "splits.json"
+    names = [f"c{i}" for i in range(6)]
+    first = load_or_create_splits(path, names, 3, seed=0)
+    custom = [{"train": names[2:], "val": names[:2]}, {"train": names[:4], "val": names[4:]}, first[2]]
+    path.write_text(json.dumps(custom))
+    assert load_or_create_splits(path, names, 3, seed=0) == custom  # an existing file wins
+    with pytest.raises(InputError, match="does not match the dataset"):
+        load_or_create_splits(path, [*names, "new_case"], 3)
+    with pytest.raises(InputError, match="folds"):
+        load_or_create_splits(path, names, 4)
+    with pytest.raises(InputError, match="at least 5 cases"):
+        make_splits(names[:3], 5)
