@@ -44,6 +44,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
     parser.add_argument("--seed", type=int)
     parser.add_argument("--init-from", metavar="MODEL", help="fine-tune from a model folder (or a .pt state dict)")
     parser.add_argument("--freeze-encoder", action="store_true", help="with --init-from: train the decoder only")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster steps)")
     parser.add_argument("--config", type=Path, metavar="JSON", help="a JSON file of TrainingConfig fields")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous run's files in MODEL_DIR")
@@ -102,6 +103,8 @@ def build_config(args: argparse.Namespace) -> TrainingConfig:
         values["fold"] = None if args.fold == "all" else args.fold
     if args.network is not None:
         values["network"] = {**values.get("network", {}), "name": args.network}
+    if args.compile:
+        values["compile"] = True
     if args.freeze_encoder:
         if not values.get("init_from"):
             raise InputError("--freeze-encoder needs --init-from MODEL (a pretrained encoder to keep).")

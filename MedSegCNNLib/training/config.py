@@ -28,7 +28,8 @@ class TrainingConfig:
     ``spatial_dims``, ``in_channels`` and ``out_channels`` are filled in from the data. ``patch_size`` is in
     array order (z, y, x), or ``None`` to derive it from the data. ``epochs`` × ``steps_per_epoch`` is the
     length of the run and of the learning-rate schedule; ``time_budget_minutes`` ends the run after the
-    first epoch that finishes past the budget (the schedule is not shortened). ``fold`` selects the validation fold
+    first epoch that finishes past the budget (the schedule is not shortened). ``compile`` runs the network
+    through ``torch.compile`` (slower start, faster steps: worth it for long runs). ``fold`` selects the validation fold
     of a ``folds``-fold split (``None``: train on all cases, validate on none).
     """
 
@@ -50,6 +51,7 @@ class TrainingConfig:
     augmentation: Mapping[str, Any] | None = None
     precision: str = "auto"
     channels_last: bool = True
+    compile: bool = False
     validate_every: int = 1
     early_stopping_patience: int | None = None
     folds: int = 5

@@ -251,6 +251,8 @@ class _Run:
             model = torch.nn.parallel.DistributedDataParallel(
                 network, device_ids=[context.device.index] if context.device.type == "cuda" else None
             )
+        if config.compile:
+            model = torch.compile(model)
         precision = resolve_precision(config.precision, context.device)
         optimizer = build_optimizer(network.parameters(), config)
         run = cls(
