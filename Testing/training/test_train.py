@@ -197,3 +197,22 @@ def test_ddp_with_two_cpu_processes_keeps_ranks_identical(tmp_path):
     assert rank0.keys() == rank1.keys()
     assert all(torch.equal(rank0[name], rank1[name]) for name in rank0)
     assert (output / "model" / "model.json").is_file()  # written once, by rank 0
+
+
+@pytest.mark.parametrize("name", ["unet", "resunet", "fcn", "segnet", "deeplab"])
+def test_every_architecture_trains_and_validates_in_2d(tmp_path, name):
+    network = {"name": name} if name != "unet" else {**TINY_UNET, "deep_supervision": True, "attention": True}
+    config = quick_config(
+        network=network, spatial_dims=2, patch_size=(32, 32), epochs=1, steps_per_epoch=2, folds=2, fold=0
+    )
+    result = train(phantom_dataset(2), tmp_path / "run", config)
+    assert result.status == "completed" and result.best_mean_dice is not None
+    assert np.isfinite(result.history[0]["train_loss"])
+    _network, card = load_model(result.model)
+    assert card["network"]["name"] == name
+
+
+def test_time_budget_ends_the_run_after_the_epoch_that_passes_it(tmp_path):
+    result = train(phantom_dataset(2), tmp_path / "run", quick_config(epochs=50, time_budget_minutes=1e-4))
+    assert result.status == "time_budget" and result.epochs_done == 1
+    assert result.model is not None and (result.model / "model.safetensors").is_file()
