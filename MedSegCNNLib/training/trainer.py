@@ -621,7 +621,13 @@ def _initialise_from(network: torch.nn.Module, source: str, context: Distributed
     if path.suffix in (".pt", ".pth"):
         state = import_state_dict(path)
     else:
-        pretrained, _card = load_model(path, device="cpu")
+        pretrained, card = load_model(path, device="cpu")
+        expected, found = card["network"]["in_channels"], network.config["in_channels"]
+        if expected != found:
+            raise InputError(
+                f"{source} was trained on {expected} input channel(s) ({', '.join(card.get('channels', []))}) but "
+                f"this dataset has {found}; fine-tune from a model with the same channels."
+            )
         state = pretrained.state_dict()
     loaded, skipped = load_matching_weights(network, state)
     if not loaded:

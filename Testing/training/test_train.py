@@ -157,6 +157,15 @@ def test_fine_tuning_with_a_frozen_encoder(tmp_path):
     before = base.network.encoder.state_dict()
     after = tuned.network.encoder.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)  # the encoder did not move
+    two_channels = dataset_from_pairs(
+        [
+            (Image.from_array(np.stack([image.array] * 2), spacing=image.spacing, spatial_dims=3), label)
+            for image, label in (phantom(seed) for seed in range(2))
+        ],
+        label_names={0: "bg", 1: "ball", 2: "box"},
+    )
+    with pytest.raises(InputError, match="1 input channel"):
+        train(two_channels, tmp_path / "other", quick_config(epochs=1, init_from=str(base.model)))
     decoder_changed = any(
         not torch.equal(value, tuned.network.state_dict()[name])
         for name, value in base.network.state_dict().items()
