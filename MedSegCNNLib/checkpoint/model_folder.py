@@ -90,7 +90,7 @@ def save_model(
         written |= {key: value for key, value in card.items() if key not in (*written, "weights")}
         written["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256}
         write_json(partial / CARD_FILE, written)
-    logger.info("Saved the model to %s", folder)
+    logger.debug("Saved the model to %s", folder)
     return Path(folder)
 
 
