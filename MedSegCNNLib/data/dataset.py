@@ -27,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..image.cases import list_cases
+from ..image.cases import list_cases, listing, require_partners
 from ..image.core import Image
 from ..image.geometry import physical_overlap
 from ..image.io import case_name, is_image_path, read_image
@@ -50,7 +50,6 @@ Source = Path | Image
 
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")  # nnU-Net: case_0000, case_0001, ...
 _GEOMETRY_TOLERANCE = 1e-3  # label grids this close to their image's (relative, 1e-3 mm floor) adopt it
-_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,7 @@ class Dataset:
         names = [case.name for case in cases]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
-            raise InputError(f"Case names must be unique; {_listing(repeated)} appear more than once. Rename them.")
+            raise InputError(f"Case names must be unique; {listing(repeated)} appear more than once. Rename them.")
         object.__setattr__(self, "channel_names", channel_names)
         object.__setattr__(self, "label_names", dict(sorted(label_names.items())))
         object.__setattr__(self, "cases", cases)
@@ -319,18 +318,18 @@ def validate_dataset(dataset: Dataset, *, in_channels: int | None = None) -> Non
     problems = []
     if wrong_channels:
         problems.append(
-            f"cases with a number of input channels other than {expected}: {_listing(wrong_channels)} "
+            f"cases with a number of input channels other than {expected}: {listing(wrong_channels)} "
             "(every case needs the same channels, in the same order)"
         )
     if undeclared:
         declared = ", ".join(f"{value}={name}" for value, name in dataset.label_names.items())
         problems.append(
-            f"label values not declared in the label names ({declared}): {_listing(undeclared)} "
+            f"label values not declared in the label names ({declared}): {listing(undeclared)} "
             "(declare them, or fix the label maps)"
         )
     if misaligned:
         problems.append(
-            f"label and image geometry differ for {_listing(misaligned)} (resample the label maps onto their "
+            f"label and image geometry differ for {listing(misaligned)} (resample the label maps onto their "
             "images, e.g. in Slicer, or fix the file headers)"
         )
     if problems:
@@ -365,18 +364,14 @@ def _cases_from_folders(
             channel_files = count == channels if channels is not None else (len(grouped) > 1 or count == 1)
     by_case = grouped if channel_files and grouped else {case: (path,) for case, path in image_files.items()}
     if label_files is not None:
-        only_images = sorted(set(by_case) - set(label_files))
-        only_labels = sorted(set(label_files) - set(by_case))
-        if only_images or only_labels:
-            parts = []
-            if only_images:
-                parts.append(f"no label for {_listing(only_images)}")
-            if only_labels:
-                parts.append(f"no image for {_listing(only_labels)}")
-            raise InputError(
-                f"Cases do not match between {images} and {labels}: {'; '.join(parts)}. Files are matched by "
-                "name without extension (and without the _0000 channel suffix); rename or remove the unmatched."
-            )
+        require_partners(
+            by_case,
+            label_files,
+            roles=("image", "label"),
+            where=f"{images} and {labels}",
+            hint="Files are matched by name without extension (and without the _0000 channel suffix); "
+            "rename or remove the unmatched.",
+        )
     return [
         CaseSource(case, files, None if label_files is None else label_files[case]) for case, files in by_case.items()
     ]
@@ -506,8 +501,3 @@ def _resample_linear(image: Image, grid: Image) -> Image:
     if image.is_multichannel:
         array = np.moveaxis(array, -1, 0)
     return grid.with_array(array, labels=())
-
-
-def _listing(items: Sequence[str]) -> str:
-    shown = ", ".join(items[:_LISTED])
-    return f"{shown} (+{len(items) - _LISTED} more)" if len(items) > _LISTED else shown

@@ -19,13 +19,7 @@ def read_label_names(dataset_json: str | os.PathLike[str]) -> dict[int, str]:
     Accepts both MSD's ``{"1": "Anterior"}`` and nnU-Net v2's ``{"Anterior": 1}`` orientation.
     """
     path = Path(dataset_json)
-    try:
-        description = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist; give the path of a dataset.json file.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"Could not read {path} as JSON: {error}.") from None
-    labels = description.get("labels") if isinstance(description, dict) else None
+    labels = read_description(path).get("labels")
     if not isinstance(labels, dict) or not labels:
         raise InputError(f'{path} has no "labels" object mapping label values to names.')
     names: dict[int, str] = {}

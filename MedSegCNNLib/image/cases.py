@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import InputError
@@ -42,21 +43,31 @@ def pair_cases(predictions: str | os.PathLike[str], references: str | os.PathLik
     Every case must have a partner; otherwise :class:`InputError` lists the unmatched cases of each side.
     """
     pred_cases, ref_cases = list_cases(predictions), list_cases(references)
-    only_pred = sorted(set(pred_cases) - set(ref_cases))
-    only_ref = sorted(set(ref_cases) - set(pred_cases))
-    if only_pred or only_ref:
-        parts = []
-        if only_pred:
-            parts.append(f"no reference for {_listing(only_pred)}")
-        if only_ref:
-            parts.append(f"no prediction for {_listing(only_ref)}")
-        raise InputError(
-            f"Cases do not match between {predictions} and {references}: {'; '.join(parts)}. "
-            "Files are matched by name without extension; rename or remove the unmatched ones."
-        )
+    require_partners(
+        pred_cases,
+        ref_cases,
+        roles=("prediction", "reference"),
+        where=f"{predictions} and {references}",
+        hint="Files are matched by name without extension; rename or remove the unmatched ones.",
+    )
     return [(name, pred_cases[name], ref_cases[name]) for name in sorted(pred_cases)]
 
 
-def _listing(names: list[str], limit: int = 5) -> str:
+def require_partners(
+    first: Iterable[str], second: Iterable[str], *, roles: tuple[str, str], where: str, hint: str
+) -> None:
+    """Raise :class:`InputError` listing the case names of each side that have no partner on the other."""
+    first, second = set(first), set(second)
+    parts = []
+    if only_first := sorted(first - second):
+        parts.append(f"no {roles[1]} for {listing(only_first)}")
+    if only_second := sorted(second - first):
+        parts.append(f"no {roles[0]} for {listing(only_second)}")
+    if parts:
+        raise InputError(f"Cases do not match between {where}: {'; '.join(parts)}. {hint}")
+
+
+def listing(names: list[str], limit: int = 5) -> str:
+    """Up to ``limit`` names joined by commas, then how many more there are."""
     shown = ", ".join(names[:limit])
     return f"{shown} (+{len(names) - limit} more)" if len(names) > limit else shown
