@@ -6,6 +6,7 @@ The public API (scripts may rely on these names):
 - :func:`read_image`, :func:`write_image`: NIfTI, NRRD, MetaImage, Slicer ``.seg.nrrd``, DICOM series (read).
 - :func:`to_sitk`, :func:`from_sitk`: conversion to and from ``SimpleITK.Image``.
 - :func:`evaluate`, :class:`EvaluationResult`: Dice, IoU, HD95, ASSD, NSD, ... per case and label.
+- :func:`segment`: a whole image through a trained model, back on the image's grid (lazy: imports torch).
 - :class:`MedSegCNNError`: the base class of every error caused by bad input.
 """
 
@@ -14,6 +15,15 @@ from .errors import MedSegCNNError
 from .image import Image, LabelInfo, from_sitk, to_sitk
 from .image.io import read_image, write_image
 from .metrics import EvaluationResult, evaluate
+
+
+def __getattr__(name: str):
+    if name == "segment":  # imported on first use, so that ``import MedSegCNNLib`` does not import torch
+        from .inference.segment import segment
+
+        return segment
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EvaluationResult",
@@ -24,6 +34,7 @@ __all__ = [
     "evaluate",
     "from_sitk",
     "read_image",
+    "segment",
     "to_sitk",
     "write_image",
 ]

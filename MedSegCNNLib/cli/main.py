@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import MedSegCNNError
-from . import evaluate_command, info_command, train_command
+from . import demo_command, evaluate_command, info_command, predict_command, train_command
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 3
@@ -26,7 +26,7 @@ logger = logging.getLogger("MedSegCNNLib")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medsegcnn",
-        description="CNN segmentation of medical images: train networks and evaluate segmentations.",
+        description="CNN segmentation of medical images: train networks, segment images, evaluate segmentations.",
     )
     _add_common_options(parser, default=False)
     parser.add_argument("--version", action="version", version=f"medsegcnn {__version__}")
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _add_common_options(common, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (train_command, evaluate_command, info_command):
+    for module in (demo_command, train_command, predict_command, evaluate_command, info_command):
         module.add_parser(commands, [common])
     return parser
 

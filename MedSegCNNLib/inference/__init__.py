@@ -1,5 +1,21 @@
 """Inference: sliding-window prediction of whole images."""
 
-from .sliding_window import importance_map, sliding_window_inference, window_starts
+from .sliding_window import (
+    OUTPUTS,
+    PRECISIONS,
+    importance_map,
+    labels_dtype,
+    processing_order,
+    sliding_window_inference,
+    window_starts,
+)
 
-__all__ = ["importance_map", "sliding_window_inference", "window_starts"]
+__all__ = [
+    "OUTPUTS",
+    "PRECISIONS",
+    "importance_map",
+    "labels_dtype",
+    "processing_order",
+    "sliding_window_inference",
+    "window_starts",
+]

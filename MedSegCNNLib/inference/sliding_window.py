@@ -1,13 +1,29 @@
 """Sliding-window inference: predict a whole image with a network trained on patches.
 
-Windows of ``patch_size`` tile the image with the given ``overlap``; their logits are weighted by an
-importance map (Gaussian, σ = ``sigma_scale`` × patch size per axis, or constant) and averaged where
-windows overlap: ``out(v) = Σ_w m_w(v)·f_w(v) / Σ_w m_w(v)``. Images smaller than the patch are padded
-and the padding is cropped from the result.
+Windows of ``patch_size`` tile the image with the given ``overlap``; what the network returns for them
+(logits or probabilities: the caller's choice) is weighted by an importance map ``m`` (Gaussian, σ =
+``sigma_scale`` × patch size per axis, or constant) and averaged where windows overlap:
+``out(v) = Σ_w m_w(v)·f_w(v) / Σ_w m_w(v)``. Images smaller than the patch are padded and the padding is
+cropped from the result.
+
+Two outputs: ``"logits"``, the (N, K, *S) float32 average, and ``"labels"``, its (N, *S) argmax computed
+without the full (K, *S) buffer. For ``"labels"`` the image is cut into *cells* by the window borders (along
+each axis, the breakpoints are every window start and end); a cell is covered by the same windows throughout.
+Windows are processed in a fixed order (lexicographic over the spatial axes, the axis order chosen to keep
+the fewest cells pending); a cell's float32 accumulator is created when its first window is stitched and is
+divided, turned into labels and freed as soon as its last window is. Both outputs perform the same float
+operations in the same order per voxel (weights multiplied into a copy of the window's values, then one
+addition per window; one division at the end), so their argmax is identical, not only close.
+
+Performance (CPU, 2 cores, measured with ``Testing/Benchmarks/bench_inference.py``): window batches are given
+to the network in channels-last layout, which oneDNN convolutions run faster; window values are weighted into
+one reusable buffer and added with in-place slice additions (no per-window temporaries); the normaliser is
+computed once per image size, not per sample; windows of several samples share batches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
@@ -20,6 +36,10 @@ import torch.nn.functional as F
 from ..errors import InputError
 
 MODES = ("gaussian", "constant")
+OUTPUTS = ("logits", "labels")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+Progress = Callable[[int, int], None]
 
 
 def window_starts(size: int, patch: int, overlap: float) -> list[int]:
@@ -51,10 +71,146 @@ def _importance_map(patch_size: tuple[int, ...], mode: str, sigma_scale: float) 
 
 
 def importance_map(patch_size: Sequence[int], mode: str = "gaussian", sigma_scale: float = 0.125) -> torch.Tensor:
-    """The weight of each voxel of a window (max 1, min > 0), cached per patch size."""
+    """The weight of each voxel of a window (max 1, min > 0), float32 on the CPU, cached per patch size."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
     return _importance_map(tuple(int(p) for p in patch_size), mode, float(sigma_scale))
+
+
+@functools.lru_cache(maxsize=8)
+def _importance_map_on(patch_size: tuple[int, ...], mode: str, sigma_scale: float, device: torch.device):
+    return importance_map(patch_size, mode, sigma_scale).to(device)
+
+
+def labels_dtype(classes: int) -> torch.dtype:
+    """The integer type of ``output="labels"`` for ``classes`` channels: uint8 up to 256 classes, else int16."""
+    return torch.uint8 if classes <= 256 else torch.int16
+
+
+def processing_order(size: Sequence[int], patch: Sequence[int], starts: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """Spatial axes from outermost to innermost in the window loop: the order with the fewest pending voxels.
+
+    With axes (o_0, ..., o_{d-1}), sizes S, patch p and mean step s (s = p for a single window), the cells
+    waiting for later windows cover about ``Σ_l (Π_{i<l} s_{o_i}) (p_{o_l} - s_{o_l}) Π_{i>l} S_{o_i}``
+    voxels plus one window: the outermost axis should be the one whose cross-section is smallest.
+    """
+    steps = [(s - p) / (len(a) - 1) if len(a) > 1 else p for s, p, a in zip(size, patch, starts, strict=True)]
+
+    def pending(order: tuple[int, ...]) -> float:
+        total = math.prod(patch)
+        for level, axis in enumerate(order):
+            before = math.prod(steps[a] for a in order[:level])
+            after = math.prod(size[a] for a in order[level + 1 :])
+            total += before * (patch[axis] - steps[axis]) * after
+        return total
+
+    return min(itertools.permutations(range(len(size))), key=pending)
+
+
+def _windows(starts: Sequence[Sequence[int]], order: Sequence[int]) -> list[tuple[int, ...]]:
+    """Window index tuples (per axis, array order) in processing order."""
+    result = []
+    for permuted in itertools.product(*(range(len(starts[a])) for a in order)):
+        index = [0] * len(order)
+        for axis, value in zip(order, permuted, strict=True):
+            index[axis] = value
+        result.append(tuple(index))
+    return result
+
+
+class _AxisCells:
+    """Cells of one axis: the intervals between consecutive window borders, and which windows cover them."""
+
+    def __init__(self, size: int, patch: int, starts: Sequence[int]) -> None:
+        self.bounds = sorted({0, size, *starts, *(s + patch for s in starts)})
+        cells = range(len(self.bounds) - 1)
+        covering = [
+            [j for j, s in enumerate(starts) if s <= self.bounds[k] and self.bounds[k + 1] <= s + patch] for k in cells
+        ]
+        self.last = [max(windows) for windows in covering]  # the cell's last covering window
+        self.of_window = [[k for k in cells if j in covering[k]] for j in range(len(starts))]
+
+
+def _box(start: Sequence[int], patch: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
+
+
+class _FullAccumulator:
+    """``output="logits"``: one (N, K, *S) buffer, divided by the normaliser at the end."""
+
+    def __init__(self, samples: int, size: tuple[int, ...], boxes: list[tuple[slice, ...]], weights, device) -> None:
+        self.samples, self.size, self.device = samples, size, device
+        self.normaliser = torch.zeros(size, device=device)
+        for box in boxes:
+            self.normaliser[box].add_(weights)
+        self.output: torch.Tensor | None = None
+
+    def add(self, sample: int, index: tuple[int, ...], box: tuple[slice, ...], values: torch.Tensor) -> None:
+        if self.output is None:
+            self.output = torch.zeros((self.samples, values.shape[0], *self.size), device=self.device)
+        self.output[(sample, slice(None), *box)].add_(values)
+
+    def result(self) -> torch.Tensor:
+        return self.output.div_(self.normaliser)
+
+
+class _CellAccumulator:
+    """``output="labels"``: float32 accumulators per live cell; finished cells become labels and are freed."""
+
+    def __init__(self, samples: int, size: tuple[int, ...], patch, starts, weights, device) -> None:
+        self.samples, self.size, self.patch, self.starts, self.device = samples, size, patch, starts, device
+        self.axes = [_AxisCells(s, p, a) for s, p, a in zip(size, patch, starts, strict=True)]
+        self.weights = weights
+        self.live: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.labels: torch.Tensor | None = None
+
+    def add(self, sample: int, index: tuple[int, ...], box: tuple[slice, ...], values: torch.Tensor) -> None:
+        if self.labels is None:
+            self.labels = torch.empty(
+                (self.samples, *self.size), dtype=labels_dtype(values.shape[0]), device=self.device
+            )
+        cells = itertools.product(*(axis.of_window[j] for axis, j in zip(self.axes, index, strict=True)))
+        for cell in cells:
+            region = [(axis.bounds[k], axis.bounds[k + 1]) for axis, k in zip(self.axes, cell, strict=True)]
+            inside = tuple(slice(lo - b.start, hi - b.start) for (lo, hi), b in zip(region, box, strict=True))
+            key = (sample, *cell)
+            if key not in self.live:
+                shape = tuple(hi - lo for lo, hi in region)
+                self.live[key] = (
+                    torch.zeros((values.shape[0], *shape), device=self.device),
+                    torch.zeros(shape, device=self.device),
+                )
+            total, normaliser = self.live[key]
+            total.add_(values[(slice(None), *inside)])
+            normaliser.add_(self.weights[inside])
+            if all(axis.last[k] == j for axis, k, j in zip(self.axes, cell, index, strict=True)):
+                del self.live[key]
+                target = (sample, *(slice(lo, hi) for lo, hi in region))
+                self.labels[target] = total.div_(normaliser).argmax(0)
+
+    def result(self) -> torch.Tensor:
+        return self.labels
+
+
+def _network_device(network: Callable, default: torch.device) -> torch.device:
+    if isinstance(network, torch.nn.Module):
+        for tensor in itertools.chain(network.parameters(), network.buffers()):
+            return tensor.device
+    return default
+
+
+def _check(inputs: torch.Tensor, patch: tuple[int, ...], overlap, batch_size, output, precision) -> None:
+    spatial = inputs.ndim - 2
+    if spatial < 1 or len(patch) != spatial or any(p < 1 for p in patch):
+        raise InputError(f"patch_size must have {spatial} positive sizes for inputs of shape {tuple(inputs.shape)}.")
+    if not 0 <= overlap < 1:
+        raise InputError(f"overlap must be in [0, 1), got {overlap}.")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}.")
+    if output not in OUTPUTS:
+        raise InputError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}.")
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
 
 
 @torch.inference_mode()
@@ -66,42 +222,81 @@ def sliding_window_inference(
     batch_size: int = 4,
     mode: str = "gaussian",
     sigma_scale: float = 0.125,
+    *,
+    output: str = "logits",
+    precision: str = "fp32",
+    accumulation_device: torch.device | str | None = None,
+    channels_last: bool = True,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
-    """Logits of ``network`` over the whole of ``inputs`` (N, C, *S), as (N, K, *S) float32.
+    """Weighted average of ``network`` over the whole of ``inputs`` (N, C, *S), 2D or 3D.
 
-    Works for 2D and 3D and any network mapping (B, C, *patch) to (B, K, *patch). Windows are batched
-    ``batch_size`` at a time on the device of ``inputs``.
+    - ``network``: any callable mapping (B, C, *patch) to (B, K, *patch) logits or probabilities (only their
+      weighted average is taken). Windows go to the device of its first parameter (the device of ``inputs``
+      for other callables), ``batch_size`` windows at a time, drawn from all N samples.
+    - ``output="logits"``: (N, K, *S) float32 average. ``"labels"``: (N, *S) argmax of that average, uint8
+      (int16 above 256 classes), identical to ``argmax`` of the logits output. Peak memory of the
+      accumulation, in float32 values: logits ``(N·K + 1)·|S|``; labels ``K·V`` plus the labels themselves,
+      where V is the voxels of the cells pending at once, at most ``p_0·Π_{i>0} S_i`` (a slab one patch
+      thick across the outermost axis of :func:`processing_order`) and typically, with overlap 0.5, about half
+      of that (e.g. 160×256×256 with 64³ patches: V = 1.6 M voxels = 16% of |S|). Both add the network's
+      output for one batch (``batch_size·K·Π p``) and one weighted window (``K·Π p``).
+    - ``precision``: ``"fp32"`` (no autocast of its own: an enclosing autocast still applies), ``"bf16"`` or
+      ``"fp16"`` (CUDA/MPS only): the network runs under ``torch.autocast`` of that type; accumulation is
+      always float32.
+    - ``accumulation_device``: where the output and the accumulators live (default: the device of
+      ``inputs``); e.g. ``"cpu"`` to stitch a huge volume in host memory while the network runs on a GPU.
+    - ``channels_last``: give window batches to the network in channels-last (3D) layout.
+    - ``progress``: called after every batch with (windows done, windows in total).
     """
-    spatial = inputs.ndim - 2
     patch = tuple(int(p) for p in patch_size)
-    if len(patch) != spatial or any(p < 1 for p in patch):
-        raise InputError(f"patch_size must have {spatial} positive sizes for inputs of shape {tuple(inputs.shape)}.")
-    if not 0 <= overlap < 1:
-        raise InputError(f"overlap must be in [0, 1), got {overlap}.")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}.")
+    _check(inputs, patch, overlap, batch_size, output, precision)
+    accumulation = torch.device(accumulation_device) if accumulation_device is not None else inputs.device
+    compute = _network_device(network, inputs.device)
+    if precision == "fp16" and compute.type == "cpu":
+        raise InputError('precision "fp16" needs a CUDA or MPS device; on the CPU use "bf16" or "fp32".')
     size = tuple(inputs.shape[2:])
     padding = [max(p - s, 0) for s, p in zip(size, patch, strict=True)]
     if any(padding):
-        pad = [amount for p in reversed(padding) for amount in (p // 2, p - p // 2)]
-        inputs = F.pad(inputs, pad)
+        inputs = F.pad(inputs, [amount for p in reversed(padding) for amount in (p // 2, p - p // 2)])
     padded = tuple(inputs.shape[2:])
-    weights = importance_map(patch, mode, sigma_scale).to(inputs.device)
-    starts = list(itertools.product(*(window_starts(s, p, overlap) for s, p in zip(padded, patch, strict=True))))
-    results = []
-    for sample in inputs:
-        output: torch.Tensor | None = None
-        normaliser = torch.zeros(padded, device=inputs.device)
-        for first in range(0, len(starts), batch_size):
-            chunk = starts[first : first + batch_size]
-            boxes = [tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True)) for start in chunk]
-            logits = network(torch.stack([sample[(slice(None), *box)] for box in boxes])).float()
-            if output is None:
-                output = torch.zeros((logits.shape[1], *padded), device=inputs.device)
-            for box, window in zip(boxes, logits, strict=True):
-                output[(slice(None), *box)] += window * weights
-                normaliser[box] += weights
-        output /= normaliser
-        crop = tuple(slice(p // 2, p // 2 + s) for s, p in zip(size, padding, strict=True))
-        results.append(output[(slice(None), *crop)])
-    return torch.stack(results)
+    starts = [window_starts(s, p, overlap) for s, p in zip(padded, patch, strict=True)]
+    windows = _windows(starts, processing_order(padded, patch, starts))
+    boxes = {index: _box([a[j] for a, j in zip(starts, index, strict=True)], patch) for index in windows}
+    key = (patch, mode, float(sigma_scale))
+    weights = _importance_map_on(*key, accumulation)
+    weights_compute = _importance_map_on(*key, compute)
+    samples = inputs.shape[0]
+    if output == "logits":
+        sink = _FullAccumulator(samples, padded, list(boxes.values()), weights, accumulation)
+    else:
+        sink = _CellAccumulator(samples, padded, patch, starts, weights, accumulation)
+    memory_format = {4: torch.channels_last, 5: torch.channels_last_3d}.get(inputs.ndim) if channels_last else None
+    dtype = PRECISIONS[precision]
+    items = [(sample, index) for sample in range(samples) for index in windows]
+    scratch: torch.Tensor | None = None
+    for first in range(0, len(items), batch_size):
+        chunk = items[first : first + batch_size]
+        batch = torch.stack([inputs[(sample, slice(None), *boxes[index])] for sample, index in chunk]).to(compute)
+        if memory_format is not None:
+            batch = batch.contiguous(memory_format=memory_format)
+        context = torch.autocast(compute.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with context:
+            values = network(batch)
+        if compute != accumulation:
+            values = (values.float() * weights_compute).to(accumulation)
+        for (sample, index), window in zip(chunk, values, strict=True):
+            weighted = window
+            if compute == accumulation:  # weighted into one reused buffer
+                if scratch is None:
+                    scratch = torch.empty(window.shape, device=accumulation)
+                weighted = torch.mul(window, weights, out=scratch)
+            sink.add(sample, index, boxes[index], weighted)
+        if progress is not None:
+            progress(first + len(chunk), len(items))
+    result = sink.result()
+    if not any(padding):
+        return result
+    crop = tuple(slice(p // 2, p // 2 + s) for s, p in zip(size, padding, strict=True))
+    leading = (slice(None),) * (result.ndim - len(size))
+    return result[(*leading, *crop)].contiguous()

@@ -127,7 +127,8 @@ def _case_pairs(
         if not prediction:
             raise InputError("No cases to evaluate: the sequences are empty.")
         return [
-            (_source_name(p, f"case_{i}"), p, r) for i, (p, r) in enumerate(zip(prediction, reference, strict=True))
+            (_source_name(p, _source_name(r, f"case_{i}")), p, r)
+            for i, (p, r) in enumerate(zip(prediction, reference, strict=True))
         ]
     pred_dir = not isinstance(prediction, Image) and Path(prediction).is_dir()
     ref_dir = not isinstance(reference, Image) and Path(reference).is_dir()

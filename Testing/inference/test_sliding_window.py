@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import math
+import os
+import threading
 
 import pytest
 import torch
 
 from MedSegCNNLib.errors import InputError
-from MedSegCNNLib.inference import importance_map, sliding_window_inference, window_starts
+from MedSegCNNLib.inference import importance_map, processing_order, sliding_window_inference, window_starts
 
 
 def _conv(dims: int) -> torch.nn.Module:
@@ -80,3 +83,120 @@ def test_bad_arguments(kwargs, message):
     arguments = {"patch_size": (4, 4, 4), **kwargs}
     with pytest.raises(InputError, match=message):
         sliding_window_inference(torch.zeros((1, 1, 8, 8, 8)), torch.nn.Identity(), **arguments)
+
+
+def _random_net(dims: int, classes: int, channels: int = 2) -> torch.nn.Module:
+    torch.manual_seed(classes)
+    conv = torch.nn.Conv2d if dims == 2 else torch.nn.Conv3d
+    return torch.nn.Sequential(
+        conv(channels, 8, 3, padding=1), torch.nn.LeakyReLU(0.1), conv(8, classes, 3, padding=1)
+    ).eval()
+
+
+@pytest.mark.parametrize(
+    ("size", "patch", "classes", "overlap"),
+    [
+        ((23, 17), (8, 8), 2, 0.5),
+        ((31, 29), (9, 7), 5, 0.25),
+        ((11, 13, 9), (5, 6, 4), 3, 0.5),
+        ((17, 10, 19), (6, 6, 7), 7, 0.25),
+        ((3, 5, 4), (6, 6, 6), 4, 0.5),  # smaller than the patch
+        ((12, 3, 14), (5, 6, 5), 300, 0.5),  # smaller along one axis; int16 labels
+    ],
+)
+def test_labels_output_is_the_argmax_of_the_logits_output(size, patch, classes, overlap):
+    network = _random_net(len(size), classes)
+    inputs = torch.randn((2, 2, *size), generator=torch.Generator().manual_seed(1))
+    logits = sliding_window_inference(inputs, network, patch, overlap, batch_size=3)
+    labels = sliding_window_inference(inputs, network, patch, overlap, batch_size=3, output="labels")
+    assert logits.shape == (2, classes, *size) and labels.shape == (2, *size)
+    assert labels.dtype == (torch.uint8 if classes <= 256 else torch.int16)
+    assert torch.equal(labels.long(), logits.argmax(1))
+
+
+def test_window_batches_mix_samples_and_stay_equal_to_one_at_a_time():
+    network = _random_net(2, 3)
+    inputs = torch.randn((3, 2, 20, 20))
+    together = sliding_window_inference(inputs, network, (8, 8), batch_size=7)
+    alone = torch.cat([sliding_window_inference(sample[None], network, (8, 8), batch_size=1) for sample in inputs])
+    assert torch.allclose(together, alone, atol=1e-6)
+
+
+def test_bf16_agrees_with_fp32_and_fp16_is_refused_on_the_cpu():
+    network = _random_net(3, 4)
+    inputs = torch.randn((1, 2, 20, 24, 16), generator=torch.Generator().manual_seed(2))
+    fp32 = sliding_window_inference(inputs, network, (8, 8, 8))
+    bf16 = sliding_window_inference(inputs, network, (8, 8, 8), precision="bf16")
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
+    assert (bf16.argmax(1) == fp32.argmax(1)).float().mean() >= 0.99
+    assert not torch.equal(bf16, fp32)  # autocast did take effect
+    with pytest.raises(InputError, match="fp16"):
+        sliding_window_inference(inputs, network, (8, 8, 8), precision="fp16")
+    with pytest.raises(InputError, match="precision"):
+        sliding_window_inference(inputs, network, (8, 8, 8), precision="int8")
+
+
+def test_accumulation_device_and_progress():
+    network = _random_net(2, 3)
+    inputs = torch.randn((2, 2, 30, 20))
+    calls = []
+    result = sliding_window_inference(
+        inputs, network, (8, 8), batch_size=5, accumulation_device="cpu", progress=lambda *a: calls.append(a)
+    )
+    assert result.device.type == "cpu"
+    assert torch.allclose(result, sliding_window_inference(inputs, network, (8, 8), channels_last=False), atol=1e-6)
+    total = 2 * len(window_starts(30, 8, 0.5)) * len(window_starts(20, 8, 0.5))
+    assert [t for _, t in calls] == [total] * len(calls)
+    assert [d for d, _ in calls] == sorted({d for d, _ in calls}) and calls[-1][0] == total
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_network_with_cpu_inputs_and_accumulation():
+    network = _random_net(3, 3).cuda()
+    inputs = torch.randn((1, 2, 20, 18, 22))
+    result = sliding_window_inference(inputs, network, (8, 8, 8), output="labels", precision="fp16")
+    assert result.device.type == "cpu" and result.shape == (1, 20, 18, 22)
+    reference = sliding_window_inference(inputs, network.cpu(), (8, 8, 8)).argmax(1)
+    assert (result.long() == reference).float().mean() > 0.99
+
+
+def test_processing_order_puts_the_largest_axis_outermost():
+    grid = list(range(0, 193, 32))
+    assert processing_order((160, 256, 256), (64, 64, 64), [[0, 32, 64, 96], grid, grid])[0] in (1, 2)
+    assert processing_order((20, 300, 40), (16, 16, 16), [[0, 4], list(range(0, 285, 8)), [0, 8, 16, 24]])[0] == 1
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:  # noqa: PTH123
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")  # noqa: PTH110
+def test_labels_output_needs_a_fraction_of_the_full_buffer():
+    """160x256x256 voxels, 64 classes, 64^3 patches: the logits output alone is 2.7 GB (64 x 10.5 M x 4 bytes)."""
+    classes, size, patch = 64, (160, 256, 256), (64, 64, 64)
+    full = classes * math.prod(size) * 4
+    network = torch.nn.Conv3d(1, classes, 1).eval()
+    inputs = torch.randn((1, 1, *size))
+    peak, done = [_rss_bytes()], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.002):
+            peak.append(_rss_bytes())
+
+    sampler = threading.Thread(target=sample)
+    baseline = _rss_bytes()
+    sampler.start()
+    try:
+        labels = sliding_window_inference(inputs, network, patch, batch_size=1, output="labels")
+    finally:
+        done.set()
+        sampler.join()
+    growth = max(peak) - baseline
+    # Stated bound (docstring): K x (pending cells + 2 windows) floats; pending cells here 1.64 M voxels.
+    bound = classes * 4 * (1_640_000 + 2 * math.prod(patch)) + labels.numel()
+    # Generous margin for allocator slack and sampling: measured 540-700 MiB here, the full buffer is 2560 MiB.
+    assert growth < 1.5 * bound and growth < 0.4 * full, (growth / 2**20, bound / 2**20, full / 2**20)
+    assert labels.shape == (1, *size) and labels.dtype == torch.uint8
+    with torch.no_grad():  # spot check one slab against the direct (1x1 convolution) prediction
+        assert torch.equal(labels[0, 70:74].long(), network(inputs[:, :, 70:74]).argmax(1)[0])

@@ -1,0 +1,155 @@
+"""``medsegcnn predict``: segment one image (file or DICOM folder) or a folder of images with a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..atomic import check_writable, full_suffix
+from ..errors import InputError, OutputExistsError
+from ..image.io import SUPPORTED_EXTENSIONS, case_name, is_image_path
+from ..progress import Event, JsonLinesProgress
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "predict",
+        parents=parents,
+        help="segment images with a trained model",
+        description=(
+            "Segment an image file, a DICOM series folder, or every volume of a folder with a trained model "
+            "(or an ensemble of models). The output keeps the input's size, spacing, origin and direction."
+        ),
+    )
+    parser.add_argument("--model", required=True, nargs="+", metavar="MODEL", help="model folder(s); several: ensemble")
+    parser.add_argument("--input", required=True, metavar="FILE|DIR", help="image, DICOM folder, or folder of images")
+    parser.add_argument("--output", required=True, metavar="FILE|DIR", help="label map file, or folder for a batch")
+    parser.add_argument("--format", default=".nii.gz", choices=SUPPORTED_EXTENSIONS, help="file type in batch mode")
+    parser.add_argument("--ref", metavar="FILE|DIR", help="reference label map(s): print Dice, HD95, ... afterwards")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--tta", action="store_true", help="average over mirrored copies (slower, often better)")
+    parser.add_argument("--probabilities", action="store_true", help="also write class probabilities")
+    parser.add_argument("--uncertainty", action="store_true", help="also write the entropy of the probabilities")
+    parser.add_argument("--overlay", action="store_true", help="also write a PNG montage of the segmentation")
+    parser.add_argument("--keep-largest", action="store_true", help="keep the largest component of each label")
+    parser.add_argument("--min-size", type=float, default=0.0, metavar="MM3", help="remove smaller components")
+    parser.add_argument("--fill-holes", action="store_true", help="fill holes enclosed by a label")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
+    parser.set_defaults(run=run)
+
+
+def plan_outputs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
+    """``[(case, input, output), ...]``; checks every output path before anything is computed."""
+    source, target = Path(args.input), Path(args.output)
+    if not source.exists():
+        raise InputError(f"Input {source} does not exist.")
+    batch = source.is_dir() and any(is_image_path(p) for p in source.iterdir() if p.is_file())
+    if batch:
+        from ..image.cases import list_cases
+
+        if target.exists() and not target.is_dir():
+            raise InputError(f"The input is a folder of images, so --output must be a folder; {target} is a file.")
+        target.mkdir(parents=True, exist_ok=True)
+        jobs = [(case, path, target / f"{case}{args.format}") for case, path in list_cases(source).items()]
+    else:
+        if not is_image_path(target):
+            raise InputError(f"--output {target} must be a file ending in one of {', '.join(SUPPORTED_EXTENSIONS)}.")
+        jobs = [(case_name(source), source, target)]
+    existing = [str(path) for _, _, output in jobs for path in _all_outputs(output, args) if path.exists()]
+    if existing and not args.overwrite:
+        raise OutputExistsError(
+            f"{len(existing)} output file(s) exist already (e.g. {existing[0]}); pass --overwrite to replace them."
+        )
+    for _, _, output in jobs:
+        check_writable(output, overwrite=True)
+    return jobs
+
+
+def _all_outputs(output: Path, args: argparse.Namespace) -> list[Path]:
+    stem = output.name[: -len(full_suffix(output))]
+    extras = {"probabilities": ".nii.gz", "uncertainty": ".nii.gz", "overlay": ".png"}
+    return [output] + [output.with_name(f"{stem}_{name}{ext}") for name, ext in extras.items() if getattr(args, name)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..image.io import read_image, write_image
+    from ..inference.model import load_segmentation_model
+    from ..inference.segment import segment
+    from ..metrics.evaluate import evaluate
+    from ..postprocessing import PostprocessingConfig
+    from ..training.distributed import resolve_device
+    from ..visualization.overlay import save_overlay
+    from .evaluate_command import format_report
+
+    jobs = plan_outputs(args)
+    references = _references(args, jobs)
+    model = load_segmentation_model(args.model, resolve_device(args.device))
+    postprocessing = PostprocessingConfig(
+        keep_largest=args.keep_largest, min_size_mm3=args.min_size, fill_holes=args.fill_holes
+    )
+    emit = JsonLinesProgress() if args.progress == "json" else None
+    bar = _bar(len(jobs)) if args.progress == "bar" and sys.stderr.isatty() else None
+    predictions = []
+    for index, (case, source, output) in enumerate(jobs):
+        image = read_image(source)
+        result = segment(
+            image, model, tta=args.tta, probabilities=args.probabilities, uncertainty=args.uncertainty,
+            postprocessing=postprocessing, precision=args.precision,
+        )  # fmt: skip
+        write_image(result.labels, output, overwrite=args.overwrite)
+        extras = iter(_all_outputs(output, args)[1:])
+        if args.probabilities:
+            write_image(result.probabilities, next(extras), overwrite=args.overwrite)
+        if args.uncertainty:
+            write_image(result.uncertainty, next(extras), overwrite=args.overwrite)
+        if args.overlay:
+            reference = read_image(references[index]) if references else None
+            save_overlay(next(extras), image, result.labels, reference=reference, overwrite=args.overwrite, title=case)
+        predictions.append(result.labels)
+        if emit is not None:
+            emit(Event("case", {"case": case, "index": index + 1, "total": len(jobs), "output": str(output)}))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if references:
+        result = evaluate(predictions, references, label_names={info.value: info.name for info in model.labels})
+        if args.progress == "json":
+            emit(Event("metrics", result.to_json_dict()))
+        else:
+            print(format_report(result, per_case=len(jobs) == 1))
+    if args.progress != "json":
+        print(f"Segmented {len(jobs)} image(s) into {args.output}")
+    return 0
+
+
+def _references(args: argparse.Namespace, jobs: list[tuple[str, Path, Path]]) -> list[Path]:
+    if args.ref is None:
+        return []
+    reference = Path(args.ref)
+    if len(jobs) == 1 and reference.is_file():
+        return [reference]
+    if not reference.is_dir():
+        raise InputError(f"--ref {reference} must be a label map file (one input) or a folder (a folder of inputs).")
+    from ..image.cases import list_cases, listing
+
+    available = list_cases(reference)
+    missing = [case for case, _, _ in jobs if case not in available]
+    if missing:
+        raise InputError(
+            f"No reference in {reference} for {listing(missing)}; references are matched to inputs by file name "
+            "without extension."
+        )
+    return [available[case] for case, _, _ in jobs]
+
+
+def _bar(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="image", file=sys.stderr, desc="segmenting")

@@ -1,0 +1,85 @@
+"""A trained model ready for prediction: network(s) on a device plus what the model card says about them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import load_model
+from ..data.preprocessing import PreprocessingPlan
+from ..errors import InputError
+from ..image import LabelInfo
+
+
+@dataclass(frozen=True)
+class SegmentationModel:
+    """One model, or an ensemble of models sharing labels, channels, preprocessing and patch size.
+
+    ``networks`` are in evaluation mode on ``device``; ``card`` is the (first) model card.
+    """
+
+    networks: tuple[torch.nn.Module, ...]
+    card: dict[str, Any]
+    device: torch.device
+
+    @property
+    def plan(self) -> PreprocessingPlan:
+        return PreprocessingPlan.from_dict(self.card["preprocessing"])
+
+    @property
+    def patch_size(self) -> tuple[int, ...]:
+        return tuple(self.card["patch_size"])
+
+    @property
+    def spatial_dims(self) -> int:
+        return int(self.card["spatial_dims"])
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.card["channels"])
+
+    @property
+    def labels(self) -> list[LabelInfo]:
+        return [
+            LabelInfo(int(value), info["name"], tuple(info["color"]) if info.get("color") else None)
+            for value, info in sorted(self.card["labels"].items(), key=lambda item: int(item[0]))
+            if int(value) != 0
+        ]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.card["labels"])
+
+
+def resolve_model_folder(path: str | os.PathLike[str]) -> Path:
+    """The model folder for ``path``: itself, a ``.zip``, or the ``model/`` inside a training output folder."""
+    path = Path(path)
+    if path.is_dir() and not (path / "model.json").is_file() and (path / "model" / "model.json").is_file():
+        return path / "model"
+    return path
+
+
+def load_segmentation_model(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], device: torch.device
+) -> SegmentationModel:
+    """Load one model or an ensemble (several folders, e.g. the k folds of a cross-validation) onto ``device``.
+
+    The models of an ensemble must agree on labels, channels, preprocessing, dimensionality and patch size.
+    """
+    sources = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    if not sources:
+        raise InputError("No model given; pass a model folder (or several for an ensemble).")
+    networks, cards = [], []
+    for source in sources:
+        network, card = load_model(resolve_model_folder(source), device=device)
+        networks.append(network.eval())
+        cards.append(card)
+    for key in ("labels", "channels", "preprocessing", "spatial_dims", "patch_size"):
+        if any(card[key] != cards[0][key] for card in cards[1:]):
+            raise InputError(f"The models of the ensemble differ in their {key}; only like models can be combined.")
+    return SegmentationModel(networks=tuple(networks), card=cards[0], device=device)

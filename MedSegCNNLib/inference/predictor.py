@@ -1,0 +1,38 @@
+"""The per-window predictor: softmax probabilities averaged over mirrored copies and ensemble members.
+
+Test-time augmentation by mirroring runs every flip combination of the chosen axes *in the same batch* as
+the original window; each prediction is flipped back before averaging. With no flips and one network it
+is just the network's softmax.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+
+
+def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every subset of ``axes`` (spatial axes, 0-based), the empty one first: 2**len(axes) flips."""
+    return [combo for size in range(len(axes) + 1) for combo in itertools.combinations(axes, size)]
+
+
+class Predictor:
+    """Callable (B, C, *patch) -> (B, K, *patch) mean softmax over ``networks`` × mirror flips."""
+
+    def __init__(self, networks: Sequence[torch.nn.Module], *, mirror_axes: Sequence[int] = ()) -> None:
+        self.networks = list(networks)
+        self.flips = mirror_combinations(tuple(mirror_axes))
+
+    def __call__(self, windows: torch.Tensor) -> torch.Tensor:
+        batch = windows.shape[0]
+        copies = torch.cat([windows.flip([2 + a for a in flip]) if flip else windows for flip in self.flips])
+        total: torch.Tensor | None = None
+        for network in self.networks:
+            probabilities = torch.softmax(network(copies).float(), dim=1)
+            for index, flip in enumerate(self.flips):
+                part = probabilities[index * batch : (index + 1) * batch]
+                part = part.flip([2 + a for a in flip]) if flip else part
+                total = part if total is None else total + part
+        return total / (len(self.networks) * len(self.flips))

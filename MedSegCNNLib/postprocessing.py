@@ -1,0 +1,257 @@
+"""Post-processing of predicted label maps: hole filling, small-component removal, largest component.
+
+Definitions (per label ``L``; "component" means a connected component of the voxels equal to ``L`` under the
+configured connectivity: ``"face"`` = 6 neighbours in 3D / 4 in 2D, ``"full"`` = 26 / 8):
+
+1. **Fill holes** (``fill_holes``): a *hole* of ``L`` is a set of voxels not equal to ``L`` that cannot be
+   reached from outside ``L``'s bounding box without crossing ``L`` (a 3D fill, not per slice: a tube open at
+   both ends has no hole). The background (0) voxels of the holes become ``L``; voxels of other labels inside
+   a hole are kept. Labels are filled in ascending order, each on the map as left by the previous ones.
+2. **Remove small components** (``min_size_mm3``): components of ``L`` with a volume (voxel count × the
+   voxel volume from the image spacing) below ``min_size_mm3`` become background. For 2D images the product
+   of the two spacings is an area in mm², and the threshold is compared with that.
+3. **Keep the largest component** (``keep_largest``): all components of ``L`` but the one with the most
+   voxels become background (of equally large ones, ITK's first in scan order is kept). Applied after step 2,
+   so a label whose components are all too small disappears.
+
+Each label is processed inside its bounding box only (ITK label-shape statistics give all boxes in one
+pass), which keeps large CT maps with many labels fast; the filters are SimpleITK's.
+
+:func:`labels_from_probabilities` turns per-label probabilities (softmax output) into a label map.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+from .image.core import Image
+
+logger = logging.getLogger(__name__)
+
+CONNECTIVITIES = ("face", "full")
+
+Box = tuple[slice, ...]
+
+
+@dataclass(frozen=True)
+class PostprocessingConfig:
+    """What :func:`postprocess` does (see the module docstring for the definitions and the order).
+
+    ``keep_largest`` and ``fill_holes`` are ``True`` (every label), ``False`` (none) or a sequence of label
+    values (>= 1). ``min_size_mm3`` is a volume in mm³ (0: keep every component), applied to every label.
+    """
+
+    keep_largest: bool | Sequence[int] = False
+    min_size_mm3: float = 0.0
+    fill_holes: bool | Sequence[int] = False
+    connectivity: Literal["face", "full"] = "face"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_largest", _label_selection(self.keep_largest, "keep_largest"))
+        object.__setattr__(self, "fill_holes", _label_selection(self.fill_holes, "fill_holes"))
+        if isinstance(self.min_size_mm3, bool) or not isinstance(self.min_size_mm3, int | float | np.number):
+            raise InputError(f"min_size_mm3 must be a number of mm³ (>= 0), got {self.min_size_mm3!r}.")
+        if not (math.isfinite(self.min_size_mm3) and self.min_size_mm3 >= 0):
+            raise InputError(f"min_size_mm3 must be a finite volume in mm³ >= 0, got {self.min_size_mm3!r}.")
+        object.__setattr__(self, "min_size_mm3", float(self.min_size_mm3))
+        if self.connectivity not in CONNECTIVITIES:
+            raise InputError(f"connectivity must be one of {', '.join(CONNECTIVITIES)}, got {self.connectivity!r}.")
+
+    @property
+    def active(self) -> bool:
+        """True when :func:`postprocess` would change anything at all on some label map."""
+        return bool(self.keep_largest) or bool(self.fill_holes) or self.min_size_mm3 > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (label selections as ``true``/``false`` or a list of label values)."""
+        data = dataclasses.asdict(self)
+        for key in ("keep_largest", "fill_holes"):
+            if not isinstance(data[key], bool):
+                data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PostprocessingConfig:
+        """Inverse of :meth:`to_dict`; missing keys take the defaults, unknown keys are an error."""
+        if not isinstance(data, Mapping):
+            raise InputError(f"Post-processing options must be a JSON object, got {type(data).__name__}.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(
+                f"Unknown post-processing options: {', '.join(map(str, unknown))}. Known: {', '.join(sorted(known))}."
+            )
+        return cls(**data)
+
+
+def _label_selection(value: Any, name: str) -> bool | tuple[int, ...]:
+    """``value`` as ``True``/``False`` or a sorted tuple of distinct label values >= 1."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
+        raise InputError(f"{name} must be true, false or a list of label values, got {value!r}.")
+    labels = []
+    for item in value:
+        if isinstance(item, bool | np.bool_) or not isinstance(item, int | np.integer) or item < 1:
+            raise InputError(
+                f"{name} lists {item!r}, which is not a label value; give integers >= 1 (0 is the background)."
+            )
+        labels.append(int(item))
+    return tuple(sorted(set(labels)))
+
+
+def _selected(selection: bool | Sequence[int], present: Sequence[int]) -> list[int]:
+    """The labels of ``present`` that a ``keep_largest``/``fill_holes`` selection names."""
+    if isinstance(selection, bool):
+        return list(present) if selection else []
+    return [label for label in present if label in selection]
+
+
+def postprocess(labels: Image, config: PostprocessingConfig) -> Image:
+    """A new label map: ``labels`` with holes filled, small components removed and the largest kept.
+
+    Geometry, label names and dtype are kept; removed voxels become 0. See the module docstring.
+    """
+    array = _label_array(labels)
+    result = array.copy()
+    if not config.active:
+        return labels.with_array(result)
+    full = config.connectivity == "full"
+    present = [int(v) for v in np.unique(result) if v > 0]
+    fill = _selected(config.fill_holes, present)
+    if fill:
+        boxes = _bounding_boxes(result, fill)
+        for label in fill:
+            _fill_holes(result, label, boxes[label], fully_connected=full)
+    largest = _selected(config.keep_largest, present)
+    pruned = present if config.min_size_mm3 > 0 else largest
+    if pruned:
+        # A component of n voxels is removed when n × voxel volume < min_size_mm3, i.e. n < ceil(ratio).
+        min_voxels = math.ceil(config.min_size_mm3 / labels.voxel_volume_mm3 * (1 - 1e-12))
+        boxes = _bounding_boxes(result, pruned)
+        for label in pruned:
+            _prune_components(
+                result, label, boxes[label], min_voxels=min_voxels, keep_largest=label in largest, fully_connected=full
+            )
+    if logger.isEnabledFor(logging.DEBUG):
+        changed = int(np.count_nonzero(result != array))
+        logger.debug("Post-processing changed %d voxels (%s).", changed, config.to_dict())
+    return labels.with_array(result)
+
+
+def _label_array(labels: Image) -> np.ndarray:
+    """The integer array of a single-channel label map (bool becomes uint8)."""
+    if labels.is_multichannel:
+        raise InputError(
+            f"Post-processing needs a single-channel label map; this image has {labels.num_channels} channels "
+            "(take the argmax first, e.g. with labels_from_probabilities)."
+        )
+    array = labels.array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise InputError(
+            f"Post-processing needs an integer label map, got {array.dtype} values "
+            "(round and cast it first, e.g. array.round().astype(np.uint8))."
+        )
+    return array
+
+
+def _bounding_boxes(array: np.ndarray, labels: Sequence[int]) -> dict[int, Box]:
+    """Bounding box (slices in array order) of each of ``labels`` (all >= 1 and present in ``array``)."""
+    statistics = sitk.LabelShapeStatisticsImageFilter()
+    statistics.ComputePerimeterOff()
+    statistics.ComputeFeretDiameterOff()
+    statistics.ComputeOrientedBoundingBoxOff()
+    # ITK's label filters need non-negative integer pixels; negative values are no label here.
+    image = array if array.min(initial=0) >= 0 else np.maximum(array, 0)
+    statistics.Execute(sitk.GetImageFromArray(image))
+    boxes = {}
+    for label in labels:
+        box = statistics.GetBoundingBox(label)  # ITK order: start (x, y, z), then size (x, y, z)
+        starts, sizes = box[: array.ndim][::-1], box[array.ndim :][::-1]
+        boxes[label] = tuple(slice(start, start + size) for start, size in zip(starts, sizes, strict=True))
+    return boxes
+
+
+def _fill_holes(array: np.ndarray, label: int, box: Box, *, fully_connected: bool) -> None:
+    """Set the background voxels in the holes of ``label`` (inside its box ``box``) to ``label``, in place."""
+    crop = array[box]
+    mask = crop == label
+    filler = sitk.BinaryFillholeImageFilter()
+    filler.SetForegroundValue(1)
+    filler.SetFullyConnected(fully_connected)
+    filled = sitk.GetArrayFromImage(filler.Execute(sitk.GetImageFromArray(mask.view(np.uint8)))).view(bool)
+    crop[filled & (crop == 0)] = label
+
+
+def _prune_components(
+    array: np.ndarray, label: int, box: Box, *, min_voxels: int, keep_largest: bool, fully_connected: bool
+) -> None:
+    """Set the components of ``label`` with fewer than ``min_voxels`` voxels (and, if asked, all but the
+    largest) to 0, in place."""
+    crop = array[box]
+    mask = crop == label
+    components = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.view(np.uint8)), fully_connected)
+    relabel = sitk.RelabelComponentImageFilter()  # numbers components by decreasing size: 1 is the largest
+    relabel.SortByObjectSizeOn()
+    relabel.SetMinimumObjectSize(min_voxels)  # smaller components become 0
+    ranked = sitk.GetArrayFromImage(relabel.Execute(components))
+    kept = min(relabel.GetNumberOfObjects(), 1) if keep_largest else relabel.GetNumberOfObjects()
+    if kept == relabel.GetOriginalNumberOfObjects():
+        return
+    np.copyto(crop, 0, where=mask & ((ranked == 0) | (ranked > kept)))  # ranked 0: too small (or not label)
+
+
+def labels_from_probabilities(
+    probabilities: np.ndarray, *, thresholds: Mapping[int, float] | None = None
+) -> np.ndarray:
+    """Label map ``(*S)`` from probabilities ``(K, *S)`` (channel ``k`` = label ``k``, channel 0 = background).
+
+    Each voxel gets the label of its highest probability (of equal ones, the lowest label). With
+    ``thresholds`` ``{k: t_k}`` (labels 1..K-1, ``t_k`` in [0, 1]), a voxel whose argmax label ``k`` has
+    ``p_k < t_k`` becomes background (0) — not its second-best label; labels without a threshold are kept
+    as the argmax gives them. The result is ``uint8`` for K <= 256, else ``uint16``/``uint32``.
+    """
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim < 2 or probabilities.shape[0] < 1:
+        raise InputError(
+            f"Probabilities must have shape (labels, *spatial) with at least one label, got {probabilities.shape}."
+        )
+    if not np.issubdtype(probabilities.dtype, np.floating):
+        raise InputError(f"Probabilities must be floating point, got {probabilities.dtype}.")
+    count = probabilities.shape[0]
+    checked = _thresholds(thresholds or {}, count)
+    labels = np.argmax(probabilities, axis=0).astype(np.min_scalar_type(count - 1))
+    for label, threshold in checked.items():
+        below = (labels == label) & (probabilities[label] < threshold)
+        labels[below] = 0
+    return labels
+
+
+def _thresholds(thresholds: Mapping[int, float], count: int) -> dict[int, float]:
+    """``thresholds`` checked against ``count`` labels (keys 1..count-1, values in [0, 1])."""
+    if not isinstance(thresholds, Mapping):
+        raise InputError(f"thresholds must map label values to probabilities, got {thresholds!r}.")
+    checked = {}
+    for label, threshold in thresholds.items():
+        if isinstance(label, bool) or not isinstance(label, int | np.integer) or not 1 <= label < count:
+            raise InputError(
+                f"Threshold given for label {label!r}, but the probabilities have labels 1..{count - 1} "
+                "(channel 0, the background, takes no threshold)."
+            )
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number):
+            raise InputError(f"Threshold of label {label} must be a number in [0, 1], got {threshold!r}.")
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise InputError(f"Threshold of label {label} must be in [0, 1], got {threshold!r}.")
+        checked[int(label)] = float(threshold)
+    return checked
