@@ -77,6 +77,9 @@ def load_segmentation_model(
     networks, cards = [], []
     for source in sources:
         network, card = load_model(resolve_model_folder(source), device=device)
+        if device.type != "mps":  # channels-last convolutions are markedly faster on CPU (and on CUDA)
+            layout = torch.channels_last_3d if card["spatial_dims"] == 3 else torch.channels_last
+            network = network.to(memory_format=layout)
         networks.append(network.eval())
         cards.append(card)
     for key in ("labels", "channels", "preprocessing", "spatial_dims", "patch_size"):
