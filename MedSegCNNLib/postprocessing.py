@@ -15,7 +15,10 @@ configured connectivity: ``"face"`` = 6 neighbours in 3D / 4 in 2D, ``"full"`` =
    so a label whose components are all too small disappears.
 
 Each label is processed inside its bounding box only (ITK label-shape statistics give all boxes in one
-pass), which keeps large CT maps with many labels fast; the filters are SimpleITK's.
+pass), which keeps large CT maps with many labels fast; the filters are SimpleITK's. When the boxes of the
+labels to prune add up to more voxels than the map (many labels, or noisy ones spread everywhere), steps 2 and
+3 instead label the components of all labels in one pass over the whole map (ITK's scalar connected
+components), with the same result.
 
 :func:`labels_from_probabilities` turns per-label probabilities (softmax output) into a label map.
 """
@@ -138,10 +141,14 @@ def postprocess(labels: Image, config: PostprocessingConfig) -> Image:
         # A component of n voxels is removed when n × voxel volume < min_size_mm3, i.e. n < ceil(ratio).
         min_voxels = math.ceil(config.min_size_mm3 / labels.voxel_volume_mm3 * (1 - 1e-12))
         boxes = _bounding_boxes(result, pruned)
-        for label in pruned:
-            _prune_components(
-                result, label, boxes[label], min_voxels=min_voxels, keep_largest=label in largest, fully_connected=full
-            )
+        if sum(_box_voxels(box) for box in boxes.values()) > result.size:
+            _prune_components_at_once(result, pruned, largest, min_voxels=min_voxels, fully_connected=full)
+        else:
+            for label in pruned:
+                _prune_components(
+                    result, label, boxes[label], min_voxels=min_voxels, keep_largest=label in largest,
+                    fully_connected=full,
+                )  # fmt: skip
     if logger.isEnabledFor(logging.DEBUG):
         changed = int(np.count_nonzero(result != array))
         logger.debug("Post-processing changed %d voxels (%s).", changed, config.to_dict())
@@ -210,6 +217,35 @@ def _prune_components(
     if kept == relabel.GetOriginalNumberOfObjects():
         return
     np.copyto(crop, 0, where=mask & ((ranked == 0) | (ranked > kept)))  # ranked 0: too small (or not label)
+
+
+def _box_voxels(box: Box) -> int:
+    return math.prod(piece.stop - piece.start for piece in box)
+
+
+def _prune_components_at_once(
+    array: np.ndarray, pruned: Sequence[int], largest: Sequence[int], *, min_voxels: int, fully_connected: bool
+) -> None:
+    """:func:`_prune_components` for all labels of ``pruned`` in one connected-component pass, in place.
+
+    ITK's scalar connected components number the regions of equal value in scan order of their first voxel,
+    so the first of equally large components is the one with the lowest number, as in the per-label path.
+    """
+    image = array if array.min(initial=0) >= 0 else np.maximum(array, 0)
+    components_image = sitk.ScalarConnectedComponent(sitk.GetImageFromArray(image), 0.0, fully_connected)
+    components = sitk.GetArrayViewFromImage(components_image).ravel()
+    sizes = np.bincount(components)
+    values = np.zeros(sizes.size, dtype=array.dtype)
+    values[components] = array.ravel()  # every voxel of a component has the component's value
+    remove = np.isin(values, list(pruned)) & (sizes < min_voxels)
+    for label in largest:
+        mine = np.flatnonzero(values == label)
+        if mine.size:
+            remove[mine] = True
+            remove[mine[np.argmax(sizes[mine])]] = sizes[mine].max() < min_voxels
+    remove[values == 0] = False
+    if remove.any():
+        np.copyto(array, 0, where=remove[components].reshape(array.shape))
 
 
 def labels_from_probabilities(

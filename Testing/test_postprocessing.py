@@ -215,3 +215,37 @@ def test_labels_from_probabilities_rejects_bad_arrays():
         labels_from_probabilities(np.zeros(3))
     with pytest.raises(InputError):
         labels_from_probabilities(np.zeros((2, 3, 3), dtype=np.int64))
+
+
+@pytest.mark.parametrize("connectivity", ["face", "full"])
+@pytest.mark.parametrize(
+    "options", [{"min_size_mm3": 3.0}, {"keep_largest": True}, {"keep_largest": [2, 5], "min_size_mm3": 2.0}]
+)
+def test_one_pass_over_a_noisy_many_label_map_equals_the_per_label_path(monkeypatch, options, connectivity):
+    """Noisy labels everywhere (their boxes overlap) take the whole-map pass; it must match label by label."""
+    from MedSegCNNLib import postprocessing
+
+    rng = np.random.default_rng(3)
+    blocks = np.kron(rng.integers(0, 7, size=(3, 4, 4)), np.ones((4, 4, 4), dtype=np.int64))
+    noisy = np.where(rng.random(blocks.shape) < 0.15, rng.integers(0, 7, size=blocks.shape), blocks).astype(np.uint8)
+    image = label_image(noisy, spacing=(1.0, 0.5, 2.0))
+    config = PostprocessingConfig(connectivity=connectivity, **options)
+    whole_map_calls = []
+    one_pass = postprocessing._prune_components_at_once
+    monkeypatch.setattr(
+        postprocessing, "_prune_components_at_once", lambda *a, **k: whole_map_calls.append(1) or one_pass(*a, **k)
+    )
+    result = postprocess(image, config).array
+    assert whole_map_calls, "the noisy map should have taken the whole-map pass"
+
+    expected = noisy.copy()
+    present = [int(v) for v in np.unique(noisy) if v > 0]
+    largest = present if config.keep_largest is True else list(config.keep_largest or ())
+    min_voxels = int(np.ceil(config.min_size_mm3 / image.voxel_volume_mm3 - 1e-9))
+    for label in present if config.min_size_mm3 > 0 else largest:
+        postprocessing._prune_components(
+            expected, label, (slice(None),) * 3, min_voxels=min_voxels, keep_largest=label in largest,
+            fully_connected=connectivity == "full",
+        )  # fmt: skip
+    assert (expected != noisy).any(), "the options should remove something"
+    np.testing.assert_array_equal(result, expected)
