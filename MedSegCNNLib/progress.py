@@ -13,6 +13,15 @@ Training events (``kind``: fields):
 - ``message``: level, text
 - ``end``: status ("completed", "cancelled", "early_stopped", "time_budget"), epochs_done, best_epoch,
   best_mean_dice, model
+
+Prediction events (``medsegcnn predict --progress json``):
+- ``progress``: stage ("segmenting <case>"), case (1-based index), cases, done and total (sliding windows of
+  this case), fraction (of the whole run, 0..1), eta_s (``null`` until known); at most ~5 per second, and
+  always for each case's last window
+- ``case``: case (name), index (1-based), total, output (the label map written)
+- ``metrics``: the evaluation against ``--ref`` (``EvaluationResult.to_json_dict()``), once at the end
+
+:class:`MedSegCNNLib.background.BackgroundRun` reads these events from a separate process.
 """
 
 from __future__ import annotations

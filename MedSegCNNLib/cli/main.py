@@ -3,18 +3,25 @@
 Errors a user can cause (:class:`~MedSegCNNLib.errors.MedSegCNNError`, unreadable files) print one line
 ``medsegcnn: error: ...`` on stderr and exit with status 1; anything else is a bug and prints a one-line
 hint to rerun with ``--debug``, which shows the traceback. Usage errors exit with status 2 (argparse).
+
+SIGTERM (as sent by the Slicer panel's Cancel) acts like Ctrl-C: commands stop with KeyboardInterrupt, so
+temporary output files are removed; ``train`` installs its own handler (checkpoint, then exit). On Windows
+SIGBREAK (CTRL_BREAK_EVENT) is handled as SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from .._version import __version__
 from ..errors import MedSegCNNError
-from . import demo_command, evaluate_command, info_command, predict_command, train_command
+from . import demo_command, evaluate_command, info_command, models_command, predict_command, train_command
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 3
@@ -34,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _add_common_options(common, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo_command, train_command, predict_command, evaluate_command, info_command):
+    for module in (demo_command, train_command, predict_command, evaluate_command, info_command, models_command):
         module.add_parser(commands, [common])
     return parser
 
@@ -49,13 +56,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(debug=args.debug, quiet=args.quiet)
     try:
-        return args.run(args)
+        with _termination_as_interrupt(args.command):
+            return args.run(args)
     except (Exception, KeyboardInterrupt) as error:
         if args.debug:
             raise
         message, status = _describe_failure(error)
         print(f"medsegcnn: error: {message}", file=sys.stderr)
         return status
+
+
+@contextlib.contextmanager
+def _termination_as_interrupt(command: str) -> Iterator[None]:
+    """While the block runs: SIGTERM raises KeyboardInterrupt (except for ``train``, which handles it itself)
+    and SIGBREAK (Windows) calls the SIGTERM handler in force. The previous handlers are restored afterwards."""
+    handlers = {}
+    if command != "train":
+        handlers[signal.SIGTERM] = _raise_interrupt
+    if hasattr(signal, "SIGBREAK"):
+        handlers[signal.SIGBREAK] = _as_sigterm
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        handlers = {}
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _raise_interrupt(_number: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _as_sigterm(_number: int, frame: object) -> None:
+    handler = signal.getsignal(signal.SIGTERM)
+    if not callable(handler):
+        raise KeyboardInterrupt
+    handler(signal.SIGTERM, frame)
 
 
 def _describe_failure(error: BaseException) -> tuple[str, int]:

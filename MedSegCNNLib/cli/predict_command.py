@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..atomic import check_writable, full_suffix
 from ..errors import InputError, OutputExistsError
 from ..image.io import SUPPORTED_EXTENSIONS, case_name, is_image_path
-from ..progress import Event, JsonLinesProgress
+from ..progress import Event, EventSink, JsonLinesProgress
 
 logger = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.2
+"""Least time between two per-window ``progress`` events (the last window of each case is always reported)."""
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         keep_largest=args.keep_largest, min_size_mm3=args.min_size, fill_holes=args.fill_holes
     )
     emit = JsonLinesProgress() if args.progress == "json" else None
+    windows = WindowProgress(emit, len(jobs)) if emit is not None else None
     bar = _bar(len(jobs)) if args.progress == "bar" and sys.stderr.isatty() else None
     predictions = []
     for index, (case, source, output) in enumerate(jobs):
@@ -101,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         result = segment(
             image, model, tta=args.tta, probabilities=args.probabilities, uncertainty=args.uncertainty,
             postprocessing=postprocessing, precision=args.precision,
+            progress=None if windows is None else windows.for_case(index, case),
         )  # fmt: skip
         write_image(result.labels, output, overwrite=args.overwrite)
         extras = iter(_all_outputs(output, args)[1:])
@@ -127,6 +134,38 @@ def run(args: argparse.Namespace) -> int:
     if args.progress != "json":
         print(f"Segmented {len(jobs)} image(s) into {args.output}")
     return 0
+
+
+class WindowProgress:
+    """``progress`` events while cases are segmented, at most one per ``interval_s`` seconds.
+
+    Fields: stage ("segmenting <case>"), case (1-based index), cases, done and total (windows of this case),
+    fraction (of the whole run: cases done plus this case's share of windows, in [0, 1]) and eta_s (seconds
+    left, extrapolated from the time since this object was made; ``None`` before the first window).
+    """
+
+    def __init__(
+        self, emit: EventSink, cases: int, *, interval_s: float = PROGRESS_INTERVAL_S, clock=time.monotonic
+    ) -> None:
+        self.emit, self.cases, self.interval_s, self.clock = emit, cases, interval_s, clock
+        self.started = clock()
+        self.last_emitted: float | None = None
+
+    def for_case(self, index: int, case: str) -> Callable[[int, int], None]:
+        """The ``progress(done, total)`` callback of case ``index`` (0-based) for :func:`segment`."""
+
+        def report(done: int, total: int) -> None:
+            now = self.clock()
+            if done < total and self.last_emitted is not None and now - self.last_emitted < self.interval_s:
+                return
+            self.last_emitted = now
+            fraction = min((index + done / max(total, 1)) / self.cases, 1.0)
+            elapsed = now - self.started
+            eta = elapsed * (1.0 - fraction) / fraction if fraction > 0 else None
+            data = {"stage": f"segmenting {case}", "case": index + 1, "cases": self.cases, "done": done}
+            self.emit(Event("progress", {**data, "total": total, "fraction": fraction, "eta_s": eta}))
+
+        return report
 
 
 def _references(args: argparse.Namespace, jobs: list[tuple[str, Path, Path]]) -> list[Path]:

@@ -57,8 +57,14 @@ class SegmentationModel:
 
 
 def resolve_model_folder(path: str | os.PathLike[str]) -> Path:
-    """The model folder for ``path``: itself, a ``.zip``, or the ``model/`` inside a training output folder."""
-    path = Path(path)
+    """The model folder for ``path``: itself, a ``.zip``, the ``model/`` inside a training output folder, or
+    the folder of a registry name (``medsegcnn models`` lists them) when no such path exists."""
+    text = os.fspath(path)
+    path = Path(text)
+    if text and not path.exists() and "/" not in text and "\\" not in text and not path.suffix:
+        from ..registry import resolve_model
+
+        return resolve_model_folder(resolve_model(text))
     if path.is_dir() and not (path / "model.json").is_file() and (path / "model" / "model.json").is_file():
         return path / "model"
     return path

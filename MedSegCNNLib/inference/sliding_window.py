@@ -144,10 +144,18 @@ class _FullAccumulator:
         for box in boxes:
             self.normaliser[box].add_(weights)
         self.output: torch.Tensor | None = None
+        self.weights = weights
+        self.scratch: torch.Tensor | None = None
 
-    def add(self, sample: int, index: tuple[int, ...], box: tuple[slice, ...], values: torch.Tensor) -> None:
+    def add(
+        self, sample: int, index: tuple[int, ...], box: tuple[slice, ...], values: torch.Tensor, *, weighted: bool
+    ) -> None:
         if self.output is None:
             self.output = torch.zeros((self.samples, values.shape[0], *self.size), device=self.device)
+        if not weighted:  # weighted into one reused buffer
+            if self.scratch is None:
+                self.scratch = torch.empty(values.shape, device=self.device)
+            values = torch.mul(values, self.weights, out=self.scratch)
         self.output[(sample, slice(None), *box)].add_(values)
 
     def result(self) -> torch.Tensor:
@@ -155,16 +163,32 @@ class _FullAccumulator:
 
 
 class _CellAccumulator:
-    """``output="labels"``: float32 accumulators per live cell; finished cells become labels and are freed."""
+    """``output="labels"``: float32 accumulators per live cell; finished cells become labels.
+
+    The buffers of finished cells are kept for the next cells of the same shape (most cells share a few
+    shapes), so the memory held never exceeds the peak of live cells and the allocator is not churned.
+    """
 
     def __init__(self, samples: int, size: tuple[int, ...], patch, starts, weights, device) -> None:
         self.samples, self.size, self.patch, self.starts, self.device = samples, size, patch, starts, device
         self.axes = [_AxisCells(s, p, a) for s, p, a in zip(size, patch, starts, strict=True)]
         self.weights = weights
         self.live: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.free: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.scratch: dict[tuple[int, ...], torch.Tensor] = {}
         self.labels: torch.Tensor | None = None
 
-    def add(self, sample: int, index: tuple[int, ...], box: tuple[slice, ...], values: torch.Tensor) -> None:
+    def _buffers(self, channels: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zeroed (total, normaliser) accumulators of a cell of ``shape``, reusing a finished cell's."""
+        free = self.free.get(shape)
+        if free:
+            total, normaliser = free.pop()
+            return total.zero_(), normaliser.zero_()
+        return torch.zeros((channels, *shape), device=self.device), torch.zeros(shape, device=self.device)
+
+    def add(
+        self, sample: int, index: tuple[int, ...], box: tuple[slice, ...], values: torch.Tensor, *, weighted: bool
+    ) -> None:
         if self.labels is None:
             self.labels = torch.empty(
                 (self.samples, *self.size), dtype=labels_dtype(values.shape[0]), device=self.device
@@ -174,19 +198,23 @@ class _CellAccumulator:
             region = [(axis.bounds[k], axis.bounds[k + 1]) for axis, k in zip(self.axes, cell, strict=True)]
             inside = tuple(slice(lo - b.start, hi - b.start) for (lo, hi), b in zip(region, box, strict=True))
             key = (sample, *cell)
+            shape = tuple(hi - lo for lo, hi in region)
             if key not in self.live:
-                shape = tuple(hi - lo for lo, hi in region)
-                self.live[key] = (
-                    torch.zeros((values.shape[0], *shape), device=self.device),
-                    torch.zeros(shape, device=self.device),
-                )
+                self.live[key] = self._buffers(values.shape[0], shape)
             total, normaliser = self.live[key]
-            total.add_(values[(slice(None), *inside)])
+            piece = values[(slice(None), *inside)]
+            if not weighted:  # weighted cell by cell: no window-sized buffer
+                scratch = self.scratch.get(shape)
+                if scratch is None:
+                    scratch = self.scratch[shape] = torch.empty(total.shape, device=self.device)
+                piece = torch.mul(piece, self.weights[inside], out=scratch)
+            total.add_(piece)
             normaliser.add_(self.weights[inside])
             if all(axis.last[k] == j for axis, k, j in zip(self.axes, cell, index, strict=True)):
                 del self.live[key]
                 target = (sample, *(slice(lo, hi) for lo, hi in region))
                 self.labels[target] = total.div_(normaliser).argmax(0)
+                self.free.setdefault(shape, []).append((total, normaliser))
 
     def result(self) -> torch.Tensor:
         return self.labels
@@ -240,7 +268,8 @@ def sliding_window_inference(
       where V is the voxels of the cells pending at once, at most ``p_0·Π_{i>0} S_i`` (a slab one patch
       thick across the outermost axis of :func:`processing_order`) and typically, with overlap 0.5, about half
       of that (e.g. 160×256×256 with 64³ patches: V = 1.6 M voxels = 16% of |S|). Both add the network's
-      output for one batch (``batch_size·K·Π p``) and one weighted window (``K·Π p``).
+      output for one batch (``batch_size·K·Π p``); logits one weighted window (``K·Π p``), labels one
+      weighted cell per cell shape (windows are weighted cell by cell).
     - ``precision``: ``"fp32"`` (no autocast of its own: an enclosing autocast still applies), ``"bf16"`` or
       ``"fp16"`` (CUDA/MPS only): the network runs under ``torch.autocast`` of that type; accumulation is
       always float32.
@@ -274,7 +303,6 @@ def sliding_window_inference(
     memory_format = {4: torch.channels_last, 5: torch.channels_last_3d}.get(inputs.ndim) if channels_last else None
     dtype = PRECISIONS[precision]
     items = [(sample, index) for sample in range(samples) for index in windows]
-    scratch: torch.Tensor | None = None
     for first in range(0, len(items), batch_size):
         chunk = items[first : first + batch_size]
         batch = torch.stack([inputs[(sample, slice(None), *boxes[index])] for sample, index in chunk]).to(compute)
@@ -283,15 +311,11 @@ def sliding_window_inference(
         context = torch.autocast(compute.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         with context:
             values = network(batch)
-        if compute != accumulation:
+        weighted = compute != accumulation  # then weighted where the network runs, before the transfer
+        if weighted:
             values = (values.float() * weights_compute).to(accumulation)
         for (sample, index), window in zip(chunk, values, strict=True):
-            weighted = window
-            if compute == accumulation:  # weighted into one reused buffer
-                if scratch is None:
-                    scratch = torch.empty(window.shape, device=accumulation)
-                weighted = torch.mul(window, weights, out=scratch)
-            sink.add(sample, index, boxes[index], weighted)
+            sink.add(sample, index, boxes[index], window, weighted=weighted)
         if progress is not None:
             progress(first + len(chunk), len(items))
     result = sink.result()

@@ -621,7 +621,9 @@ def _initialise_from(network: torch.nn.Module, source: str, context: Distributed
     if path.suffix in (".pt", ".pth"):
         state = import_state_dict(path)
     else:
-        pretrained, card = load_model(path, device="cpu")
+        from ..inference.model import resolve_model_folder
+
+        pretrained, card = load_model(resolve_model_folder(path), device="cpu")
         expected, found = card["network"]["in_channels"], network.config["in_channels"]
         if expected != found:
             raise InputError(

@@ -1,7 +1,8 @@
 """Side-by-side benchmark of sliding-window inference: MedSegCNN vs ``monai.inferers.sliding_window_inference``.
 
 Part 1 (``--part 1``): a 3D U-Net (DynUNet-equivalent: features [32, 64, 128, 256, 320], instance norm,
-3 classes, random weights) over a 160x160x96 volume, 96^3 windows, overlap 0.5, Gaussian weights. Both
+3 classes, random weights) over a 192x192x96 volume (where MONAI's window placement and ours coincide:
+starts 0, 48, 96 in-plane, one window across z), 96^3 windows, overlap 0.5, Gaussian weights. Both
 functions get the same network object and the same windows. MONAI runs with sw_batch_size 1 and 2 (the faster
 counts); ours with its defaults, then on a channels-last copy of the same weights (fp32, bf16 autocast,
 torch.compile). Printed per variant: time, ratio to MONAI, the share of time spent outside the network (the
@@ -10,7 +11,7 @@ between the bf16 and fp32 segmentations (random weights: indicative only).
 
 Part 2 (``--part 2``): a 512x512x300 volume, 14 classes, a tiny U-Net (features [4, 8, 16, 32]), 128^3 windows.
 Each library runs in its own subprocess so that the peak RSS (``ru_maxrss`` of the child) is its own; MONAI
-returns the full logits, ours ``output="labels"``. Run by hand::
+returns the full logits, ours ``output="labels"``; both one window per batch. Run by hand::
 
     python Testing/Benchmarks/bench_inference.py [--part 1 2] [--variants ...]
 """
@@ -85,7 +86,7 @@ def dice(a: torch.Tensor, b: torch.Tensor, classes: int) -> float:
 
 def part1(args: argparse.Namespace) -> None:
     classes, patch = 3, [96, 96, 96]
-    image = torch.randn((1, 1, 160, 160, 96), generator=torch.Generator().manual_seed(0))
+    image = torch.randn((1, 1, 96, 192, 192), generator=torch.Generator().manual_seed(0))
     plain = unet([32, 64, 128, 256, 320], classes)
     cl = unet([32, 64, 128, 256, 320], classes).to(memory_format=torch.channels_last_3d)
     cl.load_state_dict(plain.state_dict())
@@ -96,7 +97,7 @@ def part1(args: argparse.Namespace) -> None:
             networks["compiled"] = torch.compile(cl)
             networks["compiled"](torch.zeros((4, 1, *patch)).contiguous(memory_format=torch.channels_last_3d))
         print(f"torch.compile warm-up: {time.perf_counter() - start:.1f} s")
-    print(f"Part 1: U-Net 16.5 M parameters, 160x160x96 volume, 96^3 windows, overlap 0.5, {args.threads} threads")
+    print(f"Part 1: U-Net 16.5 M parameters, 192x192x96 volume, 96^3 windows, overlap 0.5, {args.threads} threads")
     results = {}
     for variant in args.variants:
         results[variant] = run_variant(variant, networks, image, patch)
@@ -129,7 +130,7 @@ def child(library: str) -> None:
             result = monai_sliding_window_inference(image, [128] * 3, 1, network, overlap=0.5, mode="gaussian")
             labels = result.argmax(1)
         else:
-            labels = sliding_window_inference(image, network, [128] * 3, output="labels")
+            labels = sliding_window_inference(image, network, [128] * 3, batch_size=1, output="labels")
     seconds = time.perf_counter() - start
     histogram = torch.bincount(labels.flatten().long(), minlength=14)[:14].tolist()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GiB

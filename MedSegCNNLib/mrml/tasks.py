@@ -1,0 +1,374 @@
+"""Segment, train and evaluate with MRML nodes: what the Slicer module's logic and console API call.
+
+Long work runs in a separate process (:class:`~MedSegCNNLib.background.BackgroundRun`), so the caller's thread
+(Slicer's GUI) stays free: a task writes its inputs from the scene into a temporary folder, starts
+``python -m MedSegCNNLib predict|train ... --progress json``, is polled from a timer, and on completion
+:meth:`~SegmentationTask.finish` brings the results into the scene (on the caller's thread, as MRML requires).
+
+Protocol of both task classes: the constructor checks the inputs (raising
+:class:`~MedSegCNNLib.errors.InputError` with the scene unchanged), then ``start()``, ``poll()`` → new
+:class:`~MedSegCNNLib.progress.Event` objects, ``progress`` (fraction, stage, eta_s), ``state`` (``idle``,
+``running``, ``completed``, ``failed``, ``cancelled``), ``log``, ``error``, ``cancel()``, ``wait(timeout)``
+(scripts), ``finish()``. A cancelled or failed task removes its temporary folder and adds nothing to the scene.
+
+:func:`evaluate_nodes` runs in the caller's process: the metrics of a whole segmentation take seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..background import BackgroundRun, Progress
+from ..background.commands import predict_args, train_args
+from ..errors import InputError
+from ..image.core import Image, LabelInfo
+from ..image.io import read_image, write_image
+from ..metrics import EvaluationResult, evaluate
+from ..progress import Event
+from ..registry import ModelEntry, find_model
+from .multi_volume import image_from_volume_nodes
+from .scene_cleanup import remove_added_node
+from .segmentation_labels import labels_from_segmentation
+from .segmentations import segmentation_from_labels
+from .tables import table_from_metrics
+from .volumes import volume_grid, volume_node_from_image
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class SegmentationOutputs:
+    """The nodes a finished :class:`SegmentationTask` added or filled: the segmentation, one probability
+    volume per foreground label (if asked) and the uncertainty volume (if asked)."""
+
+    segmentation_node: Any
+    probability_nodes: list[Any] = field(default_factory=list)
+    uncertainty_node: Any = None
+
+
+class _Task:
+    """The part both tasks share: a background run over a temporary folder."""
+
+    def __init__(self, run: BackgroundRun, workdir: Path | None) -> None:
+        self._run = run
+        self._workdir = workdir
+
+    def start(self) -> _Task:
+        self._run.start()
+        return self
+
+    def poll(self) -> list[Event]:
+        return self._run.poll()
+
+    @property
+    def progress(self) -> Progress:
+        return self._run.progress
+
+    @property
+    def state(self) -> str:
+        return self._run.state
+
+    @property
+    def log(self) -> str:
+        return self._run.log
+
+    @property
+    def error(self) -> str | None:
+        return self._run.error
+
+    def cancel(self) -> str:
+        return self._run.cancel()
+
+    def wait(self, timeout: float | None = None) -> str:
+        return self._run.wait(timeout)
+
+    def _check_completed(self, what: str) -> None:
+        if self.state != "completed":
+            if self.state == "failed":
+                raise InputError(f"{what} failed: {self.error}")
+            raise InputError(f"{what} is {self.state}, not completed; nothing was added to the scene.")
+
+    def _remove_workdir(self) -> None:
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+class SegmentationTask(_Task):
+    """Segment ``volume_nodes`` (one per model input channel) with ``model`` (a registry name or a model folder).
+
+    Post-processing options as in ``medsegcnn predict``; ``min_size_mm3`` in mm³. The result goes into a new
+    segmentation node beside the first volume, or into ``segmentation_node`` — which must be empty unless
+    ``replace`` is true. ``python``/``env``: the interpreter and environment of the process (in Slicer,
+    PythonSlicer and ``slicer.util.startupEnvironment()``).
+    """
+
+    def __init__(
+        self,
+        scene: Any,
+        volume_nodes: Any | Sequence[Any],
+        model: PathLike,
+        *,
+        device: str = "auto",
+        tta: bool = False,
+        keep_largest: bool = False,
+        min_size_mm3: float = 0.0,
+        fill_holes: bool = False,
+        probabilities: bool = False,
+        uncertainty: bool = False,
+        segmentation_node: Any = None,
+        replace: bool = False,
+        model_folders: Iterable[PathLike] = (),
+        python: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.scene = scene
+        self.volume_nodes = _node_list(volume_nodes)
+        self.model: ModelEntry = find_model(model, model_folders)
+        self.segmentation_node = segmentation_node
+        self.replace = replace
+        _check_channels(self.model, self.volume_nodes)
+        if segmentation_node is not None and not replace and _segment_count(segmentation_node):
+            raise InputError(
+                f"'{segmentation_node.GetName()}' already has segments; choose 'create new' as the output or allow "
+                "replacing its segments."
+            )
+        self._grid = volume_grid(self.volume_nodes[0])
+        if self.model.dims == 3 and 1 in self._grid.shape:
+            raise InputError(
+                f"'{self.volume_nodes[0].GetName()}' is a single slice ({self._grid.shape[::-1]} voxels) but model "
+                f"'{self.model.name}' is 3D; choose a 2D model or a 3D volume."
+            )
+        image = image_from_volume_nodes(self.volume_nodes)
+        workdir = Path(tempfile.mkdtemp(prefix="MedSegCNN-segment-"))
+        try:
+            write_image(image, workdir / "input.nrrd")
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        del image
+        self._outputs = workdir / "labels.nrrd"
+        self._options = {"probabilities": probabilities, "uncertainty": uncertainty}
+        args = predict_args(
+            self.model.path, workdir / "input.nrrd", self._outputs, device=device, tta=tta,
+            probabilities=probabilities, uncertainty=uncertainty, keep_largest=keep_largest,
+            min_size_mm3=min_size_mm3, fill_holes=fill_holes,
+        )  # fmt: skip
+        super().__init__(BackgroundRun(args, python=python, env=env, cleanup=[workdir]), workdir)
+
+    def finish(self) -> SegmentationOutputs:
+        """Bring the finished segmentation (and maps) into the scene; call once, after ``state`` is completed."""
+        self._check_completed("Segmentation")
+        added: list[Any] = []
+        try:
+            labels = self._on_grid(read_image(self._outputs)).with_labels(self.model.labels)
+            segmentation = segmentation_from_labels(
+                self.scene, labels, self.volume_nodes[0], self.segmentation_node, replace=self.replace
+            )
+            if self.segmentation_node is None:
+                added.append(segmentation)
+            outputs = SegmentationOutputs(segmentation)
+            volume_name = self.volume_nodes[0].GetName()
+            stem = self._outputs.name[: -len(".nrrd")]
+            if self._options["probabilities"]:
+                maps = self._on_grid(read_image(self._outputs.with_name(f"{stem}_probabilities.nii.gz")))
+                for info in self.model.labels:
+                    if info.value == 0 or info.value >= maps.num_channels:
+                        continue
+                    name = f"{volume_name} probability {info.name}"
+                    node = volume_node_from_image(
+                        self.scene, self._grid.with_array(maps.array[info.value]), name,
+                        reference_volume_node=self.volume_nodes[0],
+                    )  # fmt: skip
+                    added.append(node)
+                    outputs.probability_nodes.append(node)
+            if self._options["uncertainty"]:
+                uncertainty = self._on_grid(read_image(self._outputs.with_name(f"{stem}_uncertainty.nii.gz")))
+                node = volume_node_from_image(
+                    self.scene, uncertainty, f"{volume_name} uncertainty", reference_volume_node=self.volume_nodes[0]
+                )
+                added.append(node)
+                outputs = SegmentationOutputs(segmentation, outputs.probability_nodes, node)
+        except BaseException:
+            for node in reversed(added):
+                remove_added_node(self.scene, node)
+            raise
+        finally:
+            self._remove_workdir()
+        return outputs
+
+    def _on_grid(self, image: Image) -> Image:
+        """``image``'s voxels with the first volume's exact geometry (the files only carry it with rounding)."""
+        shape = image.array.shape[-len(self._grid.shape) :]
+        if shape != self._grid.shape or not image.same_grid(self._grid.with_array(image.array)):
+            raise InputError(
+                f"The prediction's grid {image.shape} does not match the input volume's {self._grid.shape}; "
+                "please report this, with the model and the volume's geometry."
+            )
+        return self._grid.with_array(image.array)
+
+
+class TrainingTask(_Task):
+    """Train (or fine-tune, ``init_from`` a model) on training ``pairs`` from the scene, or on ``data_folder``.
+
+    ``pairs``: ``(volume nodes, segmentation or label map node)`` per case, the volumes one per input channel.
+    Segments are matched to labels by name across cases (the first case's segments define the labels, or the
+    labels of ``init_from``'s model card when fine-tuning). The run is saved in ``output_folder`` (resumable with
+    ``medsegcnn train --resume``); ``extra`` takes further ``medsegcnn train`` options by name.
+    """
+
+    def __init__(
+        self,
+        scene: Any,
+        pairs: Sequence[tuple[Any | Sequence[Any], Any]] | None,
+        output_folder: PathLike,
+        *,
+        data_folder: PathLike | None = None,
+        dims: int = 3,
+        epochs: int | None = None,
+        time_budget_min: float | None = None,
+        init_from: PathLike | None = None,
+        freeze_encoder: bool = False,
+        device: str = "auto",
+        overwrite: bool = False,
+        extra: Mapping[str, object] | None = None,
+        model_folders: Iterable[PathLike] = (),
+        python: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.scene = scene
+        self.output_folder = Path(output_folder)
+        if self.output_folder.is_file() or (
+            self.output_folder.is_dir() and any(self.output_folder.iterdir()) and not overwrite
+        ):
+            raise InputError(
+                f"The output folder {self.output_folder} is not empty; choose a new folder for the trained model."
+            )
+        self.init_from = find_model(init_from, model_folders) if init_from is not None else None
+        workdir = None
+        if data_folder is None:
+            if not pairs:
+                raise InputError(
+                    "No training data: add at least one pair of a volume and its segmentation, or choose a data folder."
+                )
+            workdir = Path(tempfile.mkdtemp(prefix="MedSegCNN-train-"))
+            try:
+                data_folder = self._write_pairs(pairs, workdir / "data")
+            except BaseException:
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise
+            extra = _small_set_validation(len(pairs), extra)
+        args = train_args(
+            data_folder, self.output_folder, dims=dims, epochs=epochs, time_budget_min=time_budget_min,
+            init_from=None if self.init_from is None else self.init_from.path, freeze_encoder=freeze_encoder,
+            device=device, overwrite=overwrite, extra=extra,
+        )  # fmt: skip
+        super().__init__(BackgroundRun(args, python=python, env=env, cleanup=[workdir] if workdir else []), workdir)
+
+    def _write_pairs(self, pairs: Sequence[tuple[Any, Any]], folder: Path) -> Path:
+        from ..data.export import write_training_folder
+
+        labels: tuple[LabelInfo, ...] | None = None if self.init_from is None else self.init_from.labels
+        channels = None if self.init_from is None else len(self.init_from.channels)
+        names: dict[int, str] = {info.value: info.name for info in labels or ()}
+        cases = []
+        for volumes, segmentation in pairs:
+            volume_nodes = _node_list(volumes)
+            if channels is not None and len(volume_nodes) != channels:
+                raise InputError(
+                    f"Each training case needs {channels} volume(s), as model '{self.init_from.name}' takes; "
+                    f"a case has {len(volume_nodes)}."
+                )
+            channels = len(volume_nodes)
+            label_map = labels_from_segmentation(segmentation, volume_nodes[0], labels=labels)
+            labels = labels or label_map.labels or None  # unnamed label maps keep their values
+            for value in np.unique(label_map.array):
+                info = label_map.label_info(int(value))
+                names.setdefault(int(value), info.name if info else f"label_{value}")
+            cases.append((image_from_volume_nodes(volume_nodes), label_map))
+        names.pop(0, None)
+        channel_names = self.init_from.channels if self.init_from is not None else _channel_names(channels or 1)
+        return write_training_folder(cases, folder, labels=names, channel_names=channel_names)
+
+    def finish(self) -> Path:
+        """The trained model folder; call after ``state`` is completed."""
+        self._check_completed("Training")
+        self._remove_workdir()
+        end = self._run.last_event("end")
+        model = end.data.get("model") if end is not None else None
+        if not model:
+            raise InputError(f"Training ended without a model ({end.data.get('status') if end else 'no end event'}).")
+        return Path(model)
+
+
+def evaluate_nodes(
+    scene: Any,
+    segmentation_node: Any,
+    reference_node: Any,
+    reference_volume_node: Any,
+    *,
+    labels: Sequence[LabelInfo] | None = None,
+    table_node: Any = None,
+    nsd_tolerance_mm: float = 1.0,
+) -> tuple[EvaluationResult, Any]:
+    """Metrics of a segmentation against a reference (segmentation or label map node) on a volume's grid.
+
+    Both are put on ``reference_volume_node``'s grid; the reference's segments are matched to the
+    segmentation's labels (``labels`` if given, else the segmentation's segments) by name, else by value.
+    Returns the result and the table node (one row per label) it was written to.
+    """
+    prediction = labels_from_segmentation(segmentation_node, reference_volume_node, labels=labels)
+    reference = labels_from_segmentation(reference_node, reference_volume_node, labels=labels or prediction.labels)
+    names = {info.value: info.name for info in prediction.labels}
+    result = evaluate(
+        prediction, reference, label_names=names, nsd_tolerance_mm=nsd_tolerance_mm, case=segmentation_node.GetName()
+    )
+    table = table_from_metrics(scene, result, table_node=table_node, name=f"{segmentation_node.GetName()} metrics")
+    return result, table
+
+
+def _small_set_validation(cases: int, extra: Mapping[str, object] | None) -> dict[str, object]:
+    """``extra`` with a validation split that fits ``cases`` cases when the caller chose none: 5 folds need 5
+    cases, so 2-4 cases use one fold per case and a single case trains without validation."""
+    options = dict(extra or {})
+    if any(key.replace("-", "_") in ("fold", "folds") for key in options) or cases >= 5:
+        return options
+    if cases == 1:
+        options["fold"] = "all"
+    else:
+        options["folds"] = cases
+    return options
+
+
+def _node_list(nodes: Any | Sequence[Any]) -> list[Any]:
+    listed = [node for node in (nodes if isinstance(nodes, Sequence) else [nodes]) if node is not None]
+    if not listed:
+        raise InputError("No input volume is selected; select the volume(s) to segment.")
+    return listed
+
+
+def _check_channels(model: ModelEntry, volume_nodes: Sequence[Any]) -> None:
+    if len(volume_nodes) != len(model.channels):
+        raise InputError(
+            f"Model '{model.name}' takes {len(model.channels)} input volume(s) ({', '.join(model.channels)}) but "
+            f"{len(volume_nodes)} are selected; select one volume per input, in that order."
+        )
+
+
+def _segment_count(segmentation_node: Any) -> int:
+    segmentation = segmentation_node.GetSegmentation() if segmentation_node.IsA("vtkMRMLSegmentationNode") else None
+    return 0 if segmentation is None else segmentation.GetNumberOfSegments()
+
+
+def _channel_names(count: int) -> tuple[str, ...]:
+    return ("image",) if count == 1 else tuple(f"image{index}" for index in range(count))

@@ -1,0 +1,330 @@
+"""The model registry: the trained models a user can pick by name, described from their model cards alone.
+
+Models come from two places:
+
+- **bundled**: every model in ``Resources/Models``, found beside the package (the source tree, or Slicer's
+  scripted-module folder where the extension installs ``MedSegCNNLib`` and ``Resources``), else under the
+  current folder;
+- **user**: every model directly inside the folders the caller names (``extra_folders``, e.g. the models
+  folder the Slicer panel remembers): a model folder (holding ``model.json``), a training run folder (holding
+  ``model/model.json``) or a model ``.zip``.
+
+A model's registry name is its folder name (a run folder's name, a ``.zip``'s stem). A model given by its path
+has source ``"folder"``. Nothing here imports torch or reads weights: listing is cheap enough for a GUI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any, Literal
+
+from .errors import InputError
+from .image.core import LabelInfo
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_MODELS = Path("Resources") / "Models"
+CARD_FILE = "model.json"
+CARD_FORMAT = "medsegcnn-model"
+CARD_FORMAT_VERSION = 1
+"""The model card format this registry reads (as written by :func:`MedSegCNNLib.checkpoint.save_model`)."""
+
+Source = Literal["bundled", "user", "folder"]
+_MAX_CARD_BYTES = 16 * 2**20
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What a model card says about one model, for choosing a model (CLI, Slicer panel).
+
+    ``name``: registry name; ``path``: the model folder or ``.zip``; ``source``: ``"bundled"``, ``"user"``
+    (found in a user folder) or ``"folder"`` (given by path). ``labels``: the non-background labels;
+    ``channels``: the input modality names, one per channel. ``spacing``: the spacing (mm, ITK order x, y, z)
+    images are resampled to, ``None`` where each image keeps its own (the slice axis of 2D models, or every
+    axis). ``patch_size``: voxels, array order. ``mean_dice`` and ``label_dice`` (label value -> Dice): the
+    training run's best validation Dice, measured on ``validation_cases`` (``None``/empty: not validated).
+    """
+
+    name: str
+    path: Path
+    source: Source
+    title: str
+    description: str
+    network: str
+    dims: int
+    channels: tuple[str, ...]
+    labels: tuple[LabelInfo, ...]
+    spacing: tuple[float | None, ...] | None
+    patch_size: tuple[int, ...]
+    mean_dice: float | None
+    label_dice: Mapping[int, float] = field(default_factory=dict)
+    dataset: str | None = None
+    training_cases: tuple[str, ...] = ()
+    validation_cases: tuple[str, ...] = ()
+    library_version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (paths as strings, label values as string keys, non-finite Dice as strings)."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "source": self.source,
+            "title": self.title,
+            "description": self.description,
+            "network": self.network,
+            "dims": self.dims,
+            "channels": list(self.channels),
+            "labels": [{"value": label.value, "name": label.name, "color": label.color} for label in self.labels],
+            "spacing": None if self.spacing is None else list(self.spacing),
+            "patch_size": list(self.patch_size),
+            "mean_dice": _json_float(self.mean_dice),
+            "label_dice": {str(value): _json_float(dice) for value, dice in self.label_dice.items()},
+            "dataset": self.dataset,
+            "training_cases": list(self.training_cases),
+            "validation_cases": list(self.validation_cases),
+            "library_version": self.library_version,
+        }
+
+    def summary(self) -> str:
+        """The model card in a few lines of text: labels, modality, spacing, reported accuracy."""
+        names = {label.value: label.name for label in self.labels}
+        lines = [
+            f"{self.title} ({self.name}, {self.source}): {self.path}",
+            *([self.description] if self.description else []),
+            f"Network: {self.network} {self.dims}D, patch {' x '.join(map(str, self.patch_size))} voxels (z, y, x)",
+            "Labels: " + ", ".join(f"{label.value} {label.name}" for label in self.labels),
+            "Modality: " + ", ".join(self.channels),
+            f"Spacing: {format_spacing(self.spacing)} (x, y, z)",
+        ]
+        if self.mean_dice is None:
+            lines.append("Reported accuracy: none (trained without validation cases)")
+        else:
+            per_label = ", ".join(f"{names.get(value, value)} {dice:.3f}" for value, dice in self.label_dice.items())
+            lines.append(
+                f"Reported accuracy: validation mean Dice {self.mean_dice:.3f} ({per_label}) on "
+                f"{len(self.validation_cases)} case(s) held out from training"
+                + (f" on {self.dataset}" if self.dataset else "")
+            )
+        return "\n".join(lines)
+
+
+def format_spacing(spacing: Sequence[float | None] | None) -> str:
+    """``1 x 1 x 1.5 mm``; ``native`` for an axis (or all) kept at each image's own spacing."""
+    if spacing is None:
+        return "native"
+    return " x ".join("native" if s is None else f"{s:g}" for s in spacing) + " mm"
+
+
+def bundled_models_folder() -> Path | None:
+    """The ``Resources/Models`` folder shipped with MedSegCNN (see the module docstring), or ``None``."""
+    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+        if (root / BUNDLED_MODELS).is_dir():
+            return root / BUNDLED_MODELS
+    return None
+
+
+def describe_model(
+    path: str | os.PathLike[str], *, name: str | None = None, source: Source | None = None
+) -> ModelEntry:
+    """The :class:`ModelEntry` of the model at ``path``: a model folder, its ``model.json``, a model ``.zip`` or a
+    training run folder (holding ``model/``). ``name`` defaults to the folder name (a ``.zip``'s stem);
+    ``source`` to ``"bundled"`` for a model inside the bundled folder, else ``"folder"``. Reads only the card;
+    a missing model, an unreadable or incomplete card, or missing weights raise :class:`InputError`."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"Model {path} does not exist; give a model folder, its {CARD_FILE} or a model .zip.")
+    if path.is_file() and path.name == CARD_FILE:
+        path = path.parent
+    if path.is_dir() and not (path / CARD_FILE).is_file() and (path / "model" / CARD_FILE).is_file():
+        name, path = name or path.name, path / "model"  # a training run folder: its model/
+    card = _read_card(path)
+    try:
+        return _entry(card, path, name or _default_name(path), source or _source_of(path))
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(
+            f"The model card of {path} is incomplete or corrupted ({type(error).__name__}: {error}); "
+            "save the model again, or use another model."
+        ) from None
+
+
+def list_models(extra_folders: Iterable[str | os.PathLike[str]] = ()) -> list[ModelEntry]:
+    """The bundled models, then the models directly inside each of ``extra_folders`` (each sorted by name).
+
+    Entries that are not readable models (corrupted cards, missing weights) are skipped with a warning; a
+    path in ``extra_folders`` that is not a folder raises :class:`InputError`.
+    """
+    sources: list[tuple[Path, Source]] = []
+    bundled = bundled_models_folder()
+    if bundled is not None:
+        sources.append((bundled, "bundled"))
+    for folder in extra_folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(f"Models folder {folder} does not exist or is not a folder; choose an existing folder.")
+        sources.append((folder, "user"))
+    entries = []
+    for folder, source in sources:
+        for candidate in sorted(folder.iterdir(), key=lambda p: p.name):
+            if not _looks_like_model(candidate):
+                continue
+            try:
+                entries.append(describe_model(candidate, source=source))
+            except InputError as error:
+                logger.warning("Skipped %s: %s", candidate, error)
+    return entries
+
+
+def find_model(
+    name_or_path: str | os.PathLike[str], extra_folders: Iterable[str | os.PathLike[str]] = ()
+) -> ModelEntry:
+    """The model named ``name_or_path`` in the registry (:func:`list_models`), or at that path.
+
+    An existing path always means that path; a string with no path separator that is not an existing path is
+    a registry name. Unknown names, and names that several listed models share, raise :class:`InputError`.
+    """
+    text = os.fspath(name_or_path)
+    if not text.strip():
+        raise InputError("No model given; give a registry name (see `medsegcnn models`) or a model folder or .zip.")
+    path = Path(text)
+    if path.exists() or isinstance(name_or_path, PurePath) or re.search(r"[\\/]", text):
+        return describe_model(path)
+    entries = list_models(extra_folders)
+    matches = [entry for entry in entries if entry.name == text]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        where = ", ".join(str(entry.path) for entry in matches)
+        raise InputError(f"Several models are named {text!r} ({where}); give the path of the one you mean.")
+    available = ", ".join(sorted({entry.name for entry in entries})) or "none"
+    raise InputError(
+        f"No model named {text!r}; the available models are: {available}. Give one of these names, or the path "
+        "of a model folder or .zip."
+    )
+
+
+def resolve_model(name_or_path: str | os.PathLike[str], extra_folders: Iterable[str | os.PathLike[str]] = ()) -> Path:
+    """The path (model folder or ``.zip``) of a registry name or a model path; see :func:`find_model`."""
+    return find_model(name_or_path, extra_folders).path
+
+
+# ----- reading the card ---------------------------------------------------------------------------------------
+
+
+def _looks_like_model(path: Path) -> bool:
+    if path.is_dir():
+        return (path / CARD_FILE).is_file() or (path / "model" / CARD_FILE).is_file()
+    return path.is_file() and path.suffix.lower() == ".zip"
+
+
+def _default_name(path: Path) -> str:
+    return path.stem if path.is_file() else path.name
+
+
+def _source_of(path: Path) -> Source:
+    bundled = bundled_models_folder()
+    inside = bundled is not None and path.resolve().parent == bundled.resolve()
+    return "bundled" if inside else "folder"
+
+
+def _read_card(path: Path) -> dict:
+    """The checked card of a model folder or ``.zip``; :class:`InputError` when it is not a readable model."""
+    if path.is_file() and path.suffix.lower() == ".zip":
+        card, weights_present = _read_zip_card(path)
+    elif path.is_dir():
+        card_path = path / CARD_FILE
+        if not card_path.is_file():
+            raise InputError(f"{path} is not a MedSegCNN model folder: it holds no {CARD_FILE}.")
+        try:
+            if card_path.stat().st_size > _MAX_CARD_BYTES:
+                raise InputError(f"The model card {card_path} is implausibly large; not read.")
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise InputError(f"The model card {card_path} cannot be read (corrupted?): {error}") from None
+        weights_present = _weights_file(card, path).is_file()
+    else:
+        raise InputError(f"{path} is not a MedSegCNN model; give a model folder, its {CARD_FILE} or a model .zip.")
+    if not weights_present:
+        raise InputError(f"The weights file named by the model card of {path} is missing; the model is incomplete.")
+    return card
+
+
+def _read_zip_card(path: Path) -> tuple[dict, bool]:
+    """The card in a model ``.zip`` (at the top or in one folder) and whether its weights file is present."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            cards = [n for n in names if n == CARD_FILE or re.fullmatch(rf"[^/\\]+/{re.escape(CARD_FILE)}", n)]
+            if len(cards) != 1:
+                raise InputError(f"{path} holds {len(cards) or 'no'} {CARD_FILE} files; it is not a model .zip.")
+            if archive.getinfo(cards[0]).file_size > _MAX_CARD_BYTES:
+                raise InputError(f"The model card in {path} is implausibly large; not read.")
+            card = json.loads(archive.read(cards[0]).decode("utf-8"))
+    except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path} is not a readable model .zip (damaged?): {error}") from None
+    prefix = cards[0][: -len(CARD_FILE)]
+    return card, prefix + _weights_file(card, path).name in names
+
+
+def _weights_file(card: Any, folder: Path) -> Path:
+    """The weights file a checked card names (a ``.safetensors`` file beside the card)."""
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        raise InputError(f'{folder} does not hold a MedSegCNN model card (no "format": "{CARD_FORMAT}").')
+    version = card.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= CARD_FORMAT_VERSION:
+        raise InputError(
+            f"The model card of {folder} has format version {version!r}; this MedSegCNN reads version "
+            f"{CARD_FORMAT_VERSION} (upgrade MedSegCNN for newer models)."
+        )
+    weights = card.get("weights")
+    file = weights.get("file") if isinstance(weights, dict) else None
+    if not isinstance(file, str) or file != PurePath(file).name or "\\" in file or not file.endswith(".safetensors"):
+        raise InputError(f"The model card of {folder} names no valid weights file (corrupted?).")
+    return folder / file
+
+
+def _entry(card: dict, path: Path, name: str, source: Source) -> ModelEntry:
+    """The entry of a checked card; missing or mistyped fields raise ``KeyError``/``TypeError``/``ValueError``."""
+    labels = tuple(
+        LabelInfo(int(value), str(info["name"]), tuple(info["color"]) if info.get("color") is not None else None)
+        for value, info in sorted(card["labels"].items(), key=lambda item: int(item[0]))
+        if int(value) != 0
+    )
+    plan = card["preprocessing"]
+    spacing = plan["target_spacing"]
+    training = card.get("training") or {}
+    validation = training.get("validation") or {}
+    dims = int(card["spatial_dims"])
+    patch_size = tuple(int(size) for size in card["patch_size"])
+    if dims not in (2, 3) or len(patch_size) != dims:
+        raise ValueError(f"spatial_dims {dims} with patch_size {list(patch_size)}")
+    return ModelEntry(
+        name=name,
+        path=path,
+        source=source,
+        title=str(card.get("title") or name),
+        description=str(card.get("description") or ""),
+        network=str(card["network"]["name"]),
+        dims=dims,
+        channels=tuple(str(channel) for channel in card["channels"]),
+        labels=labels,
+        spacing=None if spacing is None else tuple(None if s is None else float(s) for s in spacing),
+        patch_size=patch_size,
+        mean_dice=float(validation["mean_dice"]) if validation else None,
+        label_dice={int(value): float(dice) for value, dice in (validation.get("dice") or {}).items()},
+        dataset=training.get("dataset"),
+        training_cases=tuple(training.get("train_cases") or ()),
+        validation_cases=tuple(training.get("val_cases") or ()),
+        library_version=card.get("library_version"),
+    )
+
+
+def _json_float(value: float | None) -> float | str | None:
+    return value if value is None or math.isfinite(value) else str(value)

@@ -1,0 +1,218 @@
+"""The model registry: the bundled model's card, user folders (model folders, run folders, zips), name and path
+resolution, corrupted models, no torch import, and a real segmentation of a sample case by the bundled model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import MedSegCNNLib as msc
+from MedSegCNNLib.checkpoint import save_model, zip_model
+from MedSegCNNLib.errors import InputError
+from MedSegCNNLib.registry import (
+    ModelEntry,
+    bundled_models_folder,
+    describe_model,
+    find_model,
+    list_models,
+    resolve_model,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "Resources" / "Models" / "hippocampus-tiny"
+SAMPLE = ROOT / "Resources" / "SampleData" / "Hippocampus"
+
+CARD = {
+    "title": "Liver test model",
+    "description": "Two labels, 2D.",
+    "network": {"name": "unet"},
+    "spatial_dims": 2,
+    "patch_size": [16, 16],
+    "channels": ["CT"],
+    "labels": {
+        0: {"name": "background", "color": [0, 0, 0]},
+        1: {"name": "liver", "color": [1, 0, 0]},
+        2: {"name": "tumour", "color": [0, 1, 0]},
+    },
+    "preprocessing": {"target_spacing": [0.8, 0.8, None]},
+    "training": {
+        "dataset": "Liver",
+        "train_cases": ["a", "b"],
+        "val_cases": ["c"],
+        "validation": {"best_epoch": 3, "mean_dice": 0.75, "dice": {"1": 0.9, "2": 0.6}},
+    },
+}
+
+
+def save_test_model(folder: Path, card: dict = CARD) -> Path:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    return save_model(folder, nn.Conv2d(1, 3, 1), card)
+
+
+@pytest.fixture
+def user_folder(tmp_path) -> Path:
+    """A user's models folder: a model folder, a training run folder, a zip, and things that are not models."""
+    models = tmp_path / "my models"
+    save_test_model(models / "liver")
+    save_test_model(models / "run" / "model", {**CARD, "training": {"validation": None}})
+    zip_model(models / "liver", models / "liver-zipped.zip")
+    (models / "notes.txt").write_text("not a model")
+    (models / "empty-folder").mkdir()
+    return models
+
+
+def test_bundled_model_card():
+    entry = describe_model(BUNDLED)
+    assert entry.name == "hippocampus-tiny" and entry.source == "bundled" and entry.path == BUNDLED
+    assert [(label.value, label.name) for label in entry.labels] == [(1, "Anterior"), (2, "Posterior")]
+    assert all(label.color is not None for label in entry.labels)
+    assert entry.channels == ("MRI",) and entry.dims == 3 and entry.network == "unet"
+    assert entry.spacing == (1.0, 1.0, 1.0) and len(entry.patch_size) == 3
+    assert entry.dataset == "Hippocampus" and len(entry.validation_cases) == 3 and len(entry.training_cases) == 9
+    assert not set(entry.validation_cases) & set(entry.training_cases)
+    assert entry.mean_dice is not None and 0.75 < entry.mean_dice <= 1  # 0.821 as trained
+    assert set(entry.label_dice) == {1, 2}
+    assert entry.mean_dice == pytest.approx(sum(entry.label_dice.values()) / 2)
+    assert "tiny" in entry.title.lower() and entry.description
+    weights = BUNDLED / "model.safetensors"
+    assert weights.stat().st_size < 3 * 2**20
+    assert sorted(p.name for p in BUNDLED.iterdir()) == ["README.md", "model.json", "model.safetensors"]
+
+
+def test_bundled_model_segments_a_held_out_sample_case():
+    entry = describe_model(BUNDLED)
+    case = entry.validation_cases[0]
+    image = msc.read_image(SAMPLE / "imagesTr" / f"{case}.nii.gz")
+    torch.manual_seed(0)
+    result = msc.segment(image, resolve_model("hippocampus-tiny"), device="cpu")
+    assert result.labels.array.shape == image.array.shape and result.labels.spacing == image.spacing
+    assert [label.name for label in result.labels.labels if label.value] == ["Anterior", "Posterior"]
+    evaluation = msc.evaluate(result.labels, SAMPLE / "labelsTr" / f"{case}.nii.gz", surface=False, case=case)
+    dice = {row["label"]: row["dice"] for row in evaluation.to_rows()}
+    assert set(dice) == {1, 2}
+    assert dice[1] >= 0.7 and dice[2] >= 0.7, dice  # measured 0.823 and 0.791 on hippocampus_020
+
+
+def test_list_models_finds_bundled_and_user_models(user_folder, caplog):
+    (user_folder / "broken").mkdir()
+    (user_folder / "broken" / "model.json").write_text("{not json")
+    save_test_model(user_folder / "no-weights")
+    (user_folder / "no-weights" / "model.safetensors").unlink()
+    (user_folder / "junk.zip").write_bytes(b"not a zip")
+    with caplog.at_level(logging.WARNING, logger="MedSegCNNLib"):
+        entries = list_models([user_folder])
+    names = [(entry.name, entry.source) for entry in entries]
+    assert names[0] == ("hippocampus-tiny", "bundled")
+    assert names[1:] == [("liver", "user"), ("liver-zipped", "user"), ("run", "user")]
+    assert {"broken", "no-weights", "junk.zip"} == {
+        name for name in ("broken", "no-weights", "junk.zip") if f"{user_folder / name}" in caplog.text
+    }
+    run = next(entry for entry in entries if entry.name == "run")
+    assert run.path == user_folder / "run" / "model" and run.mean_dice is None and run.label_dice == {}
+    assert [entry.name for entry in list_models()] == ["hippocampus-tiny"]
+
+
+def test_describe_reads_folders_cards_and_zips_alike(user_folder):
+    folder = describe_model(user_folder / "liver")
+    assert folder.source == "folder" and folder.title == "Liver test model" and folder.description == "Two labels, 2D."
+    assert [(label.value, label.name, label.color) for label in folder.labels] == [
+        (1, "liver", (1.0, 0.0, 0.0)),
+        (2, "tumour", (0.0, 1.0, 0.0)),
+    ]
+    assert folder.spacing == (0.8, 0.8, None) and folder.patch_size == (16, 16) and folder.dims == 2
+    assert folder.mean_dice == 0.75 and folder.label_dice == {1: 0.9, 2: 0.6}
+    assert folder.channels == ("CT",) and folder.training_cases == ("a", "b") and folder.validation_cases == ("c",)
+    assert folder.library_version == msc.__version__
+    card = describe_model(user_folder / "liver" / "model.json")
+    archive = describe_model(user_folder / "liver-zipped.zip")
+    assert archive.name == "liver-zipped" and archive.path == user_folder / "liver-zipped.zip"
+    for other in (card, archive):
+        assert other.to_dict() | {"name": "", "path": ""} == folder.to_dict() | {"name": "", "path": ""}
+    data = json.loads(json.dumps(folder.to_dict()))
+    assert data["labels"][1] == {"value": 2, "name": "tumour", "color": [0.0, 1.0, 0.0]}
+    assert data["spacing"] == [0.8, 0.8, None] and data["label_dice"] == {"1": 0.9, "2": 0.6}
+    text = folder.summary()
+    for fragment in ("Liver test model", "1 liver, 2 tumour", "Modality: CT", "0.8 x 0.8 x native mm", "0.750"):
+        assert fragment in text
+    assert "tumour 0.600" in text and "1 case(s) held out" in text
+
+
+def test_resolve_by_name_or_path(user_folder, monkeypatch):
+    assert resolve_model("hippocampus-tiny") == BUNDLED
+    assert resolve_model("liver", [user_folder]) == user_folder / "liver"
+    assert resolve_model("run", [user_folder]) == user_folder / "run" / "model"
+    assert resolve_model(user_folder / "liver-zipped.zip") == user_folder / "liver-zipped.zip"
+    assert resolve_model(str(user_folder / "run")) == user_folder / "run" / "model"
+    monkeypatch.chdir(user_folder)
+    assert resolve_model("liver") == Path("liver")  # an existing path wins over the registry
+    assert find_model("liver").source == "folder"
+
+
+def test_resolve_refuses_unknown_ambiguous_and_missing(user_folder, tmp_path):
+    with pytest.raises(InputError, match=r"No model named 'hipocampus'.*hippocampus-tiny, liver, liver-zipped, run"):
+        resolve_model("hipocampus", [user_folder])
+    second = tmp_path / "more"
+    save_test_model(second / "liver")
+    with pytest.raises(InputError, match="Several models are named 'liver'"):
+        resolve_model("liver", [user_folder, second])
+    with pytest.raises(InputError, match="does not exist"):
+        resolve_model("models/missing")
+    with pytest.raises(InputError, match="No model given"):
+        resolve_model("  ")
+    with pytest.raises(InputError, match="is not a folder"):
+        list_models([tmp_path / "nowhere"])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda card: card.pop("labels"), "incomplete or corrupted"),
+        (lambda card: card.update(spatial_dims=3), "incomplete or corrupted"),
+        (lambda card: card.update(format_version=99), "upgrade MedSegCNN"),
+        (lambda card: card.update(format="other"), "not hold a MedSegCNN model card"),
+        (lambda card: card["weights"].update(file="../x.safetensors"), "no valid weights file"),
+    ],
+)
+def test_describe_refuses_corrupted_cards(tmp_path, change, message):
+    folder = save_test_model(tmp_path / "model")
+    card = json.loads((folder / "model.json").read_text())
+    change(card)
+    (folder / "model.json").write_text(json.dumps(card))
+    with pytest.raises(InputError, match=message):
+        describe_model(folder)
+    assert list_models([tmp_path]) == [describe_model(BUNDLED)]  # skipped in listings
+
+
+def test_describe_refuses_what_is_not_a_model(tmp_path):
+    (tmp_path / "weights.pt").write_bytes(b"\x80\x04")
+    with pytest.raises(InputError, match="not a MedSegCNN model"):
+        describe_model(tmp_path / "weights.pt")
+    with pytest.raises(InputError, match=r"holds no model\.json"):
+        describe_model(tmp_path)
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(InputError, match=r"not a readable model \.zip"):
+        describe_model(tmp_path / "bad.zip")
+
+
+def test_entries_compare_by_value():
+    assert describe_model(BUNDLED) == describe_model(BUNDLED)
+    assert isinstance(describe_model(BUNDLED), ModelEntry)
+    assert bundled_models_folder() == BUNDLED.parent
+
+
+def test_importing_the_registry_does_not_import_torch():
+    code = (
+        "import sys; from MedSegCNNLib.registry import list_models; list_models(); "
+        "print(sorted(m for m in ('torch', 'slicer') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
