@@ -199,8 +199,16 @@ def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> str:
     """Write ``tensors`` (CPU, contiguous, not sharing memory) to a safetensors file, flush it to disk and
     return its SHA-256."""
     save_file(dict(tensors), str(path), metadata={"format": "pt"})
+    path.chmod(0o666 & ~_umask())  # safetensors creates 0600 files; give it a new file's usual mode
     _flush_to_disk(path)
     return sha256_file(path)
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_tensors(path: Path, *, sha256: str | None, what: str, record: str) -> dict[str, torch.Tensor]:

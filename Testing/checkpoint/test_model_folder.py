@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import zipfile
 from datetime import datetime
@@ -84,6 +85,15 @@ def test_round_trip_is_exact(saved):
         assert not loaded.training
         _assert_same_network(loaded, network)
         assert card["network"] == {"out_channels": 2}
+
+
+def test_weights_are_as_readable_as_the_card(saved):
+    """Both files get a new file's usual mode (0666 less the umask), so a shared models folder works."""
+    folder, _ = saved
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("model.json", "model.safetensors"):
+        assert (folder / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
 
 
 def test_card_content(saved):
