@@ -58,7 +58,7 @@ def segmentation_from_labels(
             "(MedSegCNNLib.image.resample_labels_onto)."
         )
     if segmentation_node is not None:
-        _check_replaceable(segmentation_node, replace)
+        check_replaceable(segmentation_node, replace)
     slicer = slicer_module()
     layer = fill_image_data(slicer.vtkOrientedImageData(), labels.array)
     layer.SetExtent(reference_volume_node.GetImageData().GetExtent())  # the volume's IJK indices, voxel for voxel
@@ -107,7 +107,8 @@ def _describe(image: Image) -> str:
     return f"size {image.size}, spacing ({spacing}) mm, origin ({origin}) LPS"
 
 
-def _check_replaceable(segmentation_node: Any, replace: bool) -> None:
+def check_replaceable(segmentation_node: Any, replace: bool) -> None:
+    """Refuse a node that is not a segmentation, or one with segments unless ``replace``."""
     if not segmentation_node.IsA("vtkMRMLSegmentationNode"):
         raise InputError(
             f"'{segmentation_node.GetName()}' is a {segmentation_node.GetClassName()}, not a segmentation node; "

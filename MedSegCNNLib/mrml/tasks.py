@@ -38,7 +38,7 @@ from ..registry import ModelEntry, find_model
 from .multi_volume import image_from_volume_nodes
 from .scene_cleanup import remove_added_node
 from .segmentation_labels import labels_from_segmentation
-from .segmentations import segmentation_from_labels
+from .segmentations import check_replaceable, segmentation_from_labels
 from .tables import table_from_metrics
 from .volumes import volume_grid, volume_node_from_image
 
@@ -138,11 +138,8 @@ class SegmentationTask(_Task):
         self.segmentation_node = segmentation_node
         self.replace = replace
         _check_channels(self.model, self.volume_nodes)
-        if segmentation_node is not None and not replace and _segment_count(segmentation_node):
-            raise InputError(
-                f"'{segmentation_node.GetName()}' already has segments; choose 'create new' as the output or allow "
-                "replacing its segments."
-            )
+        if segmentation_node is not None:
+            check_replaceable(segmentation_node, replace)  # before the work, not only when importing it
         self._grid = volume_grid(self.volume_nodes[0])
         if self.model.dims == 3 and 1 in self._grid.shape:
             raise InputError(
@@ -363,11 +360,6 @@ def _check_channels(model: ModelEntry, volume_nodes: Sequence[Any]) -> None:
             f"Model '{model.name}' takes {len(model.channels)} input volume(s) ({', '.join(model.channels)}) but "
             f"{len(volume_nodes)} are selected; select one volume per input, in that order."
         )
-
-
-def _segment_count(segmentation_node: Any) -> int:
-    segmentation = segmentation_node.GetSegmentation() if segmentation_node.IsA("vtkMRMLSegmentationNode") else None
-    return 0 if segmentation is None else segmentation.GetNumberOfSegments()
 
 
 def _channel_names(count: int) -> tuple[str, ...]:

@@ -103,7 +103,7 @@ def test_bad_inputs_are_refused_with_the_scene_unchanged(build, scene, tmp_path)
         (lambda: SegmentationTask(scene, [volume, volume], MODEL), "takes 1 input volume"),
         (lambda: SegmentationTask(scene, volume, "no-such-model"), "No model named 'no-such-model'"),
         (lambda: SegmentationTask(scene, volume, tmp_path / "missing"), "missing"),
-        (lambda: SegmentationTask(scene, volume, MODEL, segmentation_node=segmentation), "already has segments"),
+        (lambda: SegmentationTask(scene, volume, MODEL, segmentation_node=segmentation), "already has 1 segment"),
         (lambda: SegmentationTask(scene, one_slice, MODEL), "single slice"),
         (lambda: TrainingTask(scene, [], tmp_path / "run"), "No training data"),
     ]
