@@ -15,30 +15,23 @@ has source ``"folder"``. Nothing here imports torch or reads weights: listing is
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import re
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
+from .checkpoint.model_card import CARD_FILE, read_model_card
 from .errors import InputError
 from .image.core import LabelInfo
 
 logger = logging.getLogger(__name__)
 
 BUNDLED_MODELS = Path("Resources") / "Models"
-CARD_FILE = "model.json"
-CARD_FORMAT = "medsegcnn-model"
-CARD_FORMAT_VERSION = 1
-"""The model card format this registry reads (as written by :func:`MedSegCNNLib.checkpoint.save_model`)."""
-
 Source = Literal["bundled", "user", "folder"]
-_MAX_CARD_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -145,7 +138,7 @@ def describe_model(
         path = path.parent
     if path.is_dir() and not (path / CARD_FILE).is_file() and (path / "model" / CARD_FILE).is_file():
         name, path = name or path.name, path / "model"  # a training run folder: its model/
-    card = _read_card(path)
+    card = read_model_card(path, require_weights=True)
     try:
         return _entry(card, path, name or _default_name(path), source or _source_of(path))
     except (KeyError, TypeError, ValueError) as error:
@@ -232,62 +225,6 @@ def _source_of(path: Path) -> Source:
     bundled = bundled_models_folder()
     inside = bundled is not None and path.resolve().parent == bundled.resolve()
     return "bundled" if inside else "folder"
-
-
-def _read_card(path: Path) -> dict:
-    """The checked card of a model folder or ``.zip``; :class:`InputError` when it is not a readable model."""
-    if path.is_file() and path.suffix.lower() == ".zip":
-        card, weights_present = _read_zip_card(path)
-    elif path.is_dir():
-        card_path = path / CARD_FILE
-        if not card_path.is_file():
-            raise InputError(f"{path} is not a MedSegCNN model folder: it holds no {CARD_FILE}.")
-        try:
-            if card_path.stat().st_size > _MAX_CARD_BYTES:
-                raise InputError(f"The model card {card_path} is implausibly large; not read.")
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InputError(f"The model card {card_path} cannot be read (corrupted?): {error}") from None
-        weights_present = _weights_file(card, path).is_file()
-    else:
-        raise InputError(f"{path} is not a MedSegCNN model; give a model folder, its {CARD_FILE} or a model .zip.")
-    if not weights_present:
-        raise InputError(f"The weights file named by the model card of {path} is missing; the model is incomplete.")
-    return card
-
-
-def _read_zip_card(path: Path) -> tuple[dict, bool]:
-    """The card in a model ``.zip`` (at the top or in one folder) and whether its weights file is present."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            cards = [n for n in names if n == CARD_FILE or re.fullmatch(rf"[^/\\]+/{re.escape(CARD_FILE)}", n)]
-            if len(cards) != 1:
-                raise InputError(f"{path} holds {len(cards) or 'no'} {CARD_FILE} files; it is not a model .zip.")
-            if archive.getinfo(cards[0]).file_size > _MAX_CARD_BYTES:
-                raise InputError(f"The model card in {path} is implausibly large; not read.")
-            card = json.loads(archive.read(cards[0]).decode("utf-8"))
-    except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path} is not a readable model .zip (damaged?): {error}") from None
-    prefix = cards[0][: -len(CARD_FILE)]
-    return card, prefix + _weights_file(card, path).name in names
-
-
-def _weights_file(card: Any, folder: Path) -> Path:
-    """The weights file a checked card names (a ``.safetensors`` file beside the card)."""
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-        raise InputError(f'{folder} does not hold a MedSegCNN model card (no "format": "{CARD_FORMAT}").')
-    version = card.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= CARD_FORMAT_VERSION:
-        raise InputError(
-            f"The model card of {folder} has format version {version!r}; this MedSegCNN reads version "
-            f"{CARD_FORMAT_VERSION} (upgrade MedSegCNN for newer models)."
-        )
-    weights = card.get("weights")
-    file = weights.get("file") if isinstance(weights, dict) else None
-    if not isinstance(file, str) or file != PurePath(file).name or "\\" in file or not file.endswith(".safetensors"):
-        raise InputError(f"The model card of {folder} names no valid weights file (corrupted?).")
-    return folder / file
 
 
 def _entry(card: dict, path: Path, name: str, source: Source) -> ModelEntry:

@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -177,7 +178,7 @@ def test_resolve_refuses_unknown_ambiguous_and_missing(user_folder, tmp_path):
         (lambda card: card.pop("labels"), "incomplete or corrupted"),
         (lambda card: card.update(spatial_dims=3), "incomplete or corrupted"),
         (lambda card: card.update(format_version=99), "upgrade MedSegCNN"),
-        (lambda card: card.update(format="other"), "not hold a MedSegCNN model card"),
+        (lambda card: card.update(format="other"), "is not a MedSegCNN model card"),
         (lambda card: card["weights"].update(file="../x.safetensors"), "no valid weights file"),
     ],
 )
@@ -193,7 +194,7 @@ def test_describe_refuses_corrupted_cards(tmp_path, change, message):
 
 def test_describe_refuses_what_is_not_a_model(tmp_path):
     (tmp_path / "weights.pt").write_bytes(b"\x80\x04")
-    with pytest.raises(InputError, match="not a MedSegCNN model"):
+    with pytest.raises(InputError, match=r"is a PyTorch/pickle file.*never unpickles"):
         describe_model(tmp_path / "weights.pt")
     with pytest.raises(InputError, match=r"holds no model\.json"):
         describe_model(tmp_path)
@@ -216,3 +217,16 @@ def test_importing_the_registry_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_describe_refuses_models_without_their_weights(tmp_path):
+    folder = save_test_model(tmp_path / "model")
+    zip_model(folder, tmp_path / "model.zip")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(InputError, match=r"weights file model\.safetensors .* is missing"):
+        describe_model(folder)
+    with zipfile.ZipFile(tmp_path / "model.zip") as archive, zipfile.ZipFile(tmp_path / "card-only.zip", "w") as copy:
+        copy.writestr("model/model.json", archive.read("model/model.json"))
+    assert describe_model(tmp_path / "model.zip").name == "model"
+    with pytest.raises(InputError, match=r"weights file model\.safetensors .* is missing"):
+        describe_model(tmp_path / "card-only.zip")

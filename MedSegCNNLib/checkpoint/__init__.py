@@ -2,25 +2,42 @@
 
 - :mod:`.model_folder`: a trained model (``model.safetensors`` + the ``model.json`` model card) as a folder or
   a ``.zip``; import of plain PyTorch state dicts; partial loading for transfer learning.
+- :mod:`.model_card`: reading and checking model cards without torch (for listing models).
 - :mod:`.training_state`: resumable training checkpoints (model, optimizer, scheduler, GradScaler, RNG states).
 - :mod:`.state_codec`: the encoding of nested state into tensors and JSON, and atomic folder writes.
+
+The names below are imported from their modules on first use, so that reading a model card does not import torch.
 """
 
-from .model_folder import (
-    import_state_dict,
-    load_matching_weights,
-    load_model,
-    read_model_card,
-    save_model,
-    zip_model,
-)
-from .training_state import (
-    TrainingState,
-    capture_rng_state,
-    load_training_state,
-    restore_rng_state,
-    save_training_state,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .model_card import read_model_card
+    from .model_folder import import_state_dict, load_matching_weights, load_model, save_model, zip_model
+    from .training_state import (
+        TrainingState,
+        capture_rng_state,
+        load_training_state,
+        restore_rng_state,
+        save_training_state,
+    )
+
+_MODULE_OF = {
+    "read_model_card": "model_card",
+    "import_state_dict": "model_folder",
+    "load_matching_weights": "model_folder",
+    "load_model": "model_folder",
+    "save_model": "model_folder",
+    "zip_model": "model_folder",
+    "TrainingState": "training_state",
+    "capture_rng_state": "training_state",
+    "load_training_state": "training_state",
+    "restore_rng_state": "training_state",
+    "save_training_state": "training_state",
+}
 
 __all__ = [
     "TrainingState",
@@ -35,3 +52,13 @@ __all__ = [
     "save_training_state",
     "zip_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -10,7 +10,7 @@ back as ``"1"``), paths become strings and the non-finite floats inf, -inf and n
 ``"inf"``, ``"-inf"`` and ``"nan"`` (as in ``medsegcnn evaluate --json``); tensors, arrays and other objects
 are refused.
 
-Loading checks that the weights' SHA-256 is the card's and that their names and shapes are exactly the
+Cards are read and checked by :mod:`.model_card` (torch-free). Loading checks that the weights' SHA-256 is the card's and that their names and shapes are exactly the
 network's. Plain PyTorch files (``.pt``, ``.pth``, ``.ckpt``, ``.pkl``, ...) are refused: they are pickles, which
 can run code when loaded. :func:`import_state_dict` is the one explicit way to bring such weights in, through
 ``torch.load(weights_only=True)``.
@@ -18,16 +18,11 @@ can run code when loaded. :func:`import_state_dict` is the one explicit way to b
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
 import os
-import re
-import shutil
-import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any
@@ -39,31 +34,11 @@ from torch import nn
 from .._version import __version__
 from ..atomic import atomic_path
 from ..errors import InputError
-from .state_codec import (
-    atomic_folder,
-    read_json,
-    read_tensors,
-    sha256_file,
-    storable_tensors,
-    write_json,
-    write_tensors,
-)
+from .json_file import write_json
+from .model_card import CARD_FILE, MODEL_FORMAT, MODEL_FORMAT_VERSION, WEIGHTS_FILE, opened_model
+from .state_codec import atomic_folder, read_tensors, sha256_file, storable_tensors, write_tensors
 
 logger = logging.getLogger(__name__)
-
-MODEL_FORMAT = "medsegcnn-model"
-MODEL_FORMAT_VERSION = 1
-CARD_FILE = "model.json"
-WEIGHTS_FILE = "model.safetensors"
-PICKLE_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
-"""File types refused by :func:`load_model` because they are (usually) pickles."""
-
-_PICKLE_REFUSAL = (
-    "MedSegCNN never unpickles files; export the state dict to safetensors or use import_state_dict(...) "
-    "(see MedSegCNNLib.checkpoint)."
-)
-_MAX_CARD_BYTES = 16 * 2**20
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def save_model(
@@ -114,7 +89,7 @@ def load_model(
         from ..networks import build_network  # imported here: the networks package imports torch models
 
         network_builder = build_network
-    with _opened_model(path, need_weights=True) as (card, weights_path):
+    with opened_model(path, need_weights=True) as (card, weights_path):
         if not isinstance(card.get("network"), dict):
             raise InputError(f'The model card of {path} has no "network" configuration; the model cannot be built.')
         tensors = read_tensors(weights_path, sha256=card["weights"]["sha256"], what="weights", record="the model card")
@@ -131,12 +106,6 @@ def load_model(
     return network.to(device).eval(), card
 
 
-def read_model_card(path: str | os.PathLike[str]) -> dict:
-    """The model card of a model folder, its ``model.json`` or a ``.zip`` (no weights are read)."""
-    with _opened_model(path, need_weights=False) as (card, _):
-        return card
-
-
 def zip_model(folder: str | os.PathLike[str], zip_path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Pack the model in ``folder`` (its card and weights, checked first; other entries are left out) into
     ``zip_path`` (``.zip``), under a top-level folder named like ``folder``; atomic. Returns ``zip_path``."""
@@ -145,7 +114,7 @@ def zip_model(folder: str | os.PathLike[str], zip_path: str | os.PathLike[str], 
         raise InputError(f"The model archive must be a .zip file; got {zip_path}.")
     if not folder.is_dir():
         raise InputError(f"{folder} is not a model folder; give the folder that holds {CARD_FILE}.")
-    with _opened_model(folder, need_weights=True) as (card, weights_path):
+    with opened_model(folder, need_weights=True) as (card, weights_path):
         if sha256_file(weights_path) != card["weights"]["sha256"]:
             raise InputError(f"The weights in {weights_path} do not match the model card (corrupted or replaced?).")
         with atomic_path(zip_path, overwrite=overwrite) as partial, zipfile.ZipFile(partial, "w") as archive:
@@ -242,113 +211,6 @@ def _json_card(card: Mapping[str, Any]) -> dict:
         )
 
     return convert(card, "card")
-
-
-@contextlib.contextmanager
-def _opened_model(path: str | os.PathLike[str], *, need_weights: bool) -> Iterator[tuple[dict, Path | None]]:
-    """Yield ``(card, weights_path)`` for a model folder, its ``model.json`` or a ``.zip`` (whose weights are
-    extracted to a temporary folder that lives as long as the context); ``weights_path`` is ``None`` unless
-    ``need_weights``."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"Model {path} does not exist; give a model folder, its {CARD_FILE} or a .zip.")
-    suffix = path.suffix.lower()
-    if path.is_file() and suffix == ".zip":
-        try:
-            archive = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as error:
-            raise InputError(f"{path} is not a readable .zip archive (damaged or truncated?): {error}") from None
-        with archive:
-            prefix = _card_member_prefix(archive, path)
-            card = _check_card(_read_card_member(archive, prefix + CARD_FILE, path), path)
-            if not need_weights:
-                yield card, None
-                return
-            member = prefix + card["weights"]["file"]
-            with tempfile.TemporaryDirectory(prefix="medsegcnn-model-") as scratch:
-                weights_path = Path(scratch) / card["weights"]["file"]
-                try:
-                    with archive.open(member) as source, weights_path.open("wb") as target:
-                        shutil.copyfileobj(source, target, 2**20)
-                except KeyError:
-                    raise InputError(f"{path} lacks the weights file {member} its model card names.") from None
-                except (zipfile.BadZipFile, OSError, EOFError) as error:
-                    raise InputError(f"{path} is damaged; cannot extract {member}: {error}") from None
-                yield card, weights_path
-            return
-    if path.is_file() and (suffix in PICKLE_SUFFIXES or _looks_pickled(path)):
-        raise InputError(f"{path} is a PyTorch/pickle file. {_PICKLE_REFUSAL}")
-    if path.is_file() and path.name != CARD_FILE and suffix != ".json":
-        raise InputError(f"{path} is not a MedSegCNN model; give a model folder, its {CARD_FILE} or a .zip.")
-    folder = path if path.is_dir() else path.parent
-    card_path = folder / CARD_FILE if path.is_dir() else path
-    if path.is_dir() and not card_path.is_file():
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-        if pickles:
-            raise InputError(
-                f"{folder} holds no {CARD_FILE} but PyTorch/pickle files ({', '.join(pickles)}). " + _PICKLE_REFUSAL
-            )
-        raise InputError(f"{folder} is not a MedSegCNN model folder: it holds no {CARD_FILE}.")
-    card = _check_card(read_json(card_path, what="model card"), card_path)
-    yield card, (folder / card["weights"]["file"] if need_weights else None)
-
-
-def _card_member_prefix(archive: zipfile.ZipFile, path: Path) -> str:
-    """The folder inside ``archive`` that holds ``model.json`` ("" or "name/"); refuses unsafe member names
-    (absolute, drive letters, ``..``) and pickles."""
-    names = archive.namelist()
-    for name in names:
-        parts = re.split(r"[\\/]", name)
-        if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or ".." in parts:
-            raise InputError(f"{path} holds an unsafe entry {name!r} (absolute path or '..'); it is not opened.")
-    cards = [name for name in names if name == CARD_FILE or re.fullmatch(rf"[^/\\]+/{re.escape(CARD_FILE)}", name)]
-    if len(cards) != 1:
-        if any(name.lower().endswith((".pkl", *PICKLE_SUFFIXES)) for name in names):
-            raise InputError(f"{path} holds PyTorch/pickle files, not a MedSegCNN model. {_PICKLE_REFUSAL}")
-        found = "no" if not cards else f"{len(cards)}"
-        raise InputError(f"{path} holds {found} {CARD_FILE} (at the top or in one folder); it is not a model .zip.")
-    return cards[0][: -len(CARD_FILE)]
-
-
-def _read_card_member(archive: zipfile.ZipFile, member: str, path: Path) -> Any:
-    info = archive.getinfo(member)
-    if info.file_size > _MAX_CARD_BYTES:
-        raise InputError(f"The model card in {path} is implausibly large ({info.file_size} bytes); not read.")
-    try:
-        return json.loads(archive.read(member).decode("utf-8"))
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise InputError(f"{path} is damaged; cannot read {member}: {error}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"The model card {member} in {path} is not valid JSON (edited?): {error}") from None
-
-
-def _check_card(card: Any, where: Path) -> dict:
-    """``card`` after checking that it is a MedSegCNN model card this version can read."""
-    if not isinstance(card, dict) or card.get("format") != MODEL_FORMAT:
-        raise InputError(f'{where} is not a MedSegCNN model card (no "format": "{MODEL_FORMAT}").')
-    version = card.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise InputError(f"{where} has an invalid format_version {version!r} (corrupted?).")
-    if version > MODEL_FORMAT_VERSION:
-        raise InputError(
-            f"{where} was written by a newer MedSegCNN (model format {version}; this is {__version__}, which reads "
-            f"format {MODEL_FORMAT_VERSION}); upgrade MedSegCNN."
-        )
-    weights = card.get("weights")
-    file = weights.get("file") if isinstance(weights, dict) else None
-    sha256 = weights.get("sha256") if isinstance(weights, dict) else None
-    if not isinstance(file, str) or file != PurePath(file).name or "\\" in file or not file.endswith(".safetensors"):
-        raise InputError(f"{where} names no valid weights file (a .safetensors file beside the card); corrupted?")
-    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
-        raise InputError(f"{where} has no valid SHA-256 for its weights (corrupted?).")
-    return card
-
-
-def _looks_pickled(path: Path) -> bool:
-    """True when the file starts like a pickle (protocol 2 or later)."""
-    with path.open("rb") as file:
-        head = file.read(2)
-    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def weights_mismatch(network: nn.Module, tensors: Mapping[str, torch.Tensor]) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import math
 import os
@@ -37,6 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import InputError, OutputExistsError
+from .json_file import flush_to_disk
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> str:
     return its SHA-256."""
     save_file(dict(tensors), str(path), metadata={"format": "pt"})
     path.chmod(0o666 & ~_umask())  # safetensors creates 0600 files; give it a new file's usual mode
-    _flush_to_disk(path)
+    flush_to_disk(path)
     return sha256_file(path)
 
 
@@ -225,27 +225,6 @@ def read_tensors(path: Path, *, sha256: str | None, what: str, record: str) -> d
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise InputError(f"{path} is not a readable safetensors file (truncated or corrupted?): {error}") from None
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented UTF-8 JSON (non-finite floats refused) and flush it to disk."""
-    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    _flush_to_disk(path)
-
-
-def read_json(path: Path, *, what: str) -> Any:
-    """Parse a JSON file; a missing or malformed file raises :class:`InputError` mentioning ``what`` it is."""
-    if not path.is_file():
-        raise InputError(f"The {what} {path} is missing; give a folder that holds one.")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"The {what} {path} is not valid JSON (truncated or edited?): {error}") from None
-
-
-def _flush_to_disk(path: Path) -> None:
-    with path.open("rb+") as file:
-        os.fsync(file.fileno())
 
 
 @contextlib.contextmanager

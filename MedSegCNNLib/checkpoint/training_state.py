@@ -29,8 +29,9 @@ from torch import nn
 
 from .._version import __version__
 from ..errors import InputError
+from .json_file import read_json, write_json
 from .model_folder import weights_mismatch
-from .state_codec import atomic_folder, decode_state, encode_state, read_json, read_tensors, write_json, write_tensors
+from .state_codec import atomic_folder, decode_state, encode_state, read_tensors, write_tensors
 
 logger = logging.getLogger(__name__)
 

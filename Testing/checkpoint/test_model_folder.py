@@ -4,6 +4,7 @@ unpickled), atomic overwrite, state-dict import and partial loading."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import pickle
@@ -258,7 +259,7 @@ def test_zip_slip_is_rejected(saved, tmp_path, evil):
 
 def test_damaged_zip(tmp_path):
     (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 not really")
-    with pytest.raises(InputError, match=r"not a readable \.zip"):
+    with pytest.raises(InputError, match=r"not a readable model \.zip"):
         read_model_card(tmp_path / "broken.zip")
 
 
@@ -334,3 +335,14 @@ def test_load_matching_weights():
     for name, tensor in target.state_dict().items():
         expected = source.state_dict()[name] if name in loaded else kept[name]
         assert torch.equal(tensor, expected)
+
+
+def test_the_package_exports_each_name_lazily_from_its_module():
+    import MedSegCNNLib.checkpoint as checkpoint
+
+    for name in checkpoint.__all__:
+        module = importlib.import_module(f"MedSegCNNLib.checkpoint.{checkpoint._MODULE_OF[name]}")
+        assert getattr(checkpoint, name) is getattr(module, name)
+    assert set(checkpoint.__all__) == set(checkpoint._MODULE_OF)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = checkpoint.nothing
