@@ -5,13 +5,16 @@
 has arrived, never blocking: JSON lines of stdout become :class:`~MedSegCNNLib.progress.Event` objects and
 update :attr:`BackgroundRun.progress`; every other line (stderr, non-JSON stdout) goes to the log.
 
-Cancelling sends SIGTERM (Windows: CTRL_BREAK_EVENT to the child's process group), which the CLI turns
-into a clean stop: ``predict`` removes its temporary files, ``train`` saves a resumable checkpoint. A process
-still running after the timeout is killed (with its process group on POSIX). Plain Python, no Qt.
+The process runs with ``--stop-on-stdin``: cancelling writes ``stop`` to its standard input, which the CLI turns
+into a clean stop on every platform (``predict`` removes its temporary files, ``train`` saves a resumable
+checkpoint); should the caller die, the pipe closes and the process stops the same way. Where the pipe is
+already closed, SIGTERM (Windows: CTRL_BREAK_EVENT, else TerminateProcess) is sent instead. A process still
+running after the timeout is killed (with its process group on POSIX). Plain Python, no Qt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..cli.main import STOP_LINE
 from ..errors import InputError
 from ..progress import Event
 from .commands import python_executable
@@ -99,7 +103,7 @@ def _number(value: object) -> float | None:
 
 
 class BackgroundRun:
-    """``[python, "-m", "MedSegCNNLib", *args]`` in a separate process; poll it from a timer.
+    """``[python, "-m", "MedSegCNNLib", "--stop-on-stdin", *args]`` in a separate process; poll it from a timer.
 
     - ``python``: the interpreter (default :func:`.commands.python_executable`: PythonSlicer inside Slicer).
     - ``cwd``: working folder of the process; ``env``: its base environment (default ``os.environ``; in Slicer
@@ -109,7 +113,8 @@ class BackgroundRun:
       other than ``completed`` (the caller removes them after using the results).
 
     States: ``idle`` → ``running`` → ``completed`` (exit status 0) | ``failed`` | ``cancelled`` (after
-    :meth:`cancel`, whatever the exit status).
+    :meth:`cancel`, whatever the exit status). Keep the object while the process runs: when it is garbage
+    collected, the process's standard input closes and the process stops (no orphaned runs).
     """
 
     def __init__(
@@ -121,7 +126,7 @@ class BackgroundRun:
         cleanup: Sequence[str | os.PathLike[str]] = (),
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.command = [python or python_executable(), "-m", "MedSegCNNLib", *map(str, args)]
+        self.command = [python or python_executable(), "-m", "MedSegCNNLib", "--stop-on-stdin", *map(str, args)]
         self.cwd = None if cwd is None else Path(cwd)
         self.cleanup = tuple(Path(path) for path in cleanup)
         self._env = dict(os.environ if env is None else env)
@@ -186,7 +191,7 @@ class BackgroundRun:
             try:
                 self._process = subprocess.Popen(
                     self.command,
-                    stdin=subprocess.DEVNULL,
+                    stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     text=True,
@@ -307,6 +312,8 @@ class BackgroundRun:
         if reading and not force and time.monotonic() - self._exited_at < PIPE_GRACE_S:
             return
         self._drain()
+        with contextlib.suppress(OSError):
+            self._process.stdin.close()
         code = self._process.returncode
         if self._cancel_requested:
             self._state, self._progress = "cancelled", Progress(self._progress.fraction, "cancelled")
@@ -320,6 +327,12 @@ class BackgroundRun:
 
     def _request_stop(self) -> None:
         process = self._process
+        try:
+            process.stdin.write(STOP_LINE + "\n")
+            process.stdin.close()
+            return
+        except (OSError, ValueError):  # the pipe is closed: the process is exiting, or it closed its stdin
+            logger.debug("Could not write to the process's standard input; signalling it instead.")
         try:
             if os.name == "nt":
                 process.send_signal(signal.CTRL_BREAK_EVENT)

@@ -4,13 +4,17 @@ Errors a user can cause (:class:`~MedSegCNNLib.errors.MedSegCNNError`, unreadabl
 ``medsegcnn: error: ...`` on stderr and exit with status 1; anything else is a bug and prints a one-line
 hint to rerun with ``--debug``, which shows the traceback. Usage errors exit with status 2 (argparse).
 
-SIGTERM (as sent by the Slicer panel's Cancel) acts like Ctrl-C: commands stop with KeyboardInterrupt, so
-temporary output files are removed; ``train`` installs its own handler (checkpoint, then exit). On Windows
-SIGBREAK (CTRL_BREAK_EVENT) is handled as SIGTERM.
+SIGTERM acts like Ctrl-C: commands stop with KeyboardInterrupt, so temporary output files are removed; while
+``train`` trains, its own handler takes over (checkpoint, then exit). On Windows SIGBREAK (CTRL_BREAK_EVENT) is
+handled as SIGTERM. With ``--stop-on-stdin``, a line ``stop`` on standard input, or its end (the parent closed
+the pipe or exited), calls SIGTERM's handler in the main thread: that is how background runs (the Slicer panel's
+Cancel) stop a command on every platform, since a GUI process without a console cannot send Windows console
+signals.
 """
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import logging
@@ -26,6 +30,8 @@ from . import demo_command, evaluate_command, info_command, models_command, pred
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 3
 EXIT_INTERRUPTED = 130
+STOP_LINE = "stop"
+"""The line that stops a command run with ``--stop-on-stdin``."""
 
 logger = logging.getLogger("MedSegCNNLib")
 
@@ -49,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_common_options(parser: argparse.ArgumentParser, *, default: object) -> None:
     parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks and debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", default=default, help="show errors only")
+    parser.add_argument(
+        "--stop-on-stdin",
+        action="store_true",
+        default=default,
+        help=f"stop cleanly (as on Ctrl-C) when standard input reads a line {STOP_LINE!r} or closes",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,7 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(debug=args.debug, quiet=args.quiet)
     try:
-        with _termination_as_interrupt(args.command):
+        with _termination_as_interrupt():
+            if args.stop_on_stdin:
+                _watch_stdin_for_stop()
             return args.run(args)
     except (Exception, KeyboardInterrupt) as error:
         if args.debug:
@@ -67,12 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def _termination_as_interrupt(command: str) -> Iterator[None]:
-    """While the block runs: SIGTERM raises KeyboardInterrupt (except for ``train``, which handles it itself)
-    and SIGBREAK (Windows) calls the SIGTERM handler in force. The previous handlers are restored afterwards."""
-    handlers = {}
-    if command != "train":
-        handlers[signal.SIGTERM] = _raise_interrupt
+def _termination_as_interrupt() -> Iterator[None]:
+    """While the block runs: SIGTERM raises KeyboardInterrupt (training replaces this handler with its own while
+    it trains: checkpoint, then exit) and SIGBREAK (Windows) calls the SIGTERM handler in force. The previous
+    handlers are restored afterwards."""
+    handlers = {signal.SIGTERM: _raise_interrupt}
     if hasattr(signal, "SIGBREAK"):
         handlers[signal.SIGBREAK] = _as_sigterm
     if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
@@ -83,6 +96,22 @@ def _termination_as_interrupt(command: str) -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def _watch_stdin_for_stop() -> None:
+    """Start a daemon thread that raises SIGTERM's handler in the main thread when standard input reads
+    :data:`STOP_LINE` or ends (set up after the handlers, so the request is never lost)."""
+
+    def watch() -> None:
+        for line in sys.stdin:
+            if line.strip() == STOP_LINE:
+                logger.info("Stop requested on standard input.")
+                break
+        else:
+            logger.info("Standard input closed: stopping.")
+        _thread.interrupt_main(signal.SIGTERM)
+
+    threading.Thread(target=watch, name="medsegcnn-stop-on-stdin", daemon=True).start()
 
 
 def _raise_interrupt(_number: int, _frame: object) -> None:
