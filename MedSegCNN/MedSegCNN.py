@@ -160,7 +160,7 @@ class MedSegCNNParameterNode:
 
 
 #
-# Qt-free helpers (Testing/slicer_module/test_module_static.py runs them on slicer-core)
+# Qt-free helper (Testing/slicer_module/test_module_static.py runs it)
 #
 
 
@@ -168,138 +168,6 @@ def isUserError(error: BaseException) -> bool:
     """True for MedSegCNNLib's user-facing errors (bad input; the message says what to do)."""
     errors = sys.modules.get("MedSegCNNLib.errors")
     return errors is not None and isinstance(error, errors.MedSegCNNError)
-
-
-def formatDuration(seconds: float) -> str:
-    """``seconds`` as "45 s", "3 min 20 s" or "2 h 05 min"."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
-
-
-def formatProgress(progress) -> str:
-    """The line under the progress bar: the stage and, when known, the time left (``progress`` has ``stage`` and
-    ``eta_s``, as a background task's ``progress``)."""
-    text = progress.stage or "working"
-    if progress.eta_s is not None:
-        text += f"; about {formatDuration(progress.eta_s)} left"
-    return text
-
-
-def formatModelCard(entry) -> str:
-    """A registry entry (MedSegCNNLib.registry.ModelEntry) as the HTML card of the Model section: labels with their
-    colours, input channels (modalities), voxel spacing, patch size and the reported validation Dice."""
-    names = {}
-    labels = []
-    for label in entry.labels:
-        names[label.value] = label.name
-        red, green, blue = (round(255 * c) for c in (label.color or (0.5, 0.5, 0.5)))
-        swatch = f'<span style="color:#{red:02x}{green:02x}{blue:02x}">&#9632;</span>'
-        labels.append(f"{swatch} {html.escape(label.name)} ({label.value})")
-    if entry.spacing is None:
-        spacing = "each image's own"
-    else:
-        spacing = " x ".join("native" if s is None else f"{s:g}" for s in entry.spacing) + " mm (x, y, z)"
-    if entry.mean_dice is None:
-        accuracy = "none reported (trained without validation cases)"
-    else:
-        perLabel = ", ".join(f"{html.escape(names.get(v, str(v)))} {d:.3f}" for v, d in entry.label_dice.items())
-        accuracy = f"validation mean Dice {entry.mean_dice:.3f}" + (f" ({perLabel})" if perLabel else "")
-        accuracy += f" on {len(entry.validation_cases)} held-out case(s)"
-    rows = [
-        ("Model", html.escape(entry.title)),
-        ("Labels", ", ".join(labels) or "none"),
-        ("Inputs", html.escape(", ".join(entry.channels))),
-        ("Spacing", spacing),
-        ("Network", f"{html.escape(entry.network)} {entry.dims}D, patch {' x '.join(map(str, entry.patch_size))}"),
-        ("Accuracy", accuracy),
-        ("Location", f"{html.escape(entry.source)}: {html.escape(str(entry.path))}"),
-    ]
-    if entry.description:
-        rows.insert(1, ("About", html.escape(entry.description)))
-    cells = "".join(f"<tr><td><b>{key}</b>&nbsp;</td><td>{value}</td></tr>" for key, value in rows)
-    return f"<table>{cells}</table>"
-
-
-class TrainingCurves:
-    """The live training plot as MRML nodes: the loss of every step (at its fractional epoch) and the validation
-    mean Dice of every validated epoch, in two table nodes drawn by two plot series of one chart, shown by a plot
-    view node. Fed with training progress events (``start``, ``step``, ``validation``)."""
-
-    def __init__(self, scene) -> None:
-        self.scene = scene
-        self.stepsPerEpoch = 1
-        self.lossTable = self.diceTable = self.chart = self.view = None
-
-    def start(self):
-        """Empties the curves for a new run, making the nodes on first use or when one was deleted; returns the
-        plot view node to show."""
-        nodes = (self.lossTable, self.diceTable, self.chart, self.view)
-        if all(node is not None and self.scene.IsNodePresent(node) for node in nodes):
-            for table in (self.lossTable, self.diceTable):
-                table.GetTable().SetNumberOfRows(0)
-                table.Modified()
-        else:
-            self._makeNodes()
-        self.stepsPerEpoch = 1
-        return self.view
-
-    def addEvents(self, events) -> None:
-        """Appends the points of ``events`` (MedSegCNNLib.progress.Event); other kinds are ignored."""
-        if self.lossTable is None:
-            return
-        changed = []
-        for event in events:
-            if event.kind == "start":
-                self.stepsPerEpoch = max(1, int(event.data.get("steps_per_epoch") or 1))
-            elif event.kind == "step":
-                self._append(self.lossTable, event.data["step"] / self.stepsPerEpoch, event.data["loss"])
-                changed.append(self.lossTable)
-            elif event.kind == "validation":
-                self._append(self.diceTable, event.data["epoch"], event.data["mean_dice"])
-                changed.append(self.diceTable)
-        for table in set(changed):
-            table.GetTable().Modified()
-            table.Modified()
-
-    @staticmethod
-    def _append(table, epoch, value) -> None:
-        columns = table.GetTable()
-        columns.GetColumn(0).InsertNextValue(float(epoch))
-        columns.GetColumn(1).InsertNextValue(float(value))  # a non-finite value arrives as the string "nan"
-
-    def _makeNodes(self) -> None:
-        self.lossTable = self._table("MedSegCNN training loss", "loss")
-        self.diceTable = self._table("MedSegCNN validation Dice", "mean Dice")
-        self.chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "MedSegCNN training")
-        self.chart.SetTitle("Training")
-        self.chart.SetXAxisTitle("epoch")
-        self.chart.SetYAxisTitle("loss / mean Dice")
-        for table, column, colour, marker in (
-            (self.lossTable, "loss", (0.12, 0.47, 0.71), slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone),
-            (self.diceTable, "mean Dice", (1.0, 0.5, 0.05), slicer.vtkMRMLPlotSeriesNode.MarkerStyleCircle),
-        ):
-            series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"MedSegCNN {column}")
-            series.SetAndObserveTableNodeID(table.GetID())
-            series.SetXColumnName("epoch")
-            series.SetYColumnName(column)
-            series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
-            series.SetMarkerStyle(marker)
-            series.SetColor(*colour)
-            self.chart.AddAndObservePlotSeriesNodeID(series.GetID())
-        self.view = self.scene.AddNewNodeByClass("vtkMRMLPlotViewNode", "MedSegCNN training view")
-        self.view.SetPlotChartNodeID(self.chart.GetID())
-
-    def _table(self, name: str, column: str):
-        node = self.scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-        for columnName in ("epoch", column):
-            array = vtk.vtkDoubleArray()
-            array.SetName(columnName)
-            node.AddColumn(array)
-        return node
 
 
 #
@@ -325,7 +193,7 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cardShown = ""
         self._trainPairs = []  # [(volume node IDs, segmentation node ID)]
         self._lastEvaluation = None
-        self._curves = None
+        self._curves = None  # MedSegCNNLib.mrml.training_curves.TrainingCurves, made on the first training
         self._pollTimer = None
 
     def setup(self) -> None:
@@ -335,7 +203,6 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedSegCNNLogic()
-        self._curves = TrainingCurves(slicer.mrmlScene)
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.timeout.connect(self.onPoll)
@@ -462,7 +329,7 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def showModelCard(self, entry) -> None:
         if entry is not None:
-            card = formatModelCard(entry)
+            card = entry.summary_html()
         else:
             card = f'<p style="color:#c0392b">{html.escape(str(self._modelEntry))}</p>'
         if card != self._cardShown:  # unchanged: keep the scroll position
@@ -623,6 +490,10 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 device=parameters.trainDevice,
                 waitForCompletion=False,
             )
+            if self._curves is None:
+                from MedSegCNNLib.mrml.training_curves import TrainingCurves
+
+                self._curves = TrainingCurves(slicer.mrmlScene)
             self.ui.trainPlotWidget.setMRMLPlotViewNode(self._curves.start())
             self.runTask(task, "Training", self.onTrainingDone)
 
@@ -687,7 +558,7 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         events = task.poll()
         if self._taskTitle == "Training":
-            self._curves.addEvents(events)
+            self._curves.add_events(events)
         for event in events:
             if event.kind == "message":
                 self.setStatus(str(event.data.get("text", "")))
@@ -716,7 +587,7 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             self.ui.progressBar.setRange(0, 1000)
             self.ui.progressBar.value = round(1000 * progress.fraction)
-        self.ui.progressLabel.text = formatProgress(progress)
+        self.ui.progressLabel.text = progress.describe()
 
     def showLog(self, log: str) -> None:
         if len(log) > self._logShown:

@@ -15,6 +15,7 @@ has source ``"folder"``. Nothing here imports torch or reads weights: listing is
 
 from __future__ import annotations
 
+import html
 import logging
 import math
 import os
@@ -107,6 +108,34 @@ class ModelEntry:
                 + (f" on {self.dataset}" if self.dataset else "")
             )
         return "\n".join(lines)
+
+    def summary_html(self) -> str:
+        """The model card as an HTML table (the Slicer panel's Model section): labels with colour swatches, input
+        channels (modalities), spacing, network and patch, reported accuracy and location; text is escaped."""
+        names = {label.value: label.name for label in self.labels}
+        labels = []
+        for label in self.labels:
+            red, green, blue = (round(255 * c) for c in (label.color or (0.5, 0.5, 0.5)))
+            swatch = f'<span style="color:#{red:02x}{green:02x}{blue:02x}">&#9632;</span>'
+            labels.append(f"{swatch} {html.escape(label.name)} ({label.value})")
+        if self.mean_dice is None:
+            accuracy = "none reported (trained without validation cases)"
+        else:
+            per_label = ", ".join(f"{html.escape(names.get(v, str(v)))} {d:.3f}" for v, d in self.label_dice.items())
+            accuracy = f"validation mean Dice {self.mean_dice:.3f}" + (f" ({per_label})" if per_label else "")
+            accuracy += f" on {len(self.validation_cases)} held-out case(s)"
+        rows = [
+            ("Model", html.escape(self.title)),
+            *([("About", html.escape(self.description))] if self.description else []),
+            ("Labels", ", ".join(labels) or "none"),
+            ("Inputs", html.escape(", ".join(self.channels))),
+            ("Spacing", f"{format_spacing(self.spacing)} (x, y, z)"),
+            ("Network", f"{html.escape(self.network)} {self.dims}D, patch {' x '.join(map(str, self.patch_size))}"),
+            ("Accuracy", accuracy),
+            ("Location", f"{html.escape(self.source)}: {html.escape(str(self.path))}"),
+        ]
+        cells = "".join(f"<tr><td><b>{key}</b>&nbsp;</td><td>{value}</td></tr>" for key, value in rows)
+        return f"<table>{cells}</table>"
 
 
 def format_spacing(spacing: Sequence[float | None] | None) -> str:

@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from torch import nn
 import MedSegCNNLib as msc
 from MedSegCNNLib.checkpoint import save_model, zip_model
 from MedSegCNNLib.errors import InputError
+from MedSegCNNLib.image.core import LabelInfo
 from MedSegCNNLib.registry import (
     ModelEntry,
     bundled_models_folder,
@@ -230,3 +232,33 @@ def test_describe_refuses_models_without_their_weights(tmp_path):
     assert describe_model(tmp_path / "model.zip").name == "model"
     with pytest.raises(InputError, match=r"weights file model\.safetensors .* is missing"):
         describe_model(tmp_path / "card-only.zip")
+
+
+def test_model_card_html_shows_labels_channels_spacing_and_accuracy():
+    entry = ModelEntry(
+        name="tiny",
+        path=Path("/models/tiny"),
+        source="bundled",
+        title="Tiny <hippocampus>",
+        description="",
+        network="unet",
+        dims=3,
+        channels=("MRI", "T2"),
+        labels=(LabelInfo(1, "Anterior", (1.0, 0.0, 0.5)), LabelInfo(2, "Posterior")),
+        spacing=(1.0, 1.0, 1.5),
+        patch_size=(32, 48, 32),
+        mean_dice=0.81234,
+        label_dice={1: 0.8, 2: 0.82468},
+        validation_cases=("a", "b"),
+    )
+    card = entry.summary_html()
+    assert "Tiny &lt;hippocampus&gt;" in card and "<hippocampus>" not in card  # escaped
+    assert "#ff0080" in card and "Anterior (1)" in card and "#808080" in card and "Posterior (2)" in card
+    assert "MRI, T2" in card and "About" not in card
+    assert "1 x 1 x 1.5 mm (x, y, z)" in card
+    assert "unet 3D, patch 32 x 48 x 32" in card
+    assert "validation mean Dice 0.812 (Anterior 0.800, Posterior 0.825) on 2 held-out case(s)" in card
+    assert "bundled: /models/tiny" in card or "bundled: \\models\\tiny" in card
+    untrained = replace(entry, mean_dice=None, label_dice={}, spacing=(None, 0.8, 0.8), description="A & B")
+    html = untrained.summary_html()
+    assert "none reported" in html and "native x 0.8 x 0.8 mm" in html and "A &amp; B" in html

@@ -55,6 +55,23 @@ class Progress:
     stage: str
     eta_s: float | None = None
 
+    def describe(self) -> str:
+        """The stage and, when known, the time left: ``"segmenting a; about 3 min 20 s left"``."""
+        text = self.stage or "working"
+        if self.eta_s is not None:
+            text += f"; about {format_duration(self.eta_s)} left"
+        return text
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` rounded to "45 s", "3 min 20 s" or "2 h 05 min"."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
+
 
 def parse_event(line: str) -> Event | None:
     """The :class:`Event` of one stdout line ``{"event": KIND, ...}``; ``None`` for any other line."""

@@ -10,9 +10,10 @@ back as ``"1"``), paths become strings and the non-finite floats inf, -inf and n
 ``"inf"``, ``"-inf"`` and ``"nan"`` (as in ``medsegcnn evaluate --json``); tensors, arrays and other objects
 are refused.
 
-Cards are read and checked by :mod:`.model_card` (torch-free). Loading checks that the weights' SHA-256 is the card's and that their names and shapes are exactly the
-network's. Plain PyTorch files (``.pt``, ``.pth``, ``.ckpt``, ``.pkl``, ...) are refused: they are pickles, which
-can run code when loaded. :func:`import_state_dict` is the one explicit way to bring such weights in, through
+Cards are read and checked by :mod:`.model_card` (without torch). Loading checks that the weights' SHA-256 is
+the card's and that their names and shapes are exactly the network's. Plain PyTorch files (``.pt``, ``.pth``,
+``.ckpt``, ``.pkl``, ...) are refused: they are pickles, which can run code when loaded.
+:func:`import_state_dict` is the one explicit way to bring such weights in, through
 ``torch.load(weights_only=True)``.
 """
 

@@ -13,7 +13,7 @@ from model_support import save_tiny_model
 
 from MedSegCNNLib import Image, read_image, write_image
 from MedSegCNNLib.background import BackgroundRun, Progress, predict_args, train_args
-from MedSegCNNLib.background.process import advance, parse_event
+from MedSegCNNLib.background.process import advance, format_duration, parse_event
 from MedSegCNNLib.data.export import write_training_folder
 from MedSegCNNLib.errors import InputError
 from MedSegCNNLib.progress import Event
@@ -77,6 +77,15 @@ def test_progress_follows_training_and_prediction_events():
     window = Event("progress", {"stage": "segmenting a", "fraction": 0.25, "eta_s": 3.0, "done": 1, "total": 2})
     assert advance(progress, window) == Progress(0.25, "segmenting a", 3.0)
     assert advance(progress, Event("case", {"case": "a", "index": 1, "total": 2})) == Progress(0.5, "segmented a")
+
+
+def test_progress_lines_tell_the_stage_and_the_time_left():
+    assert format_duration(0.4) == "0 s" and format_duration(-3) == "0 s"
+    assert format_duration(59.6) == "1 min 00 s"
+    assert format_duration(200) == "3 min 20 s"
+    assert format_duration(7500) == "2 h 05 min"
+    assert Progress(0.5, "segmenting case_01", 200.0).describe() == "segmenting case_01; about 3 min 20 s left"
+    assert Progress(None, "").describe() == "working"
 
 
 # ----- real processes ----------------------------------------------------------------------------------------

@@ -261,18 +261,7 @@ def test_every_button_is_wired():
     assert buttons <= connected
 
 
-# ----- Qt-free helpers, run on slicer-core --------------------------------------------------------------
-
-
-def test_durations_and_progress_lines():
-    helpers = module_definitions("formatDuration", "formatProgress")
-    assert helpers.formatDuration(0.4) == "0 s"
-    assert helpers.formatDuration(59.6) == "1 min 00 s"
-    assert helpers.formatDuration(200) == "3 min 20 s"
-    assert helpers.formatDuration(7500) == "2 h 05 min"
-    progress = types.SimpleNamespace(fraction=0.5, stage="segmenting case_01", eta_s=200.0)
-    assert helpers.formatProgress(progress) == "segmenting case_01; about 3 min 20 s left"
-    assert helpers.formatProgress(types.SimpleNamespace(fraction=None, stage="", eta_s=None)) == "working"
+# ----- Qt-free helpers, run here ---------------------------------------------------------------------
 
 
 def test_user_errors_are_told_apart_from_bugs():
@@ -283,78 +272,3 @@ def test_user_errors_are_told_apart_from_bugs():
     assert helpers.isUserError(GeometryError("no overlap"))
     assert not helpers.isUserError(ValueError("a bug"))
     assert not helpers.isUserError(RuntimeError("a bug"))
-
-
-def test_model_card_shows_labels_channels_spacing_and_accuracy():
-    helpers = module_definitions("formatModelCard")
-    from MedSegCNNLib.image.core import LabelInfo
-    from MedSegCNNLib.registry import ModelEntry
-
-    entry = ModelEntry(
-        name="tiny",
-        path=Path("/models/tiny"),
-        source="bundled",
-        title="Tiny <hippocampus>",
-        description="",
-        network="unet",
-        dims=3,
-        channels=("MRI", "T2"),
-        labels=(LabelInfo(1, "Anterior", (1.0, 0.0, 0.5)), LabelInfo(2, "Posterior")),
-        spacing=(1.0, 1.0, 1.5),
-        patch_size=(32, 48, 32),
-        mean_dice=0.81234,
-        label_dice={1: 0.8, 2: 0.82468},
-        validation_cases=("a", "b"),
-    )
-    card = helpers.formatModelCard(entry)
-    assert "Tiny &lt;hippocampus&gt;" in card  # escaped
-    assert "#ff0080" in card and "Anterior (1)" in card and "Posterior (2)" in card
-    assert "MRI, T2" in card
-    assert "1 x 1 x 1.5 mm" in card
-    assert "unet 3D, patch 32 x 48 x 32" in card
-    assert "validation mean Dice 0.812 (Anterior 0.800, Posterior 0.825) on 2 held-out case(s)" in card
-    untrained = helpers.formatModelCard(
-        ModelEntry(**{**entry.__dict__, "mean_dice": None, "label_dice": {}, "spacing": (None, 0.8, 0.8)})
-    )
-    assert "none reported" in untrained and "native x 0.8 x 0.8 mm" in untrained
-
-
-def test_training_curves_fill_mrml_tables_drawn_by_a_chart():
-    slicer = pytest.importorskip("slicer")
-    helpers = module_definitions("TrainingCurves")
-    from MedSegCNNLib.progress import Event
-
-    scene = slicer.vtkMRMLScene()
-    curves = helpers.TrainingCurves(scene)
-    curves.addEvents([Event("step", {"step": 1, "loss": 1.0})])  # before start: ignored, nothing made
-    assert scene.GetNumberOfNodes() == 0
-    view = curves.start()
-    assert view.IsA("vtkMRMLPlotViewNode")
-    chart = view.GetPlotChartNode()
-    assert chart.GetNumberOfPlotSeriesNodes() == 2
-    tables = {chart.GetNthPlotSeriesNode(i).GetTableNode().GetName() for i in range(2)}
-    assert tables == {"MedSegCNN training loss", "MedSegCNN validation Dice"}
-
-    curves.addEvents(
-        [
-            Event("start", {"total_steps": 8, "steps_per_epoch": 4}),
-            *(Event("step", {"epoch": 1 + (s - 1) // 4, "step": s, "loss": 1.0 / s}) for s in range(1, 9)),
-            Event("validation", {"epoch": 2, "mean_dice": 0.5}),
-            Event("step", {"epoch": 3, "step": 9, "loss": "nan"}),  # non-finite values arrive as strings
-            Event("message", {"level": "info", "text": "ignored"}),
-        ]
-    )
-    loss = slicer.util.arrayFromTableColumn(curves.lossTable, "loss")
-    epochs = slicer.util.arrayFromTableColumn(curves.lossTable, "epoch")
-    assert epochs.tolist() == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25]
-    assert loss[:8].tolist() == pytest.approx([1.0 / s for s in range(1, 9)])
-    assert loss[8] != loss[8]  # nan
-    assert slicer.util.arrayFromTableColumn(curves.diceTable, "mean Dice").tolist() == [0.5]
-
-    nodes = scene.GetNumberOfNodes()
-    assert curves.start() is view  # a new run reuses the nodes, emptied
-    assert scene.GetNumberOfNodes() == nodes
-    assert curves.lossTable.GetNumberOfRows() == 0 and curves.diceTable.GetNumberOfRows() == 0
-    scene.Clear(0)  # a closed scene: the next run makes new nodes
-    assert curves.start().GetScene() is scene
-    assert scene.GetNumberOfNodes() == nodes

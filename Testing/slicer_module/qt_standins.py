@@ -1,0 +1,390 @@
+"""Stand-ins for the Slicer and CTK widget classes of MedSegCNN/Resources/UI/MedSegCNN.ui, so that Qt's own UI
+loader (PySide6's QUiLoader, Qt 6) can build the panel outside the Slicer app: for the loader checks
+(Testing/slicer_module/test_ui_loader.py) and the catalog preview (Resources/Screenshots/render_panel_preview.py).
+
+Each stand-in derives from the Qt class its real class derives from, has the real class's name, and declares as Qt
+properties, signals and slots only members the real class has (:data:`REAL_API` names them and the header they
+were read from). Qt's loader turns a property it cannot find into a silent dynamic property, so a property the .ui
+sets that the real class lacks stays visible as one that the stand-in lacks too. The widgets' looks are rough
+imitations for the preview; of the real widgets' behaviour only collapsing is imitated.
+"""
+
+# Qt and Slicer names (ctkPathLineEdit, setMRMLScene, currentPath) must be spelled as in C++.
+# ruff: noqa: N801, N815
+
+from __future__ import annotations
+
+import enum
+import warnings
+from typing import NamedTuple
+
+from PySide6.QtCore import Property, QEvent, QFlag, QPoint, QRect, QSize, Qt, Signal, Slot
+from PySide6.QtGui import QColor, QPainter, QPalette, QPen
+from PySide6.QtUiTools import QUiLoader
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QComboBox,
+    QHBoxLayout,
+    QSizePolicy,
+    QStyle,
+    QStyleOptionButton,
+    QTableView,
+    QToolButton,
+    QWidget,
+)
+
+
+class RealClass(NamedTuple):
+    """What a stand-in may declare: the real class's Qt base and the members (Q_PROPERTY, Q_FLAGS, signals, slots) of
+    the real class and its Slicer/CTK ancestors that the stand-ins rely on, as read in ``header``."""
+
+    base: str
+    header: str
+    members: frozenset[str]
+
+
+#: The real classes' members the stand-ins declare, checked against the Slicer and CTK sources:
+#: commontk/CTK Libs/Widgets/ctkCollapsibleButton.h, Libs/Widgets/ctkPathLineEdit.h; Slicer/Slicer
+#: Libs/MRML/Widgets/qMRMLWidget.h, qMRMLNodeComboBox.h, qMRMLAbstractViewWidget.h, qMRMLPlotWidget.h,
+#: qMRMLTableView.h. Inherited Qt members (text, toolTip, minimumSize, ...) come from the real Qt base class.
+REAL_API: dict[str, RealClass] = {
+    # class ctkCollapsibleButton : public QAbstractButton; Q_PROPERTY(bool collapsed ... NOTIFY contentsCollapsed)
+    "ctkCollapsibleButton": RealClass(
+        "QAbstractButton", "CTK Libs/Widgets/ctkCollapsibleButton.h", frozenset({"collapsed", "contentsCollapsed"})
+    ),
+    # class ctkPathLineEdit : public QWidget; Q_FLAGS(Filters); Q_PROPERTY(Filters filters ...),
+    # Q_PROPERTY(QString currentPath ... USER true), Q_PROPERTY(QString settingKey ...);
+    # signal currentPathChanged(const QString&); slot setCurrentPath(const QString&)
+    "ctkPathLineEdit": RealClass(
+        "QWidget",
+        "CTK Libs/Widgets/ctkPathLineEdit.h",
+        frozenset({"Filters", "filters", "currentPath", "settingKey", "currentPathChanged", "setCurrentPath"}),
+    ),
+    # class qMRMLWidget : public QWidget; slot setMRMLScene(vtkMRMLScene*); signal mrmlSceneChanged(vtkMRMLScene*)
+    "qMRMLWidget": RealClass(
+        "QWidget", "Slicer Libs/MRML/Widgets/qMRMLWidget.h", frozenset({"setMRMLScene", "mrmlSceneChanged"})
+    ),
+    # class qMRMLNodeComboBox : public QWidget; Q_PROPERTY(QStringList nodeTypes ...), bool showChildNodeTypes,
+    # bool noneEnabled, bool addEnabled, bool removeEnabled, bool renameEnabled, QString noneDisplay;
+    # slot setMRMLScene(vtkMRMLScene*)
+    "qMRMLNodeComboBox": RealClass(
+        "QWidget",
+        "Slicer Libs/MRML/Widgets/qMRMLNodeComboBox.h",
+        frozenset(
+            {
+                "nodeTypes",
+                "showChildNodeTypes",
+                "noneEnabled",
+                "addEnabled",
+                "removeEnabled",
+                "renameEnabled",
+                "noneDisplay",
+                "setMRMLScene",
+            }
+        ),
+    ),
+    # class qMRMLPlotWidget : public qMRMLAbstractViewWidget (: public qMRMLWidget);
+    # slot setMRMLPlotViewNode(vtkMRMLPlotViewNode*)
+    "qMRMLPlotWidget": RealClass(
+        "QWidget",
+        "Slicer Libs/MRML/Widgets/qMRMLPlotWidget.h, qMRMLAbstractViewWidget.h",
+        frozenset({"setMRMLScene", "mrmlSceneChanged", "setMRMLPlotViewNode"}),
+    ),
+    # class qMRMLTableView : public QTableView; slots setMRMLScene(vtkMRMLScene*), setMRMLTableNode(vtkMRMLTableNode*);
+    # signal mrmlSceneChanged(vtkMRMLScene*)
+    "qMRMLTableView": RealClass(
+        "QTableView",
+        "Slicer Libs/MRML/Widgets/qMRMLTableView.h",
+        frozenset({"setMRMLScene", "mrmlSceneChanged", "setMRMLTableNode"}),
+    ),
+}
+
+_LINE = 0.5  # pen width of the stand-ins' outlines (px)
+
+
+class qMRMLWidget(QWidget):
+    """Base of the MRML widgets; the panel's top-level widget (its scene signal feeds the MRML selectors)."""
+
+    mrmlSceneChanged = Signal("vtkMRMLScene*")
+
+    @Slot("vtkMRMLScene*")
+    def setMRMLScene(self, scene) -> None:
+        """No scene outside Slicer: declared so that the .ui's connections are made as in Slicer."""
+
+
+class ctkCollapsibleButton(QAbstractButton):
+    """A section header (an arrow and the title) over its contents, which it hides when collapsed."""
+
+    contentsCollapsed = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setCheckable(True)
+        self.setChecked(True)  # checked = expanded, as in CTK
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        self._hidden: list[QWidget] = []  # the contents hidden by collapsing, shown again on expanding
+        self.toggled.connect(self._showContents)
+        self._updateMargins()
+
+    def _getCollapsed(self) -> bool:
+        return not self.isChecked()
+
+    def _setCollapsed(self, collapsed: bool) -> None:
+        self.setChecked(not collapsed)
+
+    collapsed = Property(bool, _getCollapsed, _setCollapsed)
+
+    def headerHeight(self) -> int:
+        return self.fontMetrics().height() + 10
+
+    def _updateMargins(self) -> None:
+        self.setContentsMargins(1, self.headerHeight() + 1, 1, 1)
+
+    def _showContents(self, expanded: bool) -> None:
+        if expanded:
+            for child in self._hidden:
+                child.show()
+            self._hidden.clear()
+        else:
+            for child in self.findChildren(QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly):
+                if not child.isHidden():
+                    child.hide()
+                    self._hidden.append(child)
+        self.updateGeometry()
+        self.contentsCollapsed.emit(not expanded)
+
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Polish and not self.isChecked():
+            self._showContents(False)  # collapsed by the .ui before its contents were made
+        elif event.type() == QEvent.Type.FontChange:
+            self._updateMargins()
+        return super().event(event)
+
+    def sizeHint(self) -> QSize:
+        if self.isChecked() and self.layout() is not None:
+            return super().sizeHint()
+        return QSize(self.fontMetrics().horizontalAdvance(self.text()) + 40, self.headerHeight())
+
+    def minimumSizeHint(self) -> QSize:
+        if self.isChecked() and self.layout() is not None:
+            return super().minimumSizeHint()
+        return self.sizeHint()
+
+    def hitButton(self, pos: QPoint) -> bool:
+        return pos.y() < self.headerHeight()
+
+    def paintEvent(self, event) -> None:
+        painter = QPainter(self)
+        header = QRect(0, 0, self.width(), self.headerHeight())
+        option = QStyleOptionButton()
+        option.initFrom(self)
+        option.rect = header
+        self.style().drawControl(QStyle.ControlElement.CE_PushButtonBevel, option, painter, self)
+        arrow = QStyleOptionButton()
+        arrow.initFrom(self)
+        arrow.rect = QRect(6, (header.height() - 12) // 2, 12, 12)
+        indicator = QStyle.PrimitiveElement.PE_IndicatorArrowDown
+        if not self.isChecked():
+            indicator = QStyle.PrimitiveElement.PE_IndicatorArrowRight
+        self.style().drawPrimitive(indicator, arrow, painter, self)
+        text = header.adjusted(24, 0, -4, 0)
+        painter.drawText(text, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, self.text())
+        if self.isChecked():
+            painter.setPen(QPen(self.palette().color(QPalette.ColorRole.Mid), _LINE))
+            painter.drawRect(QRect(0, header.height(), self.width() - 1, self.height() - header.height() - 1))
+        painter.end()
+
+
+with warnings.catch_warnings():
+    # PySide6 (6.11, 6.12) first tries to add a property whose type is a flag of the class being defined before it
+    # has registered that flag, warns, then adds it; test_ui_loader.py checks that it is a flag property. (Before
+    # 6.11 it stays an unknown type, and the tests fail: PySide6-Essentials>=6.11 is needed.)
+    warnings.filterwarnings("ignore", message=r".*Failed to add property \"filters\"", category=RuntimeWarning)
+
+    class ctkPathLineEdit(QWidget):
+        """A path field with a browse button; ``filters`` (what may be chosen) is the real class's flag type."""
+
+        @QFlag
+        class Filters(enum.Flag):
+            """ctkPathLineEdit::Filter (the values of QDir::Filter)."""
+
+            Dirs = 0x001
+            Files = 0x002
+            Drives = 0x004
+            NoSymLinks = 0x008
+            AllEntries = 0x007
+            TypeMask = 0x00F
+            Readable = 0x010
+            Writable = 0x020
+            Executable = 0x040
+            PermissionMask = 0x070
+            Modified = 0x080
+            Hidden = 0x100
+            System = 0x200
+            AccessMask = 0x3F0
+            AllDirs = 0x400
+            CaseSensitive = 0x800
+            NoDotAndDotDot = 0x1000
+            NoDot = 0x2000
+            NoDotDot = 0x4000
+
+        currentPathChanged = Signal(str)
+
+        def __init__(self, parent: QWidget | None = None) -> None:
+            super().__init__(parent)
+            self._filters = self.Filters.AllEntries
+            self._settingKey = ""
+            layout = QHBoxLayout(self)
+            layout.setContentsMargins(0, 0, 0, 0)
+            layout.setSpacing(2)
+            self._combo = QComboBox(self)
+            self._combo.setEditable(True)
+            self._combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+            self._combo.currentTextChanged.connect(self.currentPathChanged)
+            browse = QToolButton(self)
+            browse.setText("...")
+            layout.addWidget(self._combo)
+            layout.addWidget(browse)
+
+        def _getFilters(self):
+            return self._filters
+
+        def _setFilters(self, filters) -> None:
+            self._filters = filters
+
+        filters = Property("ctkPathLineEdit::Filters", _getFilters, _setFilters)
+
+        def _getSettingKey(self) -> str:
+            return self._settingKey
+
+        def _setSettingKey(self, key: str) -> None:
+            self._settingKey = key
+
+        settingKey = Property(str, _getSettingKey, _setSettingKey)
+
+        def _getCurrentPath(self) -> str:
+            return self._combo.currentText()
+
+        @Slot(str)
+        def setCurrentPath(self, path: str) -> None:
+            self._combo.setEditText(path)
+
+        currentPath = Property(str, _getCurrentPath, setCurrentPath, user=True)
+
+
+class qMRMLNodeComboBox(QWidget):
+    """A node selector: shows one item, the "none" item or a node name given with :meth:`showNodeName`."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._nodeTypes: list[str] = []
+        self._flags = {
+            "showChildNodeTypes": True,
+            "noneEnabled": False,
+            "addEnabled": True,
+            "removeEnabled": True,
+            "renameEnabled": False,
+        }
+        self._noneDisplay = "None"
+        self._nodeName = ""
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self._combo = QComboBox(self)
+        self._combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        layout.addWidget(self._combo)
+        self._showItem()
+
+    def showNodeName(self, name: str) -> None:
+        """Preview only (no scene here; the real class has no such method): show ``name`` as the current node."""
+        self._nodeName = name
+        self._showItem()
+
+    def _showItem(self) -> None:
+        self._combo.clear()
+        text = self._nodeName or (self._noneDisplay if self._flags["noneEnabled"] else "")
+        self._combo.addItem(text)
+
+    def _getNodeTypes(self) -> list[str]:
+        return list(self._nodeTypes)
+
+    def _setNodeTypes(self, types: list[str]) -> None:
+        self._nodeTypes = list(types)
+
+    nodeTypes = Property("QStringList", _getNodeTypes, _setNodeTypes)
+
+    def _getNoneDisplay(self) -> str:
+        return self._noneDisplay
+
+    def _setNoneDisplay(self, text: str) -> None:
+        self._noneDisplay = text
+        self._showItem()
+
+    noneDisplay = Property(str, _getNoneDisplay, _setNoneDisplay)
+
+    @staticmethod
+    def _flag(name: str) -> Property:
+        def get(self) -> bool:
+            return self._flags[name]
+
+        def set_(self, value: bool) -> None:
+            self._flags[name] = bool(value)
+            self._showItem()
+
+        return Property(bool, get, set_)
+
+    showChildNodeTypes = _flag("showChildNodeTypes")
+    noneEnabled = _flag("noneEnabled")
+    addEnabled = _flag("addEnabled")
+    removeEnabled = _flag("removeEnabled")
+    renameEnabled = _flag("renameEnabled")
+
+    @Slot("vtkMRMLScene*")
+    def setMRMLScene(self, scene) -> None:
+        """No scene outside Slicer: declared so that the .ui's connections are made as in Slicer."""
+
+
+class qMRMLPlotWidget(qMRMLWidget):
+    """An empty plot: a white canvas with two axes."""
+
+    @Slot("vtkMRMLPlotViewNode*")
+    def setMRMLPlotViewNode(self, node) -> None:
+        """No plot view node outside Slicer."""
+
+    def paintEvent(self, event) -> None:
+        painter = QPainter(self)
+        area = self.rect().adjusted(0, 0, -1, -1)
+        painter.fillRect(area, QColor("white"))
+        painter.setPen(QPen(self.palette().color(QPalette.ColorRole.Mid), _LINE))
+        painter.drawRect(area)
+        painter.drawLine(30, area.bottom() - 20, area.right() - 10, area.bottom() - 20)
+        painter.drawLine(30, 10, 30, area.bottom() - 20)
+        painter.end()
+
+
+class qMRMLTableView(QTableView):
+    """The spreadsheet of a table node; empty."""
+
+    mrmlSceneChanged = Signal("vtkMRMLScene*")
+
+    @Slot("vtkMRMLScene*")
+    def setMRMLScene(self, scene) -> None:
+        """No scene outside Slicer: declared so that the .ui's connections are made as in Slicer."""
+
+    @Slot("vtkMRMLTableNode*")
+    def setMRMLTableNode(self, node) -> None:
+        """No table node outside Slicer."""
+
+
+#: The stand-ins, by the class name the .ui uses.
+STANDINS: dict[str, type[QWidget]] = {
+    cls.__name__: cls
+    for cls in (ctkCollapsibleButton, ctkPathLineEdit, qMRMLNodeComboBox, qMRMLPlotWidget, qMRMLTableView, qMRMLWidget)
+}
+
+
+def make_loader() -> QUiLoader:
+    """A QUiLoader that builds the stand-ins for the Slicer and CTK classes (needs a QApplication to load)."""
+    loader = QUiLoader()
+    for cls in STANDINS.values():
+        loader.registerCustomWidget(cls)
+    return loader
