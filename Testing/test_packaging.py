@@ -180,9 +180,14 @@ def test_names_agree_across_cmake_catalog_entry_and_module():
     dependencies = _cmake_value(top, "EXTENSION_DEPENDS").split(";")
     assert dependencies == entry["build_dependencies"] == ["PyTorch"]
     assert entry["scm_url"].removesuffix(".git") == _cmake_value(top, "EXTENSION_HOMEPAGE")
-    icon = _cmake_value(top, "EXTENSION_ICONURL")
-    assert icon.endswith("/main/MedSegCNN/Resources/Icons/MedSegCNN.png") and entry["scm_revision"] == "main"
-    assert (MODULE / "Resources" / "Icons" / "MedSegCNN.png").is_file()
+    repository_files = re.escape(
+        _cmake_value(top, "EXTENSION_HOMEPAGE").replace("github.com", "raw.githubusercontent.com")
+    )
+    for variable in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        for url in _cmake_value(top, variable).split(" "):  # the catalog's image URLs: files of this repository
+            match = re.fullmatch(rf"{repository_files}/{entry['scm_revision']}/(.+\.png)", url)
+            assert match and (ROOT / match[1]).is_file(), f"{variable} {url} names no PNG file of this repository"
+    assert _cmake_value(top, "EXTENSION_ICONURL").endswith("/MedSegCNN/Resources/Icons/MedSegCNN.png")
 
 
 def test_catalog_entry_follows_the_schema():
