@@ -7,9 +7,11 @@ update :attr:`BackgroundRun.progress`; every other line (stderr, non-JSON stdout
 
 The process runs with ``--stop-on-stdin``: cancelling writes ``stop`` to its standard input, which the CLI turns
 into a clean stop on every platform (``predict`` removes its temporary files, ``train`` saves a resumable
-checkpoint); should the caller die, the pipe closes and the process stops the same way. Where the pipe is
-already closed, SIGTERM (Windows: CTRL_BREAK_EVENT, else TerminateProcess) is sent instead. A process still
-running after the timeout is killed (with its process group on POSIX). Plain Python, no Qt.
+checkpoint); should the caller die, the pipe closes and the process stops the same way. When the CLI does not
+acknowledge the request within :data:`ACKNOWLEDGE_S` (e.g. a launcher such as PythonSlicer did not pass its
+standard input on), SIGTERM goes to the process group on POSIX (reaching the interpreter behind a launcher),
+CTRL_BREAK_EVENT (else TerminateProcess) on Windows. A process still running after the timeout is killed (with
+its process group on POSIX). Plain Python, no Qt.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..cli.main import STOP_LINE
+from ..cli.main import STOP_ACKNOWLEDGED, STOP_LINE
 from ..errors import InputError
 from ..progress import Event
 from .commands import python_executable
@@ -41,6 +43,8 @@ State = Literal["idle", "running", "completed", "failed", "cancelled"]
 ERROR_PREFIX = "medsegcnn: error:"
 PIPE_GRACE_S = 5.0
 """How long after the process exits its pipes may stay open (held by a grandchild) before the run ends."""
+ACKNOWLEDGE_S = 3.0
+"""How long :meth:`BackgroundRun.cancel` waits for the CLI to acknowledge a stop request before signalling."""
 ERROR_LOG_LINES = 20
 """Lines of the log that :attr:`BackgroundRun.error` shows when the CLI printed no error line."""
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding MedSegCNNLib
@@ -278,12 +282,18 @@ class BackgroundRun:
                 self._cancel_requested = True
                 self._request_stop()
         if self._cancel_requested:
+            deadline = time.monotonic() + timeout
+            if not self._await_acknowledgement(min(ACKNOWLEDGE_S, timeout)):
+                logger.debug("The stop request was not acknowledged; signalling the process.")
+                self._signal_stop()
             try:
-                self._process.wait(timeout)
+                self._process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 logger.warning("The process did not stop within %.0f s; killing it.", timeout)
                 self._kill()
                 self._process.wait()
+            for reader in self._readers:  # an interpreter behind a launcher may outlive the launcher a little
+                reader.join(max(0.0, deadline - time.monotonic()))
         return self.wait()
 
     # ----- internals -------------------------------------------------------------------------------------
@@ -343,18 +353,35 @@ class BackgroundRun:
             self._remove_cleanup_paths()
 
     def _request_stop(self) -> None:
-        process = self._process
+        """Write the stop line to the process's standard input (and close it)."""
         try:
-            process.stdin.write(STOP_LINE + "\n")
-            process.stdin.close()
-            return
+            self._process.stdin.write(STOP_LINE + "\n")
+            self._process.stdin.close()
         except (OSError, ValueError):  # the pipe is closed: the process is exiting, or it closed its stdin
-            logger.debug("Could not write to the process's standard input; signalling it instead.")
+            logger.debug("Could not write to the process's standard input.")
+
+    def _await_acknowledgement(self, seconds: float) -> bool:
+        """Whether, within ``seconds``, the CLI logged that it got the stop request (or the process ended)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            with self._lock:
+                self._drain()
+                if any(line.endswith(STOP_ACKNOWLEDGED) for line in self._log[-ERROR_LOG_LINES:]):
+                    return True
+            if self._process.poll() is not None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+    def _signal_stop(self) -> None:
+        """SIGTERM to the process group (POSIX); CTRL_BREAK_EVENT, else TerminateProcess (Windows)."""
+        process = self._process
         try:
             if os.name == "nt":
                 process.send_signal(signal.CTRL_BREAK_EVENT)
-            else:
-                process.send_signal(signal.SIGTERM)
+            else:  # the process leads its own group (start_new_session): an interpreter behind a launcher too
+                os.killpg(process.pid, signal.SIGTERM)
         except OSError:  # Windows: no console shared with the child; POSIX: it has just exited
             if process.poll() is None:
                 process.terminate()

@@ -32,6 +32,8 @@ EXIT_INTERNAL_ERROR = 3
 EXIT_INTERRUPTED = 130
 STOP_LINE = "stop"
 """The line that stops a command run with ``--stop-on-stdin``."""
+STOP_ACKNOWLEDGED = "Stop requested on standard input."
+"""Logged (stderr) when :data:`STOP_LINE` arrives: how a parent knows that the request got through."""
 
 logger = logging.getLogger("MedSegCNNLib")
 
@@ -103,9 +105,13 @@ def _watch_stdin_for_stop() -> None:
     :data:`STOP_LINE` or ends (set up after the handlers, so the request is never lost)."""
 
     def watch() -> None:
+        if sys.stdin is None:
+            logger.warning("--stop-on-stdin: there is no standard input to watch.")
+            return
         for line in sys.stdin:
             if line.strip() == STOP_LINE:
-                logger.info("Stop requested on standard input.")
+                # part of the protocol with the parent, so printed whatever the log level
+                print(f"medsegcnn: {STOP_ACKNOWLEDGED}", file=sys.stderr, flush=True)
                 break
         else:
             logger.info("Standard input closed: stopping.")
@@ -115,7 +121,12 @@ def _watch_stdin_for_stop() -> None:
 
 
 def _raise_interrupt(_number: int, _frame: object) -> None:
+    signal.signal(signal.SIGTERM, _ignore_repeated_stop)  # a second request must not break off the clean-up
     raise KeyboardInterrupt
+
+
+def _ignore_repeated_stop(_number: int, _frame: object) -> None:
+    logger.info("Stopping already.")
 
 
 def _as_sigterm(_number: int, frame: object) -> None:

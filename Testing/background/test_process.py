@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from model_support import save_tiny_model
 from MedSegCNNLib import Image, read_image, write_image
 from MedSegCNNLib.background import BackgroundRun, Progress, predict_args, train_args
 from MedSegCNNLib.background.process import advance, format_duration, parse_event
+from MedSegCNNLib.cli.main import STOP_ACKNOWLEDGED
 from MedSegCNNLib.data.export import write_training_folder
 from MedSegCNNLib.errors import InputError
 from MedSegCNNLib.progress import Event
@@ -129,7 +132,7 @@ def test_cancel_mid_prediction_leaves_nothing_behind(tmp_path, model_folder):
     assert events[-1].data["done"] < events[-1].data["total"]
     assert run.cancel(timeout=TIMEOUT_S) == "cancelled"
     assert run.returncode == 130  # reaped (no zombie); the stop request became KeyboardInterrupt: a clean stop
-    assert "Stop requested on standard input." in run.log  # no signal: works from a GUI on Windows too
+    assert STOP_ACKNOWLEDGED in run.log  # no signal: works from a GUI on Windows too
     assert "medsegcnn: error: interrupted" in run.log
     assert run.progress.stage == "cancelled" and run.error is None
     assert list(outputs.iterdir()) == []  # no output, no .partial file
@@ -178,7 +181,27 @@ def test_training_on_exported_data_is_cancelled_with_a_checkpoint(tmp_path):
     assert 0.0 < run.progress.fraction < 1.0 and run.progress.eta_s > 0
     assert run.cancel(timeout=TIMEOUT_S) == "cancelled"
     assert run.returncode == 130  # the stop request reached the trainer's own handler: checkpoint, then exit
-    assert "Stop requested on standard input." in run.log
+    assert STOP_ACKNOWLEDGED in run.log
     assert run.last_event("end").data["status"] == "cancelled"
     assert (tmp_path / "run" / "checkpoints" / "last" / "training_state.json").is_file()
     assert not (tmp_path / "run" / "model").exists()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a POSIX shell stands in for the launcher")
+def test_cancel_reaches_an_interpreter_behind_a_launcher_that_keeps_stdin(tmp_path, model_folder):
+    """Like PythonSlicer (a launcher starting the real interpreter) if it did not pass its standard input on: the
+    unacknowledged request falls back to SIGTERM for the process group, which reaches the interpreter."""
+    launcher = tmp_path / "launcher.sh"
+    launcher.write_text(f'#!/bin/sh\nsleep 600 | "{sys.executable}" "$@"\n')  # its stdin: a pipe nobody writes
+    launcher.chmod(0o755)
+    source = _ramp(tmp_path / "big.nii", 144)  # 4913 windows: still running when the acknowledgement wait ends
+    outputs = tmp_path / "out"
+    outputs.mkdir()
+    run = BackgroundRun(predict_args(model_folder, source, outputs / "big.nii.gz", device="cpu"), python=str(launcher))
+    run.start()
+    _poll_until(run, "progress")
+    assert run.state == "running", run.log
+    assert run.cancel(timeout=TIMEOUT_S) == "cancelled"
+    assert STOP_ACKNOWLEDGED not in run.log, run.log  # the stop line never arrived ...
+    assert "medsegcnn: error: interrupted" in run.log, (run.returncode, run.log)  # ... SIGTERM: a clean stop
+    assert list(outputs.iterdir()) == []
