@@ -36,6 +36,8 @@ from .volumes import image_from_volume_node, volume_grid
 logger = logging.getLogger(__name__)
 
 BINARY_LABELMAP = "Binary labelmap"
+_SLAB = 8
+"""Slices painted at a time (bounds the temporaries to a few slices)."""
 
 
 def labels_from_segmentation(
@@ -87,27 +89,53 @@ def _paint_segments(
 ) -> tuple[list[str], int]:
     """Write each segment's value into ``output`` (on ``grid``) in segment order, later segments on top.
 
+    Consecutive segments sharing a labelmap layer (which cannot overlap) are painted together through a lookup
+    table (layer value -> output value), slab by slab, so the cost is a few passes per layer, not per segment.
     Returns the names of segments with voxels that all lie outside the grid, and the number of voxels where
     a segment covered an earlier one.
     """
     layers: dict[str, tuple[bool, Placed | None]] = {}  # layer address -> (has voxels, its voxels on the grid)
-    outside, overlapping = [], 0
+    outside, overlapping, painted = [], 0, False
+    for key, layer, members in _runs_by_layer(segments, values):
+        if key not in layers:
+            layers[key] = _layer_on_grid(layer, world, grid)
+        has_voxels, placed = layers[key]
+        if placed is None:
+            outside += [segment.GetName() for segment, _ in members] if has_voxels else []
+            continue
+        slices, source = placed
+        # Layer values with no segment of this run map to 0, out-of-range ones too (``take`` clips to both ends).
+        lut = np.zeros(max(max(segment.GetLabelValue() for segment, _ in members), 0) + 2, output.dtype)
+        for segment, value in members:
+            if segment.GetLabelValue() > 0:
+                lut[segment.GetLabelValue()] = value
+        region = output[slices]
+        for start in range(0, source.shape[0], _SLAB):  # slabs keep the temporaries small
+            part, target = lut.take(source[start : start + _SLAB], mode="clip"), region[start : start + _SLAB]
+            if painted:
+                mask = part != 0
+                overlapping += int(np.count_nonzero(mask & (target != 0) & (target != part)))
+                np.copyto(target, part, where=mask)
+            else:
+                target[...] = part
+        painted = True
+    return outside, overlapping
+
+
+def _runs_by_layer(segments: list[Any], values: list[int]) -> list[tuple[str, Any, list[tuple[Any, int]]]]:
+    """``(layer address, layer, [(segment, value), ...])`` for each run of consecutive segments sharing a layer
+    (segments without a binary labelmap are skipped)."""
+    runs: list[tuple[str, Any, list[tuple[Any, int]]]] = []
     for segment, value in zip(segments, values, strict=True):
         layer = segment.GetRepresentation(BINARY_LABELMAP)  # segments of one layer share this image
         if layer is None:
             continue
         key = layer.GetAddressAsString("vtkOrientedImageData")
-        if key not in layers:
-            layers[key] = _layer_on_grid(layer, world, grid)
-        has_voxels, placed = layers[key]
-        if placed is None:
-            outside += [segment.GetName()] if has_voxels else []
-            continue
-        mask = placed[1] == segment.GetLabelValue()
-        region = output[placed[0]]
-        overlapping += int(np.count_nonzero(mask & (region != 0) & (region != value)))
-        region[mask] = value
-    return outside, overlapping
+        if runs and runs[-1][0] == key:
+            runs[-1][2].append((segment, value))
+        else:
+            runs.append((key, layer, [(segment, value)]))
+    return runs
 
 
 def _with_binary_labelmaps(segmentation_node: Any, world: np.ndarray, grid: Image) -> Any:
