@@ -48,6 +48,9 @@ import numpy as np
 from MedSegCNNLib.image.core import Image, LabelInfo
 from MedSegCNNLib.image.seg_nrrd import PALETTE
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Testing/: the scene wiring shared with the tests
+from mrml_scene import vtk_matrix, wired_scene
+
 DEFAULT_SHAPE = (300, 512, 512)  # array order (z, y, x)
 SMALL_SHAPE = (96, 128, 128)
 SPACING = (0.8, 0.8, 1.5)  # mm, ITK order (x, y, z)
@@ -113,46 +116,6 @@ def grid_image(array: np.ndarray, labels: tuple[LabelInfo, ...] = ()) -> Image:
 
 
 # ----- the scene ------------------------------------------------------------------------------------------------
-
-
-def wired_scene(home: str) -> Any:
-    """A ``vtkMRMLScene`` with the application logic and the colour, subject-hierarchy, segmentations, volumes and
-    transforms logics, each registered with the application logic (as Slicer's startup and Testing/mrml do)."""
-    import slicer
-
-    scene = slicer.vtkMRMLScene()
-    application = slicer.vtkSlicerApplicationLogic()
-    application.SetHomeDirectory(home)
-    application.SetShareDirectory(home)
-    application.SetMRMLScene(scene)
-    colors = slicer.vtkSlicerColorLogic()
-    colors.SetMRMLApplicationLogic(application)
-    colors.SetMRMLScene(scene)
-    application.SetColorLogic(colors)
-    logics = [colors]
-    for name, logic_class in [
-        ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic),
-        ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
-        ("Volumes", slicer.vtkSlicerVolumesLogic),
-        ("Transforms", slicer.vtkSlicerTransformLogic),
-    ]:
-        logic = logic_class()
-        logic.SetMRMLApplicationLogic(application)
-        logic.SetMRMLScene(scene)
-        application.SetModuleLogic(name, logic)
-        logics.append(logic)
-    scene.logics = [application, *logics]  # kept alive as long as the scene
-    return scene
-
-
-def vtk_matrix(matrix: np.ndarray) -> Any:
-    import vtk
-
-    result = vtk.vtkMatrix4x4()
-    for row in range(4):
-        for column in range(4):
-            result.SetElement(row, column, float(matrix[row, column]))
-    return result
 
 
 def add_volume(scene: Any, image: Image, node_class: str, name: str) -> Any:

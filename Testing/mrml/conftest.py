@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from mrml_scene import vtk_matrix, wired_scene
 
 from MedSegCNNLib.image.core import Image
 
@@ -18,42 +19,9 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 @pytest.fixture
 def scene(tmp_path) -> Any:
-    """A ``vtkMRMLScene`` with the application logic and the colour, subject-hierarchy, segmentations, volumes
-    and transforms logics set on it, each registered with the application logic (as Slicer's startup does)."""
-    slicer = pytest.importorskip("slicer")
-    scene = slicer.vtkMRMLScene()
-    application = slicer.vtkSlicerApplicationLogic()
-    application.SetHomeDirectory(str(tmp_path))
-    application.SetShareDirectory(str(tmp_path))
-    application.SetMRMLScene(scene)
-    colors = slicer.vtkSlicerColorLogic()
-    colors.SetMRMLApplicationLogic(application)
-    colors.SetMRMLScene(scene)
-    application.SetColorLogic(colors)
-    logics = [colors]
-    for name, logic_class in [
-        ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic),
-        ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
-        ("Volumes", slicer.vtkSlicerVolumesLogic),
-        ("Transforms", slicer.vtkSlicerTransformLogic),
-    ]:
-        logic = logic_class()
-        logic.SetMRMLApplicationLogic(application)
-        logic.SetMRMLScene(scene)
-        application.SetModuleLogic(name, logic)
-        logics.append(logic)
-    scene.logics = [application, *logics]  # kept alive as long as the scene
-    return scene
-
-
-def vtk_matrix(matrix: np.ndarray) -> Any:
-    import vtk
-
-    result = vtk.vtkMatrix4x4()
-    for row in range(4):
-        for column in range(4):
-            result.SetElement(row, column, float(matrix[row, column]))
-    return result
+    """A ``vtkMRMLScene`` wired as the Slicer application wires it (see :func:`mrml_scene.wired_scene`)."""
+    pytest.importorskip("slicer")
+    return wired_scene(str(tmp_path))
 
 
 def numpy_matrix(matrix: Any) -> np.ndarray:
