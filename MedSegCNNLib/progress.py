@@ -5,14 +5,17 @@ Long-running functions (training, later batch prediction) take an ``on_event`` c
 panel starts the CLI with ``--progress json`` and reads one JSON object per line (:class:`JsonLinesProgress`).
 
 Training events (``kind``: fields):
-- ``start``: total_steps, epochs, steps_per_epoch, train_cases, val_cases, device, precision, output
-- ``step``: epoch, step (global, 1-based), loss, lr, eta_s
-- ``epoch``: epoch, train_loss, lr, seconds, eta_s
+- ``plan``: the training plan (:meth:`MedSegCNNLib.training.planner.TrainingPlan.to_dict`), before loading ends
+- ``start``: total_steps (planned), epochs, steps_per_epoch, train_cases, val_cases, device, precision, output,
+  patch_size, budget_s (``null`` without a budget), expected_s (the plan's estimate), plan (its description)
+- ``step``: epoch, step (global, 1-based), total_steps (changes when a budgeted run re-plans), loss, lr, eta_s
+  (with a budget: the time left of it)
+- ``epoch``: epoch, train_loss, lr, seconds (since the run began), steps, eta_s
 - ``validation``: epoch, mean_dice, dice ({label: value}), best_epoch, best_mean_dice
 - ``checkpoint``: epoch, path
 - ``message``: level, text
-- ``end``: status ("completed", "cancelled", "early_stopped", "time_budget"), epochs_done, best_epoch,
-  best_mean_dice, model
+- ``end``: status ("completed", "cancelled", "early_stopped", "time_budget"), epochs_done, steps_done,
+  best_epoch, best_mean_dice, model, elapsed_s
 
 Prediction events (``medsegcnn predict --progress json``):
 - ``progress``: stage ("segmenting <case>"), case (1-based index), cases, done and total (sliding windows of
@@ -87,6 +90,8 @@ class TqdmProgress:
                 f"{data['val_cases']} validation cases, {data['epochs']} epochs x {data['steps_per_epoch']} steps."
             )
         elif event.kind == "step" and self.bar is not None:
+            if data.get("total_steps", self.bar.total) != self.bar.total:  # re-planned
+                self.bar.total = data["total_steps"]
             self.bar.update(data["step"] - self.bar.n)
             self.bar.set_postfix(epoch=data["epoch"], loss=f"{data['loss']:.4f}", lr=f"{data['lr']:.2e}", refresh=False)
         elif event.kind == "validation":

@@ -90,14 +90,18 @@ def parse_event(line: str) -> Event | None:
 
 
 def advance(progress: Progress, event: Event, *, total_steps: float | None = None) -> Progress:
-    """The progress after ``event``: training (``total_steps`` from its ``start`` event), prediction (``progress``,
-    ``case``, ``metrics``) and ``end`` events; other kinds keep it."""
+    """The progress after ``event``: training (``plan``, ``start``, ``step``: ``total_steps`` from the event, else
+    the argument), prediction (``progress``, ``case``, ``metrics``) and ``end`` events; other kinds keep it."""
     data = event.data
     eta = _number(data.get("eta_s"))
+    if event.kind == "plan":
+        steps, seconds = _number(data.get("total_steps")), _number(data.get("expected_seconds"))
+        return Progress(0.0, f"loading the data; planned {steps:.0f} steps" if steps else "planning", seconds)
     if event.kind == "start":
-        return Progress(0.0, f"training on {data.get('device', '?')}")
+        expected = _number(data.get("budget_s")) or _number(data.get("expected_s"))
+        return Progress(0.0, f"training on {data.get('device', '?')}", expected)
     if event.kind == "step":
-        step = _number(data.get("step"))
+        step, total_steps = _number(data.get("step")), _number(data.get("total_steps")) or total_steps
         fraction = min(step / total_steps, 1.0) if step is not None and total_steps else progress.fraction
         return Progress(fraction, f"training: epoch {data.get('epoch')}", eta)
     if event.kind == "epoch":

@@ -25,7 +25,15 @@ from collections.abc import Iterator, Sequence
 
 from .._version import __version__
 from ..errors import MedSegCNNError
-from . import demo_command, evaluate_command, info_command, models_command, predict_command, train_command
+from . import (
+    demo_command,
+    evaluate_command,
+    info_command,
+    models_command,
+    plan_command,
+    predict_command,
+    train_command,
+)
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 3
@@ -49,7 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _add_common_options(common, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo_command, train_command, predict_command, evaluate_command, info_command, models_command):
+    for module in (
+        demo_command,
+        train_command,
+        plan_command,
+        predict_command,
+        evaluate_command,
+        info_command,
+        models_command,
+    ):
         module.add_parser(commands, [common])
     return parser
 

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.segment import segment
     from ..metrics.evaluate import evaluate
     from ..postprocessing import PostprocessingConfig
-    from ..training.distributed import resolve_device
+    from ..runtime import resolve_device
     from ..visualization.overlay import save_overlay
     from .evaluate_command import format_report
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..progress import JsonLinesProgress, TqdmProgress
-from ..training.config import OPTIMIZERS, PRECISIONS, TrainingConfig
+from ..runtime import DEVICES, PRECISIONS
+from ..training.config import OPTIMIZERS, SCHEDULES, TrainingConfig
 
 NETWORK_CHOICES = ("unet", "resunet", "fcn", "segnet", "deeplab")
 EXIT_CANCELLED = 130
@@ -21,37 +22,51 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
         help="train a 2D/3D segmentation network on a dataset folder",
         description=(
             "Train a segmentation network on an MSD / nnU-Net dataset folder (dataset.json, imagesTr, labelsTr) "
-            "and save it as a model folder (weights in safetensors + a JSON model card). Options not given "
-            "keep nnU-Net-like defaults; --config takes any TrainingConfig field as JSON."
+            "and save it as a model folder (weights in safetensors + a JSON model card). Options not given are "
+            "planned for the data, this device and the time budget (see `medsegcnn plan`); --config takes any "
+            "TrainingConfig field as JSON."
         ),
     )
-    parser.add_argument("--data", required=True, metavar="DIR", help="dataset folder with dataset.json")
+    add_plan_options(parser)
     parser.add_argument("--output", required=True, metavar="MODEL_DIR", help="output folder of the run")
-    parser.add_argument("--dims", type=int, choices=(2, 3), help="2D (slice-wise) or 3D network (default 3)")
-    parser.add_argument("--network", choices=NETWORK_CHOICES, help="architecture (default unet)")
-    parser.add_argument("--epochs", type=int, metavar="N")
+    parser.add_argument("--epochs", type=int, metavar="N", help="length without a time budget (default 100)")
     parser.add_argument("--steps-per-epoch", type=int, metavar="N")
     parser.add_argument("--batch-size", type=int, metavar="N")
     parser.add_argument("--patch-size", type=_parse_sizes, metavar="Z,Y,X", help="patch size in voxels")
-    parser.add_argument("--fold", type=_parse_fold, metavar="K|all", help="validation fold, or 'all' for no validation")
-    parser.add_argument("--folds", type=int, metavar="N", help="number of cross-validation folds (default 5)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS)
     parser.add_argument("--lr", type=float, metavar="LR", help="initial learning rate")
+    parser.add_argument("--lr-schedule", choices=SCHEDULES, help="decay after the warm-up")
     parser.add_argument("--loss", choices=("dice_ce", "dice", "ce", "focal"))
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
-    parser.add_argument("--precision", choices=PRECISIONS, help="auto: bf16/fp16 on CUDA, fp32 elsewhere")
-    parser.add_argument("--time-budget", type=float, metavar="MIN", help="stop after this many minutes")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--init-from", metavar="MODEL", help="fine-tune from a model folder (or a .pt state dict)")
     parser.add_argument("--freeze-encoder", action="store_true", help="with --init-from: train the decoder only")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster steps)")
-    parser.add_argument("--config", type=Path, metavar="JSON", help="a JSON file of TrainingConfig fields")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous run's files in MODEL_DIR")
     parser.add_argument(
         "--progress", choices=("bar", "json", "none"), default="bar", help="progress display (json: one event per line)"
     )
     parser.set_defaults(run=run)
+
+
+def add_plan_options(parser: argparse.ArgumentParser) -> None:
+    """The options that ``train`` and ``plan`` share: the data, device, precision and budget."""
+    parser.add_argument("--data", required=True, metavar="DIR", help="dataset folder with dataset.json")
+    parser.add_argument("--dims", type=int, choices=(2, 3), help="2D (slice-wise) or 3D network (default 3)")
+    parser.add_argument("--network", choices=NETWORK_CHOICES, help="architecture (default unet)")
+    parser.add_argument("--fold", type=_parse_fold, metavar="K|all", help="validation fold, or 'all' for no validation")
+    parser.add_argument("--folds", type=int, metavar="N", help="number of cross-validation folds (default 5)")
+    parser.add_argument("--device", choices=DEVICES)
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, help="auto: bf16/fp16 on CUDA; on a CPU bf16 where measured faster"
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MIN",
+        help="minutes for the whole run: the steps, network and schedule are planned to fill it (wins over --epochs)",
+    )
+    parser.add_argument("--config", type=Path, metavar="JSON", help="a JSON file of TrainingConfig fields")
 
 
 def _parse_sizes(text: str) -> tuple[int, ...]:
@@ -82,30 +97,35 @@ def build_config(args: argparse.Namespace) -> TrainingConfig:
             raise InputError(f"Could not read --config {args.config}: {error}") from None
         if not isinstance(values, dict):
             raise InputError(f"--config {args.config} must hold a JSON object of training options.")
+    given = vars(args)
     options = {
-        "spatial_dims": args.dims,
-        "epochs": args.epochs,
-        "steps_per_epoch": args.steps_per_epoch,
-        "batch_size": args.batch_size,
-        "patch_size": args.patch_size,
-        "folds": args.folds,
-        "optimizer": args.optimizer,
-        "learning_rate": args.lr,
-        "loss": args.loss,
-        "device": args.device,
-        "precision": args.precision,
-        "time_budget_minutes": args.time_budget,
-        "seed": args.seed,
-        "init_from": args.init_from,
+        field: given.get(option)
+        for field, option in (
+            ("spatial_dims", "dims"),
+            ("epochs", "epochs"),
+            ("steps_per_epoch", "steps_per_epoch"),
+            ("batch_size", "batch_size"),
+            ("patch_size", "patch_size"),
+            ("folds", "folds"),
+            ("optimizer", "optimizer"),
+            ("learning_rate", "lr"),
+            ("lr_schedule", "lr_schedule"),
+            ("loss", "loss"),
+            ("device", "device"),
+            ("precision", "precision"),
+            ("time_budget_minutes", "time_budget"),
+            ("seed", "seed"),
+            ("init_from", "init_from"),
+        )
     }
     values.update({key: value for key, value in options.items() if value is not None})
     if args.fold is not None:
         values["fold"] = None if args.fold == "all" else args.fold
     if args.network is not None:
         values["network"] = {**values.get("network", {}), "name": args.network}
-    if args.compile:
+    if given.get("compile"):
         values["compile"] = True
-    if args.freeze_encoder:
+    if given.get("freeze_encoder"):
         if not values.get("init_from"):
             raise InputError("--freeze-encoder needs --init-from MODEL (a pretrained encoder to keep).")
         values["freeze_encoder"] = True
@@ -119,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     progress = {"bar": TqdmProgress(), "json": JsonLinesProgress(), "none": None}[args.progress]
     result = train(args.data, args.output, config, resume=args.resume, overwrite=args.overwrite, on_event=progress)
     if args.progress != "json":
-        print(f"Training {result.status} after {result.epochs_done} epochs.")
+        print(f"Training {result.status} after {result.steps_done} steps ({result.epochs_done} epochs).")
         if result.best_epoch is not None:
             print(f"Best validation mean Dice {result.best_mean_dice:.4f} at epoch {result.best_epoch}.")
         if result.model is not None:

@@ -19,7 +19,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,11 @@ class Dataset:
         object.__setattr__(self, "channel_names", channel_names)
         object.__setattr__(self, "label_names", dict(sorted(label_names.items())))
         object.__setattr__(self, "cases", cases)
+
+    def subset(self, names: Sequence[str]) -> Dataset:
+        """The same dataset with only the cases named in ``names`` (in the dataset's order)."""
+        wanted = set(names)
+        return replace(self, cases=tuple(case for case in self.cases if case.name in wanted))
 
     @property
     def num_channels(self) -> int:

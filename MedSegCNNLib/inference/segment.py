@@ -28,8 +28,7 @@ from ..errors import InputError
 from ..image import Image
 from ..image.io import case_name
 from ..postprocessing import PostprocessingConfig, postprocess
-from ..training.distributed import resolve_device
-from ..training.optim import resolve_precision
+from ..runtime import resolve_device, resolve_precision
 from .model import SegmentationModel, load_segmentation_model
 from .predictor import Predictor
 from .sliding_window import sliding_window_inference

@@ -20,7 +20,9 @@ at 32 channels x 64^3, batch 2 (forward + backward, median of 5-9 runs), and wit
 - Measured and not kept: splitting the decoder's first convolution to avoid concatenating the skip
   connection (629 vs 629 ms); transposed convolution as a matrix product plus voxel shuffle (137 vs 60 ms).
 - oneDNN (``torch.backends.mkldnn``) must stay enabled: without it a 32^3 convolution is 10x slower. Its
-  reduced-precision fp32 modes (bf16/tf32) are not fp32 and this CPU has no bf16 units; not used.
+  reduced-precision *fp32* math modes (bf16/tf32 inside "fp32") are not used: fp32 means fp32. bf16 is a
+  precision of its own (autocast); whether it is faster depends on the CPU's bf16 units and the network, so
+  training measures it per machine (:mod:`MedSegCNNLib.training.speed`) rather than trusting any one figure.
 - ``torch.compile`` (inductor) fuses normalization, activation and their gradients itself: a training step
   takes 2.73 s instead of 2.9 s, after ~35 s of compilation (the first step; cached across runs).
 """

@@ -1,8 +1,9 @@
 """``TrainingConfig``: every choice a training run makes, as one typed, self-validating record.
 
-The config is stored in the model card and in resumable checkpoints (``to_dict``/``from_dict``), so a run
-can be repeated or resumed exactly. Defaults follow nnU-Net where it has one (SGD with Nesterov momentum
-0.99, lr 0.01 with polynomial decay, Dice + cross-entropy, a third of patches centred on foreground).
+The config is stored in the model card and in resumable checkpoints (``to_dict``/``from_dict``) with every
+planned value filled in, so a run can be repeated or resumed exactly. Values left to the planner are
+described in :mod:`.planner`; the others follow nnU-Net where it has one (Dice + cross-entropy, a third of
+patches centred on foreground).
 """
 
 from __future__ import annotations
@@ -14,35 +15,42 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
+from ..runtime import DEVICES, PRECISIONS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+SCHEDULES = ("poly", "cosine")
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Hyper-parameters of one training run. Units: learning rate per step, time budget in minutes.
+    """Hyper-parameters of one training run. Units: learning rate per step, times in minutes.
 
-    ``network`` holds network options (``name`` and those of :func:`MedSegCNNLib.networks.build_network`);
-    ``spatial_dims``, ``in_channels`` and ``out_channels`` are filled in from the data. ``patch_size`` is in
-    array order (z, y, x), or ``None`` to derive it from the data. ``epochs`` × ``steps_per_epoch`` is the
-    length of the run and of the learning-rate schedule; ``time_budget_minutes`` ends the run after the
-    first epoch that finishes past the budget (the schedule is not shortened). ``compile`` runs the network
-    through ``torch.compile`` (slower start, faster steps: worth it for long runs). ``fold`` selects the validation fold
-    of a ``folds``-fold split (``None``: train on all cases, validate on none).
+    ``None`` (and a U-Net ``network`` without ``features``) means *planned*: :mod:`.planner` chooses the value
+    for the data, the device and the time budget; a value given here is kept. ``network`` holds network
+    options (``name`` and those of :func:`MedSegCNNLib.networks.build_network`); ``spatial_dims``,
+    ``in_channels`` and ``out_channels`` are filled in from the data. ``patch_size`` is in array order
+    (z, y, x). Without a time budget the run lasts ``epochs`` × ``steps_per_epoch`` steps. With
+    ``time_budget_minutes`` the plan measures the step time and runs as many steps as fit in the budget (loading
+    and planning included), with the learning-rate schedule (``lr_schedule`` after ``warmup_steps``, see
+    :mod:`.schedule`) ending exactly at the last step, re-planned when the measured speed drifts; ``epochs``
+    is then ignored. ``precision`` ``auto`` and ``channels_last`` ``None`` are measured on CPUs.
+    ``checkpoint_minutes`` is the longest time between two resumable checkpoints. ``compile`` runs the
+    network through ``torch.compile`` (slower start, faster steps: worth it for long runs). ``fold`` selects
+    the validation fold of a ``folds``-fold split (``None``: train on all cases, validate on none).
     """
 
     network: Mapping[str, Any] = field(default_factory=lambda: {"name": "unet"})
     spatial_dims: int = 3
-    epochs: int = 100
-    steps_per_epoch: int = 250
-    batch_size: int = 2
+    epochs: int | None = None
+    steps_per_epoch: int | None = None
+    batch_size: int | None = None
     patch_size: tuple[int, ...] | None = None
-    optimizer: str = "sgd"
-    learning_rate: float = 0.01
+    optimizer: str | None = None
+    learning_rate: float | None = None
     momentum: float = 0.99
-    weight_decay: float = 3e-5
+    weight_decay: float | None = None
+    lr_schedule: str | None = None
+    warmup_steps: int | None = None
     poly_power: float = 0.9
     gradient_clip: float | None = 12.0
     loss: str = "dice_ce"
@@ -50,7 +58,7 @@ class TrainingConfig:
     foreground_fraction: float = 0.33
     augmentation: Mapping[str, Any] | None = None
     precision: str = "auto"
-    channels_last: bool = True
+    channels_last: bool | None = None
     compile: bool = False
     validate_every: int = 1
     early_stopping_patience: int | None = None
@@ -59,6 +67,7 @@ class TrainingConfig:
     seed: int = 0
     device: str = "auto"
     time_budget_minutes: float | None = None
+    checkpoint_minutes: float = 5.0
     init_from: str | None = None
     freeze_encoder: bool = False
 
@@ -69,9 +78,9 @@ class TrainingConfig:
 
         require(isinstance(self.network, Mapping) and "name" in self.network, "network must be a mapping with a name.")
         require(self.spatial_dims in (2, 3), f"spatial_dims must be 2 or 3, got {self.spatial_dims}.")
-        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}.")
-        require(self.steps_per_epoch >= 1, f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}.")
-        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}.")
+        for name in ("epochs", "steps_per_epoch", "batch_size"):
+            value = getattr(self, name)
+            require(value is None or value >= 1, f"{name} must be >= 1, got {value}.")
         if self.patch_size is not None:
             patch = tuple(int(p) for p in self.patch_size)
             require(
@@ -79,13 +88,25 @@ class TrainingConfig:
                 f"patch_size must have {self.spatial_dims} positive sizes, got {self.patch_size}.",
             )
             object.__setattr__(self, "patch_size", patch)
-        require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}.")
         require(
-            math.isfinite(self.learning_rate) and self.learning_rate > 0,
+            self.optimizer is None or self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}."
+        )
+        require(
+            self.learning_rate is None or (math.isfinite(self.learning_rate) and self.learning_rate > 0),
             f"learning_rate must be > 0, got {self.learning_rate}.",
         )
         require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}.")
-        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}.")
+        require(
+            self.weight_decay is None or self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}."
+        )
+        require(
+            self.lr_schedule is None or self.lr_schedule in SCHEDULES,
+            f"lr_schedule must be one of {', '.join(SCHEDULES)}.",
+        )
+        require(self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps must be >= 0.")
+        require(
+            math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes > 0, "checkpoint_minutes must be > 0."
+        )
         require(self.gradient_clip is None or self.gradient_clip > 0, "gradient_clip must be > 0 or None.")
         require(0 <= self.foreground_fraction <= 1, "foreground_fraction must be in [0, 1].")
         require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}.")
@@ -102,7 +123,11 @@ class TrainingConfig:
             self.fold is None or 0 <= self.fold < self.folds,
             f"fold must be between 0 and {self.folds - 1} (or None to train on all cases), got {self.fold}.",
         )
-        require(self.time_budget_minutes is None or self.time_budget_minutes > 0, "time_budget_minutes must be > 0.")
+        require(
+            self.time_budget_minutes is None
+            or (math.isfinite(self.time_budget_minutes) and self.time_budget_minutes > 0),
+            f"time_budget_minutes must be a positive number of minutes, got {self.time_budget_minutes}.",
+        )
         object.__setattr__(self, "network", dict(self.network))
         if self.augmentation is not None:
             object.__setattr__(self, "augmentation", dict(self.augmentation))

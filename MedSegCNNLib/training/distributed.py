@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import InputError
+from ..runtime import resolve_device
 
 
 @dataclass(frozen=True)
@@ -32,21 +32,6 @@ class DistributedContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(choice: str = "auto") -> torch.device:
-    """``auto``: CUDA if available, else Apple MPS, else CPU. Asking for a missing device is an error."""
-    if choice == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("CUDA was asked for but torch sees no CUDA GPU; use --device cpu or auto.")
-    if choice == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InputError("MPS was asked for but is not available; use --device cpu or auto.")
-    return torch.device(choice)
 
 
 def init_distributed(device_choice: str = "auto") -> DistributedContext:
@@ -80,8 +65,13 @@ def all_reduce_mean(value: float, context: DistributedContext) -> float:
 
 def broadcast_flag(flag: bool, context: DistributedContext) -> bool:
     """Rank 0's ``flag`` on every rank (e.g. 'stop now'), so all ranks leave the loop together."""
+    return bool(broadcast_ints([int(flag)], context)[0])
+
+
+def broadcast_ints(values: list[int], context: DistributedContext) -> list[int]:
+    """Rank 0's integers on every rank (e.g. a stop flag and the re-planned number of steps)."""
     if not context.distributed:
-        return flag
-    tensor = torch.tensor([int(flag)], dtype=torch.int32, device=context.device)
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.int64, device=context.device)
     dist.broadcast(tensor, src=0)
-    return bool(tensor.item())
+    return [int(v) for v in tensor.tolist()]

@@ -1,13 +1,13 @@
-"""Optimisers, the learning-rate schedule and mixed-precision settings of a training run."""
+"""Optimisers, the learning-rate schedule and the gradient scaler of a training run."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 
 import torch
 
 from .config import TrainingConfig
+from .schedule import LearningRateSchedule
 
 
 def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: TrainingConfig) -> torch.optim.Optimizer:
@@ -25,28 +25,15 @@ def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: TrainingCo
     return optimizer_class(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    """Polynomial decay per step: ``lr_t = lr_0 · (1 - t / T)^power`` over ``T = epochs × steps_per_epoch``."""
-    return torch.optim.lr_scheduler.PolynomialLR(
-        optimizer, total_iters=config.epochs * config.steps_per_epoch, power=config.poly_power
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig, total_steps: int) -> LearningRateSchedule:
+    """``config``'s schedule (warm-up, then poly or cosine decay) ending at ``total_steps``; see :mod:`.schedule`."""
+    return LearningRateSchedule(
+        optimizer,
+        total_steps=total_steps,
+        kind=config.lr_schedule or "poly",
+        warmup_steps=min(config.warmup_steps or 0, total_steps),
+        power=config.poly_power,
     )
-
-
-def resolve_precision(choice: str, device: torch.device) -> str:
-    """``auto``: bf16 on CUDA GPUs that support it, else fp16 on CUDA; fp32 on CPU and MPS."""
-    if choice != "auto":
-        return choice
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The autocast context of ``precision`` (a no-op for fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def build_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:

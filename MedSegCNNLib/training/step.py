@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from .optim import autocast
+from ..runtime import autocast
 
 
 def train_step(

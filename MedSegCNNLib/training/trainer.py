@@ -10,6 +10,12 @@ The output folder of a run::
       splits.json            the cross-validation folds (reused by later runs in this folder)
       training_log.csv       one row per epoch; training_curves.png plots it
 
+Before the first step the run is planned for the data, the device and the time budget (:mod:`.planner`); the
+plan is printed, stored in ``training_config.json`` and the model card. With a time budget the number of
+steps is re-planned while the run goes (a machine that gets busier or freer), so that the learning-rate
+schedule ends at the budget; the model is the final, fully decayed one. A resumable checkpoint is written at
+the end of every epoch and at least every ``checkpoint_minutes``.
+
 The same function runs under ``torchrun --nproc_per_node=N`` (DistributedDataParallel): every rank samples
 its own patches, gradients are averaged, and rank 0 validates, writes files and reports progress.
 SIGINT/SIGTERM end the current step, write ``checkpoints/last`` and return with status ``cancelled``;
@@ -27,7 +33,8 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +56,7 @@ from ..checkpoint import (
 )
 from ..data.augmentation import AugmentationConfig, Augmenter
 from ..data.dataset import Dataset, load_case, load_dataset, validate_dataset
-from ..data.planning import plan_preprocessing, suggest_patch_size
+from ..data.planning import dataset_fingerprint, plan_preprocessing
 from ..data.preprocessing import PreprocessedCase, PreprocessingPlan, preprocess_case
 from ..data.sampling import PatchSampler
 from ..errors import InputError, OutputExistsError
@@ -57,10 +64,14 @@ from ..image.seg_nrrd import default_label_info
 from ..losses import DeepSupervisionLoss, build_loss
 from ..networks import build_network
 from ..progress import Event, EventSink
+from ..runtime import describe_device
 from .config import TrainingConfig
-from .distributed import DistributedContext, all_reduce_mean, broadcast_flag, init_distributed, shutdown_distributed
+from .distributed import DistributedContext, all_reduce_mean, broadcast_ints, init_distributed, shutdown_distributed
 from .history import TrainingHistory
-from .optim import build_optimizer, build_scaler, build_scheduler, resolve_precision
+from .optim import build_optimizer, build_scaler, build_scheduler
+from .planner import TrainingPlan, plan_training, reserve_seconds
+from .schedule import LearningRateSchedule
+from .speed import StepTimer
 from .splits import load_or_create_splits
 from .step import train_step
 from .validation import validate
@@ -68,12 +79,17 @@ from .validation import validate
 logger = logging.getLogger(__name__)
 
 RUN_FILES = ("model", "checkpoints", "training_config.json", "splits.json", "training_log.csv", "training_curves.png")
+#: Re-planning a budgeted run: the mean of the last REPLAN_WINDOW step times (the first SKIPPED_STEPS of a
+#: process warm kernels up and are not counted) sets the steps left, at most every REPLAN_EVERY steps, when
+#: the new total differs by more than REPLAN_TOLERANCE of the steps left.
+REPLAN_WINDOW, SKIPPED_STEPS, REPLAN_EVERY, REPLAN_TOLERANCE = 20, 2, 10, 0.01
 
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """How a run ended: ``status`` (completed, cancelled, early_stopped, time_budget), where the model folder
-    is, and the trained ``network`` itself (its final weights, in evaluation mode)."""
+    """How a run ended: ``status`` (completed; cancelled; early_stopped; time_budget: the budget ran out before
+    the planned schedule ended), where the model folder is, and the trained ``network`` itself (its final
+    weights, in evaluation mode)."""
 
     status: str
     model: Path | None
@@ -82,6 +98,7 @@ class TrainingResult:
     best_mean_dice: float | None
     network: torch.nn.Module = field(repr=False)
     history: list[dict[str, Any]] = field(default_factory=list)
+    steps_done: int = 0
 
 
 def train(
@@ -92,23 +109,40 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     on_event: EventSink | None = None,
+    step_timer: StepTimer | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> TrainingResult:
     """Train a network on ``data`` (an MSD/nnU-Net folder or a :class:`Dataset`) into the folder ``output``.
 
-    ``resume`` continues the run saved in ``output`` (its saved configuration wins over ``config``);
-    ``overwrite`` replaces a previous run's files in ``output`` (other files there are left alone).
-    Progress goes to ``on_event`` (see :mod:`MedSegCNNLib.progress`).
+    ``resume`` continues the run saved in ``output`` with its plan (its saved configuration wins over
+    ``config``); ``overwrite`` replaces a previous run's files in ``output`` (other files there are left
+    alone). Progress goes to ``on_event`` (see :mod:`MedSegCNNLib.progress`). ``step_timer`` measures step
+    times for the plan (default: a :class:`~.speed.StepTimer` with the per-user cache); ``clock`` gives the
+    time in seconds that the budget is counted on.
 
     Example:
-        >>> result = train("Task04_Hippocampus", "models/hippo", TrainingConfig(epochs=50))  # doctest: +SKIP
+        >>> config = TrainingConfig(time_budget_minutes=30)
+        >>> result = train("Task04_Hippocampus", "models/hippo", config)  # doctest: +SKIP
         >>> result.model  # doctest: +SKIP
         PosixPath('models/hippo/model')
     """
+    started = clock()
     output = Path(output)
     config = _prepare_output(output, config or TrainingConfig(), resume=resume, overwrite=overwrite)
     context = init_distributed(config.device)
     try:
-        return _Run.create(data, output, config, context, resume=resume, on_event=on_event).fit()
+        run = _Run.create(
+            data,
+            output,
+            config,
+            context,
+            resume=resume,
+            on_event=on_event,
+            timer=step_timer,
+            clock=clock,
+            started=started,
+        )
+        return run.fit()
     finally:
         shutdown_distributed(context)
 
@@ -184,12 +218,15 @@ class _Run:
     model: torch.nn.Module  # the network itself, or its DistributedDataParallel wrapper
     loss_function: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scheduler: LearningRateSchedule
     scaler: torch.amp.GradScaler
     precision: str
     sampler: PatchSampler
     augmenter: Augmenter
     emit: EventSink
+    training_plan: TrainingPlan
+    clock: Callable[[], float]
+    started: float  # clock time when this process's train() began
     history: TrainingHistory = field(default_factory=TrainingHistory)
     epoch: int = 0  # completed epochs
     step_in_epoch: int = 0  # steps done in the current epoch (non-zero only after a cancelled run)
@@ -197,6 +234,14 @@ class _Run:
     best_epoch: int | None = None
     best_mean_dice: float = -math.inf
     best_dice: dict[int, float] = field(default_factory=dict)
+    last_dice: dict[int, float] = field(default_factory=dict)  # of the latest validation
+    elapsed_before: float = 0.0  # seconds spent by earlier processes of this run (resume)
+    replans: int = 0
+    budget_cut: bool = False  # the budget ran out before the schedule ended
+    step_durations: deque = field(default_factory=lambda: deque(maxlen=REPLAN_WINDOW))
+    validation_seconds: float = 0.0
+    last_replan_step: int = 0
+    last_checkpoint: float = 0.0
 
     # ----- construction --------------------------------------------------------------------------------
 
@@ -210,9 +255,13 @@ class _Run:
         *,
         resume: bool,
         on_event: EventSink | None,
+        timer: StepTimer | None,
+        clock: Callable[[], float],
+        started: float,
     ) -> _Run:
         torch.manual_seed(config.seed + context.rank)
         np.random.seed((config.seed + context.rank) % 2**32)  # noqa: NPY002 - third-party code may use it
+        emit = on_event if (on_event is not None and context.is_main) else (lambda _event: None)
         dataset = load_dataset(data)
         validate_dataset(dataset)
         labels = sorted(dataset.label_names)
@@ -221,23 +270,36 @@ class _Run:
                 f"Label values must be consecutive from 0 (got {labels}); remap the labels to 0..{len(labels) - 1}."
             )
         train_names, val_names = _split(dataset, config, output, context)
-        saved_plan = output / "training_config.json"
-        plan = (
-            PreprocessingPlan.from_dict(json.loads(saved_plan.read_text(encoding="utf-8"))["preprocessing"])
-            if resume
-            else plan_preprocessing(_subset(dataset, train_names), spatial_dims=config.spatial_dims)
-        )
+        if resume:
+            saved = json.loads((output / "training_config.json").read_text(encoding="utf-8"))
+            plan = PreprocessingPlan.from_dict(saved["preprocessing"])
+            training_plan = TrainingPlan.from_dict(saved["plan"])
+        else:
+            fingerprint = dataset_fingerprint(dataset.subset(train_names))
+            plan = plan_preprocessing(
+                dataset.subset(train_names), spatial_dims=config.spatial_dims, fingerprint=fingerprint
+            )
         train_cases = [_preprocess(dataset, name, plan, config.seed) for name in train_names]
         val_cases = [_preprocess(dataset, name, plan, config.seed) for name in val_names]
+        if not resume:
+            budget = config.time_budget_minutes
+            training_plan = plan_training(
+                config,
+                fingerprint=fingerprint,
+                preprocessing=plan,
+                in_channels=int(train_cases[0].image.shape[0]),
+                out_channels=len(labels),
+                device=context.device,
+                timer=timer or StepTimer(context.device),
+                available_seconds=None if budget is None else budget * 60 - (clock() - started),
+                device_name=describe_device(context.device),
+            )
+            config = training_plan.apply(config)
+            logger.info("%s", training_plan.describe())
+            emit(Event("plan", training_plan.to_dict()))
 
-        network_config = {
-            **config.network,
-            "spatial_dims": config.spatial_dims,
-            "in_channels": int(train_cases[0].image.shape[0]),
-            "out_channels": len(labels),
-        }
-        network = build_network(network_config)
-        patch_size = config.patch_size or _patch_size(train_cases, config.spatial_dims, network.divisor)
+        network = build_network(dict(config.network))
+        patch_size = tuple(config.patch_size)
         _check_patch(patch_size, network.divisor)
         if config.init_from:
             _initialise_from(network, config.init_from, context)
@@ -253,7 +315,6 @@ class _Run:
             )
         if config.compile:
             model = torch.compile(model)
-        precision = resolve_precision(config.precision, context.device)
         optimizer = build_optimizer(network.parameters(), config)
         run = cls(
             output=output,
@@ -263,17 +324,17 @@ class _Run:
             plan=plan,
             train_cases=train_cases,
             val_cases=val_cases,
-            patch_size=tuple(patch_size),
+            patch_size=patch_size,
             network=network,
             model=model,
             loss_function=_loss_function(config, network),
             optimizer=optimizer,
-            scheduler=build_scheduler(optimizer, config),
-            scaler=build_scaler(precision, context.device),
-            precision=precision,
+            scheduler=build_scheduler(optimizer, config, training_plan.total_steps),
+            scaler=build_scaler(config.precision, context.device),
+            precision=config.precision,
             sampler=PatchSampler(
                 train_cases,
-                tuple(patch_size),
+                patch_size,
                 config.batch_size,
                 foreground_fraction=config.foreground_fraction,
                 seed=config.seed,
@@ -285,7 +346,10 @@ class _Run:
                 config.spatial_dims,
                 seed=config.seed + 7919 * context.rank,
             ),
-            emit=on_event if (on_event is not None and context.is_main) else (lambda _event: None),
+            emit=emit,
+            training_plan=training_plan,
+            clock=clock,
+            started=started,
         )
         if resume:
             run._restore()
@@ -297,14 +361,13 @@ class _Run:
     # ----- the loop ----------------------------------------------------------------------------------------
 
     def fit(self) -> TrainingResult:
-        config = self.config
-        total_steps = config.epochs * config.steps_per_epoch
+        config, schedule = self.config, self.scheduler
         self.emit(
             Event(
                 "start",
                 {
-                    "total_steps": total_steps,
-                    "epochs": config.epochs,
+                    "total_steps": schedule.total_steps,
+                    "epochs": self._planned_epochs(),
                     "steps_per_epoch": config.steps_per_epoch,
                     "train_cases": len(self.train_cases),
                     "val_cases": len(self.val_cases),
@@ -312,44 +375,51 @@ class _Run:
                     "precision": self.precision,
                     "output": str(self.output),
                     "patch_size": list(self.patch_size),
+                    "budget_s": self._budget_seconds(),
+                    "expected_s": self.training_plan.expected_seconds,
+                    "plan": self.training_plan.describe(),
                 },
             )
         )
-        started = time.monotonic()
-        steps_done_here = 0
+        self.last_checkpoint = self.clock()
+        steps_here = 0
         status = "running"
         self.model.train()
         with _stop_requests() as stop_requested:
-            while status == "running" and self.epoch < config.epochs:
-                epoch_started = time.monotonic()
-                while self.step_in_epoch < config.steps_per_epoch:
-                    self.epoch_losses.append(self._step())
-                    self.step_in_epoch += 1
-                    steps_done_here += 1
-                    step = self.epoch * config.steps_per_epoch + self.step_in_epoch
-                    elapsed = time.monotonic() - started
-                    self.emit(
-                        Event(
-                            "step",
-                            {
-                                "epoch": self.epoch + 1,
-                                "step": step,
-                                "loss": self.epoch_losses[-1],
-                                "lr": self.optimizer.param_groups[0]["lr"],
-                                "eta_s": elapsed / steps_done_here * (total_steps - step),
-                            },
-                        )
+            while status == "running" and schedule.steps_done < schedule.total_steps:
+                step_started = self.clock()
+                self.epoch_losses.append(self._step())
+                self.step_in_epoch += 1
+                steps_here += 1
+                self.emit(
+                    Event(
+                        "step",
+                        {
+                            "epoch": self.epoch + 1,
+                            "step": schedule.steps_done,
+                            "total_steps": schedule.total_steps,
+                            "loss": self.epoch_losses[-1],
+                            "lr": self.optimizer.param_groups[0]["lr"],
+                            "eta_s": self._eta(),
+                        },
                     )
-                    if broadcast_flag(stop_requested.is_set(), self.context):
-                        status = "cancelled"
-                        break
-                if status == "cancelled":
+                )
+                now = self.clock()
+                if steps_here > SKIPPED_STEPS:
+                    self.step_durations.append(now - step_started)
+                stop, total = broadcast_ints([int(stop_requested.is_set()), self._replanned_total(now)], self.context)
+                if total != schedule.total_steps:
+                    schedule.replan(total)
+                if stop:
+                    status = "cancelled"
                     break
-                self.epoch += 1
-                status = self._end_epoch(float(np.mean(self.epoch_losses)), epoch_started, started, steps_done_here)
-                self.step_in_epoch, self.epoch_losses = 0, []
+                if self.step_in_epoch == config.steps_per_epoch or schedule.steps_done >= schedule.total_steps:
+                    losses, self.epoch, self.step_in_epoch, self.epoch_losses = self.epoch_losses, self.epoch + 1, 0, []
+                    status = self._end_epoch(float(np.mean(losses)))
+                elif self.context.is_main and now - self.last_checkpoint >= config.checkpoint_minutes * 60:
+                    self._save_checkpoint()
         if status == "running":
-            status = "completed"
+            status = "time_budget" if self.budget_cut else "completed"
         model_path = self._finish(status)
         self.emit(
             Event(
@@ -357,9 +427,11 @@ class _Run:
                 {
                     "status": status,
                     "epochs_done": self.epoch,
+                    "steps_done": schedule.steps_done,
                     "best_epoch": self.best_epoch,
                     "best_mean_dice": None if self.best_epoch is None else self.best_mean_dice,
                     "model": str(model_path) if model_path else None,
+                    "elapsed_s": self._elapsed(),
                 },
             )
         )
@@ -371,7 +443,76 @@ class _Run:
             best_mean_dice=None if self.best_epoch is None else self.best_mean_dice,
             network=self.network.eval(),
             history=list(self.history.rows),
+            steps_done=schedule.steps_done,
         )
+
+    # ----- time ----------------------------------------------------------------------------------------
+
+    def _budget_seconds(self) -> float | None:
+        budget = self.config.time_budget_minutes
+        return None if budget is None else budget * 60
+
+    def _elapsed(self) -> float:
+        """Seconds this run has taken so far, earlier processes (before a resume) included."""
+        return self.elapsed_before + self.clock() - self.started
+
+    def _mean_step_seconds(self) -> float:
+        if self.step_durations:
+            return float(np.mean(self.step_durations))
+        return self.training_plan.step_seconds
+
+    def _planned_epochs(self) -> int:
+        return self.epoch + math.ceil(
+            (self.scheduler.total_steps - self.scheduler.steps_done + self.step_in_epoch) / self.config.steps_per_epoch
+        )
+
+    def _pending_validation_seconds(self) -> float:
+        """Expected time of the validations still to come (measured on the last one)."""
+        if not self.val_cases or not self.context.is_main:
+            return 0.0
+        epochs_left = self._planned_epochs() - self.epoch
+        return self.validation_seconds * math.ceil(epochs_left / self.config.validate_every)
+
+    def _eta(self) -> float:
+        budget = self._budget_seconds()
+        if budget is not None:
+            return max(0.0, budget - self._elapsed())
+        steps_left = self.scheduler.total_steps - self.scheduler.steps_done
+        return steps_left * self._mean_step_seconds() + self._pending_validation_seconds()
+
+    def _replanned_total(self, now: float) -> int:
+        """The total number of steps that ends the schedule at the budget, measured so far (see REPLAN_*)."""
+        schedule, budget = self.scheduler, self._budget_seconds()
+        if budget is None or not self.context.is_main:
+            return schedule.total_steps
+        done = schedule.steps_done
+        time_left = budget - self._elapsed() - reserve_seconds(budget) - self._pending_validation_seconds()
+        if time_left <= 0:
+            if done < schedule.total_steps:
+                self.budget_cut = True
+                self._announce_replan(done, "the time budget is used up")
+            return done
+        if len(self.step_durations) < REPLAN_EVERY or done - self.last_replan_step < REPLAN_EVERY:
+            return schedule.total_steps
+        affordable = done + math.floor(time_left / self._mean_step_seconds())
+        if abs(affordable - schedule.total_steps) <= max(1, REPLAN_TOLERANCE * (schedule.total_steps - done)):
+            return schedule.total_steps
+        self.last_replan_step = done
+        self._announce_replan(affordable, f"steps take {self._mean_step_seconds():.3f} s")
+        return affordable
+
+    def _announce_replan(self, total: int, reason: str) -> None:
+        planned = self.scheduler.total_steps
+        self.replans += 1
+        text = (
+            f"Re-planned: {reason} (planned {self.training_plan.step_seconds:.3f} s); {total} steps instead of "
+            f"{planned}, the learning-rate schedule still ends at the {self._budget_seconds() / 60:.1f} min budget."
+        )
+        if abs(total - planned) > 0.05 * planned:
+            logger.info("%s", text)
+            self.emit(Event("message", {"level": "info", "text": text}))
+        else:
+            logger.debug("%s", text)
 
     def _step(self) -> float:
         images, labels = self.sampler.next_batch()
@@ -393,7 +534,7 @@ class _Run:
         self.scheduler.step()
         return loss
 
-    def _end_epoch(self, local_loss: float, epoch_started: float, started: float, steps_done_here: int) -> str:
+    def _end_epoch(self, local_loss: float) -> str:
         """Validation, log, checkpoints and stop criteria after an epoch; returns "running" or a final status."""
         config = self.config
         train_loss = all_reduce_mean(local_loss, self.context)
@@ -401,25 +542,23 @@ class _Run:
             "epoch": self.epoch,
             "train_loss": train_loss,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "seconds": time.monotonic() - epoch_started,
+            "seconds": self._elapsed(),
         }
-        remaining = (config.epochs - self.epoch) * config.steps_per_epoch
-        eta = (time.monotonic() - started) / steps_done_here * remaining
-        self.emit(Event("epoch", {**row, "eta_s": eta}))
+        last = self.scheduler.steps_done >= self.scheduler.total_steps
+        self.emit(Event("epoch", {**row, "steps": self.scheduler.steps_done, "eta_s": self._eta()}))
         status = "running"
         if self.context.is_main:
-            if self.val_cases and (self.epoch % config.validate_every == 0 or self.epoch == config.epochs):
+            if self.val_cases and (self.epoch % config.validate_every == 0 or last):
+                validation_started = self.clock()
                 row.update(self._validate())
+                self.validation_seconds = self.clock() - validation_started
             self.history.add(row)
             self.history.write(self.output)
             self._save_checkpoint()
             patience = config.early_stopping_patience
             if patience is not None and self.best_epoch is not None and self.epoch - self.best_epoch >= patience:
                 status = "early_stopped"
-            budget = config.time_budget_minutes
-            if status == "running" and budget is not None and time.monotonic() - started >= budget * 60:
-                status = "time_budget"
-        stop = broadcast_flag(status != "running", self.context)
+        stop = broadcast_ints([int(status != "running")], self.context)[0]
         if stop and status == "running":
             status = "stopped"
         return status
@@ -428,6 +567,7 @@ class _Run:
         labels = [label for label in sorted(self.dataset.label_names) if label != 0]
         dice = validate(self.network, self.val_cases, labels, self.patch_size, self.context.device, self.precision)
         mean_dice = float(np.mean(list(dice.values())))
+        self.last_dice = dice
         if mean_dice > self.best_mean_dice:
             self.best_mean_dice, self.best_epoch, self.best_dice = mean_dice, self.epoch, dice
             save_model(self.output / "checkpoints" / "best", self.network, self._model_card("best"), overwrite=True)
@@ -446,7 +586,8 @@ class _Run:
         return {"val_mean_dice": mean_dice, **{f"val_dice_{label}": value for label, value in dice.items()}}
 
     def _finish(self, status: str) -> Path | None:
-        """Write the final model (best validation epoch, else the last weights); a cancelled run writes none."""
+        """Write the model: the final weights (a fully decayed schedule), or the best validation epoch's when
+        the run stopped early; a cancelled run writes none."""
         if not self.context.is_main:
             return None
         if status == "cancelled":
@@ -455,12 +596,12 @@ class _Run:
             return None
         target = self.output / "model"
         best = self.output / "checkpoints" / "best"
-        if self.best_epoch is not None and best.is_dir():
+        if status == "early_stopped" and self.best_epoch is not None and best.is_dir():
             network, card = load_model(best, device="cpu")  # saved again: save_model swaps folders atomically
             card["training"]["epochs_done"] = self.epoch
             save_model(target, network, card, overwrite=True)
         else:
-            save_model(target, self.network, self._model_card("last"), overwrite=True)
+            save_model(target, self.network, self._model_card("final"), overwrite=True)
         return target
 
     # ----- files -------------------------------------------------------------------------------------------
@@ -489,14 +630,28 @@ class _Run:
                 "seed": self.config.seed,
                 "world_size": self.context.world_size,
                 "config": self.config.to_dict(),
-                "validation": None
-                if self.best_epoch is None
-                else {
-                    "best_epoch": self.best_epoch,
-                    "mean_dice": self.best_mean_dice,
-                    "dice": {str(label): value for label, value in self.best_dice.items()},
+                "validation": self._validation_summary(which),
+                "plan": {
+                    **self.training_plan.to_dict(),
+                    "steps_done": self.scheduler.steps_done,
+                    "final_total_steps": self.scheduler.total_steps,
+                    "replans": self.replans,
+                    "elapsed_seconds": self._elapsed(),
                 },
             },
+        }
+
+    def _validation_summary(self, which: str) -> dict[str, Any] | None:
+        """The validation Dice of the weights saved as ``which`` ("best" or "final"), with the best epoch's."""
+        if self.best_epoch is None:
+            return None
+        dice = self.best_dice if which == "best" else self.last_dice
+        return {
+            "epoch": self.best_epoch if which == "best" else self.epoch,
+            "mean_dice": float(np.mean(list(dice.values()))),
+            "dice": {str(label): value for label, value in dice.items()},
+            "best_epoch": self.best_epoch,
+            "best_mean_dice": self.best_mean_dice,
         }
 
     def _write_run_description(self) -> None:
@@ -505,6 +660,7 @@ class _Run:
             "config": self.config.to_dict(),
             "preprocessing": self.plan.to_dict(),
             "patch_size": list(self.patch_size),
+            "plan": self.training_plan.to_dict(),
             "dataset": self.dataset.to_dict(),
         }
         write_text_atomic(self.output / "training_config.json", json.dumps(description, indent=1), overwrite=True)
@@ -518,6 +674,10 @@ class _Run:
             "best_dice": {str(label): value for label, value in self.best_dice.items()},
             "step_in_epoch": self.step_in_epoch,
             "epoch_losses": self.epoch_losses,
+            "elapsed_seconds": self._elapsed(),
+            "replans": self.replans,
+            "validation_seconds": self.validation_seconds,
+            "last_dice": {str(label): value for label, value in self.last_dice.items()},
         }
         save_training_state(
             self.output / "checkpoints" / "last",
@@ -526,11 +686,12 @@ class _Run:
             scheduler=self.scheduler,
             scaler=self.scaler,
             epoch=self.epoch,
-            step=self.epoch * self.config.steps_per_epoch + self.step_in_epoch,
+            step=self.scheduler.steps_done,
             rng=capture_rng_state(),
             extra=extra,
             overwrite=True,
         )
+        self.last_checkpoint = self.clock()
         self.emit(Event("checkpoint", {"epoch": self.epoch, "path": str(self.output / "checkpoints" / "last")}))
 
     def _restore(self) -> None:
@@ -545,6 +706,10 @@ class _Run:
         self.epoch = state.epoch
         self.step_in_epoch = state.extra.get("step_in_epoch", 0)
         self.epoch_losses = list(state.extra.get("epoch_losses", []))
+        self.elapsed_before = float(state.extra.get("elapsed_seconds", 0.0))
+        self.replans = int(state.extra.get("replans", 0))
+        self.validation_seconds = float(state.extra.get("validation_seconds", 0.0))
+        self.last_dice = {int(label): value for label, value in state.extra.get("last_dice", {}).items()}
         restore_rng_state(state.rng)
         if self.context.rank == 0:
             self.sampler.load_state_dict(state.extra["sampler"])
@@ -557,7 +722,15 @@ class _Run:
         if log.is_file():
             self.history = TrainingHistory.from_csv(log.read_text(encoding="utf-8"))
             self.history.rows = [row for row in self.history.rows if row["epoch"] <= self.epoch]
-        logger.info("Resuming %s after epoch %d.", self.output, self.epoch)
+        self.last_replan_step = self.scheduler.steps_done
+        logger.info(
+            "Resuming %s at step %d of %d (epoch %d), %.0f s of the run done.",
+            self.output,
+            self.scheduler.steps_done,
+            self.scheduler.total_steps,
+            self.epoch + 1,
+            self.elapsed_before,
+        )
 
 
 # ----- helpers ---------------------------------------------------------------------------------------------
@@ -576,29 +749,12 @@ def _split(dataset: Dataset, config: TrainingConfig, output: Path, context: Dist
     return splits[config.fold]["train"], splits[config.fold]["val"]
 
 
-def _subset(dataset: Dataset, names: list[str]) -> Dataset:
-    wanted = set(names)
-    return Dataset(
-        name=dataset.name,
-        channel_names=dataset.channel_names,
-        label_names=dataset.label_names,
-        cases=tuple(case for case in dataset.cases if case.name in wanted),
-    )
-
-
 def _preprocess(dataset: Dataset, name: str, plan: PreprocessingPlan, seed: int) -> PreprocessedCase:
     case = next(case for case in dataset.cases if case.name == name)
     image, label = load_case(case)
     if label is None:
         raise InputError(f"Case {name} has no label map; training needs one for every case.")
     return preprocess_case(image, label, plan, seed=seed, name=name)
-
-
-def _patch_size(cases: list[PreprocessedCase], spatial_dims: int, divisor: tuple[int, ...]) -> tuple[int, ...]:
-    median_shape = tuple(int(v) for v in np.median([case.image.shape[1:] for case in cases], axis=0))
-    if spatial_dims == 2:
-        median_shape = median_shape[1:]
-    return tuple(suggest_patch_size(median_shape, spatial_dims, divisor=divisor))
 
 
 def _check_patch(patch_size: tuple[int, ...], divisor: tuple[int, ...]) -> None:
@@ -636,11 +792,3 @@ def _initialise_from(network: torch.nn.Module, source: str, context: Distributed
         raise InputError(f"No weights of {source} match this network (names or shapes differ); nothing to fine-tune.")
     if context.is_main:
         logger.info("Initialised %d tensors from %s; %d not loaded: %s", len(loaded), source, len(skipped), skipped[:5])
-
-
-def describe_model(card: Mapping[str, Any]) -> str:
-    """One line naming a model card's network, labels and validation Dice (for logs and the CLI)."""
-    validation = (card.get("training") or {}).get("validation") or {}
-    dice = f", validation mean Dice {validation['mean_dice']:.3f}" if validation else ""
-    names = ", ".join(label["name"] for value, label in card["labels"].items() if value != "0")
-    return f"{card['network']['name']} {card['spatial_dims']}D, labels: {names}{dice}"

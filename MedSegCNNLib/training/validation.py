@@ -10,7 +10,7 @@ import torch
 from ..data.preprocessing import PreprocessedCase
 from ..inference.sliding_window import sliding_window_inference
 from ..metrics.label_metrics import compute_label_metrics
-from .optim import autocast
+from ..runtime import autocast
 
 
 def predict_case(

@@ -177,7 +177,8 @@ def test_training_on_exported_data_is_cancelled_with_a_checkpoint(tmp_path):
     run = BackgroundRun(train_args(data, tmp_path / "run", epochs=1, device="cpu", extra=extra)).start()
     events = _poll_until(run, "step")
     assert run.state == "running", run.log
-    assert events[0].kind == "start" and events[0].data["train_cases"] == 2
+    assert events[0].kind == "plan" and events[0].data["total_steps"] == 200
+    assert events[1].kind == "start" and events[1].data["train_cases"] == 2
     assert 0.0 < run.progress.fraction < 1.0 and run.progress.eta_s > 0
     assert run.cancel(timeout=TIMEOUT_S) == "cancelled"
     assert run.returncode == 130  # the stop request reached the trainer's own handler: checkpoint, then exit

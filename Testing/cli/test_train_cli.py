@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -42,8 +43,10 @@ def test_train_on_the_sample_data_with_json_progress(tmp_path):
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]  # stdout holds only JSON lines
     kinds = [event["event"] for event in events]
-    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("step") == 2 and "validation" in kinds
-    start = events[0]
+    assert kinds[:2] == ["plan", "start"] and kinds[-1] == "end" and kinds.count("step") == 2
+    assert "validation" in kinds
+    assert events[0]["total_steps"] == 2 and events[0]["network"]["features"] == [4, 8, 16]
+    start = events[1]
     assert start["train_cases"] + start["val_cases"] == 12 and start["val_cases"] >= 2  # fold 0 of 5
     card = json.loads((output / "model" / "model.json").read_text())
     assert card["labels"]["1"]["name"] == "Anterior" and card["channels"] == ["MRI"]
@@ -72,7 +75,7 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path):
     assert not (output / "model").exists()
     resumed = medsegcnn(*args, "--resume", "--progress", "none")
     assert resumed.returncode == 0, resumed.stderr
-    assert "Training completed after 2 epochs" in resumed.stdout
+    assert "Training completed after 50 steps (2 epochs)" in resumed.stdout
     assert (output / "model" / "model.json").is_file()
 
 
@@ -94,3 +97,22 @@ def test_bad_training_inputs(tmp_path):
     assert_clean_failure(medsegcnn(*train_args(tmp_path, tmp_path / "d", "--fold", "7")), "fold")
     result = medsegcnn(*train_args(tmp_path, tmp_path / "e", "--init-from", str(tmp_path / "weights.pt")))
     assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def test_plan_prints_the_plan_as_json_without_training(tmp_path):
+    args = ["plan", "--data", str(SAMPLE), "--config", str(tiny_config(tmp_path)), "--device", "cpu"]
+    result = medsegcnn(*args, "--time-budget", "5", "--fold", "all", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["budget_seconds"] == 300 and plan["network"]["features"] == [4, 8, 16]
+    assert plan["patch_size"] == [36, 52, 36] and plan["precision"] in ("fp32", "bf16")  # 3 levels: divisor 4
+    assert plan["total_steps"] * plan["step_seconds"] <= 300 and plan["total_steps"] >= 50
+    text = medsegcnn(*args, "--dims", "2")
+    assert text.returncode == 0, text.stderr
+    assert "network unet 2D" in text.stdout and "add --time-budget MIN" in text.stdout
+
+
+def test_plan_refuses_a_budget_too_short_with_the_minimum(tmp_path):
+    result = medsegcnn("plan", "--data", str(SAMPLE), "--time-budget", "0.01", "--device", "cpu")
+    assert_clean_failure(result, "time budget of 0.01 min is too short")
+    assert re.search(r"give --time-budget \d+ or more\.$", result.stderr.strip())

@@ -155,7 +155,8 @@ def test_train_from_segmentations_and_label_maps_in_the_scene(build, scene, tmp_
     events = task.poll()
     kinds = [event.kind for event in events]
     assert kinds.count("step") == 2 and "validation" in kinds
-    assert events[0].data["train_cases"] == 2 and events[0].data["val_cases"] == 1
+    start = next(event.data for event in events if event.kind == "start")
+    assert start["train_cases"] == 2 and start["val_cases"] == 1
     model = task.finish()
     card = json.loads((model / "model.json").read_text())
     assert [card["labels"][key]["name"] for key in ("1", "2")] == ["Anterior", "Posterior"]

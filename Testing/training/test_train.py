@@ -21,6 +21,7 @@ from MedSegCNNLib.data.preprocessing import PreprocessingPlan, preprocess_case
 from MedSegCNNLib.errors import InputError, OutputExistsError
 from MedSegCNNLib.progress import Event
 from MedSegCNNLib.training.config import TrainingConfig
+from MedSegCNNLib.training.speed import StepTimer
 from MedSegCNNLib.training.trainer import train
 from MedSegCNNLib.training.validation import validate
 
@@ -221,7 +222,95 @@ def test_every_architecture_trains_and_validates_in_2d(tmp_path, name):
     assert card["network"]["name"] == name
 
 
-def test_time_budget_ends_the_run_after_the_epoch_that_passes_it(tmp_path):
-    result = train(phantom_dataset(2), tmp_path / "run", quick_config(epochs=50, time_budget_minutes=1e-4))
-    assert result.status == "time_budget" and result.epochs_done == 1
-    assert result.model is not None and (result.model / "model.safetensors").is_file()
+class FakeClock:
+    """Seconds that pass only when a test says so: each step event advances it by the step's planned time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def budgeted_run(output, clock, step_seconds, *, slower_after=None, events=None, on_event=None, resume=False):
+    """A 1-minute budgeted run on ``clock``: steps take ``step_seconds`` (twice that after step ``slower_after``)."""
+
+    def advance(event: Event) -> None:
+        if event.kind == "step":
+            slow = slower_after is not None and event.data["step"] > slower_after
+            clock.now += step_seconds * (2 if slow else 1)
+        if events is not None:
+            events.append(event)
+        if on_event is not None:
+            on_event(event)
+
+    config = quick_config(epochs=None, steps_per_epoch=None, time_budget_minutes=1.0)
+    timer = StepTimer(torch.device("cpu"), cache=False, measure=lambda *_: step_seconds)
+    return train(phantom_dataset(2), output, config, on_event=advance, step_timer=timer, clock=clock, resume=resume)
+
+
+def test_a_budgeted_run_fills_its_budget_and_ends_with_a_fully_decayed_schedule(tmp_path):
+    clock, events = FakeClock(), []
+    result = budgeted_run(tmp_path / "run", clock, 0.5, events=events)
+    # 60 s budget - 10 s reserve = 50 s of 0.5 s steps
+    assert result.status == "completed" and result.steps_done == 100
+    steps = [event.data for event in events if event.kind == "step"]
+    assert [step["total_steps"] for step in steps] == [100] * 100
+    assert steps[-1]["lr"] == pytest.approx(0.0, abs=1e-12) and max(step["lr"] for step in steps) == pytest.approx(3e-3)
+    assert clock.now == pytest.approx(50.0)
+    start = next(event.data for event in events if event.kind == "start")
+    assert start["total_steps"] == 100 and start["budget_s"] == 60.0
+    card = load_model(result.model)[1]
+    assert card["training"]["plan"]["total_steps"] == 100 and card["training"]["plan"]["steps_done"] == 100
+    assert card["training"]["weights"] == "final"
+
+
+def test_a_machine_that_slows_down_is_replanned_and_the_run_still_ends_at_the_budget(tmp_path):
+    clock, events = FakeClock(), []
+    result = budgeted_run(tmp_path / "run", clock, 0.5, slower_after=30, events=events)
+    assert result.status == "completed" and 60 < result.steps_done < 100
+    assert clock.now <= 50.0 + 1.0  # the budget less its reserve, within one step
+    steps = [event.data for event in events if event.kind == "step"]
+    assert steps[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert steps[-1]["total_steps"] == result.steps_done < steps[0]["total_steps"]
+    assert any(event.kind == "message" and "Re-planned" in event.data["text"] for event in events)
+
+
+def test_a_cancelled_budgeted_run_resumes_with_its_plan_to_the_same_weights(tmp_path):
+    straight = budgeted_run(tmp_path / "straight", FakeClock(), 0.5)
+
+    def cancel_after_step_40(event: Event) -> None:
+        if event.kind == "step" and event.data["step"] == 40:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    interrupted = budgeted_run(tmp_path / "resumed", FakeClock(), 0.5, on_event=cancel_after_step_40)
+    assert interrupted.status == "cancelled" and interrupted.steps_done == 40
+    events = []
+    resumed = budgeted_run(tmp_path / "resumed", FakeClock(), 0.5, events=events, resume=True)
+    assert resumed.status == "completed" and resumed.steps_done == 100
+    assert [event.data["step"] for event in events if event.kind == "step"] == list(range(41, 101))
+    expected = load_file(straight.model / "model.safetensors")
+    actual = load_file(resumed.model / "model.safetensors")
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+
+
+def test_a_budget_too_short_for_the_warmup_is_refused_with_the_minimum(tmp_path):
+    config = quick_config(epochs=None, steps_per_epoch=None, time_budget_minutes=0.2)
+    timer = StepTimer(torch.device("cpu"), cache=False, measure=lambda *_: 0.5)
+    with pytest.raises(InputError, match=r"0.2 min is too short.*give --time-budget 1 or more"):
+        train(phantom_dataset(2), tmp_path / "run", config, step_timer=timer, clock=FakeClock())
+
+
+def test_checkpoints_are_written_by_time_as_well_as_by_epoch(tmp_path):
+    clock, events = FakeClock(), []
+    config = quick_config(epochs=1, steps_per_epoch=12, checkpoint_minutes=0.05)  # every 3 s; steps take 1 s
+    timer = StepTimer(torch.device("cpu"), cache=False, measure=lambda *_: 1.0)
+
+    def advance(event: Event) -> None:
+        clock.now += 1.0 if event.kind == "step" else 0.0
+        events.append(event)
+
+    train(phantom_dataset(2), tmp_path / "run", config, on_event=advance, step_timer=timer, clock=clock)
+    kinds = [event.kind for event in events if event.kind in ("step", "checkpoint")]
+    # mid-epoch checkpoints after steps 3, 6, 9, then the end-of-epoch one after step 12
+    assert kinds.count("checkpoint") == 4 and kinds[:8] == (["step"] * 3 + ["checkpoint"]) * 2
