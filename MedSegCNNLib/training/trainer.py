@@ -272,6 +272,11 @@ class _Run:
         train_names, val_names = _split(dataset, config, output, context)
         if resume:
             saved = json.loads((output / "training_config.json").read_text(encoding="utf-8"))
+            if "plan" not in saved:
+                raise InputError(
+                    f"The run in {output} was saved by an older MedSegCNN without a training plan; it cannot be "
+                    "resumed. Start a new run (another folder, or --overwrite)."
+                )
             plan = PreprocessingPlan.from_dict(saved["preprocessing"])
             training_plan = TrainingPlan.from_dict(saved["plan"])
         else:
@@ -508,7 +513,7 @@ class _Run:
             f"Re-planned: {reason} (planned {self.training_plan.step_seconds:.3f} s); {total} steps instead of "
             f"{planned}, the learning-rate schedule still ends at the {self._budget_seconds() / 60:.1f} min budget."
         )
-        if abs(total - planned) > 0.05 * planned:
+        if abs(total - planned) > 0.1 * planned:
             logger.info("%s", text)
             self.emit(Event("message", {"level": "info", "text": text}))
         else:

@@ -39,7 +39,7 @@ ROOT = HERE.parents[1]
 OUTPUT = HERE / "hippocampus-tiny"
 HELD_OUT = 40
 BUDGET_MINUTES = 15
-TITLE = "Hippocampus (small 3D U-Net, 15 CPU minutes)"
+TITLE = "Hippocampus (tiny 3D U-Net, 15 CPU minutes)"
 DESCRIPTION = (
     "Anterior and posterior hippocampus on T1-weighted MRI crops (MSD Task04), 1 mm. Trained by MedSegCNN's "
     "planner in a 15-minute budget on a 2-core CPU, on 160 cases; Dice measured on 40 other cases. For trying "
