@@ -37,20 +37,24 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..data.planning import resampled_median_shape, suggest_patch_size
+from ..data.dataset import Dataset, load_dataset, validate_dataset
+from ..data.planning import dataset_fingerprint, plan_preprocessing, resampled_median_shape, suggest_patch_size
 from ..data.preprocessing import PreprocessingPlan
 from ..errors import InputError
 from ..networks import build_network
+from ..runtime import describe_device, resolve_device
 from .config import TrainingConfig
 from .speed import StepTimer, candidate_modes, fastest_mode
+from .splits import make_splits
 
 logger = logging.getLogger(__name__)
 
@@ -286,7 +290,11 @@ def plan_training(
 
 
 def plan_dataset(
-    data: Any, config: TrainingConfig, *, timer: StepTimer | None = None, clock: Any = time.monotonic
+    data: str | os.PathLike[str] | Dataset,
+    config: TrainingConfig,
+    *,
+    timer: StepTimer | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[TrainingPlan, PreprocessingPlan]:
     """The plan :func:`~MedSegCNNLib.training.train` would make for ``data`` (a dataset folder or
     :class:`~MedSegCNNLib.data.dataset.Dataset`) and ``config``, without training (``medsegcnn plan``).
@@ -294,11 +302,6 @@ def plan_dataset(
     The fingerprint comes from the training cases of ``config.fold`` (all cases when ``fold`` is None); the
     budget counts from the call, so reading the data counts as it does in a training run.
     """
-    from ..data.dataset import load_dataset, validate_dataset
-    from ..data.planning import dataset_fingerprint, plan_preprocessing
-    from ..runtime import describe_device, resolve_device
-    from .splits import make_splits
-
     started = clock()
     dataset = load_dataset(data)
     validate_dataset(dataset)
