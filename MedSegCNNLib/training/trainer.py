@@ -288,17 +288,19 @@ class _Run:
         val_cases = [_preprocess(dataset, name, plan, config.seed) for name in val_names]
         if not resume:
             budget = config.time_budget_minutes
-            training_plan = plan_training(
-                config,
-                fingerprint=fingerprint,
-                preprocessing=plan,
-                in_channels=int(train_cases[0].image.shape[0]),
-                out_channels=len(labels),
-                device=context.device,
-                timer=timer or StepTimer(context.device),
-                available_seconds=None if budget is None else budget * 60 - (clock() - started),
-                device_name=describe_device(context.device),
-            )
+            cuda = [context.device] if context.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):  # measuring must not move the run's random streams
+                training_plan = plan_training(
+                    config,
+                    fingerprint=fingerprint,
+                    preprocessing=plan,
+                    in_channels=int(train_cases[0].image.shape[0]),
+                    out_channels=len(labels),
+                    device=context.device,
+                    timer=timer or StepTimer(context.device),
+                    available_seconds=None if budget is None else budget * 60 - (clock() - started),
+                    device_name=describe_device(context.device),
+                )
             config = training_plan.apply(config)
             logger.info("%s", training_plan.describe())
             emit(Event("plan", training_plan.to_dict()))
@@ -390,6 +392,8 @@ class _Run:
         steps_here = 0
         status = "running"
         self.model.train()
+        if self.step_in_epoch and self._epoch_is_over():  # cancelled after an epoch's last step
+            status = self._close_epoch()
         with _stop_requests() as stop_requested:
             while status == "running" and schedule.steps_done < schedule.total_steps:
                 step_started = self.clock()
@@ -418,9 +422,8 @@ class _Run:
                 if stop:
                     status = "cancelled"
                     break
-                if self.step_in_epoch == config.steps_per_epoch or schedule.steps_done >= schedule.total_steps:
-                    losses, self.epoch, self.step_in_epoch, self.epoch_losses = self.epoch_losses, self.epoch + 1, 0, []
-                    status = self._end_epoch(float(np.mean(losses)))
+                if self._epoch_is_over():
+                    status = self._close_epoch()
                 elif self.context.is_main and now - self.last_checkpoint >= config.checkpoint_minutes * 60:
                     self._save_checkpoint()
         if status == "running":
@@ -450,6 +453,15 @@ class _Run:
             history=list(self.history.rows),
             steps_done=schedule.steps_done,
         )
+
+    def _epoch_is_over(self) -> bool:
+        schedule = self.scheduler
+        return self.step_in_epoch >= self.config.steps_per_epoch or schedule.steps_done >= schedule.total_steps
+
+    def _close_epoch(self) -> str:
+        """End the current epoch (validation, log, checkpoint); returns "running" or a final status."""
+        losses, self.epoch, self.step_in_epoch, self.epoch_losses = self.epoch_losses, self.epoch + 1, 0, []
+        return self._end_epoch(float(np.mean(losses)))
 
     # ----- time ----------------------------------------------------------------------------------------
 

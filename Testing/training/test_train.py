@@ -107,18 +107,23 @@ def test_a_small_2d_network_overfits_the_phantom(tmp_path):
     assert min(dice.values()) > 0.9, dice
 
 
-def test_resume_after_cancel_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    config = quick_config(epochs=2, steps_per_epoch=3, augmentation=None)  # default augmentation: RNG matters
+PRECISION = "auto"
+
+
+@pytest.mark.parametrize("cancel_at", [4, 3])  # mid-epoch, and the last step of an epoch
+def test_resume_after_cancel_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, cancel_at):
+    config = quick_config(epochs=2, steps_per_epoch=3, augmentation=None, precision=PRECISION)  # default augmentation
     straight = train(phantom_dataset(), tmp_path / "straight", config)
 
-    def cancel_after_step_4(event: Event) -> None:
-        if event.kind == "step" and event.data["step"] == 4:
+    def cancel(event: Event) -> None:
+        if event.kind == "step" and event.data["step"] == cancel_at:
             os.kill(os.getpid(), signal.SIGINT)
 
-    interrupted = train(phantom_dataset(), tmp_path / "resumed", config, on_event=cancel_after_step_4)
+    interrupted = train(phantom_dataset(), tmp_path / "resumed", config, on_event=cancel)
     assert interrupted.status == "cancelled" and interrupted.model is None
     resumed = train(phantom_dataset(), tmp_path / "resumed", config, resume=True)
     assert resumed.status == "completed" and resumed.epochs_done == 2
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
     expected = load_file(straight.model / "model.safetensors")
     actual = load_file(resumed.model / "model.safetensors")
     assert expected.keys() == actual.keys()
