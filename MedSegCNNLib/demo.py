@@ -119,14 +119,14 @@ def run_demo(
 def _validation_cases(model_folder: Path) -> list[str]:
     from .checkpoint import read_model_card
 
-    return list(read_model_card(model_folder)["training"]["val_cases"])
+    return list(read_model_card(model_folder).training["val_cases"])
 
 
 def _report(result: DemoResult, model_folder: Path, *, quick: bool) -> str:
     from .checkpoint import read_model_card
     from .cli.evaluate_command import format_report
 
-    card = read_model_card(model_folder)
+    card = read_model_card(model_folder).to_dict()
     plan = card["training"]["plan"]
     summary = result.evaluation.summary()
     lines = [

@@ -21,3 +21,8 @@ class GeometryError(MedSegCNNError, ValueError):
 
 class OutputExistsError(MedSegCNNError, FileExistsError):
     """An output path already exists and overwriting was not asked for."""
+
+
+class WriteError(MedSegCNNError):
+    """An output could not be written completely (no space, read-only, no permission, failed check); the
+    target was left as it was."""

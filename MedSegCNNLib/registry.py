@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
-from .checkpoint.model_card import CARD_FILE, read_model_card
+from .checkpoint.model_card import CARD_FILE, ModelCard, read_model_card
 from .errors import InputError
 from .image.core import LabelInfo
 
@@ -168,13 +168,7 @@ def describe_model(
     if path.is_dir() and not (path / CARD_FILE).is_file() and (path / "model" / CARD_FILE).is_file():
         name, path = name or path.name, path / "model"  # a training run folder: its model/
     card = read_model_card(path, require_weights=True)
-    try:
-        return _entry(card, path, name or _default_name(path), source or _source_of(path))
-    except (KeyError, TypeError, ValueError) as error:
-        raise InputError(
-            f"The model card of {path} is incomplete or corrupted ({type(error).__name__}: {error}); "
-            "save the model again, or use another model."
-        ) from None
+    return _entry(card, path, name or _default_name(path), source or _source_of(path))
 
 
 def list_models(extra_folders: Iterable[str | os.PathLike[str]] = ()) -> list[ModelEntry]:
@@ -256,39 +250,28 @@ def _source_of(path: Path) -> Source:
     return "bundled" if inside else "folder"
 
 
-def _entry(card: dict, path: Path, name: str, source: Source) -> ModelEntry:
-    """The entry of a checked card; missing or mistyped fields raise ``KeyError``/``TypeError``/``ValueError``."""
-    labels = tuple(
-        LabelInfo(int(value), str(info["name"]), tuple(info["color"]) if info.get("color") is not None else None)
-        for value, info in sorted(card["labels"].items(), key=lambda item: int(item[0]))
-        if int(value) != 0
-    )
-    plan = card["preprocessing"]
-    spacing = plan["target_spacing"]
-    training = card.get("training") or {}
+def _entry(card: ModelCard, path: Path, name: str, source: Source) -> ModelEntry:
+    """The entry of a validated card (its ``training`` section's shown fields are checked by the card)."""
+    training = card.training or {}
     validation = training.get("validation") or {}
-    dims = int(card["spatial_dims"])
-    patch_size = tuple(int(size) for size in card["patch_size"])
-    if dims not in (2, 3) or len(patch_size) != dims:
-        raise ValueError(f"spatial_dims {dims} with patch_size {list(patch_size)}")
     return ModelEntry(
         name=name,
         path=path,
         source=source,
-        title=str(card.get("title") or name),
-        description=str(card.get("description") or ""),
-        network=str(card["network"]["name"]),
-        dims=dims,
-        channels=tuple(str(channel) for channel in card["channels"]),
-        labels=labels,
-        spacing=None if spacing is None else tuple(None if s is None else float(s) for s in spacing),
-        patch_size=patch_size,
-        mean_dice=float(validation["mean_dice"]) if validation else None,
+        title=card.title or name,
+        description=card.description or "",
+        network=card.network["name"],
+        dims=card.spatial_dims,
+        channels=card.channels,
+        labels=card.foreground_labels,
+        spacing=card.preprocessing.target_spacing,
+        patch_size=card.patch_size,
+        mean_dice=float(validation["mean_dice"]) if "mean_dice" in validation else None,
         label_dice={int(value): float(dice) for value, dice in (validation.get("dice") or {}).items()},
         dataset=training.get("dataset"),
         training_cases=tuple(training.get("train_cases") or ()),
         validation_cases=tuple(training.get("val_cases") or ()),
-        library_version=card.get("library_version"),
+        library_version=card.library_version,
     )
 
 

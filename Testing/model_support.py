@@ -1,7 +1,10 @@
-"""A tiny untrained model folder for tests of the prediction plumbing (CLI, background runs)."""
+"""A tiny untrained model folder for tests of the prediction plumbing (CLI, background runs), and a way to make a
+model ``.zip`` member claim another size."""
 
 from __future__ import annotations
 
+import struct
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,3 +34,19 @@ def save_tiny_model(folder: Path, labels: Sequence[str] = ("bg", "ant", "post"))
     }
     save_model(folder, network, card)
     return folder
+
+
+def declare_member_size(path: Path, member: str, size: int) -> Path:
+    """Rewrite the uncompressed size that the local and central headers of ``member`` in the zip ``path`` declare
+    (its data is unchanged): the cheap way to make a member claim gigabytes, or fewer bytes than it holds."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info, offset = archive.getinfo(member), archive.start_dir
+    struct.pack_into("<I", data, info.header_offset + 22, size)  # local file header: uncompressed size
+    while data[offset : offset + 4] == b"PK\x01\x02":  # central directory entries
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, offset + 28)
+        if data[offset + 46 : offset + 46 + name_length].decode() == member:
+            struct.pack_into("<I", data, offset + 24, size)
+        offset += 46 + name_length + extra_length + comment_length
+    path.write_bytes(bytes(data))
+    return path

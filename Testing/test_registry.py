@@ -35,7 +35,7 @@ SAMPLE = ROOT / "Resources" / "SampleData" / "Hippocampus"
 CARD = {
     "title": "Liver test model",
     "description": "Two labels, 2D.",
-    "network": {"name": "unet"},
+    "network": {"name": "unet", "spatial_dims": 2, "in_channels": 1, "out_channels": 3},
     "spatial_dims": 2,
     "patch_size": [16, 16],
     "channels": ["CT"],
@@ -44,7 +44,12 @@ CARD = {
         1: {"name": "liver", "color": [1, 0, 0]},
         2: {"name": "tumour", "color": [0, 1, 0]},
     },
-    "preprocessing": {"target_spacing": [0.8, 0.8, None]},
+    "preprocessing": {
+        "target_spacing": [0.8, 0.8, None],
+        "crop_to_nonzero": False,
+        "normalization": [{"scheme": "ct", "clip_low": -100, "clip_high": 200, "mean": 80, "std": 40}],
+        "spatial_dims": 2,
+    },
     "training": {
         "dataset": "Liver",
         "train_cases": ["a", "b"],
@@ -177,8 +182,9 @@ def test_resolve_refuses_unknown_ambiguous_and_missing(user_folder, tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda card: card.pop("labels"), "incomplete or corrupted"),
-        (lambda card: card.update(spatial_dims=3), "incomplete or corrupted"),
+        (lambda card: card.pop("labels"), "the required field labels is missing"),
+        (lambda card: card.update(spatial_dims=3), "network.spatial_dims must be 3, not 2"),
+        (lambda card: card["training"].update(val_cases="c"), 'training.val_cases must be a list .* not "c"'),
         (lambda card: card.update(format_version=99), "upgrade MedSegCNN"),
         (lambda card: card.update(format="other"), "is not a MedSegCNN model card"),
         (lambda card: card["weights"].update(file="../x.safetensors"), "no valid weights file"),

@@ -2,7 +2,8 @@
 
 - :mod:`.model_folder`: a trained model (``model.safetensors`` + the ``model.json`` model card) as a folder or
   a ``.zip``; import of plain PyTorch state dicts; partial loading for transfer learning.
-- :mod:`.model_card`: reading and checking model cards without torch (for listing models).
+- :mod:`.model_card`: the typed, validated :class:`ModelCard` (its documented schema, size bounds and streamed
+  reading of model ``.zip`` files), without torch (for listing models).
 - :mod:`.training_state`: resumable training checkpoints (model, optimizer, scheduler, GradScaler, RNG states).
 - :mod:`.state_codec`: the encoding of nested state into tensors and JSON, and atomic folder writes.
 
@@ -15,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .model_card import read_model_card
+    from .model_card import ModelCard, read_model_card
     from .model_folder import import_state_dict, load_matching_weights, load_model, save_model, zip_model
     from .training_state import (
         TrainingState,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     )
 
 _MODULE_OF = {
+    "ModelCard": "model_card",
     "read_model_card": "model_card",
     "import_state_dict": "model_folder",
     "load_matching_weights": "model_folder",
@@ -40,6 +42,7 @@ _MODULE_OF = {
 }
 
 __all__ = [
+    "ModelCard",
     "TrainingState",
     "capture_rng_state",
     "import_state_dict",

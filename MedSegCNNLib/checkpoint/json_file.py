@@ -4,10 +4,10 @@ into an :class:`InputError`. No torch here: model cards are read where torch is 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from ..atomic import flush_to_disk
 from ..errors import InputError
 
 
@@ -25,9 +25,3 @@ def read_json(path: Path, *, what: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"The {what} {path} is not valid JSON (truncated or edited?): {error}") from None
-
-
-def flush_to_disk(path: Path) -> None:
-    """Flush the file's data to the disk (``fsync``)."""
-    with path.open("rb+") as file:
-        os.fsync(file.fileno())

@@ -1,25 +1,85 @@
-"""Reading and checking the model card (``model.json``) of a saved model folder or ``.zip``, without torch.
+"""The model card (``model.json``) of a saved model folder or ``.zip``: the typed :class:`ModelCard`, its schema,
+its validation, and streamed, bounded reading of model files. Nothing here imports torch.
 
 A model folder holds ``model.json`` and the weights file the card names (``model.safetensors``); a model ``.zip``
-holds that folder's two files at its top or inside one folder. This module only reads cards and finds weights
-files: listing models (the registry, the Slicer panel) stays cheap, and nothing here imports torch.
+holds that folder's two files at its top or inside one folder. Listing models (the registry, the Slicer panel)
+only reads cards, so it stays cheap.
+
+**Schema, format version 1** (:data:`MODEL_FORMAT_VERSION`). A card is one JSON object; required keys are
+marked *(required)*, optional ones may also be ``null``:
+
+- ``format`` *(required)*: ``"medsegcnn-model"``.
+- ``format_version`` *(required)*: integer 1 .. :data:`MODEL_FORMAT_VERSION`; newer versions are refused with
+  "upgrade MedSegCNN".
+- ``library_version`` *(required)*: string, the MedSegCNN version that saved the model.
+- ``created`` *(required)*: string, ISO 8601 date and time (UTC).
+- ``name``, ``title``, ``description``: strings (dataset name, display title, one-paragraph description).
+- ``network`` *(required)*: object, the network configuration that rebuilds the network. ``name`` *(required)*:
+  non-empty string; ``spatial_dims`` *(required)*: the card's ``spatial_dims``; ``in_channels`` *(required)*:
+  the number of ``channels``; ``out_channels`` *(required)*: the number of ``labels``; ``features``: 1 to 16
+  integers in 1 .. 65536 (channels per level); ``blocks_per_level``: integer in 1 .. 64. Other options are any
+  JSON values; the network checks them when it is built.
+- ``spatial_dims`` *(required)*: 2 or 3.
+- ``patch_size`` *(required)*: ``spatial_dims`` integers in 1 .. 65536 (voxels, array order z, y, x), at most
+  2**40 voxels in all: the window the network sees.
+- ``channels`` *(required)*: 1 to 256 non-empty strings, the input modality of each channel.
+- ``labels`` *(required)*: object mapping each label value ``"0"`` .. ``"K-1"`` (2 <= K <= 32768, consecutive
+  from 0; ``"0"`` is the background) to ``{"name": non-empty string, "color": [r, g, b] in [0, 1] or null}``.
+- ``preprocessing`` *(required)*: object, a :class:`~MedSegCNNLib.data.preprocessing.PreprocessingPlan`
+  (``target_spacing``, ``crop_to_nonzero``, ``normalization``: one entry per channel, ``image_interpolation``,
+  ``spatial_dims``: the card's).
+- ``training``: object of any JSON values (free form: configuration, plan, history). Where present, these are
+  checked because the registry shows them: ``dataset`` string; ``train_cases`` and ``val_cases`` lists of
+  strings; ``validation`` null or an object whose ``mean_dice`` (if any) is a number and whose ``dice`` (if any)
+  maps label values to numbers (non-finite numbers are stored as the strings ``"nan"``, ``"inf"``, ``"-inf"``).
+- ``weights`` *(required)*: ``{"file": a file name ending in .safetensors (no folder), "sha256": 64 lowercase
+  hexadecimal digits}``.
+
+Every malformed value is refused with one :class:`InputError` naming the card and the field. **Unknown top-level
+keys** (e.g. written by a newer MedSegCNN of the same format version) are accepted with a logged warning naming
+them; they are kept and written back unchanged by :meth:`ModelCard.to_dict`, but never used. Unknown keys inside
+``weights``, a label or ``preprocessing`` are errors.
+
+**Size bounds.** Before a network is allocated, loading (:func:`~MedSegCNNLib.checkpoint.load_model`) counts its
+parameters and the bytes of the feature maps (every layer's output, float32) of one ``patch_size`` window,
+exactly, on torch's "meta" device, and refuses models beyond :data:`MAX_PARAMETERS` or
+:data:`MAX_WINDOW_FEATURE_BYTES` (:func:`check_model_size`) unless ``allow_large=True`` (``medsegcnn predict
+--allow-large-model``). The weights file must not be larger than that network's tensors can take.
+
+**Zip models** are read by streaming: the card member may declare at most :data:`MAX_CARD_BYTES`; the weights
+member at most what the network needs (given by the caller) and a compression ratio of at most
+:data:`MAX_COMPRESSION_RATIO`; both are refused before anything is inflated. The weights are inflated into a
+private temporary folder while their SHA-256 is computed and the bytes counted (stopping at the cap); a mismatch
+or any error removes the folder before the refusal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
+import math
 import re
-import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path, PurePath
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+import numpy as np
 
 from .._version import __version__
+from ..data.preprocessing import PreprocessingPlan
 from ..errors import InputError
+from ..image.core import LabelInfo
 from .json_file import read_json
+
+logger = logging.getLogger(__name__)
 
 MODEL_FORMAT = "medsegcnn-model"
 MODEL_FORMAT_VERSION = 1
@@ -32,30 +92,193 @@ PICKLE_REFUSAL = (
     "MedSegCNN never unpickles files; export the state dict to safetensors or use import_state_dict(...) "
     "(see MedSegCNNLib.checkpoint)."
 )
-_MAX_CARD_BYTES = 16 * 2**20
+
+MAX_CARD_BYTES = 16 * 2**20
+"""Largest model card read (bytes); the bundled card is 11 kB."""
+MAX_PARAMETERS = 2**28
+"""Most network parameters loaded without ``allow_large`` (268 million, 1 GiB in float32): about 8 times the
+default nnU-Net-style 3D U-Net (31 million)."""
+MAX_WINDOW_FEATURE_BYTES = 16 * 2**30
+"""Most bytes of feature maps (every layer's output, float32) for one window loaded without ``allow_large``:
+the default 3D U-Net on a 128³ window needs 3 GiB, a residual U-Net on a 160 x 224 x 192 window 12 GiB."""
+MAX_COMPRESSION_RATIO = 100
+"""Highest inflated/compressed size ratio of a zip member above 1 MiB (weights barely compress; bombs do)."""
+
+_CHUNK_BYTES = 2**20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_NON_FINITE = ("nan", "inf", "-inf")
+_MAX_CHANNELS = 256
+_MAX_LABELS = 32768
+_MAX_SIDE = 65536
+_MAX_WINDOW_VOXELS = 2**40
+_MAX_LEVELS = 16
+_MAX_FEATURES = 65536
+_MAX_BLOCKS = 64
+_SAVED_KEYS = ("format", "format_version", "library_version", "created", "weights")
+_CONTENT_KEYS = ("name", "network", "spatial_dims", "patch_size", "channels", "labels", "preprocessing", "training")
+_REQUIRED_CONTENT = ("network", "spatial_dims", "patch_size", "channels", "labels", "preprocessing")
+_TEXT_KEYS = ("title", "description")
+_KNOWN_KEYS = frozenset(_SAVED_KEYS + _CONTENT_KEYS + _TEXT_KEYS)
 
 
-def read_model_card(path: str | Path, *, require_weights: bool = False) -> dict:
-    """The checked model card of a model folder, its ``model.json`` or a ``.zip`` (no weights are read).
+@dataclass(frozen=True)
+class WeightsFile:
+    """The weights a card names: ``file`` (beside the card) and its hex ``sha256``."""
+
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A validated model card (see the module docstring for the schema).
+
+    Make one with :meth:`from_dict` (a card read from a file) or :meth:`new` (a card about to be saved, without
+    the fields :func:`~MedSegCNNLib.checkpoint.save_model` fills in: ``weights``, ``library_version``,
+    ``created``); both validate, the constructor does not. ``labels`` holds every label, background (value 0)
+    first, in value order. ``network``, ``training`` and ``extra`` (unknown top-level keys, kept) are read-only
+    JSON data (mappings and tuples); :meth:`to_dict` and :meth:`network_config` give plain copies.
+    """
+
+    network: Mapping[str, Any]
+    spatial_dims: int
+    patch_size: tuple[int, ...]
+    channels: tuple[str, ...]
+    labels: tuple[LabelInfo, ...]
+    preprocessing: PreprocessingPlan
+    training: Mapping[str, Any] | None = None
+    name: str | None = None
+    title: str | None = None
+    description: str | None = None
+    library_version: str | None = None
+    created: str | None = None
+    weights: WeightsFile | None = None
+    format_version: int = MODEL_FORMAT_VERSION
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("network", "training", "extra"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str | PurePath) -> ModelCard:
+        """The card of the JSON data read from ``where`` (a file, named in errors); every malformed field raises
+        :class:`InputError` naming ``where`` and the field."""
+        return _parse(data, str(where), saved=True)
+
+    @classmethod
+    def new(cls, data: Mapping[str, Any], where: str = "being saved") -> ModelCard:
+        """A card to be saved, from plain Python data: tuples, numpy scalars, paths, integer keys and non-finite
+        floats are turned into JSON data first; ``format``, ``format_version``, ``library_version``,
+        ``created`` and ``weights`` are dropped (saving fills them in)."""
+        return _parse(_json_data(data, "card"), where, saved=False)
+
+    @property
+    def foreground_labels(self) -> tuple[LabelInfo, ...]:
+        """The labels except the background (value 0)."""
+        return tuple(label for label in self.labels if label.value != 0)
+
+    def network_config(self) -> dict[str, Any]:
+        """A plain, mutable copy of the network configuration (for ``build_network``)."""
+        return _thawed(self.network)
+
+    def updated(self, **fields: Any) -> ModelCard:
+        """A new card (see :meth:`new`) with the top-level ``fields`` replaced by the given JSON data."""
+        return ModelCard.new({**self.to_dict(), **fields})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card as JSON data, in the layout and key order of ``model.json`` (absent optional fields are left
+        out; the saved fields only once saved)."""
+        data: dict[str, Any] = {"format": MODEL_FORMAT, "format_version": self.format_version}
+        if self.library_version is not None:
+            data["library_version"] = self.library_version
+        if self.created is not None:
+            data["created"] = self.created
+        if self.name is not None:
+            data["name"] = self.name
+        data |= {
+            "network": _thawed(self.network),
+            "spatial_dims": self.spatial_dims,
+            "patch_size": list(self.patch_size),
+            "channels": list(self.channels),
+            "labels": {
+                str(label.value): {"name": label.name, "color": None if label.color is None else list(label.color)}
+                for label in self.labels
+            },
+            "preprocessing": self.preprocessing.to_dict(),
+        }
+        if self.training is not None:
+            data["training"] = _thawed(self.training)
+        data |= {key: getattr(self, key) for key in _TEXT_KEYS if getattr(self, key) is not None}
+        data |= _thawed(self.extra)
+        if self.weights is not None:
+            data["weights"] = {"file": self.weights.file, "sha256": self.weights.sha256}
+        return data
+
+
+def check_model_size(path: str | PurePath, card: ModelCard, *, parameters: int, feature_bytes: int | None) -> None:
+    """Refuse (:class:`InputError`) a model whose network has more than :data:`MAX_PARAMETERS` parameters or
+    whose feature maps for one window take more than :data:`MAX_WINDOW_FEATURE_BYTES` bytes (``None``: not
+    measured yet)."""
+    if parameters > MAX_PARAMETERS:
+        need = f"its network has {parameters:,} parameters (limit {MAX_PARAMETERS:,})"
+    elif feature_bytes is not None and feature_bytes > MAX_WINDOW_FEATURE_BYTES:
+        window = " x ".join(map(str, card.patch_size))
+        need = (
+            f"one {window} window needs {_gib(feature_bytes)} of feature maps (limit {_gib(MAX_WINDOW_FEATURE_BYTES)})"
+        )
+    else:
+        return
+    raise InputError(
+        f"The model {path} is too large to load safely: {need}; if you trust it and have the memory, pass "
+        "--allow-large-model (allow_large=True in Python)."
+    )
+
+
+def read_model_card(path: str | Path, *, require_weights: bool = False) -> ModelCard:
+    """The validated card of a model folder, its ``model.json`` or a ``.zip`` (no weights are read).
 
     With ``require_weights``, a card whose weights file is absent raises :class:`InputError` too (the file is
     looked up, not read or hashed).
     """
-    with opened_model(path, need_weights=False) as (card, _):
-        if require_weights and not _weights_present(Path(path), card):
+    with opened_model(path) as model:
+        if require_weights and not model.has_weights():
             raise InputError(
-                f"The weights file {card['weights']['file']} named by the model card of {path} is missing; the model "
-                "is incomplete (copy the whole model folder)."
+                f"The weights file {model.card.weights.file} named by the model card of {path} is missing; the "
+                "model is incomplete (copy the whole model folder)."
             )
-        return card
+        return model.card
+
+
+@dataclass(frozen=True)
+class OpenedModel:
+    """A model whose card is read and validated (:func:`opened_model`); its weights are read on demand.
+
+    ``path``: the model as given; ``where``: where its card was read (the card file, or
+    ``archive.zip:folder/model.json``), for messages.
+    """
+
+    path: Path
+    card: ModelCard
+    where: str
+    _has_weights: Callable[[], bool]
+    _weights_file: Callable[[int | None], Path]
+
+    def has_weights(self) -> bool:
+        """Whether the weights file the card names exists (looked up, not read)."""
+        return self._has_weights()
+
+    def weights_file(self, max_bytes: int | None) -> Path:
+        """The weights file, checked before it is used: no larger than ``max_bytes`` (``None``: no cap) and with
+        the card's SHA-256. A ``.zip``'s weights are inflated into a temporary folder that lives as long as the
+        :func:`opened_model` context; on any refusal nothing is kept."""
+        return self._weights_file(max_bytes)
 
 
 @contextlib.contextmanager
-def opened_model(path: str | Path, *, need_weights: bool) -> Iterator[tuple[dict, Path | None]]:
-    """Yield ``(card, weights_path)`` for a model folder, its ``model.json`` or a ``.zip`` (whose weights are
-    extracted to a temporary folder that lives as long as the context); ``weights_path`` is ``None`` unless
-    ``need_weights``. Unreadable, unsafe, pickled or unsupported models raise :class:`InputError`."""
+def opened_model(path: str | Path) -> Iterator[OpenedModel]:
+    """Yield the :class:`OpenedModel` of a model folder, its ``model.json`` or a ``.zip``. Unreadable, unsafe,
+    pickled, malformed or unsupported models raise :class:`InputError`."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"Model {path} does not exist; give a model folder, its {CARD_FILE} or a model .zip.")
@@ -65,24 +288,19 @@ def opened_model(path: str | Path, *, need_weights: bool) -> Iterator[tuple[dict
             archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as error:
             raise InputError(f"{path} is not a readable model .zip (damaged or truncated?): {error}") from None
-        with archive:
+        with archive, contextlib.ExitStack() as scratch_folders:
             prefix = _card_member_prefix(archive, path)
-            card = check_card(_read_card_member(archive, prefix + CARD_FILE, path), path)
-            if not need_weights:
-                yield card, None
-                return
-            member = prefix + card["weights"]["file"]
-            with tempfile.TemporaryDirectory(prefix="medsegcnn-model-") as scratch:
-                weights_path = Path(scratch) / card["weights"]["file"]
-                try:
-                    with archive.open(member) as source, weights_path.open("wb") as target:
-                        shutil.copyfileobj(source, target, 2**20)
-                except KeyError:
-                    raise InputError(f"{path} lacks the weights file {member} its model card names.") from None
-                except (zipfile.BadZipFile, OSError, EOFError) as error:
-                    raise InputError(f"{path} is damaged; cannot extract {member}: {error}") from None
-                yield card, weights_path
-            return
+            where = f"{path}:{prefix}{CARD_FILE}"
+            card = ModelCard.from_dict(_read_card_member(archive, prefix + CARD_FILE, path), where)
+            member = prefix + card.weights.file
+            yield OpenedModel(
+                path,
+                card,
+                where,
+                lambda: member in archive.namelist(),
+                lambda max_bytes: _inflated_weights(archive, member, card, path, max_bytes, scratch_folders),
+            )
+        return
     if path.is_file() and (suffix in PICKLE_SUFFIXES or _looks_pickled(path)):
         raise InputError(f"{path} is a PyTorch/pickle file. {PICKLE_REFUSAL}")
     if path.is_file() and path.name != CARD_FILE and suffix != ".json":
@@ -96,42 +314,384 @@ def opened_model(path: str | Path, *, need_weights: bool) -> Iterator[tuple[dict
                 f"{folder} holds no {CARD_FILE} but PyTorch/pickle files ({', '.join(pickles)}). " + PICKLE_REFUSAL
             )
         raise InputError(f"{folder} is not a MedSegCNN model folder: it holds no {CARD_FILE}.")
-    if card_path.stat().st_size > _MAX_CARD_BYTES:
+    if card_path.stat().st_size > MAX_CARD_BYTES:
         raise InputError(f"The model card {card_path} is implausibly large; not read.")
-    card = check_card(read_json(card_path, what="model card"), card_path)
-    yield card, (folder / card["weights"]["file"] if need_weights else None)
+    card = ModelCard.from_dict(read_json(card_path, what="model card"), card_path)
+    weights = folder / card.weights.file
+    yield OpenedModel(
+        path, card, str(card_path), weights.is_file, lambda max_bytes: _checked_weights(weights, card, max_bytes)
+    )
 
 
-def check_card(card: Any, where: Path) -> dict:
-    """``card`` after checking that it is a MedSegCNN model card this version can read."""
-    if not isinstance(card, dict) or card.get("format") != MODEL_FORMAT:
+# ----- validation -----------------------------------------------------------------------------------------------
+
+
+def _parse(data: Any, where: str, *, saved: bool) -> ModelCard:
+    """The :class:`ModelCard` of JSON ``data``; ``saved``: a card read from a file (with the saved fields)."""
+    if not isinstance(data, dict) or (saved and data.get("format") != MODEL_FORMAT):
         raise InputError(f'{where} is not a MedSegCNN model card (no "format": "{MODEL_FORMAT}").')
-    version = card.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise InputError(f"{where} has an invalid format_version {version!r} (corrupted?).")
-    if version > MODEL_FORMAT_VERSION:
-        raise InputError(
-            f"{where} was written by a newer MedSegCNN (model format {version}; this is {__version__}, which reads "
-            f"format {MODEL_FORMAT_VERSION}); upgrade MedSegCNN."
+    check = _Checker(where)
+    saved_fields: dict[str, Any] = {}
+    if saved:
+        version = data.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise InputError(f"{where} has an invalid format_version {version!r} (corrupted?).")
+        if version > MODEL_FORMAT_VERSION:
+            raise InputError(
+                f"{where} was written by a newer MedSegCNN (model format {version}; this is {__version__}, which "
+                f"reads format {MODEL_FORMAT_VERSION}); upgrade MedSegCNN."
+            )
+    required = ("library_version", "created", *_REQUIRED_CONTENT) if saved else _REQUIRED_CONTENT
+    missing = [key for key in required if data.get(key) is None]
+    if missing:
+        check.fail_missing(missing)
+    if saved:
+        saved_fields = {
+            "format_version": version,
+            "weights": _weights_entry(data.get("weights"), where),
+            "library_version": check.text("library_version", data["library_version"]),
+            "created": check.timestamp("created", data["created"]),
+        }
+    unknown = sorted(set(data) - _KNOWN_KEYS)
+    if unknown:
+        logger.warning(
+            "The model card %s has unknown field(s) %s (written by a newer MedSegCNN?); they are kept but not used.",
+            where,
+            ", ".join(unknown),
         )
-    weights = card.get("weights")
+    dims = check.choice("spatial_dims", data["spatial_dims"], (2, 3))
+    channels = check.channels(data["channels"])
+    labels = check.labels(data["labels"])
+    return ModelCard(
+        network=check.network(data["network"], dims, len(channels), len(labels)),
+        spatial_dims=dims,
+        patch_size=check.patch_size(data["patch_size"], dims),
+        channels=channels,
+        labels=labels,
+        preprocessing=check.preprocessing(data["preprocessing"], dims, len(channels)),
+        training=check.training(data.get("training")),
+        name=check.text("name", data.get("name")),
+        title=check.text("title", data.get("title")),
+        description=check.text("description", data.get("description")),
+        extra={key: data[key] for key in unknown},
+        **saved_fields,
+    )
+
+
+def _weights_entry(weights: Any, where: str) -> WeightsFile:
     file = weights.get("file") if isinstance(weights, dict) else None
     sha256 = weights.get("sha256") if isinstance(weights, dict) else None
     if not isinstance(file, str) or file != PurePath(file).name or "\\" in file or not file.endswith(".safetensors"):
         raise InputError(f"{where} names no valid weights file (a .safetensors file beside the card); corrupted?")
     if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
         raise InputError(f"{where} has no valid SHA-256 for its weights (corrupted?).")
-    return card
+    if set(weights) != {"file", "sha256"}:
+        _Checker(where).fail("weights", 'an object with only "file" and "sha256"', weights)
+    return WeightsFile(file, sha256)
 
 
-def _weights_present(path: Path, card: dict) -> bool:
-    """Whether the weights file of the checked ``card`` read from ``path`` exists (a ``.zip`` member or a file)."""
-    file = card["weights"]["file"]
-    if path.is_file() and path.suffix.lower() == ".zip":
-        with zipfile.ZipFile(path) as archive:
-            return _card_member_prefix(archive, path) + file in archive.namelist()
-    folder = path if path.is_dir() else path.parent
-    return (folder / file).is_file()
+class _Checker:
+    """Checks of the card fields read from ``where``; each failure is one :class:`InputError` line."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def fail(self, field_name: str, expected: str, value: Any) -> NoReturn:
+        raise InputError(
+            f"Invalid model card {self.where}: {field_name} must be {expected}, not {_shown(value)}; fix the card or "
+            "use another model."
+        )
+
+    def fail_missing(self, keys: list[str]) -> NoReturn:
+        what = f"the required field {keys[0]} is" if len(keys) == 1 else f"the required fields {', '.join(keys)} are"
+        raise InputError(f"Invalid model card {self.where}: {what} missing; fix the card or use another model.")
+
+    def integer(self, field_name: str, value: Any, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.fail(field_name, f"an integer in {low}..{high}", value)
+        return value
+
+    def choice(self, field_name: str, value: Any, choices: tuple[int, ...]) -> int:
+        if isinstance(value, bool) or value not in choices:
+            self.fail(field_name, " or ".join(map(str, choices)), value)
+        return value
+
+    def text(self, field_name: str, value: Any) -> str | None:
+        if not (value is None or isinstance(value, str)):
+            self.fail(field_name, "a string", value)
+        return value
+
+    def timestamp(self, field_name: str, value: Any) -> str:
+        try:
+            datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            self.fail(field_name, "an ISO 8601 date and time", value)
+        return value
+
+    def strings(self, field_name: str, value: Any, low: int, high: int | None = None) -> tuple[str, ...]:
+        """A list of ``low`` to ``high`` (``None``: any number of) non-empty strings."""
+        count = f" {low} to {high}" if high is not None else ""
+        if (
+            not isinstance(value, list)
+            or not low <= len(value) <= (high if high is not None else len(value))
+            or not all(isinstance(item, str) and item for item in value)
+        ):
+            self.fail(field_name, f"a list of{count} non-empty strings", value)
+        return tuple(value)
+
+    def channels(self, value: Any) -> tuple[str, ...]:
+        return self.strings("channels", value, 1, _MAX_CHANNELS)
+
+    def patch_size(self, value: Any, dims: int) -> tuple[int, ...]:
+        expected = f"a list of {dims} integers in 1..{_MAX_SIDE} (spatial_dims is {dims})"
+        if not isinstance(value, list) or len(value) != dims:
+            self.fail("patch_size", expected, value)
+        sizes = tuple(self.integer("patch_size", size, 1, _MAX_SIDE) for size in value)
+        if math.prod(sizes) > _MAX_WINDOW_VOXELS:
+            self.fail("patch_size", f"at most {_MAX_WINDOW_VOXELS:,} voxels in all", value)
+        return sizes
+
+    def labels(self, value: Any) -> tuple[LabelInfo, ...]:
+        expected = f'an object mapping "0", "1", ... (2 to {_MAX_LABELS} consecutive label values) to labels'
+        if not isinstance(value, dict) or not 2 <= len(value) <= _MAX_LABELS:
+            self.fail("labels", expected, value)
+        if set(value) != {str(number) for number in range(len(value))}:
+            self.fail("labels", expected + " (keys 0 .. K-1)", sorted(value))
+        labels = []
+        for key in sorted(value, key=int):
+            entry, field_name = value[key], f'labels["{key}"]'
+            if not isinstance(entry, dict) or not set(entry) <= {"name", "color"}:
+                self.fail(field_name, 'an object with "name" and "color"', entry)
+            name, color = entry.get("name"), entry.get("color")
+            if not isinstance(name, str) or not name:
+                self.fail(f"{field_name}.name", "a non-empty string", name)
+            if color is not None and not (
+                isinstance(color, list) and len(color) == 3 and all(_is_number(c) and 0.0 <= c <= 1.0 for c in color)
+            ):
+                self.fail(f"{field_name}.color", "null or three numbers in [0, 1]", color)
+            labels.append(LabelInfo(int(key), name, None if color is None else tuple(color)))
+        return tuple(labels)
+
+    def network(self, value: Any, dims: int, in_channels: int, out_channels: int) -> Mapping[str, Any]:
+        if not isinstance(value, dict):
+            self.fail("network", "an object (the network configuration)", value)
+        missing = [
+            f"network.{key}" for key in ("name", "spatial_dims", "in_channels", "out_channels") if key not in value
+        ]
+        if missing:
+            self.fail_missing(missing)
+        if not isinstance(value["name"], str) or not value["name"]:
+            self.fail("network.name", "a non-empty string", value["name"])
+        self.choice("network.spatial_dims", value["spatial_dims"], (dims,))
+        if value["in_channels"] != in_channels or isinstance(value["in_channels"], bool):
+            self.fail("network.in_channels", f"{in_channels} (one per entry of channels)", value["in_channels"])
+        if value["out_channels"] != out_channels or isinstance(value["out_channels"], bool):
+            self.fail("network.out_channels", f"{out_channels} (one per label)", value["out_channels"])
+        features = value.get("features")
+        if features is not None:
+            if not isinstance(features, list) or not 1 <= len(features) <= _MAX_LEVELS:
+                self.fail("network.features", f"a list of 1 to {_MAX_LEVELS} integers", features)
+            for number in features:
+                self.integer("network.features", number, 1, _MAX_FEATURES)
+        if value.get("blocks_per_level") is not None:
+            self.integer("network.blocks_per_level", value["blocks_per_level"], 1, _MAX_BLOCKS)
+        return value
+
+    def preprocessing(self, value: Any, dims: int, channels: int) -> PreprocessingPlan:
+        if not isinstance(value, dict):
+            self.fail("preprocessing", "an object (the preprocessing plan)", value)
+        spacing = value.get("target_spacing")
+        if spacing is not None and not (
+            isinstance(spacing, list)
+            and len(spacing) in (2, 3)
+            and all(s is None or (_is_number(s) and math.isfinite(s) and s > 0) for s in spacing)
+        ):
+            self.fail("preprocessing.target_spacing", "null or 2 or 3 positive numbers (or nulls)", spacing)
+        normalization = value.get("normalization")
+        if not isinstance(normalization, list) or len(normalization) != channels:
+            self.fail("preprocessing.normalization", f"a list with one entry per channel ({channels})", normalization)
+        if not all(isinstance(entry, dict) for entry in normalization):
+            self.fail("preprocessing.normalization", "a list of objects", normalization)
+        if not isinstance(value.get("crop_to_nonzero"), bool):
+            self.fail("preprocessing.crop_to_nonzero", "true or false", value.get("crop_to_nonzero"))
+        self.choice("preprocessing.spatial_dims", value.get("spatial_dims"), (dims,))
+        try:
+            return PreprocessingPlan.from_dict(value)
+        except (InputError, TypeError, ValueError) as error:
+            reason = str(error).rstrip(".")
+            raise InputError(
+                f"Invalid model card {self.where}: preprocessing: {reason}; fix the card or use another model."
+            ) from None
+
+    def training(self, value: Any) -> Mapping[str, Any] | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.fail("training", "an object", value)
+        self.text("training.dataset", value.get("dataset"))
+        for key in ("train_cases", "val_cases"):
+            if value.get(key) is not None:
+                self.strings(f"training.{key}", value[key], 0)
+        validation = value.get("validation")
+        if validation is not None:
+            if not isinstance(validation, dict):
+                self.fail("training.validation", "null or an object", validation)
+            if "mean_dice" in validation and not _is_score(validation["mean_dice"]):
+                self.fail("training.validation.mean_dice", "a number", validation["mean_dice"])
+            dice = validation.get("dice", {})
+            if not isinstance(dice, dict) or not all(key.isdigit() and _is_score(v) for key, v in dice.items()):
+                self.fail("training.validation.dice", "an object mapping label values to numbers", dice)
+        return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_score(value: Any) -> bool:
+    """A number as JSON stores it here: finite, or one of the strings ``"nan"``, ``"inf"``, ``"-inf"``."""
+    return _is_number(value) or value in _NON_FINITE
+
+
+def _shown(value: Any) -> str:
+    """``value`` as JSON text, shortened to about 60 characters."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:,.1f} GiB"
+
+
+def _frozen(value: Any) -> Any:
+    """JSON data made read-only: mappings become ``MappingProxyType``, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: _frozen(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(item) for item in value)
+    return value
+
+
+def _thawed(value: Any) -> Any:
+    """The plain (mutable) JSON data of :func:`_frozen` data."""
+    if isinstance(value, Mapping):
+        return {key: _thawed(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_thawed(item) for item in value]
+    return value
+
+
+def _json_data(value: Any, where: str) -> Any:
+    """``value`` as JSON data: tuples become lists, integer keys strings, paths strings, numpy scalars Python
+    numbers and non-finite floats the strings ``"inf"``, ``"-inf"``, ``"nan"``; other objects (tensors, arrays)
+    raise :class:`InputError` naming ``where`` they are."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_json_data(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, Mapping):
+        converted = {}
+        for key, item in value.items():
+            if isinstance(key, bool) or not isinstance(key, str | int | np.integer):
+                raise InputError(f"Model card key {key!r} in {where} is not a string or an integer.")
+            converted[str(key)] = _json_data(item, f"{where}[{key!r}]")
+        return converted
+    raise InputError(
+        f"Model card entry {where} is a {type(value).__name__}, which JSON cannot hold; convert it to numbers, "
+        "strings, lists or dicts (e.g. with .tolist())."
+    )
+
+
+# ----- files ---------------------------------------------------------------------------------------------------
+
+
+def _checked_weights(path: Path, card: ModelCard, max_bytes: int | None) -> Path:
+    """The weights file of a model folder after checking its size (before reading) and its SHA-256."""
+    if not path.is_file():
+        raise InputError(f"{path} is missing; the model folder is incomplete (copy the whole folder).")
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise InputError(_too_large(path, size, max_bytes))
+    with path.open("rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    if digest != card.weights.sha256:
+        raise InputError(
+            f"The weights in {path} do not match the model card (corrupted or replaced?); use an intact copy of the "
+            "model."
+        )
+    return path
+
+
+def _inflated_weights(
+    archive: zipfile.ZipFile,
+    member: str,
+    card: ModelCard,
+    path: Path,
+    max_bytes: int | None,
+    scratch_folders: contextlib.ExitStack,
+) -> Path:
+    """The weights member of a model ``.zip`` inflated into a temporary folder (registered in
+    ``scratch_folders``) after checking its declared size and compression ratio, counting the inflated bytes
+    (zipfile itself stops at the declared size) and checking the SHA-256 while inflating."""
+    try:
+        info = archive.getinfo(member)
+    except KeyError:
+        raise InputError(f"{path} lacks the weights file {member} its model card names.") from None
+    limit = info.file_size if max_bytes is None else min(info.file_size, max_bytes)
+    if info.file_size > limit:
+        raise InputError(_too_large(path, info.file_size, limit, declared=True))
+    _check_ratio(info, path)
+    scratch = tempfile.TemporaryDirectory(prefix="medsegcnn-model-")
+    try:
+        weights_path = Path(scratch.name) / card.weights.file
+        digest, inflated = hashlib.sha256(), 0
+        with archive.open(info) as source, weights_path.open("wb") as target:
+            while chunk := source.read(_CHUNK_BYTES):
+                inflated += len(chunk)
+                if inflated > limit:
+                    raise InputError(f"{path} is damaged: {member} inflates to more than its declared {limit:,} bytes.")
+                digest.update(chunk)
+                target.write(chunk)
+        if digest.hexdigest() != card.weights.sha256:
+            raise InputError(
+                f"The weights in {path} do not match its model card (corrupted or replaced?); use an intact copy of "
+                "the model."
+            )
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+        scratch.cleanup()
+        raise InputError(f"{path} is damaged; cannot extract {member}: {error}") from None
+    except BaseException:
+        scratch.cleanup()
+        raise
+    scratch_folders.callback(scratch.cleanup)
+    return weights_path
+
+
+def _too_large(path: Path, size: int, max_bytes: int, *, declared: bool = False) -> str:
+    what = "declare" if declared else "are"
+    return (
+        f"The weights of {path} {what} {size:,} bytes, more than the {max_bytes:,} that the network of its model "
+        "card can take; they do not belong to this card (corrupted or replaced?); use an intact copy of the model."
+    )
+
+
+def _check_ratio(info: zipfile.ZipInfo, path: Path) -> None:
+    """Refuse a member above 1 MiB that claims to inflate more than :data:`MAX_COMPRESSION_RATIO` times."""
+    if info.file_size > _CHUNK_BYTES and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+        ratio = info.file_size / max(info.compress_size, 1)
+        raise InputError(
+            f"{path} holds {info.filename}, compressed {ratio:,.0f} to 1 (a zip bomb?); it is not opened; use an "
+            "intact copy of the model."
+        )
 
 
 def _card_member_prefix(archive: zipfile.ZipFile, path: Path) -> str:
@@ -152,12 +712,15 @@ def _card_member_prefix(archive: zipfile.ZipFile, path: Path) -> str:
 
 
 def _read_card_member(archive: zipfile.ZipFile, member: str, path: Path) -> Any:
+    """The JSON data of the card member, read with at most :data:`MAX_CARD_BYTES` bytes inflated."""
     info = archive.getinfo(member)
-    if info.file_size > _MAX_CARD_BYTES:
-        raise InputError(f"The model card in {path} is implausibly large ({info.file_size} bytes); not read.")
+    if info.file_size > MAX_CARD_BYTES:
+        raise InputError(f"The model card in {path} is implausibly large ({info.file_size:,} bytes); not read.")
     try:
-        return json.loads(archive.read(member).decode("utf-8"))
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        with archive.open(info) as source:
+            text = source.read(MAX_CARD_BYTES + 1)
+        return json.loads(text.decode("utf-8"))
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
         raise InputError(f"{path} is damaged; cannot read {member}: {error}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"The model card {member} in {path} is not valid JSON (edited?): {error}") from None

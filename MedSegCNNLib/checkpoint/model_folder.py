@@ -1,71 +1,87 @@
 """A trained model on disk: a folder holding ``model.safetensors`` (the weights) and ``model.json`` (the model
 card), or a ``.zip`` of that folder. Nothing here ever unpickles a file.
 
-The model card is the JSON data the trainer gives (``network``: the network's configuration, required;
-``labels``, ``channels``, ``preprocessing``, ``patch_size``, ``training``, ...) plus fields :func:`save_model`
-fills itself, replacing any given values: ``format`` (``"medsegcnn-model"``), ``format_version`` (1),
-``library_version``, ``created`` (UTC, ISO 8601) and ``weights`` (``{"file": "model.safetensors", "sha256":
-...}``). Card values are stored as JSON: tuples become lists, integer keys become strings (label values come
-back as ``"1"``), paths become strings and the non-finite floats inf, -inf and nan become the strings
-``"inf"``, ``"-inf"`` and ``"nan"`` (as in ``medsegcnn evaluate --json``); tensors, arrays and other objects
-are refused.
+The model card is a :class:`~.model_card.ModelCard` (its schema: :mod:`.model_card`), validated when saved and
+when read; :func:`save_model` fills in ``format``, ``format_version``, ``library_version``, ``created`` (UTC,
+ISO 8601) and ``weights`` (``{"file": "model.safetensors", "sha256": ...}``), replacing any given values.
 
-Cards are read and checked by :mod:`.model_card` (without torch). Loading checks that the weights' SHA-256 is
-the card's and that their names and shapes are exactly the network's. Plain PyTorch files (``.pt``, ``.pth``,
-``.ckpt``, ``.pkl``, ...) are refused: they are pickles, which can run code when loaded.
+Loading first sizes the network the card describes on torch's "meta" device (nothing allocated): its parameters
+and the feature maps of one window are bounded (:func:`~.model_card.check_model_size`, overridable with
+``allow_large=True``), and the weights file may be no larger than that network's tensors can take. Then the
+weights' SHA-256 must be the card's and their names and shapes exactly the network's. Plain PyTorch files
+(``.pt``, ``.pth``, ``.ckpt``, ``.pkl``, ...) are refused: they are pickles, which can run code when loaded.
 :func:`import_state_dict` is the one explicit way to bring such weights in, through
 ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
 import os
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from .._version import __version__
-from ..atomic import atomic_path
+from ..atomic import atomic_folder, atomic_path, verify_zip
 from ..errors import InputError
 from .json_file import write_json
-from .model_card import CARD_FILE, MODEL_FORMAT, MODEL_FORMAT_VERSION, WEIGHTS_FILE, opened_model
-from .state_codec import atomic_folder, read_tensors, sha256_file, storable_tensors, write_tensors
+from .model_card import (
+    CARD_FILE,
+    MODEL_FORMAT_VERSION,
+    WEIGHTS_FILE,
+    ModelCard,
+    WeightsFile,
+    check_model_size,
+    opened_model,
+)
+from .state_codec import read_tensors, storable_tensors, write_tensors
 
 logger = logging.getLogger(__name__)
 
+_HEADER_BYTES = 2**16
+"""Allowance for a safetensors file's header and metadata, plus :data:`_HEADER_BYTES_PER_TENSOR` per tensor."""
+_HEADER_BYTES_PER_TENSOR = 1024
+_WIDEST_ELEMENT_BYTES = 8
+"""Bytes per element of the widest dtype weights may be stored in (float64)."""
+
 
 def save_model(
-    folder: str | os.PathLike[str], network: nn.Module, card: Mapping[str, Any], *, overwrite: bool = False
+    folder: str | os.PathLike[str],
+    network: nn.Module,
+    card: ModelCard | Mapping[str, Any],
+    *,
+    overwrite: bool = False,
 ) -> Path:
-    """Write ``network``'s weights and the model ``card`` (see the module docstring) to ``folder``; return it.
+    """Write ``network``'s weights and the model ``card`` (a :class:`ModelCard`, or plain data that
+    :meth:`ModelCard.new` validates) to ``folder``; return it.
 
     The folder appears complete or not at all (written beside it, then renamed). A non-empty existing folder is
     refused (:class:`OutputExistsError`) unless ``overwrite``; overwriting replaces the model files and keeps the
     folder's other entries (e.g. ``checkpoints/``), and the old model stays intact until the new one is complete.
     """
-    card = _json_card(card)
-    if not isinstance(card.get("network"), dict):
-        raise InputError('The model card needs a "network" entry: the network configuration (a dict) to rebuild it.')
+    if not isinstance(card, ModelCard):
+        if not isinstance(card, Mapping):
+            raise InputError(f"The model card must be a ModelCard or a mapping (dict); got a {type(card).__name__}.")
+        card = ModelCard.new(card)
     tensors = storable_tensors(network.state_dict(), what="network's state dict")
     with atomic_folder(folder, overwrite=overwrite, keep_other_entries=True) as partial:
         sha256 = write_tensors(partial / WEIGHTS_FILE, tensors)
-        written = {
-            "format": MODEL_FORMAT,
-            "format_version": MODEL_FORMAT_VERSION,
-            "library_version": __version__,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        written |= {key: value for key, value in card.items() if key not in (*written, "weights")}
-        written["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256}
-        write_json(partial / CARD_FILE, written)
+        written = dataclasses.replace(
+            card,
+            format_version=MODEL_FORMAT_VERSION,
+            library_version=__version__,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            weights=WeightsFile(WEIGHTS_FILE, sha256),
+        )
+        write_json(partial / CARD_FILE, written.to_dict())
     logger.debug("Saved the model to %s", folder)
     return Path(folder)
 
@@ -75,12 +91,15 @@ def load_model(
     *,
     device: str | torch.device = "cpu",
     network_builder: Callable[[dict], nn.Module] | None = None,
-) -> tuple[nn.Module, dict]:
+    allow_large: bool = False,
+) -> tuple[nn.Module, ModelCard]:
     """Load a model saved by :func:`save_model`: ``path`` is its folder, the ``model.json`` in it, or a ``.zip``.
 
-    The network is built by ``network_builder(card["network"])`` (default
-    :func:`MedSegCNNLib.networks.build_network`), gets the weights (names and shapes must match exactly), moves
-    to ``device`` and is put in eval mode. Returns ``(network, card)``.
+    The network is built by ``network_builder(card.network_config())`` (default
+    :func:`MedSegCNNLib.networks.build_network`), first on the "meta" device to bound its size (see the module
+    docstring; ``allow_large`` lifts the bound for genuinely huge models), then for real; it gets the weights
+    (names and shapes must match exactly), moves to ``device`` and is put in eval mode. Returns
+    ``(network, card)``.
     """
     try:
         device = torch.device(device)
@@ -90,13 +109,13 @@ def load_model(
         from ..networks import build_network  # imported here: the networks package imports torch models
 
         network_builder = build_network
-    with opened_model(path, need_weights=True) as (card, weights_path):
-        if not isinstance(card.get("network"), dict):
-            raise InputError(f'The model card of {path} has no "network" configuration; the model cannot be built.')
-        tensors = read_tensors(weights_path, sha256=card["weights"]["sha256"], what="weights", record="the model card")
-    network = network_builder(card["network"])
-    if not isinstance(network, nn.Module):
-        raise InputError(f"network_builder returned a {type(network).__name__}, not a torch.nn.Module.")
+    with opened_model(path) as model:
+        card = model.card
+        max_weights_bytes = _sized_network(card, network_builder, path, model.where, allow_large=allow_large)
+        weights_path = model.weights_file(max_weights_bytes)
+        tensors = read_tensors(weights_path, sha256=None, what="weights", record="the model card")
+        where = model.where
+    network = _built(network_builder, card, where)
     mismatch = weights_mismatch(network, tensors)
     if mismatch:
         raise InputError(
@@ -115,10 +134,12 @@ def zip_model(folder: str | os.PathLike[str], zip_path: str | os.PathLike[str], 
         raise InputError(f"The model archive must be a .zip file; got {zip_path}.")
     if not folder.is_dir():
         raise InputError(f"{folder} is not a model folder; give the folder that holds {CARD_FILE}.")
-    with opened_model(folder, need_weights=True) as (card, weights_path):
-        if sha256_file(weights_path) != card["weights"]["sha256"]:
-            raise InputError(f"The weights in {weights_path} do not match the model card (corrupted or replaced?).")
-        with atomic_path(zip_path, overwrite=overwrite) as partial, zipfile.ZipFile(partial, "w") as archive:
+    with opened_model(folder) as model:
+        weights_path = model.weights_file(None)
+        with (
+            atomic_path(zip_path, overwrite=overwrite, verify=verify_zip) as partial,
+            zipfile.ZipFile(partial, "w") as archive,
+        ):
             archive.write(folder / CARD_FILE, f"{folder.name}/{CARD_FILE}", compress_type=zipfile.ZIP_DEFLATED)
             archive.write(weights_path, f"{folder.name}/{weights_path.name}", compress_type=zipfile.ZIP_STORED)
     return zip_path
@@ -134,12 +155,15 @@ def import_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if path.suffix.lower() == ".safetensors":
         return read_tensors(path, sha256=None, what="weights", record="")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # the restricted unpickler raises many kinds; all mean "not plain weights"
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # the restricted unpickler raises many kinds; all mean "not plain weights"
+        # torch's own message suggests weights_only=False, which would run the pickle's code: not relayed.
         raise InputError(
-            f"{path} is not a plain PyTorch state dict that can be read safely (torch.load with weights_only=True "
-            f"failed: {first_line}); save model.state_dict() with torch.save, or as safetensors."
+            f"{path} is not a plain PyTorch state dict that MedSegCNN can read safely (it holds other objects, "
+            "which could run code when unpickled, or it is damaged); save only model.state_dict() with torch.save, "
+            "or as safetensors."
         ) from None
     if isinstance(data, Mapping) and not all(isinstance(value, torch.Tensor) for value in data.values()):
         data = next((data[key] for key in ("state_dict", "model") if isinstance(data.get(key), Mapping)), data)
@@ -180,38 +204,68 @@ def load_matching_weights(network: nn.Module, state_dict: Mapping[str, torch.Ten
     return list(matching), skipped
 
 
-def _json_card(card: Mapping[str, Any]) -> dict:
-    """``card`` as plain JSON data (see the module docstring), or :class:`InputError` naming the bad entry."""
-    if not isinstance(card, Mapping):
-        raise InputError(f"The model card must be a mapping (dict); got a {type(card).__name__}.")
-
-    def convert(value: Any, where: str) -> Any:
-        if value is None or isinstance(value, bool | str):
-            return value
-        if isinstance(value, np.bool_):
-            return bool(value)
-        if isinstance(value, int | np.integer):
-            return int(value)
-        if isinstance(value, float | np.floating):
-            value = float(value)
-            return value if math.isfinite(value) else str(value)
-        if isinstance(value, PurePath):
-            return str(value)
-        if isinstance(value, list | tuple):
-            return [convert(item, f"{where}[{i}]") for i, item in enumerate(value)]
-        if isinstance(value, Mapping):
-            converted = {}
-            for key, item in value.items():
-                if isinstance(key, bool) or not isinstance(key, str | int | np.integer):
-                    raise InputError(f"Model card key {key!r} in {where} is not a string or an integer.")
-                converted[str(key)] = convert(item, f"{where}[{key!r}]")
-            return converted
+def _built(network_builder: Callable[[dict], nn.Module], card: ModelCard, where: str) -> nn.Module:
+    """``network_builder(card.network_config())``; a configuration the builder refuses is an invalid card (read
+    from ``where``)."""
+    try:
+        network = network_builder(card.network_config())
+    except (InputError, RuntimeError, OverflowError) as error:  # torch refuses absurd shapes with RuntimeError
         raise InputError(
-            f"Model card entry {where} is a {type(value).__name__}, which JSON cannot hold; convert it to numbers, "
-            "strings, lists or dicts (e.g. with .tolist())."
-        )
+            f"Invalid model card {where}: network: {_first_line(error)}; fix the card or use another model."
+        ) from None
+    if not isinstance(network, nn.Module):
+        raise InputError(f"network_builder returned a {type(network).__name__}, not a torch.nn.Module.")
+    return network
 
-    return convert(card, "card")
+
+def _sized_network(
+    card: ModelCard,
+    network_builder: Callable[[dict], nn.Module],
+    path: str | os.PathLike[str],
+    where: str,
+    *,
+    allow_large: bool,
+) -> int:
+    """The most bytes a weights file of the network ``card`` describes can have (its tensors in float64, with a
+    generous header). The network is built and run on one window on the "meta" device (shapes only, nothing
+    allocated) to count its parameters and feature maps; unless ``allow_large``, a network beyond the bounds
+    (:func:`check_model_size`) is refused, one with too many parameters before it runs."""
+    with torch.device("meta"):
+        network = _built(network_builder, card, where).eval()
+    state = network.state_dict()
+    parameters = sum(parameter.numel() for parameter in network.parameters())
+    if not allow_large:
+        check_model_size(path, card, parameters=parameters, feature_bytes=None)
+    feature_bytes = 0
+
+    def add_output(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        nonlocal feature_bytes
+        for tensor in output if isinstance(output, list | tuple) else (output,):
+            if isinstance(tensor, torch.Tensor):
+                feature_bytes += tensor.numel() * tensor.element_size()
+
+    for module in network.modules():
+        if next(module.children(), None) is None:
+            module.register_forward_hook(add_output)
+    window = torch.empty((1, len(card.channels), *card.patch_size), device="meta")
+    try:
+        with torch.no_grad():
+            network(window)
+    except (InputError, RuntimeError, OverflowError) as error:
+        raise InputError(
+            f"Invalid model card {where}: patch_size {list(card.patch_size)} does not fit its network: "
+            f"{_first_line(error)}; fix the card or use another model."
+        ) from None
+    if not allow_large:
+        check_model_size(path, card, parameters=parameters, feature_bytes=feature_bytes)
+    elements = sum(tensor.numel() for tensor in state.values())
+    return _HEADER_BYTES + _HEADER_BYTES_PER_TENSOR * len(state) + _WIDEST_ELEMENT_BYTES * elements
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of ``error``'s message, without its final full stop."""
+    text = str(error).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(error).__name__
 
 
 def weights_mismatch(network: nn.Module, tensors: Mapping[str, torch.Tensor]) -> str:

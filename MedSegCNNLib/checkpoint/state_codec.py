@@ -14,19 +14,18 @@ those with one-key objects whose key starts with ``$``:
 Numpy scalars come back as Python ``bool``/``int``/``float``; other objects are refused.
 
 The folder helpers write files durably (flushed to disk), hash them (SHA-256), read them back with every
-failure turned into an :class:`InputError`, and replace a folder atomically (:func:`atomic_folder`).
+failure turned into an :class:`InputError`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import hashlib
+import json
 import logging
 import math
 import os
-import secrets
-import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import InputError, OutputExistsError
-from .json_file import flush_to_disk
+from ..atomic import flush_to_disk
+from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +200,25 @@ def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> str:
     save_file(dict(tensors), str(path), metadata={"format": "pt"})
     path.chmod(0o666 & ~_umask())  # safetensors creates 0600 files; give it a new file's usual mode
     flush_to_disk(path)
+    _check_complete(path)
     return sha256_file(path)
+
+
+def _check_complete(path: Path) -> None:
+    """Raise OSError (EIO) unless the safetensors file at ``path`` is as long as its header says."""
+    with path.open("rb") as file:
+        head = file.read(8)
+        header_size = int.from_bytes(head, "little") if len(head) == 8 else -1
+        try:
+            header = json.loads(file.read(header_size)) if 0 < header_size < 2**27 else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            header = None
+    if not isinstance(header, dict):
+        raise OSError(errno.EIO, "the tensors file written has no complete header")
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    expected = 8 + header_size + max(ends, default=0)
+    if path.stat().st_size != expected:
+        raise OSError(errno.EIO, f"the tensors file written holds {path.stat().st_size} bytes, not {expected}")
 
 
 def _umask() -> int:
@@ -225,68 +242,3 @@ def read_tensors(path: Path, *, sha256: str | None, what: str, record: str) -> d
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise InputError(f"{path} is not a readable safetensors file (truncated or corrupted?): {error}") from None
-
-
-@contextlib.contextmanager
-def atomic_folder(
-    target: str | os.PathLike[str], *, overwrite: bool, keep_other_entries: bool = False
-) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``target``; when the body succeeds it becomes ``target``.
-
-    An existing non-empty ``target`` is refused (:class:`OutputExistsError`) unless ``overwrite``; when
-    overwriting, the old folder stays in place, complete, until the new one is: it is renamed aside, the new
-    folder renamed in, and only then deleted (a crash between those two renames leaves both folders, the old
-    one under ``.<name>.<random>.previous``). With ``keep_other_entries`` the entries of the old folder that the
-    new one does not have (e.g. a ``checkpoints`` subfolder) are carried over, as hard links where possible.
-    If the body raises, the temporary folder is removed and ``target`` is untouched.
-    """
-    target = Path(target)
-    if target.exists() and not target.is_dir():
-        raise InputError(f"{target} is a file; give a folder name.")
-    if not overwrite and _non_empty(target):
-        raise OutputExistsError(f"Folder {target} already exists and is not empty; choose another or overwrite it.")
-    if not target.parent.is_dir():
-        raise InputError(f"Output folder {target.parent} does not exist; create it first.")
-    token = secrets.token_hex(6)
-    partial = target.with_name(f".{target.name}.{token}.partial")
-    partial.mkdir()
-    try:
-        yield partial
-        if not overwrite and _non_empty(target):
-            raise OutputExistsError(f"Folder {target} appeared while writing; nothing was replaced.")
-        if keep_other_entries and target.is_dir():
-            for entry in target.iterdir():
-                if not (partial / entry.name).exists():
-                    _link_or_copy(entry, partial / entry.name)
-        if target.is_dir():
-            previous = target.with_name(f".{target.name}.{token}.previous")
-            target.rename(previous)
-            try:
-                partial.rename(target)
-            except OSError:
-                previous.rename(target)
-                raise
-            shutil.rmtree(previous, ignore_errors=True)
-        else:
-            partial.rename(target)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-
-
-def _non_empty(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.iterdir())
-
-
-def _link_or_copy(source: Path, destination: Path) -> None:
-    def link(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    if source.is_dir() and not source.is_symlink():
-        shutil.copytree(source, destination, copy_function=link, symlinks=True)
-    elif source.is_symlink():
-        destination.symlink_to(source.readlink())
-    else:
-        link(str(source), str(destination))

@@ -25,13 +25,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from .._version import __version__
+from ..atomic import atomic_folder, incomplete_write
 from ..errors import InputError
 from .json_file import read_json, write_json
 from .model_folder import weights_mismatch
-from .state_codec import atomic_folder, decode_state, encode_state, read_tensors, write_tensors
+from .state_codec import decode_state, encode_state, read_tensors, write_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +101,23 @@ def save_training_state(
             "state": tree,
         }
         write_json(partial / STATE_FILE, document)
+        _check_written(partial, folder, document, tensors)
     logger.debug("Saved the training state (epoch %d, step %d) to %s", epoch, step, folder)
     return folder
+
+
+def _check_written(partial: Path, folder: Path, document: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+    """Read back a checkpoint written to ``partial`` before it becomes ``folder``: the JSON document as meant,
+    the tensors file with every tensor's name and shape (its length and SHA-256 were taken from the file).
+    Raises :class:`WriteError` naming ``folder``."""
+    try:
+        same_document = read_json(partial / STATE_FILE, what="training state") == document
+        with safe_open(str(partial / TENSORS_FILE), framework="pt") as file:
+            shapes = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118 - safe_open is not iterable
+    except (InputError, SafetensorError, OSError) as error:
+        raise incomplete_write(folder, f"it does not read back ({error})", replaced=folder.exists()) from None
+    if not same_document or shapes != {name: tuple(tensor.shape) for name, tensor in tensors.items()}:
+        raise incomplete_write(folder, "it reads back differently from what was written", replaced=folder.exists())
 
 
 def load_training_state(

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..atomic import check_writable
+from ..atomic import check_writable, refuse_replacing_inputs
 from ..data.msd import find_dataset_json, read_label_names
 from ..errors import InputError
 from ..metrics.evaluate import evaluate
@@ -92,8 +92,9 @@ def _label_names(args: argparse.Namespace) -> dict[int, str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.csv is not None:
-        check_writable(args.csv, overwrite=args.overwrite)  # refuse before the (possibly long) computation
+    if args.csv is not None:  # refused before the (possibly long) computation
+        check_writable(args.csv, overwrite=args.overwrite)
+        refuse_replacing_inputs([args.csv], [args.pred, args.ref])
     if not args.nsd_tolerance >= 0:
         raise InputError(f"--nsd-tolerance must be >= 0 mm, got {args.nsd_tolerance}.")
     with _case_progress(enabled=not args.json and not args.quiet) as on_case:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..atomic import check_writable, full_suffix
+from ..atomic import check_writable, full_suffix, refuse_replacing_inputs
 from ..errors import InputError, OutputExistsError
 from ..image.io import SUPPORTED_EXTENSIONS, case_name, is_image_path
 from ..progress import Event, EventSink, JsonLinesProgress
+
+if TYPE_CHECKING:
+    from ..inference.model import SegmentationModel
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +50,18 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
     parser.add_argument("--min-size", type=float, default=0.0, metavar="MM3", help="remove smaller components")
     parser.add_argument("--fill-holes", action="store_true", help="fill holes enclosed by a label")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument(
+        "--allow-large-model",
+        action="store_true",
+        help="load a trusted model beyond the size bound (268M parameters, 16 GiB of feature maps per window)",
+    )
     parser.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
     parser.set_defaults(run=run)
 
 
-def plan_outputs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
-    """``[(case, input, output), ...]``; checks every output path before anything is computed."""
+def plan_outputs(args: argparse.Namespace) -> tuple[list[tuple[str, Path, Path]], Path | None]:
+    """``([(case, input, output), ...], folder)``: the jobs, and the output folder to create for a batch (``None``
+    when it exists or the input is one image). Checks every output path before anything is computed or created."""
     source, target = Path(args.input), Path(args.output)
     if not source.exists():
         raise InputError(f"Input {source} does not exist.")
@@ -60,7 +71,6 @@ def plan_outputs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
 
         if target.exists() and not target.is_dir():
             raise InputError(f"The input is a folder of images, so --output must be a folder; {target} is a file.")
-        target.mkdir(parents=True, exist_ok=True)
         jobs = [(case, path, target / f"{case}{args.format}") for case, path in list_cases(source).items()]
     else:
         if not is_image_path(target):
@@ -71,9 +81,11 @@ def plan_outputs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
         raise OutputExistsError(
             f"{len(existing)} output file(s) exist already (e.g. {existing[0]}); pass --overwrite to replace them."
         )
+    if batch and not target.is_dir():
+        return jobs, target
     for _, _, output in jobs:
         check_writable(output, overwrite=True)
-    return jobs
+    return jobs, None
 
 
 def _all_outputs(output: Path, args: argparse.Namespace) -> list[Path]:
@@ -83,18 +95,53 @@ def _all_outputs(output: Path, args: argparse.Namespace) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..inference.model import load_segmentation_model, resolve_model_folder
+    from ..runtime import resolve_device
+
+    jobs, folder = plan_outputs(args)
+    references = _references(args, jobs)
+    models = [resolve_model_folder(path) for path in args.model]
+    refuse_replacing_inputs(
+        [path for _, _, output in jobs for path in _all_outputs(output, args)],
+        [source for _, source, _ in jobs] + references + models,
+    )
+    model = load_segmentation_model(models, resolve_device(args.device), allow_large=args.allow_large_model)
+    with _created_folder(folder):
+        _segment_all(args, jobs, references, model)
+    if args.progress != "json":
+        print(f"Segmented {len(jobs)} image(s) into {args.output}")
+    return 0
+
+
+@contextlib.contextmanager
+def _created_folder(folder: Path | None) -> Iterator[None]:
+    """Create ``folder`` (with missing parents) for the block; remove what was created if the block fails
+    before writing anything there."""
+    if folder is None:
+        yield
+        return
+    created = [path for path in (folder, *folder.parents) if not path.exists()]
+    folder.mkdir(parents=True)
+    try:
+        yield
+    except BaseException:
+        for path in created:  # innermost first
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        raise
+
+
+def _segment_all(
+    args: argparse.Namespace, jobs: list[tuple[str, Path, Path]], references: list[Path], model: SegmentationModel
+) -> None:
+    """Segment, write and (with references) evaluate every job."""
     from ..image.io import read_image, write_image
-    from ..inference.model import load_segmentation_model
     from ..inference.segment import segment
     from ..metrics.evaluate import evaluate
     from ..postprocessing import PostprocessingConfig
-    from ..runtime import resolve_device
     from ..visualization.overlay import save_overlay
     from .evaluate_command import format_report
 
-    jobs = plan_outputs(args)
-    references = _references(args, jobs)
-    model = load_segmentation_model(args.model, resolve_device(args.device))
     postprocessing = PostprocessingConfig(
         keep_largest=args.keep_largest, min_size_mm3=args.min_size, fill_holes=args.fill_holes
     )
@@ -107,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         result = segment(
             image, model, tta=args.tta, probabilities=args.probabilities, uncertainty=args.uncertainty,
             postprocessing=postprocessing, precision=args.precision,
-            progress=None if windows is None else windows.for_case(index, case),
+            progress=None if windows is None else windows.for_case(index, case), input_name=str(source),
         )  # fmt: skip
         write_image(result.labels, output, overwrite=args.overwrite)
         extras = iter(_all_outputs(output, args)[1:])
@@ -131,9 +178,6 @@ def run(args: argparse.Namespace) -> int:
             emit(Event("metrics", result.to_json_dict()))
         else:
             print(format_report(result, per_case=len(jobs) == 1))
-    if args.progress != "json":
-        print(f"Segmented {len(jobs)} image(s) into {args.output}")
-    return 0
 
 
 class WindowProgress:

@@ -41,8 +41,16 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
     parser.add_argument("--init-from", metavar="MODEL", help="fine-tune from a model folder (or a .pt state dict)")
     parser.add_argument("--freeze-encoder", action="store_true", help="with --init-from: train the decoder only")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster steps)")
-    parser.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR")
-    parser.add_argument("--overwrite", action="store_true", help="replace a previous run's files in MODEL_DIR")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in MODEL_DIR from its last checkpoint (one stopped before its first starts again)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous run's files in MODEL_DIR (kept until the new run's first checkpoint; others stay)",
+    )
     parser.add_argument(
         "--progress", choices=("bar", "json", "none"), default="bar", help="progress display (json: one event per line)"
     )

@@ -30,7 +30,9 @@ from ..errors import InputError
 from ..image.cases import list_cases, listing, require_partners
 from ..image.core import Image
 from ..image.geometry import physical_overlap
+from ..image.integrity import check_header_geometry
 from ..image.io import case_name, is_image_path, read_image
+from ..image.native_stderr import captured_native_stderr
 from ..image.sitk_bridge import to_sitk
 from .msd import (
     DATASET_JSON,
@@ -41,7 +43,7 @@ from .msd import (
     read_label_names,
     read_training_cases,
 )
-from .preprocessing import Geometry, integer_labels
+from .preprocessing import Geometry, integer_labels, require_finite
 
 logger = logging.getLogger(__name__)
 
@@ -246,8 +248,11 @@ def dataset_from_pairs(
 # ----- loading and checking --------------------------------------------------------------------------------
 
 
-def load_case(case: CaseSource) -> tuple[Image, Image | None]:
+def load_case(case: CaseSource, *, allow_non_finite: bool = False) -> tuple[Image, Image | None]:
     """The case's image as float32 ``(C, z, y, x)`` on its first channel's grid, and its integer label map.
+
+    An image with NaN or ±inf voxels raises :class:`InputError` naming the case and file (training cannot use
+    it) unless ``allow_non_finite`` (prediction, which replaces them); a label map with them always does.
 
     Further channels on another grid are resampled onto the first one (linear; 0 outside). The label map
     is cast to the smallest fitting integer type (float files with whole values are accepted). A label map
@@ -256,6 +261,9 @@ def load_case(case: CaseSource) -> tuple[Image, Image | None]:
     :class:`InputError`.
     """
     channels = [_read(source) for source in case.images]
+    if not allow_non_finite:
+        for source, channel in zip(case.images, channels, strict=True):
+            require_finite(channel.array, f"case {case.name}: image {_source_text(source)}")
     reference = channels[0]
     arrays = []
     for index, channel in enumerate(channels):
@@ -283,7 +291,7 @@ def load_case(case: CaseSource) -> tuple[Image, Image | None]:
             f"The label map of case {case.name} has {label.num_channels} channels; give a single label map "
             "with one integer value per structure."
         )
-    array = integer_labels(label.array, f"the label map of case {case.name}")
+    array = integer_labels(label.array, f"case {case.name}: label map {_source_text(case.label)}")
     problem = _label_grid_problem(Geometry.of(image), Geometry.of(label))
     if problem:
         raise InputError(_geometry_message(case.name, problem))
@@ -313,7 +321,7 @@ def validate_dataset(dataset: Dataset, *, in_channels: int | None = None) -> Non
         if case.label is None:
             continue
         label = _read(case.label)
-        values = np.unique(integer_labels(label.array, f"the label map of case {case.name}"))
+        values = np.unique(integer_labels(label.array, f"case {case.name}: label map {_source_text(case.label)}"))
         extra = sorted(set(values.tolist()) - set(dataset.label_names))
         if extra:
             undeclared.append(f"{case.name} ({', '.join(map(str, extra))})")
@@ -417,6 +425,11 @@ def _read(source: Source) -> Image:
     return source if isinstance(source, Image) else read_image(source)
 
 
+def _source_text(source: Source) -> str:
+    """A file's path, or "(in memory)" for an :class:`Image`."""
+    return "(in memory)" if isinstance(source, Image) else str(source)
+
+
 def _image_information(case: CaseSource) -> tuple[int, Geometry]:
     """Number of input channels of ``case`` and the grid of its first image, from file headers."""
     count, first = 0, None
@@ -430,10 +443,12 @@ def _image_information(case: CaseSource) -> tuple[int, Geometry]:
 def _source_information(source: Source) -> tuple[int, Geometry]:
     """Channels and grid of one image source; files are read only up to their header when possible."""
     if isinstance(source, Path) and source.is_file() and is_image_path(source) and not _is_segmentation(source):
+        check_header_geometry(source)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(source))
         try:
-            reader.ReadImageInformation()
+            with captured_native_stderr():
+                reader.ReadImageInformation()
         except RuntimeError:
             return _source_information(read_image(source))  # read_image explains the problem
         dims, components = reader.GetDimension(), reader.GetNumberOfComponents()
@@ -460,7 +475,8 @@ def _label_names_of(cases: Sequence[CaseSource]) -> dict[int, str]:
         if case.label is None:
             continue
         label = _read(case.label)
-        for value in np.unique(integer_labels(label.array, f"the label map of case {case.name}")).tolist():
+        labels = integer_labels(label.array, f"case {case.name}: label map {_source_text(case.label)}")
+        for value in np.unique(labels).tolist():
             info = label.label_info(value)
             names.setdefault(value, info.name if info is not None else f"label_{value}")
     return names

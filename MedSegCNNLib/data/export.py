@@ -18,13 +18,12 @@ import json
 import logging
 import os
 import re
-import secrets
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_folder, write_text_atomic
 from ..errors import InputError, OutputExistsError
 from ..image.cases import listing
 from ..image.core import Image, LabelInfo
@@ -70,13 +69,9 @@ def write_training_folder(
         raise InputError("No training pairs given; add at least one (image, label map) pair to export.")
     cases = _case_names(case_names, len(pairs))
     label_arrays = _check_pairs(pairs, cases, len(channels), names)
-    partial = target.with_name(f".{target.name}.{secrets.token_hex(8)}.partial")
-    try:
+    with atomic_folder(target, overwrite=True) as partial:
         images = [image for image, _ in pairs]
         _write_folder(partial, images, label_arrays, cases, channels, names, dataset_name=target.name)
-        _move_into_place(partial, target)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     logger.info("Wrote %d training case(s) to %s.", len(cases), target)
     return target
 
@@ -211,26 +206,7 @@ def _write_folder(
             {"image": f"./imagesTr/{case}{FILE_ENDING}", "label": f"./labelsTr/{case}{FILE_ENDING}"} for case in cases
         ],
     }
-    (folder / DATASET_JSON).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
-
-
-def _move_into_place(partial: Path, target: Path) -> None:
-    """Rename the finished ``partial`` folder to ``target``; a previous export there is removed afterwards."""
-    if not target.exists():
-        partial.rename(target)
-        return
-    if not any(target.iterdir()):
-        target.rmdir()
-        partial.rename(target)
-        return
-    previous = target.with_name(f".{target.name}.{secrets.token_hex(8)}.old")
-    target.rename(previous)
-    try:
-        partial.rename(target)
-    except OSError:
-        previous.rename(target)  # put the old export back
-        raise
-    shutil.rmtree(previous, ignore_errors=True)
+    write_text_atomic(folder / DATASET_JSON, json.dumps(description, indent=2) + "\n")
 
 
 def _rounded(values: tuple[float, ...]) -> tuple[float, ...]:

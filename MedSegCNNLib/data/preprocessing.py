@@ -341,6 +341,7 @@ def preprocess_case(
     ``seed`` drives the random choice of :attr:`PreprocessedCase.foreground_locations`.
     """
     channels = _channels_first(image)
+    require_finite(channels, f"the image of case {name or '?'}")
     if channels.shape[0] != plan.num_channels:
         raise InputError(
             f"Case {name or '?'} has {channels.shape[0]} channel(s) but the plan normalises {plan.num_channels}; "
@@ -426,6 +427,19 @@ def nonzero_box(channels: np.ndarray) -> tuple[slice, ...]:
     return tuple(box)
 
 
+def require_finite(array: np.ndarray, what: str) -> None:
+    """Refuse (:class:`InputError` naming ``what``) an intensity array with NaN or ±inf voxels, which training
+    cannot use (they would end as a NaN loss)."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return
+    bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise InputError(
+            f"{_capitalized(what)} has {bad} non-finite voxel(s) (NaN or infinite) of {array.size}; training needs "
+            "finite intensities. Fix the image (e.g. set them to the background value) or leave the case out."
+        )
+
+
 def integer_labels(array: np.ndarray, what: str) -> np.ndarray:
     """``array`` as the smallest of uint8/int16/int32 holding its values (>= 0; floats must be whole).
 
@@ -434,23 +448,27 @@ def integer_labels(array: np.ndarray, what: str) -> np.ndarray:
     if array.dtype == np.bool_:
         return array.astype(np.uint8)
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise InputError(f"{what.capitalize()} has values of type {array.dtype}; label maps hold integers.")
+        raise InputError(f"{_capitalized(what)} has values of type {array.dtype}; label maps hold integers.")
     if array.size == 0:
         return array.astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)):
-            raise InputError(f"{what.capitalize()} holds NaN or infinite values; label maps hold integers >= 0.")
+        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise InputError(
+                f"{_capitalized(what)} has {bad} non-finite voxel(s) (NaN or infinite); a label map holds "
+                "integers >= 0. Fix the label map (every voxel needs a label) and try again."
+            )
         fractional = array[array != np.round(array)]
         if fractional.size:
             raise InputError(
-                f"{what.capitalize()} holds non-integer values (e.g. {float(fractional[0]):g}); a label map holds "
+                f"{_capitalized(what)} holds non-integer values (e.g. {float(fractional[0]):g}); a label map holds "
                 "integers. Is this an intensity image or a probability map? Give the label map instead."
             )
     low, high = array.min(), array.max()
     if low < 0:
-        raise InputError(f"{what.capitalize()} holds negative values ({low:g}); label values must be >= 0.")
+        raise InputError(f"{_capitalized(what)} holds negative values ({low:g}); label values must be >= 0.")
     if high > np.iinfo(np.int32).max:
-        raise InputError(f"{what.capitalize()} holds label value {high:g}, above the supported maximum 2**31 - 1.")
+        raise InputError(f"{_capitalized(what)} holds label value {high:g}, above the supported maximum 2**31 - 1.")
     dtype = np.uint8 if high <= 255 else np.int16 if high <= np.iinfo(np.int16).max else np.int32
     return array.astype(dtype, copy=False)
 
@@ -495,6 +513,11 @@ def to_source_grid(
 
 
 # ----- helpers ------------------------------------------------------------------------------------------
+
+
+def _capitalized(text: str) -> str:
+    """``text`` with its first letter upper case (unlike ``str.capitalize``, which lowers the rest: case names)."""
+    return text[:1].upper() + text[1:]
 
 
 def _channels_first(image: Image) -> np.ndarray:

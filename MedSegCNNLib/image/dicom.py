@@ -1,4 +1,9 @@
-"""Reading one DICOM series from a folder (GDCM through SimpleITK), slices ordered by position."""
+"""Reading one DICOM series from a folder (GDCM through SimpleITK), slices ordered by position.
+
+GDCM silently leaves out a file it cannot parse (e.g. a truncated slice) and ITK then reads the series with a
+gap, warning only on stderr. So a file with a DICOM preamble that belongs to no series is refused as truncated
+or corrupt, and a series whose slices ITK finds unevenly spaced or missing is refused.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,12 @@ import SimpleITK as sitk
 from ..errors import InputError
 from .core import Image
 from .io import sitk_error_reason
+from .native_stderr import captured_native_stderr, library_text
 from .sitk_bridge import from_sitk
 
 _SERIES_DESCRIPTION = "0008|103e"
+_PREAMBLE = 128  # bytes before the "DICM" magic of a DICOM file
+_UNEVEN_SLICES = "Non uniform sampling or missing slices"  # ITK's warning text
 
 
 def read_dicom_series(folder: str | os.PathLike[str], *, series_uid: str | None = None) -> Image:
@@ -24,7 +32,8 @@ def read_dicom_series(folder: str | os.PathLike[str], *, series_uid: str | None 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"DICOM folder {folder} does not exist or is not a folder; check the path.")
-    uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    with captured_native_stderr():
+        uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
     if not uids:
         raise InputError(
             f"No DICOM series found in {folder}; pass the folder that directly holds the DICOM files, "
@@ -37,12 +46,50 @@ def read_dicom_series(folder: str | os.PathLike[str], *, series_uid: str | None 
     if series_uid is not None and series_uid not in uids:
         raise InputError(f"{folder} has no DICOM series {series_uid}; it holds: {_describe(folder, uids)}.")
     uid = series_uid or uids[0]
+    _refuse_unparsable_files(folder, uids)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
-    try:
-        return from_sitk(reader.Execute())
-    except RuntimeError as error:
-        raise InputError(f"Could not read DICOM series {uid} in {folder}: {sitk_error_reason(error)}") from error
+    with captured_native_stderr() as captured:
+        try:
+            volume = reader.Execute()
+        except RuntimeError as error:
+            reason = sitk_error_reason(error)
+            printed = library_text(captured.text, reason)
+            details = f" ({printed})" if printed else ""
+            raise InputError(f"Could not read DICOM series {uid} in {folder}: {reason}{details}.") from error
+    if _UNEVEN_SLICES in captured.text:
+        raise InputError(
+            f"The slices of DICOM series {uid} in {folder} are unevenly spaced or some are missing "
+            f"({library_text(captured.text)}); give a folder with the complete series, or resample it to even "
+            "slices first (e.g. in Slicer)."
+        )
+    return from_sitk(volume)
+
+
+def _refuse_unparsable_files(folder: Path, uids: list[str]) -> None:
+    """Refuse a file with the DICOM magic that GDCM placed in no series and cannot read (truncated, corrupt)."""
+    listed = {
+        Path(file).name for uid in uids for file in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+    }
+    for file in sorted(folder.iterdir()):
+        if file.name in listed or file.name.upper() == "DICOMDIR" or not file.is_file() or not _has_dicom_magic(file):
+            continue
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(file))
+        try:
+            with captured_native_stderr():
+                reader.ReadImageInformation()
+        except RuntimeError:
+            raise InputError(
+                f"DICOM file {file} is truncated or corrupt: the DICOM reader cannot parse it; copy the series "
+                "again from its source."
+            ) from None
+
+
+def _has_dicom_magic(file: Path) -> bool:
+    with file.open("rb") as stream:
+        stream.seek(_PREAMBLE)
+        return stream.read(4) == b"DICM"
 
 
 def _describe(folder: Path, uids: list[str]) -> str:
@@ -60,7 +107,8 @@ def _series_description(file: str) -> str:
     reader = sitk.ImageFileReader()
     reader.SetFileName(file)
     try:
-        reader.ReadImageInformation()
+        with captured_native_stderr():
+            reader.ReadImageInformation()
     except RuntimeError:
         return ""
     return reader.GetMetaData(_SERIES_DESCRIPTION).strip() if reader.HasMetaDataKey(_SERIES_DESCRIPTION) else ""

@@ -173,6 +173,12 @@ def _merge_layers(layers: np.ndarray, segments: list[_Segment], values: list[int
         members = [(s.file_value, value) for s, value in zip(segments, values, strict=True) if s.layer == layer_index]
         if not members:
             continue
+        if np.issubdtype(layer.dtype, np.floating) and not np.isfinite(layer).all():
+            bad = layer.size - int(np.count_nonzero(np.isfinite(layer)))
+            raise InputError(
+                f"{path} has {bad} non-finite voxel(s) (NaN or infinite) in layer {layer_index}; a segmentation holds "
+                "integer labels. Fix the file (save the segmentation again from Slicer)."
+            )
         codes = layer if np.issubdtype(layer.dtype, np.integer) else layer.astype(np.int64)  # Slicer truncates
         if codes.min(initial=0) < 0:
             codes = np.maximum(codes, 0)  # negative voxels belong to no segment

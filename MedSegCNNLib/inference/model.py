@@ -6,11 +6,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..checkpoint import load_model
+from ..checkpoint.model_card import ModelCard
 from ..data.preprocessing import PreprocessingPlan
 from ..errors import InputError
 from ..image import LabelInfo
@@ -24,36 +24,33 @@ class SegmentationModel:
     """
 
     networks: tuple[torch.nn.Module, ...]
-    card: dict[str, Any]
+    card: ModelCard
     device: torch.device
 
     @property
     def plan(self) -> PreprocessingPlan:
-        return PreprocessingPlan.from_dict(self.card["preprocessing"])
+        return self.card.preprocessing
 
     @property
     def patch_size(self) -> tuple[int, ...]:
-        return tuple(self.card["patch_size"])
+        return self.card.patch_size
 
     @property
     def spatial_dims(self) -> int:
-        return int(self.card["spatial_dims"])
+        return self.card.spatial_dims
 
     @property
     def channels(self) -> list[str]:
-        return list(self.card["channels"])
+        return list(self.card.channels)
 
     @property
     def labels(self) -> list[LabelInfo]:
-        return [
-            LabelInfo(int(value), info["name"], tuple(info["color"]) if info.get("color") else None)
-            for value, info in sorted(self.card["labels"].items(), key=lambda item: int(item[0]))
-            if int(value) != 0
-        ]
+        """The labels except the background."""
+        return list(self.card.foreground_labels)
 
     @property
     def num_classes(self) -> int:
-        return len(self.card["labels"])
+        return len(self.card.labels)
 
 
 def resolve_model_folder(path: str | os.PathLike[str]) -> Path:
@@ -71,24 +68,25 @@ def resolve_model_folder(path: str | os.PathLike[str]) -> Path:
 
 
 def load_segmentation_model(
-    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], device: torch.device
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], device: torch.device, *, allow_large: bool = False
 ) -> SegmentationModel:
     """Load one model or an ensemble (several folders, e.g. the k folds of a cross-validation) onto ``device``.
 
     The models of an ensemble must agree on labels, channels, preprocessing, dimensionality and patch size.
+    ``allow_large`` lifts the size bound of :func:`~MedSegCNNLib.checkpoint.load_model` (genuinely huge models).
     """
     sources = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     if not sources:
         raise InputError("No model given; pass a model folder (or several for an ensemble).")
     networks, cards = [], []
     for source in sources:
-        network, card = load_model(resolve_model_folder(source), device=device)
+        network, card = load_model(resolve_model_folder(source), device=device, allow_large=allow_large)
         if device.type != "mps":  # channels-last convolutions are markedly faster on CPU (and on CUDA)
-            layout = torch.channels_last_3d if card["spatial_dims"] == 3 else torch.channels_last
+            layout = torch.channels_last_3d if card.spatial_dims == 3 else torch.channels_last
             network = network.to(memory_format=layout)
         networks.append(network.eval())
         cards.append(card)
     for key in ("labels", "channels", "preprocessing", "spatial_dims", "patch_size"):
-        if any(card[key] != cards[0][key] for card in cards[1:]):
+        if any(getattr(card, key) != getattr(cards[0], key) for card in cards[1:]):
             raise InputError(f"The models of the ensemble differ in their {key}; only like models can be combined.")
     return SegmentationModel(networks=tuple(networks), card=cards[0], device=device)

@@ -6,9 +6,9 @@ window (probabilities averaged over mirror flips and ensemble members), take the
 map* back onto the original grid (nearest neighbour, crop restored), then post-process. Probabilities and
 the uncertainty map, when asked for, are mapped back with linear interpolation.
 
-Non-finite voxels (NaN, ±inf) are reported and replaced by the channel's smallest finite value before
-prediction. On a CUDA out-of-memory error the prediction is retried with stitching on the CPU, then
-entirely on the CPU, and each retry is logged.
+Non-finite voxels (NaN, ±inf) are replaced by the channel's smallest finite value before prediction, with a
+warning that gives their number and the file. On a CUDA out-of-memory error the prediction is retried with
+stitching on the CPU, then entirely on the CPU, and each retry is logged.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def segment(
     batch_size: int = 2,
     precision: str = "fp32",
     progress: Callable[[int, int], None] | None = None,
+    input_name: str | None = None,
 ) -> SegmentationResult:
     """Segment ``image`` with ``model`` (a model folder, several folders for an ensemble, or a loaded model).
 
@@ -69,6 +70,8 @@ def segment(
         probabilities: also return the class probabilities (K channels, on the input grid).
         uncertainty: also return the entropy of the mean softmax, in nats, on the input grid.
         precision: ``fp32``, ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA); ``auto`` picks bf16/fp16 on CUDA.
+        input_name: how messages name the input (e.g. the file an in-memory image was read from); default:
+            the input file(s), or "The input image".
 
     Example:
         >>> result = segment("case.nii.gz", "models/hippo", tta=True)  # doctest: +SKIP
@@ -77,7 +80,7 @@ def segment(
     loaded = model if isinstance(model, SegmentationModel) else load_segmentation_model(model, resolve_device(device))
     source = _load_input(image)
     _check_compatible(source, loaded)
-    case = preprocess_case(_finite(source), None, loaded.plan, name="input")
+    case = preprocess_case(_finite(source, input_name or _input_text(image)), None, loaded.plan, name="input")
     want_probabilities = probabilities or uncertainty
     mean_probabilities = _predict_with_fallback(
         loaded, case, tta=tta, keep_probabilities=want_probabilities, overlap=overlap, batch_size=batch_size,
@@ -107,8 +110,16 @@ def _load_input(image: ImageSource | Sequence[ImageSource]) -> Image:
     if not sources:
         raise InputError("No input image given.")
     name = case_name(sources[0]) if not isinstance(sources[0], Image) else "input"
-    loaded, _label = load_case(CaseSource(name=name, images=tuple(_as_path_or_image(s) for s in sources), label=None))
+    case = CaseSource(name=name, images=tuple(_as_path_or_image(s) for s in sources), label=None)
+    loaded, _label = load_case(case, allow_non_finite=True)
     return loaded
+
+
+def _input_text(image: ImageSource | Sequence[ImageSource]) -> str:
+    """The input file(s) for messages, or "The input image" for images in memory."""
+    sources = list(image) if isinstance(image, list | tuple) else [image]
+    files = [str(source) for source in sources if not isinstance(source, Image)]
+    return ", ".join(files) if files else "The input image"
 
 
 def _as_path_or_image(source: ImageSource) -> Image | Path:
@@ -126,7 +137,9 @@ def _check_compatible(image: Image, model: SegmentationModel) -> None:
         raise InputError("This is a 3D model and the input is a 2D image; use a 2D model or a 3D volume.")
 
 
-def _finite(image: Image) -> Image:
+def _finite(image: Image, what: str) -> Image:
+    """``image`` with NaN/±inf voxels set to their channel's smallest finite value (0 if none), with a warning
+    naming ``what`` (the input file)."""
     array = image.array
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
@@ -135,7 +148,13 @@ def _finite(image: Image) -> Image:
         for channel in channels:
             finite = np.isfinite(channel)
             channel[~finite] = channel[finite].min() if finite.any() else 0.0
-        logger.warning("The input has %d non-finite voxels (NaN/inf); they were set to the smallest finite value.", bad)
+        logger.warning(
+            "%s has %d non-finite voxels (NaN or infinite) of %d; they were set to their channel's smallest finite "
+            "value before prediction.",
+            what,
+            bad,
+            array.size,
+        )
         return image.with_array(array)
     return image
 

@@ -158,8 +158,15 @@ def _load_label_map(source: ImageSource, role: str, name: str) -> Image:
     if array.dtype == bool:
         return image.with_array(array.astype(np.uint8))
     if not np.issubdtype(array.dtype, np.integer):
-        if not np.issubdtype(array.dtype, np.floating) or not np.all(np.isfinite(array)):
+        if not np.issubdtype(array.dtype, np.floating):
             raise InputError(f"Case {name}: the {role} is not a label map (dtype {array.dtype}).")
+        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+        if bad:
+            where = "" if isinstance(source, Image) else f" {source}"
+            raise InputError(
+                f"Case {name}: the {role}{where} has {bad} non-finite voxel(s) (NaN or infinite); a label map holds "
+                "integers >= 0. Fix the label map (every voxel needs a label) and evaluate again."
+            )
         rounded = np.rint(array)
         if not np.array_equal(rounded, array):
             raise InputError(

@@ -104,6 +104,19 @@ class _Task:
             shutil.rmtree(self._workdir, ignore_errors=True)
 
 
+def _read_result(path: Path) -> Image:
+    """A result file that the background run wrote in its temporary folder, checked like every image read; a
+    damaged one is refused naming the file, not the temporary folder the user never chose."""
+    try:
+        return read_image(path)
+    except InputError as error:
+        cause = str(error).replace(str(path), path.name)
+        raise InputError(
+            f"The segmentation's result could not be loaded ({cause.rstrip('.')}); run the segmentation again and "
+            f"check the free space in the temporary folder {tempfile.gettempdir()}."
+        ) from None
+
+
 class SegmentationTask(_Task):
     """Segment ``volume_nodes`` (one per model input channel) with ``model`` (a registry name or a model folder).
 
@@ -168,7 +181,7 @@ class SegmentationTask(_Task):
         self._check_completed("Segmentation")
         added: list[Any] = []
         try:
-            labels = self._on_grid(read_image(self._outputs)).with_labels(self.model.labels)
+            labels = self._on_grid(_read_result(self._outputs)).with_labels(self.model.labels)
             segmentation = segmentation_from_labels(
                 self.scene, labels, self.volume_nodes[0], self.segmentation_node, replace=self.replace
             )
@@ -178,7 +191,7 @@ class SegmentationTask(_Task):
             volume_name = self.volume_nodes[0].GetName()
             stem = self._outputs.name[: -len(".nrrd")]
             if self._options["probabilities"]:
-                maps = self._on_grid(read_image(self._outputs.with_name(f"{stem}_probabilities.nii.gz")))
+                maps = self._on_grid(_read_result(self._outputs.with_name(f"{stem}_probabilities.nii.gz")))
                 for info in self.model.labels:
                     if info.value == 0 or info.value >= maps.num_channels:
                         continue
@@ -190,7 +203,7 @@ class SegmentationTask(_Task):
                     added.append(node)
                     outputs.probability_nodes.append(node)
             if self._options["uncertainty"]:
-                uncertainty = self._on_grid(read_image(self._outputs.with_name(f"{stem}_uncertainty.nii.gz")))
+                uncertainty = self._on_grid(_read_result(self._outputs.with_name(f"{stem}_uncertainty.nii.gz")))
                 node = volume_node_from_image(
                     self.scene, uncertainty, f"{volume_name} uncertainty", reference_volume_node=self.volume_nodes[0]
                 )

@@ -34,6 +34,11 @@ class DistributedContext:
         return self.world_size > 1
 
 
+def launch_rank() -> int:
+    """This process's rank as torchrun set it (0 in a plain run), known before the process group is joined."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
 def init_distributed(device_choice: str = "auto") -> DistributedContext:
     """Join torchrun's process group when launched by it; otherwise a single-process context."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

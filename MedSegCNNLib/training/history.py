@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_path, write_text_atomic
+from ..atomic import atomic_path, verify_png, write_text_atomic
 
 
 @dataclass
@@ -41,7 +41,12 @@ class TrainingHistory:
         return cls(rows)
 
     def write(self, folder: Path) -> None:
-        """``training_log.csv`` and ``training_curves.png`` in ``folder``, both replaced atomically."""
+        """``training_log.csv`` and ``training_curves.png`` in ``folder``, both replaced atomically; without
+        rows (no epoch done yet) both are removed."""
+        if not self.rows:
+            for name in ("training_log.csv", "training_curves.png"):
+                (folder / name).unlink(missing_ok=True)
+            return
         write_text_atomic(folder / "training_log.csv", self.to_csv(), overwrite=True)
         self.plot(folder / "training_curves.png")
 
@@ -71,5 +76,5 @@ class TrainingHistory:
             dice_axis.set_ylabel("validation mean Dice", color="tab:orange")
             dice_axis.set_ylim(0, 1)
         figure.tight_layout()
-        with atomic_path(path, overwrite=True) as tmp:
+        with atomic_path(path, overwrite=True, verify=verify_png) as tmp:
             figure.savefig(tmp, format="png")

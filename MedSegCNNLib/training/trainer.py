@@ -19,7 +19,10 @@ the end of every epoch and at least every ``checkpoint_minutes``.
 The same function runs under ``torchrun --nproc_per_node=N`` (DistributedDataParallel): every rank samples
 its own patches, gradients are averaged, and rank 0 validates, writes files and reports progress.
 SIGINT/SIGTERM end the current step, write ``checkpoints/last`` and return with status ``cancelled``;
-``resume=True`` continues from there with the same optimiser, scheduler and random-number state.
+``resume=True`` continues from there with the same optimiser, scheduler and random-number state. A run killed
+outright (SIGKILL, power loss) resumes from its last complete checkpoint to the same weights; the training log
+is rewritten from the checkpoint (which holds it), so it never has rows of epochs that were not saved.
+One run at a time holds the folder (:mod:`.run_folder`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import threading
 import time
@@ -45,11 +47,13 @@ import torch
 from .._version import __version__
 from ..atomic import write_text_atomic
 from ..checkpoint import (
+    ModelCard,
     capture_rng_state,
     import_state_dict,
     load_matching_weights,
     load_model,
     load_training_state,
+    read_model_card,
     restore_rng_state,
     save_model,
     save_training_state,
@@ -59,17 +63,25 @@ from ..data.dataset import Dataset, load_case, load_dataset, validate_dataset
 from ..data.planning import dataset_fingerprint, plan_preprocessing
 from ..data.preprocessing import PreprocessedCase, PreprocessingPlan, preprocess_case
 from ..data.sampling import PatchSampler
-from ..errors import InputError, OutputExistsError
+from ..errors import InputError
 from ..image.seg_nrrd import default_label_info
 from ..losses import DeepSupervisionLoss, build_loss
 from ..networks import build_network
 from ..progress import Event, EventSink
 from ..runtime import describe_device
 from .config import TrainingConfig
-from .distributed import DistributedContext, all_reduce_mean, broadcast_ints, init_distributed, shutdown_distributed
+from .distributed import (
+    DistributedContext,
+    all_reduce_mean,
+    broadcast_ints,
+    init_distributed,
+    launch_rank,
+    shutdown_distributed,
+)
 from .history import TrainingHistory
 from .optim import build_optimizer, build_scaler, build_scheduler
 from .planner import TrainingPlan, plan_training, reserve_seconds
+from .run_folder import claim_run_folder
 from .schedule import LearningRateSchedule
 from .speed import StepTimer
 from .splits import load_or_create_splits
@@ -78,7 +90,6 @@ from .validation import validate
 
 logger = logging.getLogger(__name__)
 
-RUN_FILES = ("model", "checkpoints", "training_config.json", "splits.json", "training_log.csv", "training_curves.png")
 #: Re-planning a budgeted run: the mean of the last REPLAN_WINDOW step times (the first SKIPPED_STEPS of a
 #: process warm kernels up and are not counted) sets the steps left, at most every REPLAN_EVERY steps, when
 #: the new total differs by more than REPLAN_TOLERANCE of the steps left.
@@ -115,9 +126,11 @@ def train(
     """Train a network on ``data`` (an MSD/nnU-Net folder or a :class:`Dataset`) into the folder ``output``.
 
     ``resume`` continues the run saved in ``output`` with its plan (its saved configuration wins over
-    ``config``); ``overwrite`` replaces a previous run's files in ``output`` (other files there are left
-    alone). Progress goes to ``on_event`` (see :mod:`MedSegCNNLib.progress`). ``step_timer`` measures step
-    times for the plan (default: a :class:`~.speed.StepTimer` with the per-user cache); ``clock`` gives the
+    ``config``; a run stopped before its first checkpoint starts again from its first step); ``overwrite``
+    replaces a previous run's files in ``output`` (other files there are left alone). The folder is locked
+    for the run, and a run that fails before its first checkpoint leaves it as it was (see :mod:`.run_folder`).
+    Progress goes to ``on_event`` (see :mod:`MedSegCNNLib.progress`). ``step_timer`` measures step times for the
+    plan (default: a :class:`~.speed.StepTimer` with the per-user cache); ``clock`` gives the
     time in seconds that the budget is counted on.
 
     Example:
@@ -128,55 +141,28 @@ def train(
     """
     started = clock()
     output = Path(output)
-    config = _prepare_output(output, config or TrainingConfig(), resume=resume, overwrite=overwrite)
-    context = init_distributed(config.device)
-    try:
-        run = _Run.create(
-            data,
-            output,
-            config,
-            context,
-            resume=resume,
-            on_event=on_event,
-            timer=step_timer,
-            clock=clock,
-            started=started,
-        )
-        return run.fit()
-    finally:
-        shutdown_distributed(context)
-
-
-def _prepare_output(output: Path, config: TrainingConfig, *, resume: bool, overwrite: bool) -> TrainingConfig:
-    """Check the output folder against resume/overwrite; returns the config to use (the saved one on resume)."""
-    if resume and overwrite:
-        raise InputError("Choose either resume (continue the saved run) or overwrite (start again), not both.")
-    saved = output / "training_config.json"
-    if resume:
-        if not (output / "checkpoints" / "last").is_dir() or not saved.is_file():
-            raise InputError(f"Nothing to resume in {output}: it has no checkpoints/last; start a new run instead.")
-        return TrainingConfig.from_dict(json.loads(saved.read_text(encoding="utf-8"))["config"])
-    if output.exists() and not output.is_dir():
-        raise InputError(f"Output {output} is a file; give a folder for the model.")
-    if output.is_dir() and any(output.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(
-                f"Output folder {output} is not empty; pass --resume to continue its run or --overwrite to start again."
+    inputs = [
+        Path(path) for path in (data, (config or TrainingConfig()).init_from) if isinstance(path, str | os.PathLike)
+    ]
+    with claim_run_folder(output, resume=resume, overwrite=overwrite, main=launch_rank() == 0, inputs=inputs) as folder:
+        config = folder.configuration(config or TrainingConfig())
+        context = init_distributed(config.device)
+        try:
+            run = _Run.create(
+                data,
+                output,
+                config,
+                context,
+                resume=bool(broadcast_ints([int(folder.resume)], context)[0]),  # rank 0 decides
+                on_event=on_event,
+                timer=step_timer,
+                clock=clock,
+                started=started,
             )
-        for name in RUN_FILES:  # only this library's files; anything else of the user's stays
-            path = output / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        probe = output / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise InputError(f"Cannot write to output folder {output}: {error.strerror}; choose another folder.") from None
-    return config
+            run.after_checkpoint = folder.commit
+            return run.fit()
+        finally:
+            shutdown_distributed(context)
 
 
 @contextlib.contextmanager
@@ -242,6 +228,7 @@ class _Run:
     validation_seconds: float = 0.0
     last_replan_step: int = 0
     last_checkpoint: float = 0.0
+    after_checkpoint: Callable[[], None] = lambda: None  # called after every complete checkpoint
 
     # ----- construction --------------------------------------------------------------------------------
 
@@ -262,6 +249,8 @@ class _Run:
         torch.manual_seed(config.seed + context.rank)
         np.random.seed((config.seed + context.rank) % 2**32)  # noqa: NPY002 - third-party code may use it
         emit = on_event if (on_event is not None and context.is_main) else (lambda _event: None)
+        if config.init_from and not resume:
+            _check_initial_weights(config.init_from)  # a wrong path or a pickle fails now, not after planning
         dataset = load_dataset(data)
         validate_dataset(dataset)
         labels = sorted(dataset.label_names)
@@ -615,7 +604,7 @@ class _Run:
         best = self.output / "checkpoints" / "best"
         if status == "early_stopped" and self.best_epoch is not None and best.is_dir():
             network, card = load_model(best, device="cpu")  # saved again: save_model swaps folders atomically
-            card["training"]["epochs_done"] = self.epoch
+            card = card.updated(training={**card.to_dict()["training"], "epochs_done": self.epoch})
             save_model(target, network, card, overwrite=True)
         else:
             save_model(target, self.network, self._model_card("final"), overwrite=True)
@@ -623,12 +612,13 @@ class _Run:
 
     # ----- files -------------------------------------------------------------------------------------------
 
-    def _model_card(self, which: str) -> dict[str, Any]:
+    def _model_card(self, which: str) -> ModelCard:
+        """The validated card of the weights saved as ``which`` ("best" or "final")."""
         labels = {
             str(value): {"name": name, "color": list(default_label_info(value).color) if value else [0.0, 0.0, 0.0]}
             for value, name in sorted(self.dataset.label_names.items())
         }
-        return {
+        card = {
             "name": self.dataset.name,
             "network": self.network.config,
             "spatial_dims": self.config.spatial_dims,
@@ -657,6 +647,7 @@ class _Run:
                 },
             },
         }
+        return ModelCard.new(card, where=f"of the {which} weights of {self.output}")
 
     def _validation_summary(self, which: str) -> dict[str, Any] | None:
         """The validation Dice of the weights saved as ``which`` ("best" or "final"), with the best epoch's."""
@@ -695,6 +686,7 @@ class _Run:
             "replans": self.replans,
             "validation_seconds": self.validation_seconds,
             "last_dice": {str(label): value for label, value in self.last_dice.items()},
+            "history": self.history.rows,  # the log as of this checkpoint: a resume rewrites the files from it
         }
         save_training_state(
             self.output / "checkpoints" / "last",
@@ -709,6 +701,7 @@ class _Run:
             overwrite=True,
         )
         self.last_checkpoint = self.clock()
+        self.after_checkpoint()
         self.emit(Event("checkpoint", {"epoch": self.epoch, "path": str(self.output / "checkpoints" / "last")}))
 
     def _restore(self) -> None:
@@ -736,9 +729,13 @@ class _Run:
             self.best_mean_dice = state.extra["best_mean_dice"]
             self.best_dice = {int(label): value for label, value in state.extra["best_dice"].items()}
         log = self.output / "training_log.csv"
-        if log.is_file():
+        if "history" in state.extra:
+            self.history = TrainingHistory([dict(row) for row in state.extra["history"]])
+        elif log.is_file():  # a checkpoint of an earlier version
             self.history = TrainingHistory.from_csv(log.read_text(encoding="utf-8"))
             self.history.rows = [row for row in self.history.rows if row["epoch"] <= self.epoch]
+        if self.context.is_main:  # the files may hold epochs done after the checkpoint by a killed process
+            self.history.write(self.output)
         self.last_replan_step = self.scheduler.steps_done
         logger.info(
             "Resuming %s at step %d of %d (epoch %d), %.0f s of the run done.",
@@ -788,6 +785,18 @@ def _loss_function(config: TrainingConfig, network: torch.nn.Module) -> torch.nn
     return DeepSupervisionLoss(loss, num_outputs=len(network.config["features"]) - 1)
 
 
+def _check_initial_weights(source: str) -> None:
+    """Refuse a fine-tuning source that :func:`_initialise_from` could not read (checked before the data are
+    prepared: a state dict is read, a model's card and weights file looked up)."""
+    path = Path(source)
+    if path.suffix in (".pt", ".pth"):
+        import_state_dict(path)
+    else:
+        from ..inference.model import resolve_model_folder
+
+        read_model_card(resolve_model_folder(path), require_weights=True)
+
+
 def _initialise_from(network: torch.nn.Module, source: str, context: DistributedContext) -> None:
     """Transfer learning: copy the weights whose names and shapes match from a model folder or state dict."""
     path = Path(source)
@@ -797,10 +806,10 @@ def _initialise_from(network: torch.nn.Module, source: str, context: Distributed
         from ..inference.model import resolve_model_folder
 
         pretrained, card = load_model(resolve_model_folder(path), device="cpu")
-        expected, found = card["network"]["in_channels"], network.config["in_channels"]
+        expected, found = card.network["in_channels"], network.config["in_channels"]
         if expected != found:
             raise InputError(
-                f"{source} was trained on {expected} input channel(s) ({', '.join(card.get('channels', []))}) but "
+                f"{source} was trained on {expected} input channel(s) ({', '.join(card.channels)}) but "
                 f"this dataset has {found}; fine-tune from a model with the same channels."
             )
         state = pretrained.state_dict()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, verify_png
 from ..errors import InputError
 from ..image.core import Image, LabelInfo
 from ..image.seg_nrrd import default_label_info
@@ -121,7 +121,7 @@ def save_overlay(
         z_up=image.spatial_dims == 3 and axis != 0,
         title=title,
     )
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    with atomic_path(path, overwrite=overwrite, verify=verify_png) as tmp:
         figure.savefig(tmp, format="png", dpi=DPI)
     return path
 

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             status = medsegcnn([*command, "--time-budget", str(BUDGET_MINUTES), "--fold", "all", "--device", "cpu"])
             if status != 0:
                 return status
-        network, card = load_model(run / "model")
+        network, model_card = load_model(run / "model")
+        card = model_card.to_dict()
         predictions, references = [], []
         for name in held_out:
             result = segment(read_image(args.data / "imagesTr" / name), run / "model", device="cpu")

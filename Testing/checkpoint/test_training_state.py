@@ -19,7 +19,7 @@ from MedSegCNNLib.checkpoint import (
 )
 from MedSegCNNLib.checkpoint import training_state as training_state_module
 from MedSegCNNLib.checkpoint.state_codec import decode_state, encode_state
-from MedSegCNNLib.errors import InputError, OutputExistsError
+from MedSegCNNLib.errors import InputError, OutputExistsError, WriteError
 from MedSegCNNLib.losses import build_loss
 
 
@@ -305,7 +305,7 @@ def test_existing_checkpoint_and_failed_saves(checkpoint, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(training_state_module, "write_json", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match="disk full"):
         save_training_state(checkpoint, epoch=3, step=11, **kwargs)
     monkeypatch.undo()
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["ckpt"]
@@ -322,3 +322,18 @@ def test_missing_checkpoint_names_a_surviving_previous_one(tmp_path):
     (tmp_path / ".last.0123456789ab.previous").mkdir()
     with pytest.raises(InputError, match=r"survives as .*\.last\.0123456789ab\.previous"):
         load_training_state(tmp_path / "last", model=model, optimizer=opt)
+
+
+def test_a_checkpoint_that_reads_back_differently_is_not_put_in_place(checkpoint, monkeypatch):
+    model, opt, scheduler, _ = make_run("sgd", seed=3)
+    kwargs = {"model": model, "optimizer": opt, "scheduler": scheduler, "scaler": None, "rng": {}, "extra": {}}
+    write_json = training_state_module.write_json
+    monkeypatch.setattr(training_state_module, "write_json", lambda path, data: write_json(path, {**data, "step": 0}))
+    with pytest.raises(WriteError) as refused:
+        save_training_state(checkpoint, epoch=3, step=11, **kwargs)
+    assert str(refused.value) == (
+        f"Could not write {checkpoint}: it reads back differently from what was written; {checkpoint} was left as "
+        "it was; check the disk and the folder's permissions."
+    )
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["ckpt"]
+    assert load_training_state(checkpoint, model=model, optimizer=opt, scheduler=scheduler).step == 10

@@ -17,12 +17,17 @@ from MedSegCNNLib.errors import InputError
 
 BUNDLED = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "hippocampus-tiny"
 CARD = {
-    "network": {"name": "fcn"},
+    "network": {"name": "fcn", "spatial_dims": 3, "in_channels": 2, "out_channels": 2},
     "spatial_dims": 3,
     "patch_size": [8, 8, 8],
     "channels": ["T1", "FLAIR"],
     "labels": {"0": {"name": "background"}, "1": {"name": "lesion", "color": [1, 1, 0]}},
-    "preprocessing": {"target_spacing": None},
+    "preprocessing": {
+        "target_spacing": None,
+        "crop_to_nonzero": True,
+        "normalization": [{"scheme": "zscore"}, {"scheme": "zscore"}],
+        "spatial_dims": 3,
+    },
 }
 
 

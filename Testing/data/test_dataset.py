@@ -275,3 +275,26 @@ def test_bad_case_sources():
         Dataset("d", ("x",), {}, (CaseSource("c", (_image(),)), CaseSource("c", (_image(),))))
     with pytest.raises(InputError, match="has 2 channels"):
         load_case(CaseSource("c", (_image(),), _image(channels=2)))
+
+
+def test_an_image_with_nan_is_refused_for_training_naming_the_case_and_file(tmp_path):
+    image = _image()
+    array = image.array.astype(np.float32)
+    array[0, 0, :2] = [np.nan, np.inf]
+    path = tmp_path / "c.nii.gz"
+    write_image(image.with_array(array), path)
+    case = CaseSource("c", (path,), _label(image))
+    with pytest.raises(InputError, match=rf"^Case c: image {path} has 2 non-finite voxel\(s\) \(NaN or infinite\)"):
+        load_case(case)
+    loaded, _ = load_case(case, allow_non_finite=True)  # prediction replaces them itself
+    assert np.count_nonzero(np.isnan(loaded.array)) == 1 and np.count_nonzero(np.isinf(loaded.array)) == 1
+
+
+def test_a_label_map_with_nan_is_refused_naming_the_case_and_file(tmp_path):
+    image = _image()
+    labels = _label(image).array.astype(np.float32)
+    labels[1, 1, 1] = np.nan
+    path = tmp_path / "c_label.nii"
+    write_image(image.with_array(labels), path)
+    with pytest.raises(InputError, match=rf"^Case c: label map {path} has 1 non-finite voxel\(s\)"):
+        load_case(CaseSource("c", (image,), path))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedSegCNNLib.errors import InputError, OutputExistsError
+from MedSegCNNLib.errors import InputError, OutputExistsError, WriteError
 from MedSegCNNLib.image.core import Image, LabelInfo
 from MedSegCNNLib.image.io import SUPPORTED_EXTENSIONS, case_name, is_image_path, read_image, write_image
 
@@ -130,12 +130,12 @@ def test_failing_write_leaves_no_file_and_keeps_the_old_one(tmp_path, make_image
         raise RuntimeError("Exception thrown in SimpleITK WriteImage: x.cxx:1:\nitk::ERROR: No space left on device")
 
     monkeypatch.setattr(sitk, "WriteImage", write_half_then_fail)
-    with pytest.raises(InputError, match="No space left on device"):
+    with pytest.raises(WriteError, match="No space left on device"):
         write_image(make_image(dtype=np.uint8), tmp_path / f"new{extension}")
     assert files_in(tmp_path) == []
 
     (tmp_path / f"old{extension}").write_bytes(b"precious")
-    with pytest.raises(InputError):
+    with pytest.raises(WriteError):
         write_image(make_image(dtype=np.uint8), tmp_path / f"old{extension}", overwrite=True)
     assert files_in(tmp_path) == [f"old{extension}"]
     assert (tmp_path / f"old{extension}").read_bytes() == b"precious"

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from MedSegCNNLib import Image
+from MedSegCNNLib.checkpoint import ModelCard
 from MedSegCNNLib.data.preprocessing import NormalizationSpec, PreprocessingPlan
 from MedSegCNNLib.errors import InputError
 from MedSegCNNLib.inference.model import SegmentationModel
@@ -32,13 +33,17 @@ def model(dims: int = 3, target_spacing=None, patch=(8, 8, 8), channels=("MRI",)
         image_interpolation="linear",
         spatial_dims=dims,
     )
-    card = {
-        "labels": LABELS,
-        "channels": list(channels),
-        "preprocessing": plan.to_dict(),
-        "patch_size": list(patch),
-        "spatial_dims": dims,
-    }
+    network = {"name": "threshold", "spatial_dims": dims, "in_channels": len(channels), "out_channels": len(LABELS)}
+    card = ModelCard.new(
+        {
+            "network": network,
+            "labels": LABELS,
+            "channels": list(channels),
+            "preprocessing": plan.to_dict(),
+            "patch_size": list(patch),
+            "spatial_dims": dims,
+        }
+    )
     return SegmentationModel(networks=(Threshold().eval(),), card=card, device=torch.device("cpu"))
 
 

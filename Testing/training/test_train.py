@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from MedSegCNNLib import Image
 from MedSegCNNLib.checkpoint import load_model
 from MedSegCNNLib.data.dataset import dataset_from_pairs, load_case
-from MedSegCNNLib.data.preprocessing import PreprocessingPlan, preprocess_case
+from MedSegCNNLib.data.preprocessing import preprocess_case
 from MedSegCNNLib.errors import InputError, OutputExistsError
 from MedSegCNNLib.progress import Event
 from MedSegCNNLib.training.config import TrainingConfig
@@ -89,9 +89,9 @@ def test_a_small_3d_network_learns_the_phantom_and_validates_on_held_out_cases(t
     kinds = {event.kind for event in events}
     assert {"start", "step", "epoch", "validation", "checkpoint", "end"} <= kinds
     _network, card = load_model(result.model)
-    assert card["training"]["validation"]["mean_dice"] == pytest.approx(result.best_mean_dice)
-    assert card["labels"]["1"]["name"] == "ball" and card["spatial_dims"] == 3
-    assert len(card["training"]["val_cases"]) == 3
+    assert card.training["validation"]["mean_dice"] == pytest.approx(result.best_mean_dice)
+    assert card.labels[1].name == "ball" and card.spatial_dims == 3
+    assert len(card.training["val_cases"]) == 3
     assert (tmp_path / "run" / "training_log.csv").is_file() and (tmp_path / "run" / "training_curves.png").is_file()
 
 
@@ -101,7 +101,7 @@ def test_a_small_2d_network_overfits_the_phantom(tmp_path):
     result = train(dataset, tmp_path / "run", _learning_config(2, fold=None))
     losses = [row["train_loss"] for row in result.history]
     assert losses[-1] < 0.3 * losses[0], losses
-    plan = PreprocessingPlan.from_dict(load_model(result.model)[1]["preprocessing"])
+    plan = load_model(result.model)[1].preprocessing
     cases = [preprocess_case(*load_case(case), plan, name=case.name) for case in dataset.cases]
     dice = validate(result.network, cases, [1, 2], (24, 24), torch.device("cpu"), "fp32")
     assert min(dice.values()) > 0.9, dice
@@ -135,12 +135,26 @@ def test_output_folder_is_never_overwritten_without_being_asked(tmp_path):
     output = tmp_path / "run"
     output.mkdir()
     (output / "notes.txt").write_text("mine")
-    with pytest.raises(OutputExistsError, match=r"--resume.*--overwrite"):
+    with pytest.raises(OutputExistsError, match=r"holds no training run \(only other files\).*--overwrite"):
         train(phantom_dataset(), output, quick_config(epochs=1))
     with pytest.raises(InputError, match="Nothing to resume"):
         train(phantom_dataset(), output, quick_config(epochs=1), resume=True)
     result = train(phantom_dataset(), output, quick_config(epochs=1), overwrite=True)
     assert result.status == "completed" and (output / "notes.txt").read_text() == "mine"
+
+
+def test_an_interrupt_before_the_first_checkpoint_leaves_the_replaced_run_as_it_was(tmp_path):
+    output = tmp_path / "run"
+    train(phantom_dataset(), output, quick_config(epochs=1))
+    before = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
+
+    def interrupt(event: Event) -> None:
+        if event.kind == "start":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(phantom_dataset(), output, quick_config(epochs=1, seed=5), overwrite=True, on_event=interrupt)
+    assert {path: path.read_bytes() for path in output.rglob("*") if path.is_file()} == before
 
 
 def test_bad_datasets_are_refused(tmp_path):
@@ -224,7 +238,7 @@ def test_every_architecture_trains_and_validates_in_2d(tmp_path, name):
     assert result.status == "completed" and result.best_mean_dice is not None
     assert np.isfinite(result.history[0]["train_loss"])
     _network, card = load_model(result.model)
-    assert card["network"]["name"] == name
+    assert card.network["name"] == name
 
 
 class FakeClock:
@@ -265,9 +279,9 @@ def test_a_budgeted_run_fills_its_budget_and_ends_with_a_fully_decayed_schedule(
     assert clock.now == pytest.approx(50.0)
     start = next(event.data for event in events if event.kind == "start")
     assert start["total_steps"] == 100 and start["budget_s"] == 60.0
-    card = load_model(result.model)[1]
-    assert card["training"]["plan"]["total_steps"] == 100 and card["training"]["plan"]["steps_done"] == 100
-    assert card["training"]["weights"] == "final"
+    training = load_model(result.model)[1].training
+    assert training["plan"]["total_steps"] == 100 and training["plan"]["steps_done"] == 100
+    assert training["weights"] == "final"
 
 
 def test_a_machine_that_slows_down_is_replanned_and_the_run_still_ends_at_the_budget(tmp_path):
