@@ -10,6 +10,8 @@ import struct
 import tomllib
 from pathlib import Path
 
+from slicer_module.test_module_static import TREES, module_metadata
+
 import MedSegCNNLib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,18 +105,10 @@ def _files(folder: Path) -> set[str]:
     }
 
 
-def _module_metadata() -> dict:
-    """The values ``MedSegCNN.__init__`` gives ``self.parent`` (the module file needs Slicer: parsed, not imported)."""
-    tree = ast.parse((MODULE / "MedSegCNN.py").read_text(encoding="utf-8"))
-    module_class = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "MedSegCNN")
-    init = next(node for node in module_class.body if getattr(node, "name", "") == "__init__")
-    return {
-        target.attr: ast.literal_eval(node.value)
-        for node in init.body
-        if isinstance(node, ast.Assign)
-        for target in node.targets
-        if isinstance(target, ast.Attribute)
-    }
+def _imported_into_module_file() -> set[str]:
+    """The names MedSegCNN.py imports (Slicer looks up the module's widget, logic and test classes there)."""
+    body = TREES[MODULE / "MedSegCNN.py"].body
+    return {alias.asname or alias.name for node in body if isinstance(node, ast.ImportFrom) for alias in node.names}
 
 
 def test_every_module_file_is_installed_into_slicer():
@@ -160,7 +154,9 @@ def test_module_tests_are_registered():
     assert "add_subdirectory(Python)" in _cmake(MODULE / "Testing" / "CMakeLists.txt")
     registered = set(re.findall(r"SCRIPT\s+(\S+\.py)", _cmake(MODULE / "Testing" / "Python" / "CMakeLists.txt")))
     assert registered == {path.name for path in (MODULE / "Testing" / "Python").glob("*.py")}
-    assert "class MedSegCNNTest(ScriptedLoadableModuleTest)" in (MODULE / "MedSegCNN.py").read_text(encoding="utf-8")
+    self_test = (MODULE / "MedSegCNNModule" / "selftest.py").read_text(encoding="utf-8")
+    assert "class MedSegCNNTest(ScriptedLoadableModuleTest)" in self_test
+    assert "MedSegCNNTest" in _imported_into_module_file()  # where slicer_add_python_unittest(SCRIPT ...) finds it
 
 
 def test_names_agree_across_cmake_catalog_entry_and_module():
@@ -169,10 +165,11 @@ def test_names_agree_across_cmake_catalog_entry_and_module():
     assert re.search(r"^project\(MedSegCNN\)", text, re.M)
     assert "add_subdirectory(MedSegCNN)" in text
     assert re.search(r"set\(\s*MODULE_NAME\s+MedSegCNN\s*\)", _cmake(MODULE / "CMakeLists.txt"))
-    source = (MODULE / "MedSegCNN.py").read_text(encoding="utf-8")
+    classes = {node.name for tree in TREES.values() for node in tree.body if isinstance(node, ast.ClassDef)}
     for suffix in ("", "Widget", "Logic", "Test"):
-        assert f"class MedSegCNN{suffix}(" in source
-    metadata = _module_metadata()
+        assert f"MedSegCNN{suffix}" in classes
+    assert {f"MedSegCNN{suffix}" for suffix in ("Widget", "Logic", "Test")} <= _imported_into_module_file()
+    metadata = module_metadata()
     assert metadata["title"] == "MedSegCNN"
     entry = json.loads(CATALOG_ENTRY.read_text(encoding="utf-8"))
     category = _cmake_value(top, "EXTENSION_CATEGORY")

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULE = ROOT / "MedSegCNN" / "MedSegCNN.py"
+MODULE_FOLDER = ROOT / "MedSegCNN"
 UI = ROOT / "MedSegCNN" / "Resources" / "UI" / "MedSegCNN.ui"
 OUTPUT = Path(__file__).resolve().parent / "MedSegCNN.png"
 WIDTH = 420  # px, about a Slicer module panel's width; wider if the panel's minimum width is
@@ -30,16 +30,19 @@ FONT = ("DejaVu Sans", 9)  # family, points
 
 
 class ModuleSource:
-    """The pieces of MedSegCNN.py the preview uses, read from the file (it needs Slicer to be imported)."""
+    """The pieces of the module's files (MedSegCNN.py, MedSegCNNModule/*.py) the preview uses, read from the files
+    (they need Slicer to be imported); text wrapped in Slicer's translation function ``_()`` is read untranslated."""
 
-    def __init__(self, path: Path) -> None:
-        self.tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    def __init__(self, folder: Path) -> None:
+        paths = [folder / "MedSegCNN.py", *sorted((folder / "MedSegCNNModule").glob("*.py"))]
+        trees = [ast.parse(path.read_text(encoding="utf-8"), filename=str(path)) for path in paths]
+        self.tree = ast.Module(body=[node for tree in trees for node in tree.body], type_ignores=[])
         self.constants = {
-            target.id: ast.literal_eval(node.value)
+            target.id: ast.literal_eval(_untranslated(node.value))
             for node in self.tree.body
             if isinstance(node, ast.Assign)
             for target in node.targets
-            if isinstance(target, ast.Name) and _is_literal(node.value)
+            if isinstance(target, ast.Name) and _is_literal(_untranslated(node.value))
         }
 
     def choices(self) -> dict[str, tuple[list[str], str]]:
@@ -59,6 +62,13 @@ class ModuleSource:
 
     def _value(self, node: ast.expr):
         return self.constants[node.id] if isinstance(node, ast.Name) else ast.literal_eval(node)
+
+
+def _untranslated(node: ast.expr) -> ast.expr:
+    """``_("text")`` as ``"text"``; any other node as it is."""
+    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "_" and len(node.args) == 1:
+        return node.args[0]
+    return node
 
 
 def _is_literal(node: ast.expr) -> bool:
@@ -126,7 +136,7 @@ def render(output: Path) -> None:
     if form is None:
         raise SystemExit(f"Qt could not load {UI}: {loader.errorString()}")
     form.ensurePolished()
-    fill_panel(form, ModuleSource(MODULE))
+    fill_panel(form, ModuleSource(MODULE_FOLDER))
     width = max(WIDTH, form.minimumSizeHint().width())  # the longest check box text may need more
     form.resize(width, form.heightForWidth(width) if form.hasHeightForWidth() else form.sizeHint().height())
     form.show()

@@ -1,12 +1,14 @@
-"""Static checks of the Slicer module (MedSegCNN/MedSegCNN.py and its .ui): Slicer's Qt layer cannot run here.
+"""Static checks of the Slicer module (MedSegCNN/MedSegCNN.py, its MedSegCNNModule/ package and its .ui): Slicer's
+Qt layer cannot run here.
 
-The module file is parsed, never imported (it needs Slicer's ``qt``). Its Qt-free helpers are compiled out of
-the file and run against the ``slicer-core`` wheel's real MRML classes.
+The module's files are parsed, never imported (they need Slicer's ``qt``). Its Qt-free helpers are compiled out of
+the files and run against the ``slicer-core`` wheel's real MRML classes.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import html
 import re
 import shutil
@@ -22,13 +24,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 MODULE_FOLDER = ROOT / "MedSegCNN"
 MODULE = MODULE_FOLDER / "MedSegCNN.py"
+PACKAGE = MODULE_FOLDER / "MedSegCNNModule"
+#: The module's Python files: MedSegCNN.py (metadata, registration) and its package (panel, logic, installer, ...).
+MODULE_FILES = [MODULE, *sorted(PACKAGE.glob("*.py"))]
+TREES = {path: ast.parse(path.read_text(encoding="utf-8"), filename=str(path)) for path in MODULE_FILES}
+#: The top-level statements of all the module's files in one body (no name is defined twice: checked below).
+TREE = ast.Module(body=[node for tree in TREES.values() for node in tree.body], type_ignores=[])
 UI = MODULE_FOLDER / "Resources" / "UI" / "MedSegCNN.ui"
-SOURCE = MODULE.read_text(encoding="utf-8")
-TREE = ast.parse(SOURCE, filename=str(MODULE))
 UI_ROOT = ET.parse(UI).getroot()
 
-#: Top-level imports the module may make: Slicer's own modules and the standard library.
+#: Top-level imports the module may make: Slicer's own modules, the module's package and the standard library.
 SLICER_MODULES = {"qt", "ctk", "slicer", "vtk"}
+#: The names Slicer looks up in MedSegCNN.py's namespace, besides the module class itself.
+REGISTERED_CLASSES = {"MedSegCNNWidget", "MedSegCNNLogic", "MedSegCNNTest"}
+#: Slicer's translation functions (slicer.i18n): ``_(text)`` and ``translate(context, text)``.
+TRANSLATION_FUNCTIONS = {"_", "translate"}
+#: Calls whose first argument, and attributes of ``self.ui`` widgets whose value, the user reads.
+SHOWN_BY_CALLS = {"setStatus", "errorDisplay", "confirmOkCancelDisplay", "warningDisplay", "infoDisplay"}
+SHOWN_BY_ATTRIBUTES = {"text", "toolTip", "placeholderText", "windowTitle"}
 #: Widget classes a parameter of each annotation may bind to (slicer.parameterNodeWrapper's connectors).
 CONNECTORS = {
     "bool": {"QCheckBox", "ctkCheckBox"},
@@ -47,14 +60,14 @@ def top_level_constant(name: str):
     for node in TREE.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
             return ast.literal_eval(node.value)
-    raise AssertionError(f"MedSegCNN.py defines no constant {name}")
+    raise AssertionError(f"the module's files define no constant {name}")
 
 
 def top_level_class(name: str) -> ast.ClassDef:
     for node in TREE.body:
         if isinstance(node, ast.ClassDef) and node.name == name:
             return node
-    raise AssertionError(f"MedSegCNN.py defines no class {name}")
+    raise AssertionError(f"the module's files define no class {name}")
 
 
 def is_ui_object(node: ast.AST) -> bool:
@@ -64,9 +77,58 @@ def is_ui_object(node: ast.AST) -> bool:
     )
 
 
+def is_translation_call(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and getattr(node.func, "id", None) in TRANSLATION_FUNCTIONS
+
+
+def source_text(node: ast.expr):
+    """The literal value of ``node`` with each translation call replaced by the text it translates (its last
+    argument): the value Slicer shows when no translation is installed."""
+
+    class Untranslated(ast.NodeTransformer):
+        def visit_Call(self, call: ast.Call) -> ast.AST:
+            return call.args[-1] if is_translation_call(call) else self.generic_visit(call)
+
+    return ast.literal_eval(Untranslated().visit(copy.deepcopy(node)))
+
+
+def module_metadata() -> dict:
+    """The values ``MedSegCNN.__init__`` gives ``self.parent``, untranslated."""
+    module_class = next(node for node in TREES[MODULE].body if getattr(node, "name", None) == "MedSegCNN")
+    init = next(node for node in module_class.body if getattr(node, "name", "") == "__init__")
+    return {
+        target.attr: source_text(node.value)
+        for node in init.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Attribute)
+    }
+
+
+def untranslated_texts(node: ast.expr) -> list[str]:
+    """The string literals and f-strings that ``node`` evaluates to without a translation call (empty strings aside):
+    ``node`` itself, the branches of ``a or b`` and ``a if c else b``, the parts of ``a + b``, the template of
+    ``template.format(...)`` and the items of a list."""
+    if isinstance(node, ast.JoinedStr):
+        return [ast.unparse(node)]
+    if isinstance(node, ast.Constant):
+        return [node.value] if isinstance(node.value, str) and node.value else []
+    if isinstance(node, ast.BoolOp | ast.List):
+        parts = node.values if isinstance(node, ast.BoolOp) else node.elts
+    elif isinstance(node, ast.IfExp):
+        parts = [node.body, node.orelse]
+    elif isinstance(node, ast.BinOp):
+        parts = [node.left, node.right]
+    elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "format":
+        parts = [node.func.value]
+    else:
+        return []  # a translation call, a name, another call's result
+    return [text for part in parts for text in untranslated_texts(part)]
+
+
 def module_definitions(*names: str) -> types.SimpleNamespace:
-    """The named top-level functions, classes and constants of MedSegCNN.py, compiled and run with slicer-core's
-    ``slicer`` and ``vtk`` (none of them may use Qt)."""
+    """The named top-level functions, classes and constants of the module's files, compiled and run with
+    slicer-core's ``slicer`` and ``vtk`` (none of them may use Qt)."""
     slicer = pytest.importorskip("slicer")
     import vtk
 
@@ -86,21 +148,85 @@ def module_definitions(*names: str) -> types.SimpleNamespace:
 
 
 def test_module_compiles():
-    compile(SOURCE, str(MODULE), "exec")
+    for path in MODULE_FILES:
+        compile(path.read_text(encoding="utf-8"), str(path), "exec")
 
 
 def test_module_imports_only_slicer_and_the_standard_library_at_top_level():
     """MedSegCNNLib (numpy, SimpleITK, torch) is imported inside functions, so the module loads before the
-    packages are installed."""
-    for node in TREE.body:
-        if isinstance(node, ast.Import):
-            roots = {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            roots = {(node.module or "").split(".")[0]}
-        else:
-            continue
-        for root in roots:
-            assert root in SLICER_MODULES or root in sys.stdlib_module_names, f"top-level import of {root}"
+    packages are installed; the module's own files import each other."""
+    for path, tree in TREES.items():
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                roots = {PACKAGE.name if node.level else (node.module or "").split(".")[0]}
+            else:
+                continue
+            for root in roots:
+                allowed = root in SLICER_MODULES or root == PACKAGE.name or root in sys.stdlib_module_names
+                assert allowed, f"top-level import of {root} in {path.name}"
+
+
+def test_module_file_registers_the_module_and_imports_what_slicer_looks_up():
+    """MedSegCNN.py defines the module class only; the widget, logic and test classes, defined in the package, are
+    imported into it, where Slicer looks for ``<Module>Widget``, ``<Module>Logic`` and ``<Module>Test``."""
+    body = TREES[MODULE].body
+    assert [node.name for node in body if isinstance(node, ast.ClassDef)] == ["MedSegCNN"]
+    imported = {
+        alias.asname or alias.name: node.module
+        for node in body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    for name in REGISTERED_CLASSES:
+        assert imported.get(name, "").startswith(f"{PACKAGE.name}."), f"MedSegCNN.py does not import {name}"
+        defined_in = PACKAGE / (imported[name].split(".")[-1] + ".py")
+        assert name in {node.name for node in TREES[defined_in].body if isinstance(node, ast.ClassDef)}
+
+
+def test_no_name_is_defined_in_two_module_files():
+    defined: dict[str, str] = {}
+    for path, tree in TREES.items():
+        for node in tree.body:
+            names = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+            names += [node.name] if isinstance(node, ast.ClassDef | ast.FunctionDef) else []
+            for name in set(names) - {"__all__"}:
+                assert name not in defined, f"{name} is defined in {defined[name]} and {path.name}"
+                defined[name] = path.name
+
+
+def test_widget_takes_its_logic_objects():
+    """Tests can give the panel fakes: ``MedSegCNNWidget(parent, logic=..., installLogic=...)``, None meaning the
+    real ones, and the panel reaches the logic only through those attributes."""
+    init = next(node for node in top_level_class("MedSegCNNWidget").body if getattr(node, "name", "") == "__init__")
+    arguments = init.args
+    defaults = dict(zip([a.arg for a in arguments.args][-len(arguments.defaults) :], arguments.defaults, strict=True))
+    for name in ("logic", "installLogic"):
+        assert name in defaults and ast.literal_eval(defaults[name]) is None, name
+    widget = ast.unparse(top_level_class("MedSegCNNWidget"))
+    assert "MedSegCNNLogic()" in ast.unparse(init) and widget.count("MedSegCNNLogic()") == 1
+    assert "InstallLogic()" in ast.unparse(init) and widget.count("InstallLogic()") == 1
+
+
+def test_shown_text_goes_through_the_translation_function():
+    """Text the user reads (status line, dialogs, tooltips, labels, module metadata) is wrapped in ``_()``
+    (slicer.i18n.tr) or ``translate()``, so that Slicer's language packs can translate it."""
+    untranslated = []
+    for node in ast.walk(TREE):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in SHOWN_BY_CALLS and node.args:
+            untranslated += untranslated_texts(node.args[0])
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                shown = isinstance(target, ast.Attribute) and target.attr in SHOWN_BY_ATTRIBUTES
+                if shown and any(is_ui_object(part) for part in ast.walk(target.value)):
+                    untranslated += untranslated_texts(node.value)
+    assert untranslated == []
+    init = next(node for node in top_level_class("MedSegCNN").body if getattr(node, "name", "") == "__init__")
+    shown = {"title", "categories", "helpText", "acknowledgementText"}
+    for node in init.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "attr", None) in shown:
+            assert untranslated_texts(node.value) == [], node.targets[0].attr
 
 
 def test_lazy_library_imports_name_what_the_library_has():
@@ -117,14 +243,7 @@ def test_lazy_library_imports_name_what_the_library_has():
 
 
 def test_metadata_names_the_module_category_and_data_attribution():
-    init = next(node for node in top_level_class("MedSegCNN").body if getattr(node, "name", "") == "__init__")
-    values = {
-        target.attr: ast.literal_eval(node.value)
-        for node in init.body
-        if isinstance(node, ast.Assign)
-        for target in node.targets
-        if isinstance(target, ast.Attribute)
-    }
+    values = module_metadata()
     assert values["title"] == "MedSegCNN"
     assert values["categories"] == ["Segmentation"]
     assert values["contributors"]

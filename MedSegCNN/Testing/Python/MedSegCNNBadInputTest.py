@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import slicer
+from MedSegCNNModule.parameters import DEFAULT_MODEL
 
 import MedSegCNN
 
@@ -32,11 +33,11 @@ class MedSegCNNBadInputTest(unittest.TestCase):
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
 
     def test_no_volume(self):
-        self.assert_refused(lambda: self.logic.segment([], MedSegCNN.DEFAULT_MODEL), "volume")
+        self.assert_refused(lambda: self.logic.segment([], DEFAULT_MODEL), "volume")
 
     def test_more_volumes_than_the_model_has_channels(self):
         second = slicer.util.addVolumeFromArray(np.zeros((8, 9, 10), np.float32), name="second")
-        self.assert_refused(lambda: self.logic.segment([self.volume, second], MedSegCNN.DEFAULT_MODEL), "input")
+        self.assert_refused(lambda: self.logic.segment([self.volume, second], DEFAULT_MODEL), "input")
 
     def test_missing_model(self):
         self.assert_refused(lambda: self.logic.segment(self.volume, "no-such-model"), "no-such-model")

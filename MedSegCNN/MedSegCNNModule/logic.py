@@ -1,0 +1,145 @@
+"""The console API: segment, evaluate and train with MRML nodes in and out.
+
+MedSegCNNLib is imported inside the methods, so that this file loads before torch and the other Python packages
+are installed.
+"""
+
+# Slicer's API and its Python style are camelCase.
+# ruff: noqa: N802, N803, N806
+
+import slicer
+from slicer.i18n import tr as _
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
+
+from .parameters import DEFAULT_MODEL, MedSegCNNParameterNode
+
+
+class MedSegCNNLogic(ScriptedLoadableModuleLogic):
+    """The console API: segment, evaluate and train with MRML nodes in and out (thin wrappers over
+    MedSegCNNLib.mrml). Bad input raises MedSegCNNLib.errors.InputError with the scene unchanged."""
+
+    def getParameterNode(self) -> MedSegCNNParameterNode:
+        return MedSegCNNParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def describeModel(model: str):
+        """The registry entry (MedSegCNNLib.registry.ModelEntry) of a registry name or a model folder."""
+        from MedSegCNNLib.registry import describe_model, resolve_model
+
+        return describe_model(resolve_model(model))
+
+    def segment(
+        self,
+        inputVolumes,
+        model: str = DEFAULT_MODEL,
+        *,
+        segmentationNode=None,
+        replace: bool = False,
+        device: str = "auto",
+        tta: bool = False,
+        keepLargest: bool = False,
+        minSizeMm3: float = 0.0,
+        fillHoles: bool = False,
+        probabilities: bool = False,
+        uncertainty: bool = False,
+        waitForCompletion: bool = True,
+    ):
+        """Segments ``inputVolumes`` (a scalar volume node, or one per model input channel in the card's order) with
+        ``model`` (a registry name or a model folder) into ``segmentationNode`` (None: a new one; one that has
+        segments is changed only with ``replace``). ``minSizeMm3``: components smaller than this (mm³) are removed.
+
+        Returns the SegmentationOutputs (segmentation_node, probability_nodes, uncertainty_node) when
+        ``waitForCompletion``, else the started SegmentationTask (poll it; call ``finish()`` on the main thread
+        once its state is "completed")."""
+        from MedSegCNNLib.mrml.tasks import SegmentationTask
+
+        task = SegmentationTask(
+            slicer.mrmlScene,
+            inputVolumes,
+            model,
+            device=device,
+            tta=tta,
+            keep_largest=keepLargest,
+            min_size_mm3=minSizeMm3,
+            fill_holes=fillHoles,
+            probabilities=probabilities,
+            uncertainty=uncertainty,
+            segmentation_node=segmentationNode,
+            replace=replace,
+            env=slicer.util.startupEnvironment(),  # for PythonSlicer, as slicer.util.launchConsoleProcess does
+        )
+        task.start()
+        return self.waitAndFinish(task) if waitForCompletion else task
+
+    def evaluate(self, segmentationNode, referenceNode, referenceVolumeNode=None, *, labels=None, tableNode=None):
+        """Scores ``segmentationNode`` against ``referenceNode`` (a segmentation or labelmap node) on the voxel grid
+        of ``referenceVolumeNode`` (default: the segmentation's reference geometry volume), for every label (or
+        ``labels``, a sequence of LabelInfo). Returns (EvaluationResult, the table node: ``tableNode`` or new)."""
+        from MedSegCNNLib.errors import InputError
+        from MedSegCNNLib.mrml.tasks import evaluate_nodes
+
+        if segmentationNode is None or referenceNode is None:
+            raise InputError(_("Choose the segmentation to evaluate and its reference (a segmentation or labelmap)."))
+        if referenceVolumeNode is None:
+            role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+            referenceVolumeNode = segmentationNode.GetNodeReference(role)
+        if referenceVolumeNode is None:
+            raise InputError(
+                _("'{name}' has no reference volume; choose the volume to evaluate on.").format(
+                    name=segmentationNode.GetName()
+                )
+            )
+        return evaluate_nodes(
+            slicer.mrmlScene, segmentationNode, referenceNode, referenceVolumeNode, labels=labels, table_node=tableNode
+        )
+
+    def train(
+        self,
+        pairs,
+        outputFolder,
+        *,
+        dataFolder=None,
+        dims: int = 3,
+        epochs: int | None = None,
+        timeBudgetMin: float | None = None,
+        initFrom=None,
+        freezeEncoder: bool = False,
+        device: str = "auto",
+        waitForCompletion: bool = True,
+    ):
+        """Trains a ``dims``-D network on ``pairs`` [(volume node or list of volume nodes, segmentation node), ...]
+        and/or the MSD/nnU-Net dataset folder ``dataFolder``, into the new folder ``outputFolder``. ``epochs`` and
+        ``timeBudgetMin`` (minutes) limit the run (None: the library's defaults); ``initFrom`` (a registry name or a
+        model folder) fine-tunes that model, with its encoder frozen if ``freezeEncoder``.
+
+        Returns the trained model folder (a Path) when ``waitForCompletion``, else the started TrainingTask."""
+        from MedSegCNNLib.mrml.tasks import TrainingTask
+
+        task = TrainingTask(
+            slicer.mrmlScene,
+            pairs,
+            outputFolder,
+            data_folder=dataFolder,
+            dims=dims,
+            epochs=epochs,
+            time_budget_min=timeBudgetMin,
+            init_from=initFrom,
+            freeze_encoder=freezeEncoder,
+            device=device,
+            env=slicer.util.startupEnvironment(),
+        )
+        task.start()
+        return self.waitAndFinish(task) if waitForCompletion else task
+
+    @staticmethod
+    def waitAndFinish(task):
+        """Blocks until the started ``task`` ends and returns ``task.finish()``; a failed or cancelled task raises
+        MedSegCNNError with its error message, and the process log as a note."""
+        state = task.wait()
+        if state == "completed":
+            return task.finish()
+        from MedSegCNNLib.errors import MedSegCNNError
+
+        error = MedSegCNNError(task.error or _("The background run was {state}.").format(state=state))
+        error.add_note(_("Process log:\n{log}").format(log=task.log))
+        raise error

@@ -1,0 +1,47 @@
+"""The panel's parameter record, saved with the scene, and the defaults it starts from."""
+
+# Parameter names are bound by name from MedSegCNN.ui, in Slicer's camelCase.
+# ruff: noqa: N815
+
+import typing
+from typing import Annotated
+
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+
+#: The bundled model the panel selects first and the self-test uses (a registry name).
+DEFAULT_MODEL = "hippocampus-tiny"
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+
+
+@parameterNodeWrapper
+class MedSegCNNParameterNode:
+    """The panel's state, saved with the scene. Widgets bind to these names through their "SlicerParameterName"
+    property in MedSegCNN.ui; ``model`` (a registry name or a model folder) is set by the widget."""
+
+    inputVolume0: vtkMRMLScalarVolumeNode
+    inputVolume1: vtkMRMLScalarVolumeNode
+    inputVolume2: vtkMRMLScalarVolumeNode
+    inputVolume3: vtkMRMLScalarVolumeNode
+    model: str = DEFAULT_MODEL
+    device: Annotated[str, Choice(DEVICES)] = "auto"
+    tta: bool = False
+    keepLargest: bool = False
+    minSizeMm3: Annotated[float, WithinRange(0.0, 1e9)] = 0.0
+    fillHoles: bool = False
+    probabilities: bool = False
+    uncertainty: bool = False
+    outputSegmentation: vtkMRMLSegmentationNode
+    replaceSegments: bool = False
+    trainSegmentation: vtkMRMLSegmentationNode
+    trainDims: Annotated[str, Choice(["3D", "2D"])] = "3D"
+    trainEpochs: Annotated[int, WithinRange(0, 100000)] = 0
+    trainTimeBudgetMin: Annotated[float, WithinRange(0.0, 10080.0)] = 0.0
+    trainDevice: Annotated[str, Choice(DEVICES)] = "auto"
+    trainFineTune: bool = False
+    trainFreezeEncoder: bool = False
+    evalPrediction: vtkMRMLSegmentationNode
+    # the parameter node wrapper recognises typing.Union (not the | operator) for a choice of node types
+    evalReference: typing.Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007
+    evalReferenceVolume: vtkMRMLScalarVolumeNode
+    evalTable: vtkMRMLTableNode

@@ -1,0 +1,543 @@
+"""The panel: binds MedSegCNN.ui to the parameter node, starts background tasks and polls them with a timer.
+
+Long work runs as a background process that the panel polls, so the user interface never freezes. MedSegCNNLib is
+imported inside functions, so that this file loads before torch and the other Python packages are installed.
+"""
+
+# Slicer's API (setup, onSceneStartClose, ...) and its Python style are camelCase.
+# ruff: noqa: N802, N803, N806
+
+import html
+import importlib
+import logging
+import sys
+import traceback
+from contextlib import contextmanager
+
+import qt
+import slicer
+import vtk
+from slicer.i18n import tr as _
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
+from slicer.util import VTKObservationMixin
+
+from .install import REQUIREMENTS, InstallLogic
+from .logic import MedSegCNNLogic
+
+#: Input volume selectors in the panel; a model with more input channels is used from the Python console.
+MAX_INPUT_CHANNELS = 4
+POLL_INTERVAL_MS = 200
+#: The model list's last item: a model folder chosen in the path field below the list.
+BROWSE_ITEM = _("Model folder...")
+#: This package's files in import order (each imports only those before it), for developer mode's Reload.
+PACKAGE_FILES = ("parameters", "install", "logic", "widget", "selftest")
+
+
+def isUserError(error: BaseException) -> bool:
+    """True for MedSegCNNLib's user-facing errors (bad input; the message says what to do)."""
+    errors = sys.modules.get("MedSegCNNLib.errors")
+    return errors is not None and isinstance(error, errors.MedSegCNNError)
+
+
+class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: binds the .ui to the parameter node, starts background tasks and polls them with a timer."""
+
+    def __init__(
+        self, parent=None, logic: MedSegCNNLogic | None = None, installLogic: InstallLogic | None = None
+    ) -> None:
+        """``logic`` segments, trains and evaluates, ``installLogic`` installs the Python packages; None: the real
+        ones (Slicer passes only ``parent``; tests pass fakes)."""
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = logic if logic is not None else MedSegCNNLogic()
+        self.installLogic = installLogic if installLogic is not None else InstallLogic()
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._task = None
+        self._taskTitle = ""
+        self._onTaskCompleted = None
+        self._onTaskEvents = None
+        self._logShown = 0
+        self._modelEntry = None  # the selected model's registry entry, or the error describing it raised
+        self._modelEntryKey = None
+        self._cardShown = ""
+        self._trainPairs = []  # [(volume node IDs, segmentation node ID)]
+        self._lastEvaluation = None
+        self._curves = None  # MedSegCNNLib.mrml.training_curves.TrainingCurves, made on the first training
+        self._pollTimer = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MedSegCNN.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(POLL_INTERVAL_MS)
+        self._pollTimer.timeout.connect(self.onPoll)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.modelComboBox.currentIndexChanged.connect(self.onModelChosen)
+        self.ui.modelPathLineEdit.currentPathChanged.connect(self.onModelChosen)
+        self.ui.refreshModelsButton.clicked.connect(self.fillModelComboBox)
+        self.ui.applyButton.clicked.connect(self.onApply)
+        self.ui.addPairButton.clicked.connect(self.onAddPair)
+        self.ui.removePairButton.clicked.connect(self.onRemovePair)
+        self.ui.trainDataFolderPathLineEdit.currentPathChanged.connect(self.updateGUIState)
+        self.ui.trainOutputPathLineEdit.currentPathChanged.connect(self.updateGUIState)
+        self.ui.trainButton.clicked.connect(self.onTrain)
+        self.ui.computeButton.clicked.connect(self.onCompute)
+        self.ui.exportCsvButton.clicked.connect(self.onExportCsv)
+        self.ui.cancelButton.clicked.connect(self.onCancel)
+
+        self.fillModelComboBox()
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        """Called when the application closes: stops a running task (nothing half-made is kept)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._pollTimer is not None:
+            self._pollTimer.stop()
+        self.removeObservers()
+
+    def onReload(self) -> None:
+        """Developer mode's Reload: Slicer reloads MedSegCNN.py, which imports this package's files; reload them
+        first."""
+        for name in PACKAGE_FILES:
+            module = sys.modules.get(f"{__package__}.{name}")
+            if module is not None:
+                importlib.reload(module)
+        ScriptedLoadableModuleWidget.onReload(self)
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._task is not None:  # its results would go into the scene being closed
+            self.onCancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        self._trainPairs = []
+        self.ui.trainPairsListWidget.clear()
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume0:
+            volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+            images = [volume for volume in volumes if not volume.IsA("vtkMRMLLabelMapVolumeNode")]
+            if images:
+                self._parameterNode.inputVolume0 = images[0]
+
+    def setParameterNode(self, parameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIState)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIState)
+            self.showModelInComboBox()  # and updates the buttons
+
+    # ----- model ------------------------------------------------------------------------------------------
+
+    def fillModelComboBox(self) -> None:
+        """The registry's models, then the "Model folder..." item."""
+        combo = self.ui.modelComboBox
+        combo.blockSignals(True)
+        combo.clear()
+        try:
+            from MedSegCNNLib.registry import list_models
+
+            for entry in list_models():
+                combo.addItem(entry.name, entry.name)
+                combo.setItemData(combo.count - 1, entry.title, qt.Qt.ToolTipRole)
+        except Exception as error:  # an unusable registry must not break the panel: the card says why
+            logging.warning("MedSegCNN: could not list the models: %s", error)
+        combo.addItem(BROWSE_ITEM, "")
+        combo.blockSignals(False)
+        self._modelEntryKey = None  # describe the selected model again
+        self.showModelInComboBox()
+
+    def showModelInComboBox(self) -> None:
+        """Shows the parameter node's model: its registry item, or "Model folder..." with its path."""
+        if self._parameterNode is None:
+            return
+        model = self._parameterNode.model
+        combo = self.ui.modelComboBox
+        index = combo.findData(model) if model else -1
+        combo.blockSignals(True)
+        self.ui.modelPathLineEdit.blockSignals(True)
+        if index >= 0:
+            combo.currentIndex = index
+        else:
+            combo.currentIndex = combo.count - 1
+            self.ui.modelPathLineEdit.currentPath = model
+        self.ui.modelPathLineEdit.blockSignals(False)
+        combo.blockSignals(False)
+        self.updateGUIState()
+
+    def onModelChosen(self, *args) -> None:
+        if self._parameterNode is None:
+            return
+        name = self.ui.modelComboBox.currentData
+        self._parameterNode.model = name if name else self.ui.modelPathLineEdit.currentPath
+
+    def selectedModelEntry(self):
+        """The selected model's registry entry, or None (the card then says why); described once per model."""
+        model = self._parameterNode.model if self._parameterNode else ""
+        if model != self._modelEntryKey:
+            self._modelEntryKey = model
+            try:
+                if not model:
+                    raise ValueError(
+                        _("Choose a model, or a model folder (it holds model.json and model.safetensors).")
+                    )
+                self._modelEntry = self.logic.describeModel(model)
+            except Exception as error:
+                self._modelEntry = error
+        return None if isinstance(self._modelEntry, Exception) else self._modelEntry
+
+    def showModelCard(self, entry) -> None:
+        if entry is not None:
+            card = entry.summary_html()
+        else:
+            card = f'<p style="color:#c0392b">{html.escape(str(self._modelEntry))}</p>'
+        if card != self._cardShown:  # unchanged: keep the scroll position
+            self.ui.modelCardTextBrowser.setHtml(card)
+            self._cardShown = card
+
+    def showChannelRows(self, entry) -> int:
+        """One input selector per model input channel, labelled with the channel's name; returns their number."""
+        channels = (list(entry.channels) if entry is not None else []) or ["image"]
+        browsing = not self.ui.modelComboBox.currentData
+        self.ui.modelPathLabel.visible = browsing
+        self.ui.modelPathLineEdit.visible = browsing
+        for i in range(MAX_INPUT_CHANNELS):
+            shown = i < len(channels)
+            getattr(self.ui, f"inputVolumeLabel{i}").visible = shown
+            getattr(self.ui, f"inputVolumeSelector{i}").visible = shown
+            if shown:
+                label = (
+                    _("Input volume:")
+                    if len(channels) == 1
+                    else _("{channel} (input {number}):").format(channel=channels[i], number=i + 1)
+                )
+                getattr(self.ui, f"inputVolumeLabel{i}").text = label
+        return len(channels)
+
+    def selectedVolumes(self, count: int) -> list:
+        """The volumes of the first ``count`` input selectors that have one."""
+        volumes = (getattr(self._parameterNode, f"inputVolume{i}") for i in range(min(count, MAX_INPUT_CHANNELS)))
+        return [volume for volume in volumes if volume is not None]
+
+    # ----- state of the buttons ---------------------------------------------------------------------------
+
+    def updateGUIState(self, *args) -> None:
+        """Enables what can run now and says in each button's tooltip why it cannot."""
+        if self._parameterNode is None:
+            return
+        parameters = self._parameterNode
+        entry = self.selectedModelEntry()
+        self.showModelCard(entry)
+        channels = self.showChannelRows(entry)
+        busy = self._task is not None
+
+        if busy:
+            reason = _("Wait for the running task to finish, or cancel it.")
+        elif entry is None:
+            reason = _("Choose a usable model (see the model card).")
+        elif channels > MAX_INPUT_CHANNELS:
+            reason = _("This model needs {count} input volumes; segment with it from the Python console.").format(
+                count=channels
+            )
+        elif len(self.selectedVolumes(channels)) < channels:
+            reason = (
+                _("Select the input volume.")
+                if channels == 1
+                else _("Select all {count} input volumes.").format(count=channels)
+            )
+        else:
+            reason = ""
+        self.ui.applyButton.enabled = not reason
+        self.ui.applyButton.toolTip = reason or _("Segment the input volumes with the selected model.")
+
+        hasData = bool(self._trainPairs) or bool(self.ui.trainDataFolderPathLineEdit.currentPath)
+        if busy:
+            reason = _("Wait for the running task to finish, or cancel it.")
+        elif not hasData:
+            reason = _("Add training pairs, or choose a data folder.")
+        elif not self.ui.trainOutputPathLineEdit.currentPath:
+            reason = _("Choose an output folder for the training run.")
+        elif parameters.trainFineTune and entry is None:
+            reason = _("Choose a usable model to fine-tune.")
+        else:
+            reason = ""
+        self.ui.trainButton.enabled = not reason
+        self.ui.trainButton.toolTip = reason or _("Train a model in the background.")
+        self.ui.trainFreezeEncoderCheckBox.enabled = parameters.trainFineTune
+        self.ui.addPairButton.enabled = (
+            bool(self.selectedVolumes(channels)) and parameters.trainSegmentation is not None
+        )
+        self.ui.removePairButton.enabled = self.ui.trainPairsListWidget.count > 0
+
+        self.ui.computeButton.enabled = parameters.evalPrediction is not None and parameters.evalReference is not None
+        self.ui.exportCsvButton.enabled = self._lastEvaluation is not None
+        self.ui.cancelButton.enabled = busy
+
+    # ----- actions ----------------------------------------------------------------------------------------
+
+    def onApply(self) -> None:
+        if not self.ensureRequirements(needTorch=True):
+            return
+        parameters = self._parameterNode
+        with self.reportErrors(_("Segmentation")):
+            entry = self.selectedModelEntry()
+            if entry is None:
+                raise ValueError(str(self._modelEntry))
+            task = self.logic.segment(
+                self.selectedVolumes(len(entry.channels) or 1),
+                parameters.model,
+                segmentationNode=parameters.outputSegmentation,
+                replace=parameters.replaceSegments,
+                device=parameters.device,
+                tta=parameters.tta,
+                keepLargest=parameters.keepLargest,
+                minSizeMm3=parameters.minSizeMm3,
+                fillHoles=parameters.fillHoles,
+                probabilities=parameters.probabilities,
+                uncertainty=parameters.uncertainty,
+                waitForCompletion=False,
+            )
+            self.runTask(task, _("Segmentation"), self.onSegmentationDone)
+
+    def onSegmentationDone(self, task) -> None:
+        outputs = task.finish()
+        segmentation = outputs.segmentation_node
+        self.logic.getParameterNode().evalPrediction = segmentation  # ready to be evaluated
+        extras = len(outputs.probability_nodes) + (outputs.uncertainty_node is not None)
+        if not extras:
+            message = _('Segmented: {segments} segments in "{name}".')
+        elif extras == 1:
+            message = _('Segmented: {segments} segments in "{name}" and 1 map volume.')
+        else:
+            message = _('Segmented: {segments} segments in "{name}" and {maps} map volumes.')
+        segments = segmentation.GetSegmentation().GetNumberOfSegments()
+        self.setStatus(message.format(segments=segments, name=segmentation.GetName(), maps=extras))
+
+    def onAddPair(self) -> None:
+        parameters = self._parameterNode
+        entry = self.selectedModelEntry()
+        volumes = self.selectedVolumes(len(entry.channels) if entry is not None else 1)
+        segmentation = parameters.trainSegmentation
+        pair = ([volume.GetID() for volume in volumes], segmentation.GetID())
+        if pair in self._trainPairs:
+            self.setStatus(_("This training pair is in the list already."))
+            return
+        self._trainPairs.append(pair)
+        names = " + ".join(volume.GetName() for volume in volumes)
+        self.ui.trainPairsListWidget.addItem(f"{names}  \u2192  {segmentation.GetName()}")
+        self.updateGUIState()
+
+    def onRemovePair(self) -> None:
+        row = self.ui.trainPairsListWidget.currentRow
+        if row < 0:
+            row = self.ui.trainPairsListWidget.count - 1
+        self.ui.trainPairsListWidget.takeItem(row)
+        del self._trainPairs[row]
+        self.updateGUIState()
+
+    def trainingPairNodes(self) -> list:
+        """The training pairs as nodes; raises ValueError naming a pair whose node was deleted."""
+        pairs = []
+        for number, (volumeIDs, segmentationID) in enumerate(self._trainPairs, start=1):
+            nodes = [slicer.mrmlScene.GetNodeByID(nodeID) for nodeID in (*volumeIDs, segmentationID)]
+            if any(node is None for node in nodes):
+                raise ValueError(
+                    _("Training pair {number} refers to a node that was deleted; remove the pair.").format(
+                        number=number
+                    )
+                )
+            pairs.append((nodes[:-1], nodes[-1]))
+        return pairs
+
+    def onTrain(self) -> None:
+        if not self.ensureRequirements(needTorch=True):
+            return
+        parameters = self._parameterNode
+        with self.reportErrors(_("Training")):
+            task = self.logic.train(
+                self.trainingPairNodes(),
+                self.ui.trainOutputPathLineEdit.currentPath,
+                dataFolder=self.ui.trainDataFolderPathLineEdit.currentPath or None,
+                dims=3 if parameters.trainDims == "3D" else 2,
+                epochs=parameters.trainEpochs or None,
+                timeBudgetMin=parameters.trainTimeBudgetMin or None,
+                initFrom=parameters.model if parameters.trainFineTune else None,
+                freezeEncoder=parameters.trainFineTune and parameters.trainFreezeEncoder,
+                device=parameters.trainDevice,
+                waitForCompletion=False,
+            )
+            if self._curves is None:
+                from MedSegCNNLib.mrml.training_curves import TrainingCurves
+
+                self._curves = TrainingCurves(slicer.mrmlScene)
+            self.ui.trainPlotWidget.setMRMLPlotViewNode(self._curves.start())
+            self.runTask(task, _("Training"), self.onTrainingDone, onEvents=self._curves.add_events)
+
+    def onTrainingDone(self, task) -> None:
+        modelFolder = task.finish()
+        self.logic.getParameterNode().model = str(modelFolder)  # selects the new model, ready to segment
+        self.showModelInComboBox()
+        self.setStatus(_("Trained model saved in {folder}.").format(folder=modelFolder))
+
+    def onCompute(self) -> None:
+        if not self.ensureRequirements(needTorch=False):
+            return
+        parameters = self._parameterNode
+        with self.reportErrors(_("Evaluation")), slicer.util.WaitCursor():
+            result, table = self.logic.evaluate(
+                parameters.evalPrediction,
+                parameters.evalReference,
+                parameters.evalReferenceVolume,
+                tableNode=parameters.evalTable,
+            )
+            self._lastEvaluation = result
+            parameters.evalTable = table
+            self.ui.evalTableView.setMRMLTableNode(table)
+            dice = [row["dice"] for row in result.to_rows()]
+            meanDice = f"{sum(dice) / len(dice):.3f}" if dice else "-"
+            self.setStatus(
+                _('Evaluated {count} labels (mean Dice {meanDice}) into "{table}".').format(
+                    count=len(dice), meanDice=meanDice, table=table.GetName()
+                )
+            )
+        self.updateGUIState()
+
+    def onExportCsv(self) -> None:
+        path = qt.QFileDialog.getSaveFileName(
+            self.parent, _("Export evaluation results"), "medsegcnn-metrics.csv", _("CSV files (*.csv)")
+        )
+        if not path:
+            return
+        with self.reportErrors(_("CSV export")):
+            self._lastEvaluation.to_csv(path, overwrite=True)  # the save dialog has asked before replacing a file
+            self.setStatus(_("Saved {path}.").format(path=path))
+
+    def onCancel(self) -> None:
+        if self._task is None:
+            return
+        self.setStatus(_("Cancelling {what}...").format(what=self._taskTitle.lower()))
+        with slicer.util.WaitCursor():
+            self._task.cancel()
+        self.onPoll()
+
+    # ----- background tasks -------------------------------------------------------------------------------
+
+    def runTask(self, task, title: str, onCompleted, onEvents=None) -> None:
+        """Polls the started ``task`` until it ends, passing the events of each poll to ``onEvents(events)`` (if
+        given); then calls ``onCompleted(task)`` if it completed. ``title``: the task's name in the status line."""
+        self._task, self._taskTitle, self._onTaskCompleted = task, title, onCompleted
+        self._onTaskEvents = onEvents
+        self._logShown = 0
+        self.ui.logTextEdit.clear()
+        self.setStatus(_("{what} running...").format(what=title))
+        self._pollTimer.start()
+        self.updateGUIState()
+
+    def onPoll(self) -> None:
+        task = self._task
+        if task is None:
+            self._pollTimer.stop()
+            return
+        events = task.poll()
+        if self._onTaskEvents is not None:
+            self._onTaskEvents(events)
+        for event in events:
+            if event.kind == "message":
+                self.setStatus(str(event.data.get("text", "")))
+        self.showProgress(task.progress)
+        self.showLog(task.log)
+        if task.state in ("idle", "running"):
+            return
+        self._pollTimer.stop()
+        self._task = None
+        if task.state == "completed":
+            with self.reportErrors(self._taskTitle, log=task.log):
+                self._onTaskCompleted(task)
+        elif task.state == "failed":
+            self.setStatus(_("{what} failed: {error}").format(what=self._taskTitle, error=task.error))
+            message = task.error or _("{what} failed.").format(what=self._taskTitle)
+            slicer.util.errorDisplay(message, detailedText=task.log)
+        else:
+            self.setStatus(_("{what} cancelled; nothing was added to the scene.").format(what=self._taskTitle))
+        self.ui.progressBar.setRange(0, 1000)
+        self.ui.progressBar.value = 0
+        self.ui.progressLabel.text = ""
+        self.updateGUIState()
+
+    def showProgress(self, progress) -> None:
+        if progress.fraction is None:
+            self.ui.progressBar.setRange(0, 0)  # busy indicator
+        else:
+            self.ui.progressBar.setRange(0, 1000)
+            self.ui.progressBar.value = round(1000 * progress.fraction)
+        self.ui.progressLabel.text = progress.describe()
+
+    def showLog(self, log: str) -> None:
+        if len(log) > self._logShown:
+            self.ui.logTextEdit.moveCursor(qt.QTextCursor.End)
+            self.ui.logTextEdit.insertPlainText(log[self._logShown :])
+            self._logShown = len(log)
+
+    # ----- errors, dependencies, status -------------------------------------------------------------------
+
+    @contextmanager
+    def reportErrors(self, what: str, log: str = ""):
+        """Shows an exception raised inside as an error dialog, so that the panel stays usable: a user error (or a
+        ValueError) with its own message, anything else prefixed with ``what``; details: the process log, and the
+        traceback of anything but a user error."""
+        try:
+            yield
+        except Exception as error:
+            if isUserError(error):
+                message, details = str(error), log
+            else:
+                logging.exception("MedSegCNN: %s failed", what)
+                message = (
+                    str(error)
+                    if isinstance(error, ValueError)
+                    else _("{what} failed: {error}").format(what=what, error=error)
+                )
+                details = f"{log}\n{traceback.format_exc()}".strip()
+            self.setStatus(message)
+            slicer.util.errorDisplay(message, **({"detailedText": details} if details else {}))
+
+    def ensureRequirements(self, needTorch: bool) -> bool:
+        """True when the Python packages are there, after offering to install the missing ones."""
+        missing = [name for name in self.installLogic.missingRequirements() if needTorch or name != "torch"]
+        if not missing:
+            return True
+        try:
+            installed = self.installLogic.installRequirements(askConfirmation=True)
+        except Exception as error:
+            logging.exception("MedSegCNN: installing Python packages failed")
+            slicer.util.errorDisplay(str(error), detailedText=traceback.format_exc())
+            return False
+        if not installed:
+            packages = ", ".join(REQUIREMENTS[name] for name in missing)
+            self.setStatus(_("Not started: MedSegCNN needs {packages}.").format(packages=packages))
+        return installed
+
+    def setStatus(self, text: str) -> None:
+        self.ui.statusLabel.text = text
+        logging.info("MedSegCNN: %s", text)
