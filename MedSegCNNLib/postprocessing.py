@@ -37,6 +37,7 @@ import SimpleITK as sitk
 
 from .errors import InputError
 from .image.core import Image
+from .image.labels import as_label_array, label_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -122,9 +123,11 @@ def _selected(selection: bool | Sequence[int], present: Sequence[int]) -> list[i
 def postprocess(labels: Image, config: PostprocessingConfig) -> Image:
     """A new label map: ``labels`` with holes filled, small components removed and the largest kept.
 
-    Geometry, label names and dtype are kept; removed voxels become 0. See the module docstring.
+    ``labels`` must be a label map by :func:`~MedSegCNNLib.image.labels.as_label_array` (one channel, integers
+    >= 0; bool is read as uint8). Geometry, label names and dtype are kept; removed voxels become 0. See the
+    module docstring.
     """
-    array = _label_array(labels)
+    array = as_label_array(labels, allow_whole_floats=False, what="The label map to post-process")
     result = array.copy()
     if not config.active:
         return labels.with_array(result)
@@ -155,33 +158,13 @@ def postprocess(labels: Image, config: PostprocessingConfig) -> Image:
     return labels.with_array(result)
 
 
-def _label_array(labels: Image) -> np.ndarray:
-    """The integer array of a single-channel label map (bool becomes uint8)."""
-    if labels.is_multichannel:
-        raise InputError(
-            f"Post-processing needs a single-channel label map; this image has {labels.num_channels} channels "
-            "(take the argmax first, e.g. with labels_from_probabilities)."
-        )
-    array = labels.array
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise InputError(
-            f"Post-processing needs an integer label map, got {array.dtype} values "
-            "(round and cast it first, e.g. array.round().astype(np.uint8))."
-        )
-    return array
-
-
 def _bounding_boxes(array: np.ndarray, labels: Sequence[int]) -> dict[int, Box]:
     """Bounding box (slices in array order) of each of ``labels`` (all >= 1 and present in ``array``)."""
     statistics = sitk.LabelShapeStatisticsImageFilter()
     statistics.ComputePerimeterOff()
     statistics.ComputeFeretDiameterOff()
     statistics.ComputeOrientedBoundingBoxOff()
-    # ITK's label filters need non-negative integer pixels; negative values are no label here.
-    image = array if array.min(initial=0) >= 0 else np.maximum(array, 0)
-    statistics.Execute(sitk.GetImageFromArray(image))
+    statistics.Execute(sitk.GetImageFromArray(array))
     boxes = {}
     for label in labels:
         box = statistics.GetBoundingBox(label)  # ITK order: start (x, y, z), then size (x, y, z)
@@ -231,8 +214,7 @@ def _prune_components_at_once(
     ITK's scalar connected components number the regions of equal value in scan order of their first voxel,
     so the first of equally large components is the one with the lowest number, as in the per-label path.
     """
-    image = array if array.min(initial=0) >= 0 else np.maximum(array, 0)
-    components_image = sitk.ScalarConnectedComponent(sitk.GetImageFromArray(image), 0.0, fully_connected)
+    components_image = sitk.ScalarConnectedComponent(sitk.GetImageFromArray(array), 0.0, fully_connected)
     components = sitk.GetArrayViewFromImage(components_image).ravel()
     sizes = np.bincount(components)
     values = np.zeros(sizes.size, dtype=array.dtype)
@@ -256,7 +238,8 @@ def labels_from_probabilities(
     Each voxel gets the label of its highest probability (of equal ones, the lowest label). With
     ``thresholds`` ``{k: t_k}`` (labels 1..K-1, ``t_k`` in [0, 1]), a voxel whose argmax label ``k`` has
     ``p_k < t_k`` becomes background (0) — not its second-best label; labels without a threshold are kept
-    as the argmax gives them. The result is ``uint8`` for K <= 256, else ``uint16``/``uint32``.
+    as the argmax gives them. The result's type is :func:`~MedSegCNNLib.image.labels.label_dtype` of K - 1:
+    ``uint8`` for K <= 256.
     """
     probabilities = np.asarray(probabilities)
     if probabilities.ndim < 2 or probabilities.shape[0] < 1:
@@ -267,7 +250,7 @@ def labels_from_probabilities(
         raise InputError(f"Probabilities must be floating point, got {probabilities.dtype}.")
     count = probabilities.shape[0]
     checked = _thresholds(thresholds or {}, count)
-    labels = np.argmax(probabilities, axis=0).astype(np.min_scalar_type(count - 1))
+    labels = np.argmax(probabilities, axis=0).astype(label_dtype(count - 1))
     for label, threshold in checked.items():
         below = (labels == label) & (probabilities[label] < threshold)
         labels[below] = 0

@@ -29,11 +29,11 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..image.cases import list_cases, listing, require_partners
 from ..image.core import Image
-from ..image.geometry import physical_overlap
+from ..image.geometry import Grid, physical_overlap, resample_onto
 from ..image.integrity import check_header_geometry
 from ..image.io import case_name, is_image_path, read_image
+from ..image.labels import as_label_array
 from ..image.native_stderr import captured_native_stderr
-from ..image.sitk_bridge import to_sitk
 from .msd import (
     DATASET_JSON,
     find_dataset_json,
@@ -43,7 +43,7 @@ from .msd import (
     read_label_names,
     read_training_cases,
 )
-from .preprocessing import Geometry, integer_labels, require_finite
+from .preprocessing import require_finite
 
 logger = logging.getLogger(__name__)
 
@@ -279,20 +279,15 @@ def load_case(case: CaseSource, *, allow_non_finite: bool = False) -> tuple[Imag
                     "check that both belong to the same case and that their headers are right."
                 )
             logger.info("Case %s: image %d resampled onto the grid of image 0.", case.name, index)
-            channel = _resample_linear(channel, reference)
+            channel = resample_onto(channel, reference, "linear", dtype=np.float32)
         arrays.append(channel.array if channel.is_multichannel else channel.array[None])
     stacked = np.concatenate([array.astype(np.float32, copy=False) for array in arrays], axis=0)
     image = Image(stacked, reference.spacing, reference.origin, reference.direction)
     if case.label is None:
         return image, None
     label = _read(case.label)
-    if label.is_multichannel:
-        raise InputError(
-            f"The label map of case {case.name} has {label.num_channels} channels; give a single label map "
-            "with one integer value per structure."
-        )
-    array = integer_labels(label.array, f"case {case.name}: label map {_source_text(case.label)}")
-    problem = _label_grid_problem(Geometry.of(image), Geometry.of(label))
+    array = as_label_array(label, allow_whole_floats=True, compact=True, what=_label_text(case))
+    problem = _label_grid_problem(Grid.of(image), Grid.of(label))
     if problem:
         raise InputError(_geometry_message(case.name, problem))
     return image, Image(array, image.spacing, image.origin, image.direction, label.labels)
@@ -321,11 +316,11 @@ def validate_dataset(dataset: Dataset, *, in_channels: int | None = None) -> Non
         if case.label is None:
             continue
         label = _read(case.label)
-        values = np.unique(integer_labels(label.array, f"case {case.name}: label map {_source_text(case.label)}"))
+        values = np.unique(as_label_array(label.array, allow_whole_floats=True, compact=True, what=_label_text(case)))
         extra = sorted(set(values.tolist()) - set(dataset.label_names))
         if extra:
             undeclared.append(f"{case.name} ({', '.join(map(str, extra))})")
-        problem = None if label.is_multichannel else _label_grid_problem(geometry, Geometry.of(label))
+        problem = None if label.is_multichannel else _label_grid_problem(geometry, Grid.of(label))
         if label.is_multichannel or problem:
             misaligned.append(f"{case.name}: {problem or 'the label map has several channels'}")
     problems = []
@@ -430,7 +425,12 @@ def _source_text(source: Source) -> str:
     return "(in memory)" if isinstance(source, Image) else str(source)
 
 
-def _image_information(case: CaseSource) -> tuple[int, Geometry]:
+def _label_text(case: CaseSource) -> str:
+    """How messages name the label map of ``case``: "Case c: label map <path>"."""
+    return f"Case {case.name}: label map {_source_text(case.label)}"
+
+
+def _image_information(case: CaseSource) -> tuple[int, Grid]:
     """Number of input channels of ``case`` and the grid of its first image, from file headers."""
     count, first = 0, None
     for source in case.images:
@@ -440,7 +440,7 @@ def _image_information(case: CaseSource) -> tuple[int, Geometry]:
     return count, first
 
 
-def _source_information(source: Source) -> tuple[int, Geometry]:
+def _source_information(source: Source) -> tuple[int, Grid]:
     """Channels and grid of one image source; files are read only up to their header when possible."""
     if isinstance(source, Path) and source.is_file() and is_image_path(source) and not _is_segmentation(source):
         check_header_geometry(source)
@@ -453,9 +453,9 @@ def _source_information(source: Source) -> tuple[int, Geometry]:
             return _source_information(read_image(source))  # read_image explains the problem
         dims, components = reader.GetDimension(), reader.GetNumberOfComponents()
         channels = reader.GetSize()[3] if dims == 4 and components == 1 else components
-        return channels, Geometry.of_sitk(reader)
+        return channels, Grid.of_sitk(reader)
     image = _read(source)
-    return image.num_channels, Geometry.of(image)
+    return image.num_channels, Grid.of(image)
 
 
 def _is_segmentation(path: Path) -> bool:
@@ -475,14 +475,14 @@ def _label_names_of(cases: Sequence[CaseSource]) -> dict[int, str]:
         if case.label is None:
             continue
         label = _read(case.label)
-        labels = integer_labels(label.array, f"case {case.name}: label map {_source_text(case.label)}")
+        labels = as_label_array(label.array, allow_whole_floats=True, compact=True, what=_label_text(case))
         for value in np.unique(labels).tolist():
             info = label.label_info(value)
             names.setdefault(value, info.name if info is not None else f"label_{value}")
     return names
 
 
-def _label_grid_problem(image: Geometry, label: Geometry) -> str | None:
+def _label_grid_problem(image: Grid, label: Grid) -> str | None:
     """``None`` when the label grid may be taken as the image's; otherwise what differs."""
     if label.size == image.size and all(
         np.allclose(getattr(label, name), getattr(image, name), rtol=_GEOMETRY_TOLERANCE, atol=_GEOMETRY_TOLERANCE)
@@ -506,19 +506,3 @@ def _geometry_message(case: str, problem: str) -> str:
 
 def _rounded(values: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(round(value, 4) for value in values)
-
-
-def _resample_linear(image: Image, grid: Image) -> Image:
-    """``image`` (any channels) resampled onto ``grid``'s voxel grid with linear interpolation, 0 outside."""
-    reference = Geometry.of(grid).sitk_reference()
-    resampled = sitk.Resample(
-        sitk.Cast(to_sitk(image), sitk.sitkVectorFloat32 if image.is_multichannel else sitk.sitkFloat32),
-        reference,
-        sitk.Transform(),
-        sitk.sitkLinear,
-        0.0,
-    )
-    array = sitk.GetArrayFromImage(resampled)
-    if image.is_multichannel:
-        array = np.moveaxis(array, -1, 0)
-    return grid.with_array(array, labels=())

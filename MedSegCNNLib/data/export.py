@@ -28,8 +28,8 @@ from ..errors import InputError, OutputExistsError
 from ..image.cases import listing
 from ..image.core import Image, LabelInfo
 from ..image.io import write_image
+from ..image.labels import as_label_array
 from .msd import DATASET_JSON
-from .preprocessing import integer_labels
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def _check_pairs(
                 f"{_rounded(image.spacing)}, origin {_rounded(image.origin)}); resample the segmentation onto "
                 "its image (in Slicer: export it with the volume as reference geometry)"
             )
-        array = integer_labels(label.array, f"the label map of case {case}")
+        array = as_label_array(label, allow_whole_floats=True, compact=True, what=f"The label map of case {case}")
         unknown = sorted(set(np.unique(array).tolist()) - set(names))
         if unknown:
             problems.append(f"{case}: label value(s) {', '.join(map(str, unknown))} have no name in labels")

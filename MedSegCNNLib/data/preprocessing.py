@@ -25,15 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..errors import InputError
-from ..image.core import Image, LabelInfo
+from ..image.core import Image
+from ..image.geometry import Grid, resample_onto
+from ..image.labels import as_label_array
 
 logger = logging.getLogger(__name__)
 
 NormalizationScheme = Literal["ct", "zscore", "none"]
-Interpolation = Literal["linear", "bspline"]
+ImageInterpolation = Literal["linear", "bspline"]
 
 NORMALIZATION_SCHEMES: tuple[str, ...] = ("ct", "zscore", "none")
 IMAGE_INTERPOLATIONS: tuple[str, ...] = ("linear", "bspline")
@@ -41,148 +42,6 @@ FOREGROUND_SAMPLES_PER_LABEL = 10_000
 """At most this many voxel positions per label are kept in :attr:`PreprocessedCase.foreground_locations`."""
 
 _STD_FLOOR = 1e-8
-_KEEP_SPACING_RTOL = 1e-3  # an axis whose spacing is this close to the target is not resampled
-_SITK_INTERPOLATORS = {
-    "linear": sitk.sitkLinear,
-    "bspline": sitk.sitkBSpline,
-    "nearest": sitk.sitkNearestNeighbor,
-}
-
-
-# ----- geometry ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """The voxel grid of an image without its voxels.
-
-    ``size``, ``spacing`` (mm) and ``origin`` (LPS mm) are in ITK order (x, y, z); ``direction`` is the
-    direction matrix flattened row by row, as SimpleITK gives it. Voxel ``i`` (ITK index) has its centre at
-    ``origin + direction @ (spacing * i)``.
-    """
-
-    size: tuple[int, ...]
-    spacing: tuple[float, ...]
-    origin: tuple[float, ...]
-    direction: tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        dims = len(self.size)
-        if dims not in (2, 3) or len(self.spacing) != dims or len(self.origin) != dims:
-            raise InputError(f"A grid needs 2 or 3 sizes, spacings and origin components; got {self}.")
-        if len(self.direction) != dims * dims:
-            raise InputError(f"A {dims}D grid needs {dims * dims} direction components, got {len(self.direction)}.")
-        if any(int(n) < 1 for n in self.size) or any(not np.isfinite(s) or s <= 0 for s in self.spacing):
-            raise InputError(f"Grid sizes must be >= 1 and spacings positive, got {self.size} and {self.spacing}.")
-        object.__setattr__(self, "size", tuple(int(n) for n in self.size))
-        object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
-        object.__setattr__(self, "origin", tuple(float(o) for o in self.origin))
-        object.__setattr__(self, "direction", tuple(float(d) for d in self.direction))
-
-    @classmethod
-    def of(cls, image: Image) -> Geometry:
-        """The grid of ``image``."""
-        return cls(image.size, image.spacing, image.origin, tuple(image.direction.ravel()))
-
-    @classmethod
-    def of_sitk(cls, source: sitk.Image | sitk.ImageFileReader) -> Geometry:
-        """The grid of a SimpleITK image or of a reader after ``ReadImageInformation``.
-
-        A 4D scalar image is a 3D grid whose fourth axis holds channels (as in :mod:`..image.sitk_bridge`).
-        """
-        dims = source.GetDimension()
-        spatial = 3 if dims == 4 else dims
-        direction = np.array(source.GetDirection()).reshape(dims, dims)[:spatial, :spatial]
-        return cls(
-            tuple(source.GetSize())[:spatial],
-            tuple(source.GetSpacing())[:spatial],
-            tuple(source.GetOrigin())[:spatial],
-            tuple(direction.ravel()),
-        )
-
-    @property
-    def dims(self) -> int:
-        return len(self.size)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Size in array order (z, y, x)."""
-        return self.size[::-1]
-
-    @property
-    def array_spacing(self) -> tuple[float, ...]:
-        """Spacing in array order (z, y, x), mm."""
-        return self.spacing[::-1]
-
-    @property
-    def direction_matrix(self) -> np.ndarray:
-        return np.array(self.direction).reshape(self.dims, self.dims)
-
-    def index_to_physical(self, index_xyz: Sequence[float]) -> np.ndarray:
-        """LPS position of a continuous ITK index (x, y, z)."""
-        scaled = np.asarray(index_xyz, dtype=np.float64) * np.asarray(self.spacing)
-        return np.asarray(self.origin) + self.direction_matrix @ scaled
-
-    def crop(self, box: Sequence[slice]) -> Geometry:
-        """The sub-grid covered by ``box`` (slices in array order with explicit start and stop)."""
-        start_xyz = [axis.start for axis in box][::-1]
-        size_xyz = tuple(axis.stop - axis.start for axis in box)[::-1]
-        return Geometry(size_xyz, self.spacing, tuple(self.index_to_physical(start_xyz)), self.direction)
-
-    def resampled(self, target_spacing: Sequence[float | None] | None) -> Geometry:
-        """The grid with ``target_spacing`` (ITK order; ``None`` entries keep that axis) and the same centre.
-
-        Each resampled axis gets ``max(1, round(size * spacing / target))`` voxels; axes within 0.1 % of
-        their target are kept unchanged.
-        """
-        if target_spacing is None:
-            return self
-        if len(target_spacing) != self.dims:
-            raise InputError(
-                f"The plan's target spacing {tuple(target_spacing)} has {len(target_spacing)} components but the "
-                f"image is {self.dims}D; use a plan made for {self.dims}D images."
-            )
-        size, spacing, start = [], [], []
-        for n, old, new in zip(self.size, self.spacing, target_spacing, strict=True):
-            if new is None or abs(old / new - 1.0) <= _KEEP_SPACING_RTOL:
-                size.append(n)
-                spacing.append(old)
-                start.append(0.0)
-                continue
-            count = max(1, round(n * old / new))
-            size.append(count)
-            spacing.append(float(new))
-            start.append((n - 1) / 2 - (count - 1) / 2 * new / old)  # keeps the centre of the grid
-        return Geometry(tuple(size), tuple(spacing), tuple(self.index_to_physical(start)), self.direction)
-
-    def sitk_reference(self) -> sitk.Image:
-        """An empty SimpleITK image on this grid (the reference of a resampling)."""
-        reference = sitk.Image(list(self.size), sitk.sitkUInt8)
-        reference.SetSpacing(self.spacing)
-        reference.SetOrigin(self.origin)
-        reference.SetDirection(self.direction)
-        return reference
-
-    def image(self, array: np.ndarray, labels: Sequence[LabelInfo] = ()) -> Image:
-        """An :class:`Image` holding ``array`` (array order, channels first if any) on this grid."""
-        if tuple(array.shape[-self.dims :]) != self.shape:
-            raise InputError(f"An array of shape {array.shape} does not fit a grid of shape {self.shape}.")
-        return Image(array, self.spacing, self.origin, self.direction_matrix, tuple(labels))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "size": list(self.size),
-            "spacing": list(self.spacing),
-            "origin": list(self.origin),
-            "direction": list(self.direction),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Geometry:
-        try:
-            return cls(tuple(data["size"]), tuple(data["spacing"]), tuple(data["origin"]), tuple(data["direction"]))
-        except (KeyError, TypeError) as error:
-            raise InputError(f"A grid description needs size, spacing, origin and direction lists: {error}.") from None
 
 
 # ----- configuration ------------------------------------------------------------------------------------
@@ -246,7 +105,7 @@ class PreprocessingPlan:
     target_spacing: tuple[float | None, ...] | None
     crop_to_nonzero: bool
     normalization: tuple[NormalizationSpec, ...]
-    image_interpolation: Interpolation = "linear"
+    image_interpolation: ImageInterpolation = "linear"
     spatial_dims: int = 3
 
     def __post_init__(self) -> None:
@@ -322,8 +181,8 @@ class PreprocessedCase:
     label: np.ndarray | None
     spacing: tuple[float, ...]
     crop_box: tuple[slice, ...]
-    source_geometry: Geometry
-    geometry: Geometry
+    source_geometry: Grid
+    geometry: Grid
     foreground_locations: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
     foreground_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
@@ -347,7 +206,7 @@ def preprocess_case(
             f"Case {name or '?'} has {channels.shape[0]} channel(s) but the plan normalises {plan.num_channels}; "
             "give the channels the model was trained with."
         )
-    source = Geometry.of(image)
+    source = Grid.of(image)
     label_array = None
     if label is not None:
         if label.is_multichannel or not label.same_grid(image, tolerance=1e-3):
@@ -355,7 +214,9 @@ def preprocess_case(
                 f"Label map of case {name or '?'} ({label!r}) is not on its image's grid ({image!r}); "
                 "load cases with load_case, which aligns them."
             )
-        label_array = integer_labels(label.array, f"the label map of case {name or '?'}")
+        label_array = as_label_array(
+            label, allow_whole_floats=True, compact=True, what=f"The label map of case {name or '?'}"
+        )
 
     box = nonzero_box(channels) if plan.crop_to_nonzero else tuple(slice(0, n) for n in source.shape)
     channels = channels[(slice(None), *box)].astype(np.float32)  # a copy: resampling and normalisation follow
@@ -365,10 +226,11 @@ def preprocess_case(
     cropped = source.crop(box)
     target = cropped.resampled(plan.target_spacing)
     if not _same_grid(target, cropped):
-        interpolation = _SITK_INTERPOLATORS[plan.image_interpolation]
-        channels = np.stack([_resample(channel, cropped, target, interpolation) for channel in channels])
+        channels = np.stack(
+            [resample_onto(cropped.image(channel), target, plan.image_interpolation).array for channel in channels]
+        )
         if label_array is not None:
-            label_array = _resample(label_array, cropped, target, sitk.sitkNearestNeighbor)
+            label_array = resample_onto(cropped.image(label_array), target, "nearest").array
     mask = np.any(channels != 0, axis=0) if plan.crop_to_nonzero else None
     for channel, spec in zip(channels, plan.normalization, strict=True):
         normalize(channel, spec, mask=mask)
@@ -440,39 +302,6 @@ def require_finite(array: np.ndarray, what: str) -> None:
         )
 
 
-def integer_labels(array: np.ndarray, what: str) -> np.ndarray:
-    """``array`` as the smallest of uint8/int16/int32 holding its values (>= 0; floats must be whole).
-
-    Raises :class:`InputError` naming ``what`` for negative, fractional or non-finite values.
-    """
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8)
-    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise InputError(f"{_capitalized(what)} has values of type {array.dtype}; label maps hold integers.")
-    if array.size == 0:
-        return array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
-        if bad:
-            raise InputError(
-                f"{_capitalized(what)} has {bad} non-finite voxel(s) (NaN or infinite); a label map holds "
-                "integers >= 0. Fix the label map (every voxel needs a label) and try again."
-            )
-        fractional = array[array != np.round(array)]
-        if fractional.size:
-            raise InputError(
-                f"{_capitalized(what)} holds non-integer values (e.g. {float(fractional[0]):g}); a label map holds "
-                "integers. Is this an intensity image or a probability map? Give the label map instead."
-            )
-    low, high = array.min(), array.max()
-    if low < 0:
-        raise InputError(f"{_capitalized(what)} holds negative values ({low:g}); label values must be >= 0.")
-    if high > np.iinfo(np.int32).max:
-        raise InputError(f"{_capitalized(what)} holds label value {high:g}, above the supported maximum 2**31 - 1.")
-    dtype = np.uint8 if high <= 255 else np.int16 if high <= np.iinfo(np.int16).max else np.int32
-    return array.astype(dtype, copy=False)
-
-
 def to_source_grid(
     array: np.ndarray,
     case: PreprocessedCase,
@@ -507,7 +336,7 @@ def to_source_grid(
         if _same_grid(cropped, case.geometry):
             region = channel
         else:
-            region = _resample(channel, case.geometry, cropped, _SITK_INTERPOLATORS[interpolation])
+            region = resample_onto(case.geometry.image(channel), cropped, interpolation).array
         out[(index, *case.crop_box)] = region
     return out if has_channels else out[0]
 
@@ -525,22 +354,12 @@ def _channels_first(image: Image) -> np.ndarray:
     return image.array if image.is_multichannel else image.array[None]
 
 
-def _same_grid(a: Geometry, b: Geometry) -> bool:
+def _same_grid(a: Grid, b: Grid) -> bool:
     """True when two grids coincide (sizes equal, spacing/origin/direction within 1e-6 relative)."""
     return a.size == b.size and all(
         np.allclose(getattr(a, name), getattr(b, name), rtol=1e-6, atol=1e-9)
         for name in ("spacing", "origin", "direction")
     )
-
-
-def _resample(array: np.ndarray, grid: Geometry, target: Geometry, interpolator: int) -> np.ndarray:
-    """Resample one scalar array from ``grid`` onto ``target`` (0 outside), keeping its dtype."""
-    source = sitk.GetImageFromArray(np.ascontiguousarray(array))
-    source.SetSpacing(grid.spacing)
-    source.SetOrigin(grid.origin)
-    source.SetDirection(grid.direction)
-    resampled = sitk.Resample(source, target.sitk_reference(), sitk.Transform(), interpolator, 0.0)
-    return sitk.GetArrayFromImage(resampled).astype(array.dtype, copy=False)
 
 
 def _warn_lost_labels(label: np.ndarray, box: tuple[slice, ...], name: str) -> None:

@@ -25,8 +25,9 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from .core import Color, Image, LabelInfo
-from .io import read_sitk_image, write_sitk_image
+from .labels import as_label_array, label_dtype
 from .sitk_bridge import from_sitk, to_sitk
+from .sitk_files import read_sitk_image, write_sitk_image
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def _merge_layers(layers: np.ndarray, segments: list[_Segment], values: list[int
     """One label map from the layers: voxel == file value of a segment in its layer -> that segment's value."""
     top = max(values)
     wide_enough = np.issubdtype(layers.dtype, np.integer) and np.iinfo(layers.dtype).max >= top
-    dtype = layers.dtype if wide_enough else np.min_scalar_type(top)  # keep the file's type where possible
+    dtype = layers.dtype if wide_enough else label_dtype(top)  # keep the file's type where possible
     merged = np.zeros(layers.shape[1:], dtype=dtype)
     overlapping = 0
     for layer_index, layer in enumerate(layers):
@@ -199,22 +200,8 @@ def _merge_layers(layers: np.ndarray, segments: list[_Segment], values: list[int
 
 
 def _as_3d_labelmap(image: Image, path: Path) -> Image:
-    """``image`` checked to be a single-channel non-negative integer label map, 2D made 3D (one slice)."""
-    if image.is_multichannel:
-        raise InputError(
-            f"Cannot write {path}: a segmentation needs a single-channel label map, this image has "
-            f"{image.num_channels} channels (take the argmax or one channel first)."
-        )
-    array = image.array
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise InputError(
-            f"Cannot write {path}: label maps need an integer array, got {array.dtype} "
-            "(round and cast it first, e.g. array.round().astype(np.uint8))."
-        )
-    if array.min(initial=0) < 0:
-        raise InputError(f"Cannot write {path}: label values must be non-negative, found {array.min()}.")
+    """``image`` checked to be a label map (:func:`.labels.as_label_array`), 2D made 3D (one slice)."""
+    array = as_label_array(image, allow_whole_floats=False, what=f"Cannot write {path}: the label map")
     if image.spatial_dims == 3:
         return image.with_array(array)
     direction = np.eye(3)

@@ -13,6 +13,7 @@ from ..errors import InputError
 from ..image import Image, resample_labels_onto
 from ..image.cases import pair_cases
 from ..image.io import case_name, read_image
+from ..image.labels import as_label_array
 from .label_metrics import compute_label_metrics
 from .result import CaseEvaluation, EvaluationResult
 
@@ -148,36 +149,12 @@ def _source_name(source: ImageSource, default: str) -> str:
 
 
 def _load_label_map(source: ImageSource, role: str, name: str) -> Image:
+    """The label map ``source`` (by :func:`~MedSegCNNLib.image.labels.as_label_array`; float files with whole values are
+    accepted), named in messages as the ``role`` of case ``name``."""
     image = source if isinstance(source, Image) else read_image(source)
-    if image.is_multichannel:
-        raise InputError(
-            f"Case {name}: the {role} has {image.num_channels} channels (or a 4th dimension); a label map must "
-            "be a single 2D or 3D volume. Give one label map per case."
-        )
-    array = image.array
-    if array.dtype == bool:
-        return image.with_array(array.astype(np.uint8))
-    if not np.issubdtype(array.dtype, np.integer):
-        if not np.issubdtype(array.dtype, np.floating):
-            raise InputError(f"Case {name}: the {role} is not a label map (dtype {array.dtype}).")
-        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
-        if bad:
-            where = "" if isinstance(source, Image) else f" {source}"
-            raise InputError(
-                f"Case {name}: the {role}{where} has {bad} non-finite voxel(s) (NaN or infinite); a label map holds "
-                "integers >= 0. Fix the label map (every voxel needs a label) and evaluate again."
-            )
-        rounded = np.rint(array)
-        if not np.array_equal(rounded, array):
-            raise InputError(
-                f"Case {name}: the {role} has non-integer values (e.g. {array[rounded != array].flat[0]:g}); "
-                "is it an intensity image or a probability map? Give an integer label map."
-            )
-        array = rounded.astype(np.int64)
-        image = image.with_array(array)
-    if array.size and array.min() < 0:
-        raise InputError(f"Case {name}: the {role} has negative label values (min {array.min()}); labels must be >= 0.")
-    return image
+    where = "" if isinstance(source, Image) else f" {source}"
+    what = f"Case {name}: the {role}{where}"
+    return image.with_array(as_label_array(image, allow_whole_floats=True, what=what, retry="evaluate again"))
 
 
 def _present_labels(array: np.ndarray) -> set[int]:

@@ -50,6 +50,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..image.labels import integer_label_values
 from .overlap import confusion_counts, overlap_scores
 from .surface import SurfaceMetrics, empty_surface_metrics, surface_metrics
 
@@ -171,14 +172,7 @@ def _validated_maps(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.n
     """Both maps as integer arrays (bool viewed as uint8), or InputError."""
     arrays = []
     for name, value in (("prediction", pred), ("reference", ref)):
-        array = np.asarray(value)
-        if array.dtype == np.bool_:
-            array = array.view(np.uint8)
-        if not np.issubdtype(array.dtype, np.integer):
-            raise InputError(
-                f"The {name} label map must have an integer dtype, got {array.dtype}; "
-                "convert it to integer labels (e.g. np.rint(a).astype(np.int32)) first."
-            )
+        array = integer_label_values(np.asarray(value), what=f"The {name} label map")
         if array.ndim not in (2, 3):
             raise InputError(f"The {name} label map must be 2D or 3D, got shape {array.shape}.")
         if array.size == 0:

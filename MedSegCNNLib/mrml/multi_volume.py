@@ -12,12 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..errors import InputError
 from ..image.core import Image
-from ..image.geometry import physical_overlap
-from ..image.sitk_bridge import from_sitk, to_sitk
+from ..image.geometry import physical_overlap, resample_onto
 from .volumes import image_from_volume_node
 
 logger = logging.getLogger(__name__)
@@ -45,16 +43,6 @@ def image_from_volume_nodes(volume_nodes: Sequence[Any]) -> Image:
                 "volumes must show the same region (check that they belong to the same case, and their transforms)."
             )
         logger.info("Resampling volume '%s' onto the grid of '%s' (linear).", node.GetName(), nodes[0].GetName())
-        channels.append(_resample_linear(image, grid))
+        channels.append(resample_onto(image, grid, "linear", dtype=np.float32).array)
     dtype = np.result_type(*(channel.dtype for channel in channels))
     return grid.with_array(np.stack([channel.astype(dtype, copy=False) for channel in channels]))
-
-
-def _resample_linear(image: Image, grid: Image) -> np.ndarray:
-    """``image``'s voxels on ``grid``'s voxel grid (linear interpolation, 0 outside), as float32."""
-    reference = sitk.Image(list(grid.size), sitk.sitkUInt8)
-    reference.SetSpacing(grid.spacing)
-    reference.SetOrigin(grid.origin)
-    reference.SetDirection(tuple(grid.direction.ravel()))
-    source = sitk.Cast(to_sitk(image), sitk.sitkFloat32)
-    return from_sitk(sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, 0.0)).array

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..image.core import Image, LabelInfo
+from ..image.labels import label_dtype
 from ..image.seg_nrrd import default_label_info
 from .geometry import image_from_ras, ras_from_image, shifted, to_numpy, to_vtk, to_world
 from .image_data import array_from_image_data
@@ -68,7 +69,7 @@ def labels_from_segmentation(
     if not segments:
         logger.warning("Segmentation '%s' has no segments; its label map is empty.", name)
 
-    output = np.zeros(grid.shape, np.min_scalar_type(max(values, default=0)))
+    output = np.zeros(grid.shape, label_dtype(max(values, default=0)))
     outside, overlapping = _paint_segments(output, segments, values, world, grid)
     if outside and not output.any():
         raise InputError(
@@ -186,7 +187,7 @@ def _from_label_map_volume(node: Any, grid: Image, labels: Sequence[LabelInfo] |
     else:
         number_segments([SourceSegment(str(value), value) for value in present], labels, node.GetName(), by_name=False)
         infos = tuple(labels)
-    output = np.zeros(grid.shape, np.min_scalar_type(max(present, default=0)))
+    output = np.zeros(grid.shape, label_dtype(max(present, default=0)))
     if present:
         placed = place_on_grid(image, grid)
         if placed is None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..image.core import Image, LabelInfo
+from ..image.labels import as_label_array, label_dtype
 from ..image.seg_nrrd import default_label_info
 from .geometry import as_3d, ijk_to_ras, to_vtk
 from .image_data import fill_image_data
@@ -83,22 +84,11 @@ def segmentation_from_labels(
 
 
 def _checked_label_map(image: Image) -> Image:
-    """``image`` as a 3D label map of the smallest unsigned type holding its values; InputError otherwise."""
-    if image.is_multichannel:
-        raise InputError(
-            f"A segmentation needs a single-channel label map; this image has {image.num_channels} channels "
-            "(take the argmax over the channels first)."
-        )
-    array = image.array
-    if array.dtype != np.bool_ and not np.issubdtype(array.dtype, np.integer):
-        raise InputError(
-            f"A label map needs an integer array, got {array.dtype} (round and cast it first, "
-            "e.g. array.round().astype(np.uint8))."
-        )
-    if array.size and array.min() < 0:
-        raise InputError(f"Label values must be non-negative; the label map has {array.min()}.")
+    """``image`` (a label map by :func:`~MedSegCNNLib.image.labels.as_label_array`) as a 3D label map whose type is
+    :func:`~MedSegCNNLib.image.labels.label_dtype` of its largest value or named label; InputError otherwise."""
+    array = as_label_array(image, allow_whole_floats=False, what="The label map for the segmentation")
     top = max([int(array.max(initial=0)), *(info.value for info in image.labels)])
-    return as_3d(image.with_array(array.astype(np.min_scalar_type(top), copy=False)))
+    return as_3d(image.with_array(array.astype(label_dtype(top), copy=False)))
 
 
 def _describe(image: Image) -> str:

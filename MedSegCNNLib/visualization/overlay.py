@@ -22,6 +22,7 @@ import numpy as np
 from ..atomic import atomic_path, verify_png
 from ..errors import InputError
 from ..image.core import Image, LabelInfo
+from ..image.labels import as_label_array
 from ..image.seg_nrrd import default_label_info
 
 if TYPE_CHECKING:
@@ -127,24 +128,16 @@ def save_overlay(
 
 
 def _label_array(labels: Image, image: Image, name: str) -> np.ndarray:
-    """The integer array of a single-channel label map on ``image``'s voxel grid (shape checked).
-
-    Float arrays whose values are all whole numbers are accepted and cast."""
-    if labels.is_multichannel:
-        raise InputError(f"The {name} must be a single-channel label map; it has {labels.num_channels} channels.")
+    """The integer array of a label map on ``image``'s voxel grid (shape checked), by
+    :func:`~MedSegCNNLib.image.labels.as_label_array`; whole-valued floats are accepted (as NIfTI files often
+    store labels)."""
+    array = as_label_array(labels, allow_whole_floats=True, what=f"The {name}")
     if labels.shape != image.shape:
         raise InputError(
             f"The {name} (shape {labels.shape}) and the image (shape {image.shape}) must share a voxel grid; "
             "resample the label map onto the image first."
         )
-    array = labels.array
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.integer):
-        return array
-    if np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
-        return array.astype(np.int64)  # label maps stored as float (common in NIfTI files)
-    raise InputError(f"The {name} must hold integer label values, got {array.dtype} values that are not integers.")
+    return array
 
 
 def _window(intensities: np.ndarray, window: tuple[float, float] | None) -> tuple[float, float]:

@@ -11,14 +11,14 @@ import pytest
 from MedSegCNNLib import Image
 from MedSegCNNLib.data.preprocessing import (
     FOREGROUND_SAMPLES_PER_LABEL,
-    Geometry,
     NormalizationSpec,
     PreprocessingPlan,
-    integer_labels,
     preprocess_case,
     to_source_grid,
 )
 from MedSegCNNLib.errors import InputError
+from MedSegCNNLib.image.geometry import Grid
+from MedSegCNNLib.image.labels import as_label_array
 
 NONE = (NormalizationSpec("none"),)
 
@@ -43,7 +43,7 @@ def _blob_case(shape=(12, 14, 16), *, spacing=(0.8, 1.1, 2.0), direction="obliqu
     return Image(array, **geometry), Image(label, **geometry)
 
 
-def _centre(geometry: Geometry) -> np.ndarray:
+def _centre(geometry: Grid) -> np.ndarray:
     return geometry.index_to_physical([(n - 1) / 2 for n in geometry.size])
 
 
@@ -76,7 +76,7 @@ def test_resampling_shape_extent_and_labels(interpolation):
     image, label = _blob_case()
     plan = PreprocessingPlan((0.5, 1.1, 1.0), False, NONE, image_interpolation=interpolation)
     case = preprocess_case(image, label, plan)
-    source = Geometry.of(image)
+    source = Grid.of(image)
     # x: 16 * 0.8 / 0.5 = 25.6 -> 26; y kept; z: 12 * 2.0 / 1.0 = 24
     assert case.shape == (24, 14, 26)
     assert case.spacing == (1.0, 1.1, 0.5)
@@ -146,6 +146,10 @@ def test_foreground_locations():
 
 
 def test_integer_labels():
+    def integer_labels(array: np.ndarray, what: str) -> np.ndarray:
+        """Training label maps: whole floats accepted, the smallest label type."""
+        return as_label_array(array, allow_whole_floats=True, compact=True, what=what)
+
     assert integer_labels(np.array([0.0, 2.0, 255.0], np.float32), "x").dtype == np.uint8
     assert integer_labels(np.array([0, 300]), "x").dtype == np.int16
     assert integer_labels(np.array([0, 70000]), "x").dtype == np.int32
@@ -170,8 +174,8 @@ def test_plan_and_specs_round_trip_through_json():
         "mean": 40.5,
         "std": 80.25,
     }
-    geometry = Geometry.of(_blob_case()[0])
-    assert Geometry.from_dict(json.loads(json.dumps(geometry.to_dict()))) == geometry
+    geometry = Grid.of(_blob_case()[0])
+    assert Grid.from_dict(json.loads(json.dumps(geometry.to_dict()))) == geometry
 
 
 @pytest.mark.parametrize(

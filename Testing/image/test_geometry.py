@@ -1,4 +1,4 @@
-"""Physical overlap of oriented voxel boxes and nearest-neighbour resampling of label maps."""
+"""Voxel grids, physical overlap of oriented voxel boxes, and resampling onto another grid."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from MedSegCNNLib.errors import GeometryError
 from MedSegCNNLib.image.core import Image, LabelInfo
-from MedSegCNNLib.image.geometry import physical_overlap, resample_labels_onto
+from MedSegCNNLib.image.geometry import Grid, physical_overlap, resample_labels_onto, resample_onto
 
 ROTATION_45_Z = np.array([[1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 2**0.5]]) / 2**0.5
 
@@ -72,3 +72,29 @@ def test_resampling_refuses_non_overlapping_multichannel_and_mixed_dimensions(ma
         resample_labels_onto(make_image((4, 5, 6), channels=2), labels)
     with pytest.raises(GeometryError, match="2D"):
         resample_labels_onto(labels, make_image((5, 6)))
+
+
+def test_resample_onto_interpolates_every_channel_in_the_type_asked(make_image):
+    image = make_image((4, 5, 6), direction="oblique", dtype=np.int16, channels=2)
+    grid = Grid.of(image)
+    same = resample_onto(image, grid, "linear", dtype=np.float32)
+    assert same.array.dtype == np.float32 and same.array.shape == image.array.shape
+    np.testing.assert_allclose(same.array, image.array, atol=1e-5)
+    half_voxel = Grid(grid.size, grid.spacing, tuple(image.index_to_physical([0.5, 0, 0])), grid.direction)
+    shifted = resample_onto(image, half_voxel, "linear", dtype=np.float32).array
+    expected = (image.array[..., :-1] + image.array[..., 1:]) / 2  # the mean of neighbours along x
+    np.testing.assert_allclose(shifted[..., :-1], expected, atol=1e-5)
+    far = Grid(grid.size, grid.spacing, tuple(image.index_to_physical([10, 0, 0])), grid.direction)
+    assert not resample_onto(image, far, "nearest").array.any()  # 0 outside the image
+
+
+def test_a_grid_round_trips_through_sitk_and_keeps_the_centre_when_resampled(make_image):
+    image = make_image((4, 5, 6), direction="flipped")
+    grid = Grid.of(image)
+    assert Grid.of_sitk(grid.sitk_reference()) == grid
+    coarse = grid.resampled((1.4, None, 2.9))  # x resampled, y kept, z within 0.1 %: kept
+    assert coarse.size == (3, 5, 4) and coarse.spacing == (1.4, 1.3, 2.9)
+    centre = [(n - 1) / 2 for n in grid.size]
+    np.testing.assert_allclose(
+        coarse.index_to_physical([(n - 1) / 2 for n in coarse.size]), grid.index_to_physical(centre)
+    )
