@@ -124,7 +124,7 @@ def _validation_cases(model_folder: Path) -> list[str]:
 
 def _report(result: DemoResult, model_folder: Path, *, quick: bool) -> str:
     from .checkpoint import read_model_card
-    from .cli.evaluate_command import format_report
+    from .metrics.report import format_report
 
     card = read_model_card(model_folder).to_dict()
     plan = card["training"]["plan"]

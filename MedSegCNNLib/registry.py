@@ -231,6 +231,18 @@ def resolve_model(name_or_path: str | os.PathLike[str], extra_folders: Iterable[
     return find_model(name_or_path, extra_folders).path
 
 
+def resolve_model_folder(path: str | os.PathLike[str]) -> Path:
+    """The model folder for ``path``: itself, a ``.zip``, the ``model/`` inside a training output folder, or
+    the folder of a registry name (``medsegcnn models`` lists them) when no such path exists."""
+    text = os.fspath(path)
+    path = Path(text)
+    if text and not path.exists() and "/" not in text and "\\" not in text and not path.suffix:
+        return resolve_model_folder(resolve_model(text))
+    if path.is_dir() and not (path / "model.json").is_file() and (path / "model" / "model.json").is_file():
+        return path / "model"
+    return path
+
+
 # ----- reading the card ---------------------------------------------------------------------------------------
 
 

@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..cli.main import STOP_ACKNOWLEDGED, STOP_LINE
 from ..errors import InputError
-from ..progress import Event
+from ..progress import STOP_ACKNOWLEDGED, STOP_LINE, Event
 from .commands import python_executable
 
 logger = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
-    from .evaluate_command import format_report
+    from ..metrics.report import format_report
 
     progress = {"bar": TqdmProgress(), "json": JsonLinesProgress(), "none": None}[args.progress]
     result = run_demo(

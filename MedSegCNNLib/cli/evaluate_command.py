@@ -13,13 +13,10 @@ from ..atomic import check_writable, refuse_replacing_inputs
 from ..data.msd import find_dataset_json, read_label_names
 from ..errors import InputError
 from ..metrics.evaluate import evaluate
-from ..metrics.result import CaseEvaluation, EvaluationResult
-from .table import format_number, render_table
+from ..metrics.report import format_report
+from ..metrics.result import CaseEvaluation
 
 logger = logging.getLogger(__name__)
-
-TABLE_METRICS = ("dice", "iou", "precision", "recall", "hd95", "assd", "nsd", "volume_pred_ml", "volume_ref_ml")
-TABLE_TITLES = ("Dice", "IoU", "Prec", "Recall", "HD95", "ASSD", "NSD", "Vpred mL", "Vref mL")
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -116,38 +113,6 @@ def run(args: argparse.Namespace) -> int:
     if args.csv is not None:
         print(f"\nWrote {len(result.to_rows())} rows to {args.csv}")
     return 0
-
-
-def format_report(result: EvaluationResult, *, per_case: bool) -> str:
-    """Per-(case, label) rows when ``per_case``, then the per-label summary over cases (means)."""
-    parts = []
-    if per_case:
-        rows = [
-            [row["case"], f"{row['label']} {row['name']}", *(format_number(row[m]) for m in TABLE_METRICS)]
-            for row in result.to_rows()
-        ]
-        parts.append(render_table(["case", "label", *TABLE_TITLES], rows))
-    if len(result.cases) > 1 or not per_case:
-        summary = result.summary()
-        rows = [
-            [
-                str(label),
-                stats["name"],
-                str(stats["n_cases"]),
-                f"{format_number(stats['dice']['mean'])} ± {format_number(stats['dice']['std'])}",
-                *(format_number(stats[m]["mean"]) for m in TABLE_METRICS[1:]),
-                str(stats["n_pred_empty"]),
-                str(stats["n_ref_empty"]),
-            ]
-            for label, stats in summary.items()
-        ]
-        header = ["label", "name", "cases", "Dice mean ± std", *TABLE_TITLES[1:], "missed", "spurious"]
-        parts.append(f"Mean over {len(result.cases)} cases:\n" + render_table(header, rows))
-    parts.append(
-        f"Distances in mm (HD95: larger directed 95th percentile; NSD tolerance {result.nsd_tolerance_mm:g} mm). "
-        "'inf': label missing from prediction or reference; 'missed'/'spurious' count such cases."
-    )
-    return "\n\n".join(parts)
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 
 from .._version import __version__
 from ..errors import MedSegCNNError
+from ..progress import STOP_ACKNOWLEDGED, STOP_LINE
 from . import (
     demo_command,
     evaluate_command,
@@ -38,10 +39,6 @@ from . import (
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 3
 EXIT_INTERRUPTED = 130
-STOP_LINE = "stop"
-"""The line that stops a command run with ``--stop-on-stdin``."""
-STOP_ACKNOWLEDGED = "Stop requested on standard input."
-"""Logged (stderr) when :data:`STOP_LINE` arrives: how a parent knows that the request got through."""
 
 logger = logging.getLogger("MedSegCNNLib")
 

@@ -11,8 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..metrics.report import format_number, render_table
 from ..registry import ModelEntry, find_model, format_spacing, list_models
-from .table import format_number, render_table
 
 HEADER = ("Name", "Title", "Source", "Dims", "Modality", "Labels", "Spacing", "Val Dice", "Val cases")
 

@@ -14,9 +14,9 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from .core import Image
-from .io import sitk_error_reason
 from .native_stderr import captured_native_stderr, library_text
 from .sitk_bridge import from_sitk
+from .sitk_files import sitk_error_reason
 
 _SERIES_DESCRIPTION = "0008|103e"
 _PREAMBLE = 128  # bytes before the "DICM" magic of a DICOM file

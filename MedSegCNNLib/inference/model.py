@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -14,6 +13,7 @@ from ..checkpoint.model_card import ModelCard
 from ..data.preprocessing import PreprocessingPlan
 from ..errors import InputError
 from ..image import LabelInfo
+from ..registry import resolve_model_folder
 
 
 @dataclass(frozen=True)
@@ -51,20 +51,6 @@ class SegmentationModel:
     @property
     def num_classes(self) -> int:
         return len(self.card.labels)
-
-
-def resolve_model_folder(path: str | os.PathLike[str]) -> Path:
-    """The model folder for ``path``: itself, a ``.zip``, the ``model/`` inside a training output folder, or
-    the folder of a registry name (``medsegcnn models`` lists them) when no such path exists."""
-    text = os.fspath(path)
-    path = Path(text)
-    if text and not path.exists() and "/" not in text and "\\" not in text and not path.suffix:
-        from ..registry import resolve_model
-
-        return resolve_model_folder(resolve_model(text))
-    if path.is_dir() and not (path / "model.json").is_file() and (path / "model" / "model.json").is_file():
-        return path / "model"
-    return path
 
 
 def load_segmentation_model(

@@ -6,9 +6,10 @@ rebuilds it. Names: :data:`NETWORK_NAMES`; options: :class:`UNetConfig`, :class:
 :class:`SegNetConfig`, :class:`DeepLabConfig`.
 """
 
+from .base import SegmentationNetwork
 from .deeplab import DeepLab, DeepLabConfig
 from .fcn import FCN, FCNConfig
-from .registry import NETWORK_NAMES, SegmentationNetwork, build_network
+from .registry import NETWORK_NAMES, build_network
 from .segnet import SegNet, SegNetConfig
 from .unet import UNet, UNetConfig
 

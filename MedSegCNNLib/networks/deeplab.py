@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .blocks import ACTIVATIONS, INTERPOLATION, NORMS, LayerFactory, init_he_
-from .registry import (
+from .base import (
     NetworkConfig,
     SegmentationNetwork,
     check_bool,
@@ -32,6 +31,7 @@ from .registry import (
     check_int,
     check_ints,
 )
+from .blocks import ACTIVATIONS, INTERPOLATION, NORMS, LayerFactory, init_he_
 
 DEFAULT_FEATURES = {2: (32, 64, 128, 256, 512), 3: (16, 32, 64, 128, 256)}
 DEFAULT_ASPP_CHANNELS = {2: 256, 3: 128}

@@ -16,8 +16,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from .base import NetworkConfig, SegmentationNetwork, check_choice, check_fraction, check_int, check_ints
 from .blocks import ACTIVATIONS, NORMS, LayerFactory, init_he_
-from .registry import NetworkConfig, SegmentationNetwork, check_choice, check_fraction, check_int, check_ints
 
 STAGES = 5
 DEFAULT_FEATURES = {2: (32, 64, 128, 256, 512), 3: (16, 32, 64, 128, 256)}

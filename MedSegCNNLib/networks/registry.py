@@ -1,5 +1,4 @@
-"""The network contract: configuration validation, the :class:`SegmentationNetwork` base class and
-:func:`build_network`, which turns plain JSON configuration into a network.
+"""Networks by name: :func:`build_network` turns plain JSON configuration into a network.
 
 A configuration is a mapping ``{"name": ..., "spatial_dims": 2 | 3, "in_channels": C, "out_channels": K,
 ...options}``. ``network.config`` returns the complete configuration, defaults included, so that
@@ -8,114 +7,26 @@ A configuration is a mapping ``{"name": ..., "spatial_dims": 2 | 3, "in_channels
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Self
-
-import torch
-from torch import nn
+from collections.abc import Mapping
+from typing import Any
 
 from ..errors import InputError
+from .base import NetworkConfig, SegmentationNetwork
+from .deeplab import DeepLab, DeepLabConfig
+from .fcn import FCN, FCNConfig
+from .segnet import SegNet, SegNetConfig
+from .unet import UNet, UNetConfig
 
 NETWORK_NAMES: tuple[str, ...] = ("unet", "resunet", "fcn", "segnet", "deeplab")
 
-
-@dataclass(frozen=True)
-class NetworkConfig:
-    """Options every network has. Subclasses add theirs (with defaults) and validate in ``__post_init__``.
-
-    ``spatial_dims``: 2 or 3; ``in_channels``: image channels; ``out_channels``: classes (logits per voxel).
-    """
-
-    name: str
-    spatial_dims: int
-    in_channels: int
-    out_channels: int
-
-    NAMES: ClassVar[tuple[str, ...]] = ()
-
-    def __post_init__(self) -> None:
-        check_choice(self.name, "name", self.name, self.NAMES)
-        check_choice(self.name, "spatial_dims", self.spatial_dims, (2, 3))
-        check_int(self.name, "in_channels", self.in_channels, minimum=1)
-        check_int(self.name, "out_channels", self.out_channels, minimum=1)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        """Validate plain configuration data: unknown or missing options raise :class:`InputError`."""
-        fields = [f for f in dataclasses.fields(cls) if f.init]
-        allowed = [f.name for f in fields]
-        unknown = sorted(set(data) - set(allowed))
-        name = data.get("name", cls.NAMES[0])
-        if unknown:
-            raise InputError(f"Unknown {name} option(s) {unknown}; the options are {allowed}.")
-        required = [f.name for f in fields if f.default is dataclasses.MISSING]
-        missing = [key for key in required if key not in data]
-        if missing:
-            raise InputError(f"The {name} configuration needs {missing} (it has {sorted(data)}).")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data (lists, not tuples), every option included."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    return value
-
-
-class SegmentationNetwork(nn.Module):
-    """Base class of the networks: maps ``(B, in_channels, *spatial)`` images to logits
-    ``(B, out_channels, *spatial)``, spatial axes in array order (``(z, y, x)`` or ``(y, x)``).
-
-    Subclasses set ``self.encoder`` (the downsampling path, frozen for fine-tuning) and call
-    :meth:`check_input` first thing in ``forward``.
-    """
-
-    encoder: nn.Module
-
-    def __init__(self, settings: NetworkConfig, divisor: Sequence[int]) -> None:
-        super().__init__()
-        self.settings = settings
-        self._divisor = tuple(int(d) for d in divisor)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The complete configuration, defaults included (plain JSON data)."""
-        return self.settings.to_dict()
-
-    @property
-    def divisor(self) -> tuple[int, ...]:
-        """Per spatial axis (array order): input sizes must be multiples of it."""
-        return self._divisor
-
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raise :class:`InputError` unless ``x`` is a float ``(B, in_channels, *spatial)`` tensor whose spatial
-        sizes are multiples of :attr:`divisor`."""
-        settings = self.settings
-        dims = settings.spatial_dims
-        axes = "(B, C, z, y, x)" if dims == 3 else "(B, C, y, x)"
-        if not isinstance(x, torch.Tensor) or x.dim() != dims + 2:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise InputError(f"This {dims}D {settings.name} takes a {axes} tensor; got {shape}.")
-        if not x.is_floating_point():
-            raise InputError(f"The {settings.name} takes floating-point images; got {x.dtype}. Convert with .float().")
-        if x.shape[1] != settings.in_channels:
-            raise InputError(
-                f"The {settings.name} was built for {settings.in_channels} input channel(s); the input has "
-                f"{x.shape[1]} (shape {tuple(x.shape)}). Give images with {settings.in_channels} channel(s)."
-            )
-        size = tuple(x.shape[2:])
-        if any(s % d for s, d in zip(size, self._divisor, strict=True)):
-            padded = tuple(math.ceil(s / d) * d for s, d in zip(size, self._divisor, strict=True))
-            raise InputError(
-                f"The {settings.name}'s input spatial size must be a multiple of {self._divisor} per axis; got {size}. "
-                f"Pad to a multiple of {self._divisor} (e.g. {padded})."
-            )
+_BUILDERS: dict[str, tuple[type[NetworkConfig], type[SegmentationNetwork]]] = {
+    "unet": (UNetConfig, UNet),
+    "resunet": (UNetConfig, UNet),
+    "fcn": (FCNConfig, FCN),
+    "segnet": (SegNetConfig, SegNet),
+    "deeplab": (DeepLabConfig, DeepLab),
+}
+"""Network name -> (its configuration class, its network class)."""
 
 
 def build_network(config: Mapping[str, Any]) -> SegmentationNetwork:
@@ -123,80 +34,10 @@ def build_network(config: Mapping[str, Any]) -> SegmentationNetwork:
 
     Unknown names or options and invalid values raise :class:`InputError` listing what is allowed.
     """
-    from .deeplab import DeepLab, DeepLabConfig  # imported here: the network modules import this one
-    from .fcn import FCN, FCNConfig
-    from .segnet import SegNet, SegNetConfig
-    from .unet import UNet, UNetConfig
-
     if not isinstance(config, Mapping):
         raise InputError(f"A network configuration is a mapping with a 'name'; got {type(config).__name__}.")
-    builders: dict[str, tuple[type[NetworkConfig], type[SegmentationNetwork]]] = {
-        "unet": (UNetConfig, UNet),
-        "resunet": (UNetConfig, UNet),
-        "fcn": (FCNConfig, FCN),
-        "segnet": (SegNetConfig, SegNet),
-        "deeplab": (DeepLabConfig, DeepLab),
-    }
     name = config.get("name")
-    if name not in builders:
+    if name not in _BUILDERS:
         raise InputError(f"Unknown network name {name!r}; choose one of {list(NETWORK_NAMES)}.")
-    config_class, network_class = builders[name]
+    config_class, network_class = _BUILDERS[name]
     return network_class(config_class.from_dict(config))
-
-
-# Validation of option values; each raises InputError naming the network, the option and what is allowed.
-
-
-def check_choice(network: str, option: str, value: Any, choices: Sequence[Any]) -> None:
-    if isinstance(value, bool) or value not in choices:
-        raise InputError(f"{network} option {option!r} must be one of {list(choices)}; got {value!r}.")
-
-
-def check_int(network: str, option: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{network} option {option!r} must be an integer >= {minimum}; got {value!r}.")
-    return value
-
-
-def check_bool(network: str, option: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(f"{network} option {option!r} must be true or false; got {value!r}.")
-    return value
-
-
-def check_fraction(network: str, option: str, value: Any) -> float:
-    """A probability in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-        raise InputError(f"{network} option {option!r} must be a number in [0, 1); got {value!r}.")
-    return float(value)
-
-
-def check_ints(network: str, option: str, value: Any, *, minimum: int, length: int | None = None) -> tuple[int, ...]:
-    """A list of integers >= ``minimum`` (of ``length`` items when given)."""
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
-        raise InputError(f"{network} option {option!r} must be a non-empty list of integers; got {value!r}.")
-    items = tuple(check_int(network, option, v, minimum=minimum) for v in value)
-    if length is not None and len(items) != length:
-        raise InputError(f"{network} option {option!r} needs {length} values; got {len(items)} ({list(items)}).")
-    return items
-
-
-def check_per_level(
-    network: str, option: str, value: Any, *, levels: int, dims: int, minimum: int
-) -> tuple[tuple[int, ...], ...]:
-    """Per-level, per-axis integers: one integer (every level and axis), or ``levels`` entries each an integer
-    (every axis) or a list of ``dims`` integers in array order (anisotropic, e.g. ``[1, 3, 3]``)."""
-    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
-        value = [value] * levels
-    if len(value) != levels:
-        raise InputError(
-            f"{network} option {option!r} needs {levels} entries (one per level), or a single value; "
-            f"got {len(value)}: {value!r}."
-        )
-    result = []
-    for entry in value:
-        if isinstance(entry, Sequence) and not isinstance(entry, str | bytes):
-            result.append(check_ints(network, option, entry, minimum=minimum, length=dims))
-        else:
-            result.append((check_int(network, option, entry, minimum=minimum),) * dims)
-    return tuple(result)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import NetworkConfig, SegmentationNetwork, check_choice, check_fraction, check_int, check_ints
 from .blocks import ACTIVATIONS, NORMS, LayerFactory, init_he_
-from .registry import NetworkConfig, SegmentationNetwork, check_choice, check_fraction, check_int, check_ints
 
 DEFAULT_FEATURES = (32, 64, 128, 256)
 

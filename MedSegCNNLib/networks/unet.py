@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .blocks import ACTIVATIONS, INTERPOLATION, NORMS, AttentionGate, LayerFactory, init_he_
-from .registry import (
+from .base import (
     NetworkConfig,
     SegmentationNetwork,
     check_bool,
@@ -34,6 +33,7 @@ from .registry import (
     check_ints,
     check_per_level,
 )
+from .blocks import ACTIVATIONS, INTERPOLATION, NORMS, AttentionGate, LayerFactory, init_he_
 
 DEFAULT_FEATURES = {2: (32, 64, 128, 256, 512), 3: (32, 64, 128, 256, 320)}
 

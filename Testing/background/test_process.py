@@ -16,10 +16,10 @@ from model_support import save_tiny_model
 from MedSegCNNLib import Image, read_image, write_image
 from MedSegCNNLib.background import BackgroundRun, Progress, predict_args, train_args
 from MedSegCNNLib.background.process import advance, format_duration, parse_event
-from MedSegCNNLib.cli.main import STOP_ACKNOWLEDGED
 from MedSegCNNLib.data.export import write_training_folder
 from MedSegCNNLib.errors import InputError
-from MedSegCNNLib.progress import Event
+from MedSegCNNLib.inference.options import PredictOptions
+from MedSegCNNLib.progress import STOP_ACKNOWLEDGED, Event
 
 TIMEOUT_S = 120
 
@@ -96,7 +96,8 @@ def test_progress_lines_tell_the_stage_and_the_time_left():
 
 def test_predict_runs_to_completion_with_progress(tmp_path, model_folder):
     output = tmp_path / "small.seg.nrrd"
-    run = BackgroundRun(predict_args(model_folder, _ramp(tmp_path / "small.nii.gz", 24), output, device="cpu"))
+    source = _ramp(tmp_path / "small.nii.gz", 24)
+    run = BackgroundRun(predict_args(model_folder, source, output, PredictOptions(device="cpu")))
     assert run.state == "idle" and run.poll() == []
     run.start()
     assert run.state == "running"
@@ -123,7 +124,7 @@ def test_cancel_mid_prediction_leaves_nothing_behind(tmp_path, model_folder):
     outputs = tmp_path / "out"
     outputs.mkdir()
     run = BackgroundRun(
-        predict_args(model_folder, source, outputs / "big.seg.nrrd", device="cpu", probabilities=True),
+        predict_args(model_folder, source, outputs / "big.seg.nrrd", PredictOptions(device="cpu", probabilities=True)),
         cleanup=[work],
     ).start()
     events = _poll_until(run, "progress")
@@ -198,7 +199,8 @@ def test_cancel_reaches_an_interpreter_behind_a_launcher_that_keeps_stdin(tmp_pa
     source = _ramp(tmp_path / "big.nii", 144)  # 4913 windows: still running when the acknowledgement wait ends
     outputs = tmp_path / "out"
     outputs.mkdir()
-    run = BackgroundRun(predict_args(model_folder, source, outputs / "big.nii.gz", device="cpu"), python=str(launcher))
+    args = predict_args(model_folder, source, outputs / "big.nii.gz", PredictOptions(device="cpu"))
+    run = BackgroundRun(args, python=str(launcher))
     run.start()
     _poll_until(run, "progress")
     assert run.state == "running", run.log
