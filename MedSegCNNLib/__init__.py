@@ -7,6 +7,7 @@ The public API (scripts may rely on these names):
 - :func:`to_sitk`, :func:`from_sitk`: conversion to and from ``SimpleITK.Image``.
 - :func:`evaluate`, :class:`EvaluationResult`: Dice, IoU, HD95, ASSD, NSD, ... per case and label.
 - :func:`segment`: a whole image through a trained model, back on the image's grid (lazy: imports torch).
+- :class:`PredictOptions`: what :func:`segment` does (device, precision, TTA, extra outputs, post-processing).
 - :class:`MedSegCNNError`: the base class of every error caused by bad input.
 """
 
@@ -14,6 +15,7 @@ from ._version import __version__
 from .errors import MedSegCNNError
 from .image import Image, LabelInfo, from_sitk, to_sitk
 from .image.io import read_image, write_image
+from .inference.options import PredictOptions
 from .metrics import EvaluationResult, evaluate
 
 
@@ -30,6 +32,7 @@ __all__ = [
     "Image",
     "LabelInfo",
     "MedSegCNNError",
+    "PredictOptions",
     "__version__",
     "evaluate",
     "from_sitk",

@@ -1,8 +1,9 @@
 """Progress of long work as a stream of events, rendered for a terminal or as JSON lines.
 
-Long-running functions (training, later batch prediction) take an ``on_event`` callable and call it with
-:class:`Event` objects; they never print. A terminal renders them with :class:`TqdmProgress`; the Slicer
-panel starts the CLI with ``--progress json`` and reads one JSON object per line (:class:`JsonLinesProgress`).
+Long-running work (training; prediction through :class:`MedSegCNNLib.inference.progress.PredictionProgress`)
+reports to an ``on_event`` callable (an :data:`EventSink`) with :class:`Event` objects; it never prints. A
+terminal renders them with :class:`TqdmProgress`; the Slicer panel starts the CLI with ``--progress json`` and
+reads one JSON object per line (:class:`JsonLinesProgress`).
 
 Training events (``kind``: fields):
 - ``plan``: the training plan (:meth:`MedSegCNNLib.training.planner.TrainingPlan.to_dict`), before loading ends
@@ -17,14 +18,15 @@ Training events (``kind``: fields):
 - ``end``: status ("completed", "cancelled", "early_stopped", "time_budget"), epochs_done, steps_done,
   best_epoch, best_mean_dice, model, elapsed_s
 
-Prediction events (``medsegcnn predict --progress json``):
+Prediction events (``medsegcnn predict --progress json``; built by ``PredictionProgress``):
 - ``progress``: stage ("segmenting <case>"), case (1-based index), cases, done and total (sliding windows of
   this case), fraction (of the whole run, 0..1), eta_s (``null`` until known); at most ~5 per second, and
   always for each case's last window
 - ``case``: case (name), index (1-based), total, output (the label map written)
 - ``metrics``: the evaluation against ``--ref`` (``EvaluationResult.to_json_dict()``), once at the end
 
-:class:`MedSegCNNLib.background.BackgroundRun` reads these events from a separate process.
+:class:`MedSegCNNLib.background.BackgroundRun` reads these events from a separate process, and stops it by
+writing :data:`STOP_LINE` to its standard input (the CLI answers with :data:`STOP_ACKNOWLEDGED` on stderr).
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ class Event:
 
 EventSink = Callable[[Event], None]
 
+STOP_LINE = "stop"
+"""The line that stops a command run with ``--stop-on-stdin`` (the parent's side of the channel)."""
+STOP_ACKNOWLEDGED = "Stop requested on standard input."
+"""Logged (stderr) when :data:`STOP_LINE` arrives: how a parent knows that the request got through."""
+
 
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
@@ -73,7 +80,8 @@ class JsonLinesProgress:
 
 
 class TqdmProgress:
-    """A tqdm bar over training steps on stderr; validation results and messages are printed above it."""
+    """A tqdm bar on stderr: over training steps (validation results and messages are printed above it), or
+    over the images of a prediction (from its ``progress`` and ``case`` events)."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
@@ -100,6 +108,12 @@ class TqdmProgress:
                 f"epoch {data['epoch']}: validation mean Dice {data['mean_dice']:.4f} ({dice}); "
                 f"best {data['best_mean_dice']:.4f} at epoch {data['best_epoch']}"
             )
+        elif event.kind == "progress" and self.bar is None:  # a prediction's first window
+            self.bar = tqdm(total=data["cases"], unit="image", file=self.stream, desc="segmenting")
+        elif event.kind == "case" and self.bar is not None:
+            self.bar.update(data["index"] - self.bar.n)
+            if data["index"] == data["total"]:
+                self.bar.close()
         elif event.kind == "message":
             self._write(data["text"])
         elif event.kind == "end":

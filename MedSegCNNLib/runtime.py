@@ -20,15 +20,17 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from .errors import InputError
 
 if TYPE_CHECKING:  # torch is imported where it is used, so that option records can be read without it
     import torch
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+Device = Literal["auto", "cpu", "cuda", "mps"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+DEVICES: tuple[Device, ...] = get_args(Device)
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 #: CPU feature flags (as Linux's /proc/cpuinfo and macOS' sysctl name them) that compute bf16 natively.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
 #: Flags worth printing beside any speed figure.

@@ -100,7 +100,7 @@ def test_bundled_model_segments_a_sample_case():
     assert case in describe_model(BUNDLED).training_cases
     image = msc.read_image(SAMPLE / "imagesTr" / f"{case}.nii.gz")
     torch.manual_seed(0)
-    result = msc.segment(image, resolve_model("hippocampus-tiny"), device="cpu")
+    result = msc.segment(image, resolve_model("hippocampus-tiny"), msc.PredictOptions(device="cpu"))
     assert result.labels.array.shape == image.array.shape and result.labels.spacing == image.spacing
     assert [label.name for label in result.labels.labels if label.value] == ["Anterior", "Posterior"]
     evaluation = msc.evaluate(result.labels, SAMPLE / "labelsTr" / f"{case}.nii.gz", surface=False, case=case)

@@ -51,12 +51,10 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
         Returns the SegmentationOutputs (segmentation_node, probability_nodes, uncertainty_node) when
         ``waitForCompletion``, else the started SegmentationTask (poll it; call ``finish()`` on the main thread
         once its state is "completed")."""
+        from MedSegCNNLib.inference.options import PredictOptions
         from MedSegCNNLib.mrml.tasks import SegmentationTask
 
-        task = SegmentationTask(
-            slicer.mrmlScene,
-            inputVolumes,
-            model,
+        options = PredictOptions(
             device=device,
             tta=tta,
             keep_largest=keepLargest,
@@ -64,6 +62,12 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
             fill_holes=fillHoles,
             probabilities=probabilities,
             uncertainty=uncertainty,
+        )
+        task = SegmentationTask(
+            slicer.mrmlScene,
+            inputVolumes,
+            model,
+            options,
             segmentation_node=segmentationNode,
             replace=replace,
             env=slicer.util.startupEnvironment(),  # for PythonSlicer, as slicer.util.launchConsoleProcess does

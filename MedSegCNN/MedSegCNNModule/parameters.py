@@ -11,6 +11,8 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 
 #: The bundled model the panel selects first and the self-test uses (a registry name).
 DEFAULT_MODEL = "hippocampus-tiny"
+#: MedSegCNNLib.runtime.DEVICES, written out: this file loads before MedSegCNNLib's packages may be installed
+#: (a test keeps the two equal).
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 
 

@@ -6,7 +6,6 @@ Paths are passed as given (relative ones are relative to the run's ``cwd``).
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import shutil
@@ -15,8 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import InputError
+from ..inference.options import PredictOptions
+from ..runtime import DEVICES
+from ..training.arguments import config_options
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 PYTHON_SLICER = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
 """Slicer's Python launcher: runs Slicer's interpreter with the environment set up as inside the application."""
 PROGRESS = ["--progress", "json"]
@@ -55,39 +56,18 @@ def predict_args(
     model: PathLike | Sequence[PathLike],
     input: PathLike,
     output: PathLike,
+    options: PredictOptions | None = None,
     *,
-    device: str = "auto",
-    tta: bool = False,
-    probabilities: bool = False,
-    uncertainty: bool = False,
-    keep_largest: bool = False,
-    min_size_mm3: float = 0.0,
-    fill_holes: bool = False,
     overwrite: bool = False,
 ) -> list[str]:
-    """``predict`` arguments: one model folder (or several: an ensemble), an image or folder, the output.
-
-    ``min_size_mm3``: remove components smaller than this volume in mm³ (0: keep all).
-    """
+    """``predict`` arguments: one model folder (or several: an ensemble), an image or folder, the output, and the
+    prediction ``options`` (default: :class:`PredictOptions`' defaults); ``overwrite`` replaces existing files."""
     models = [model] if isinstance(model, str | os.PathLike) else list(model)
     if not models:
         raise InputError("No model given; choose a model folder (or several for an ensemble).")
-    _check_device(device)
-    if not (isinstance(min_size_mm3, int | float) and math.isfinite(min_size_mm3) and min_size_mm3 >= 0):
-        raise InputError(f"The minimum component size must be a number of mm³ >= 0; got {min_size_mm3!r}.")
     args = ["predict", "--model", *map(_path, models), "--input", _path(input), "--output", _path(output)]
-    args += ["--device", device]
-    flags = {
-        "--tta": tta,
-        "--probabilities": probabilities,
-        "--uncertainty": uncertainty,
-        "--keep-largest": keep_largest,
-        "--fill-holes": fill_holes,
-        "--overwrite": overwrite,
-    }
-    args += [flag for flag, wanted in flags.items() if wanted]
-    if min_size_mm3 > 0:
-        args += ["--min-size", repr(float(min_size_mm3))]
+    args += (options or PredictOptions()).to_argv()
+    args += ["--overwrite"] if overwrite else []
     return args + PROGRESS
 
 
@@ -120,8 +100,8 @@ def train_args(
         isinstance(time_budget_min, int | float) and math.isfinite(time_budget_min) and time_budget_min > 0
     ):
         raise InputError(f"The time budget must be a positive number of minutes; got {time_budget_min!r}.")
-    if device is not None:
-        _check_device(device)
+    if device is not None and device not in DEVICES:
+        raise InputError(f"Unknown device {device!r}; choose one of {', '.join(DEVICES)}.")
     if freeze_encoder and init_from is None:
         raise InputError("Freezing the encoder needs a model to fine-tune from (init_from).")
     if overwrite and resume:
@@ -143,7 +123,7 @@ def train_args(
 
 
 def _extra_train_args(extra: Mapping[str, object]) -> list[str]:
-    options = _train_options()
+    options = config_options()
     args: list[str] = []
     for key, value in extra.items():
         name = str(key).replace("-", "_")
@@ -167,21 +147,6 @@ def _extra_train_args(extra: Mapping[str, object]) -> list[str]:
         else:
             args += [flag, _path(value) if isinstance(value, os.PathLike) else str(value)]
     return args
-
-
-def _train_options() -> dict[str, argparse.Action]:
-    """The options of ``medsegcnn train`` by destination name (read from its parser)."""
-    from ..cli import train_command
-
-    commands = argparse.ArgumentParser(add_help=False).add_subparsers()
-    train_command.add_parser(commands, [])
-    parser = commands.choices["train"]
-    return {action.dest: action for action in parser._actions if action.option_strings and action.dest != "help"}
-
-
-def _check_device(device: str) -> None:
-    if device not in DEVICES:
-        raise InputError(f"Unknown device {device!r}; choose one of {', '.join(DEVICES)}.")
 
 
 def _path(path: PathLike) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .train_command import add_plan_options, build_config
+from ..training.arguments import add_plan_arguments, build_config
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -19,7 +19,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
             "patch, batch, precision, schedule, number of steps and the expected time."
         ),
     )
-    add_plan_options(parser)
+    add_plan_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     parser.set_defaults(run=run)
 

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
-from ..errors import InputError
 from ..progress import JsonLinesProgress, TqdmProgress
-from ..runtime import DEVICES, PRECISIONS
-from ..training.config import OPTIMIZERS, SCHEDULES, TrainingConfig
+from ..training.arguments import add_config_arguments, add_plan_arguments, build_config
 
-NETWORK_CHOICES = ("unet", "resunet", "fcn", "segnet", "deeplab")
 EXIT_CANCELLED = 130
 
 
@@ -27,20 +22,9 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
             "TrainingConfig field as JSON."
         ),
     )
-    add_plan_options(parser)
+    add_plan_arguments(parser)
     parser.add_argument("--output", required=True, metavar="MODEL_DIR", help="output folder of the run")
-    parser.add_argument("--epochs", type=int, metavar="N", help="length without a time budget (default 100)")
-    parser.add_argument("--steps-per-epoch", type=int, metavar="N")
-    parser.add_argument("--batch-size", type=int, metavar="N")
-    parser.add_argument("--patch-size", type=_parse_sizes, metavar="Z,Y,X", help="patch size in voxels")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS)
-    parser.add_argument("--lr", type=float, metavar="LR", help="initial learning rate")
-    parser.add_argument("--lr-schedule", choices=SCHEDULES, help="decay after the warm-up")
-    parser.add_argument("--loss", choices=("dice_ce", "dice", "ce", "focal"))
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--init-from", metavar="MODEL", help="fine-tune from a model folder (or a .pt state dict)")
-    parser.add_argument("--freeze-encoder", action="store_true", help="with --init-from: train the decoder only")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster steps)")
+    add_config_arguments(parser)
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -55,89 +39,6 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
         "--progress", choices=("bar", "json", "none"), default="bar", help="progress display (json: one event per line)"
     )
     parser.set_defaults(run=run)
-
-
-def add_plan_options(parser: argparse.ArgumentParser) -> None:
-    """The options that ``train`` and ``plan`` share: the data, device, precision and budget."""
-    parser.add_argument("--data", required=True, metavar="DIR", help="dataset folder with dataset.json")
-    parser.add_argument("--dims", type=int, choices=(2, 3), help="2D (slice-wise) or 3D network (default 3)")
-    parser.add_argument("--network", choices=NETWORK_CHOICES, help="architecture (default unet)")
-    parser.add_argument("--fold", type=_parse_fold, metavar="K|all", help="validation fold, or 'all' for no validation")
-    parser.add_argument("--folds", type=int, metavar="N", help="number of cross-validation folds (default 5)")
-    parser.add_argument("--device", choices=DEVICES)
-    parser.add_argument(
-        "--precision", choices=PRECISIONS, help="auto: bf16/fp16 on CUDA; on a CPU bf16 where measured faster"
-    )
-    parser.add_argument(
-        "--time-budget",
-        type=float,
-        metavar="MIN",
-        help="minutes for the whole run: the steps, network and schedule are planned to fill it (wins over --epochs)",
-    )
-    parser.add_argument("--config", type=Path, metavar="JSON", help="a JSON file of TrainingConfig fields")
-
-
-def _parse_sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes such as 40,56,40; got {text!r}") from None
-    if any(size < 1 for size in sizes):
-        raise argparse.ArgumentTypeError(f"sizes must be positive; got {text!r}")
-    return sizes
-
-
-def _parse_fold(text: str) -> int | str:
-    if text == "all":
-        return text
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a fold number or 'all'; got {text!r}")
-    return int(text)
-
-
-def build_config(args: argparse.Namespace) -> TrainingConfig:
-    """The TrainingConfig of ``--config`` (if any) with the explicit options applied on top."""
-    values: dict = {}
-    if args.config is not None:
-        try:
-            values = json.loads(args.config.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise InputError(f"Could not read --config {args.config}: {error}") from None
-        if not isinstance(values, dict):
-            raise InputError(f"--config {args.config} must hold a JSON object of training options.")
-    given = vars(args)
-    options = {
-        field: given.get(option)
-        for field, option in (
-            ("spatial_dims", "dims"),
-            ("epochs", "epochs"),
-            ("steps_per_epoch", "steps_per_epoch"),
-            ("batch_size", "batch_size"),
-            ("patch_size", "patch_size"),
-            ("folds", "folds"),
-            ("optimizer", "optimizer"),
-            ("learning_rate", "lr"),
-            ("lr_schedule", "lr_schedule"),
-            ("loss", "loss"),
-            ("device", "device"),
-            ("precision", "precision"),
-            ("time_budget_minutes", "time_budget"),
-            ("seed", "seed"),
-            ("init_from", "init_from"),
-        )
-    }
-    values.update({key: value for key, value in options.items() if value is not None})
-    if args.fold is not None:
-        values["fold"] = None if args.fold == "all" else args.fold
-    if args.network is not None:
-        values["network"] = {**values.get("network", {}), "name": args.network}
-    if given.get("compile"):
-        values["compile"] = True
-    if given.get("freeze_encoder"):
-        if not values.get("init_from"):
-            raise InputError("--freeze-encoder needs --init-from MODEL (a pretrained encoder to keep).")
-        values["freeze_encoder"] = True
-    return TrainingConfig.from_dict(values)
 
 
 def run(args: argparse.Namespace) -> int:

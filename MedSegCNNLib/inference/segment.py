@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +27,18 @@ from ..data.preprocessing import PreprocessedCase, preprocess_case, to_source_gr
 from ..errors import InputError
 from ..image import Image
 from ..image.io import case_name
-from ..postprocessing import PostprocessingConfig, postprocess
+from ..image.labels import label_dtype
+from ..postprocessing import postprocess
 from ..runtime import resolve_device, resolve_precision
 from .model import SegmentationModel, load_segmentation_model
+from .options import PredictOptions
 from .predictor import Predictor
-from .sliding_window import sliding_window_inference
+from .sliding_window import Progress, predict_image
 
 logger = logging.getLogger(__name__)
 
 ImageSource = Image | str | os.PathLike[str]
+DEFAULT_OPTIONS = PredictOptions()
 
 
 @dataclass(frozen=True)
@@ -50,57 +53,56 @@ class SegmentationResult:
 def segment(
     image: ImageSource | Sequence[ImageSource],
     model: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | SegmentationModel,
+    options: PredictOptions = DEFAULT_OPTIONS,
     *,
-    device: str = "auto",
-    tta: bool = False,
-    probabilities: bool = False,
-    uncertainty: bool = False,
-    postprocessing: PostprocessingConfig | None = None,
     overlap: float = 0.5,
     batch_size: int = 2,
-    precision: str = "fp32",
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     input_name: str | None = None,
 ) -> SegmentationResult:
     """Segment ``image`` with ``model`` (a model folder, several folders for an ensemble, or a loaded model).
 
     Args:
         image: an :class:`Image`, a file, a DICOM series folder, or one of these per input channel.
-        tta: average over all mirror flips of the spatial axes (2**dims predictions per window).
-        probabilities: also return the class probabilities (K channels, on the input grid).
-        uncertainty: also return the entropy of the mean softmax, in nats, on the input grid.
-        precision: ``fp32``, ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA); ``auto`` picks bf16/fp16 on CUDA.
+        options: device, precision, test-time augmentation, post-processing and the extra results
+            (probabilities: K channels; uncertainty: the entropy of the mean softmax in nats; both on the input
+            grid); see :class:`PredictOptions`. Its file options (``overlay``, ``output_format``) are the caller's.
+        overlap, batch_size: of the sliding window (:func:`.sliding_window.sliding_window_inference`).
+        progress: called with (windows done, windows in total) after every batch of windows.
         input_name: how messages name the input (e.g. the file an in-memory image was read from); default:
             the input file(s), or "The input image".
 
     Example:
-        >>> result = segment("case.nii.gz", "models/hippo", tta=True)  # doctest: +SKIP
+        >>> result = segment("case.nii.gz", "models/hippo", PredictOptions(tta=True))  # doctest: +SKIP
         >>> write_image(result.labels, "case_seg.seg.nrrd")  # doctest: +SKIP
     """
-    loaded = model if isinstance(model, SegmentationModel) else load_segmentation_model(model, resolve_device(device))
+    if isinstance(model, SegmentationModel):
+        loaded = model
+    else:
+        loaded = load_segmentation_model(model, resolve_device(options.device))
     source = _load_input(image)
     _check_compatible(source, loaded)
     case = preprocess_case(_finite(source, input_name or _input_text(image)), None, loaded.plan, name="input")
-    want_probabilities = probabilities or uncertainty
+    want_probabilities = options.wants_probabilities
     mean_probabilities = _predict_with_fallback(
-        loaded, case, tta=tta, keep_probabilities=want_probabilities, overlap=overlap, batch_size=batch_size,
-        precision=precision, progress=progress,
+        loaded, case, tta=options.tta, keep_probabilities=want_probabilities, overlap=overlap, batch_size=batch_size,
+        precision=options.precision, progress=progress,
     )  # fmt: skip
     if want_probabilities:
-        label_array = mean_probabilities.argmax(0).astype(_label_dtype(loaded.num_classes))
+        label_array = mean_probabilities.argmax(0).astype(label_dtype(loaded.num_classes - 1))
     else:
         label_array = mean_probabilities
     labels = _on_source_grid(case, label_array, labels=loaded.labels)
-    if postprocessing is not None:
-        labels = postprocess(labels, postprocessing)
+    if options.postprocessing.active:
+        labels = postprocess(labels, options.postprocessing)
     result = SegmentationResult(labels=labels)
     if want_probabilities:
         fill = [1.0] + [0.0] * (loaded.num_classes - 1)  # outside the crop: background for sure
         mapped = to_source_grid(mean_probabilities, case, interpolation="linear", fill=fill)
         result = SegmentationResult(
             labels=labels,
-            probabilities=case.source_geometry.image(mapped) if probabilities else None,
-            uncertainty=case.source_geometry.image(_entropy(mapped)) if uncertainty else None,
+            probabilities=case.source_geometry.image(mapped) if options.probabilities else None,
+            uncertainty=case.source_geometry.image(_entropy(mapped)) if options.uncertainty else None,
         )
     return result
 
@@ -159,21 +161,39 @@ def _finite(image: Image, what: str) -> Image:
     return image
 
 
-def _predict_with_fallback(model: SegmentationModel, case: PreprocessedCase, **options) -> np.ndarray:
+def _predict_with_fallback(
+    model: SegmentationModel,
+    case: PreprocessedCase,
+    *,
+    tta: bool,
+    keep_probabilities: bool,
+    overlap: float,
+    batch_size: int,
+    precision: str,
+    progress: Progress | None,
+) -> np.ndarray:
+    """:func:`_predict`, retried on a CUDA out-of-memory error with stitching on the CPU, then on the CPU."""
+
+    def predict(on: SegmentationModel, accumulation_device: torch.device | None) -> np.ndarray:
+        return _predict(
+            on, case, tta=tta, keep_probabilities=keep_probabilities, overlap=overlap, batch_size=batch_size,
+            precision=precision, progress=progress, accumulation_device=accumulation_device,
+        )  # fmt: skip
+
     try:
-        return _predict(model, case, accumulation_device=None, **options)
+        return predict(model, None)
     except torch.cuda.OutOfMemoryError:
         if model.device.type != "cuda":
             raise
         logger.warning("Out of GPU memory; retrying with the stitching buffers on the CPU.")
         torch.cuda.empty_cache()
     try:
-        return _predict(model, case, accumulation_device=torch.device("cpu"), **options)
+        return predict(model, torch.device("cpu"))
     except torch.cuda.OutOfMemoryError:
         logger.warning("Still out of GPU memory; predicting on the CPU (slower).")
         torch.cuda.empty_cache()
     on_cpu = SegmentationModel(tuple(n.to("cpu") for n in model.networks), model.card, torch.device("cpu"))
-    return _predict(on_cpu, case, accumulation_device=None, **options)
+    return predict(on_cpu, None)
 
 
 @torch.inference_mode()
@@ -186,31 +206,17 @@ def _predict(
     overlap: float,
     batch_size: int,
     precision: str,
-    progress: Callable[[int, int], None] | None,
+    progress: Progress | None,
     accumulation_device: torch.device | None,
 ) -> np.ndarray:
     """Mean probabilities (K, *shape) when ``keep_probabilities``, else the label map (*shape)."""
-    dims = model.spatial_dims
-    predictor = Predictor(model.networks, mirror_axes=tuple(range(dims)) if tta else ())
+    predictor = Predictor(model.networks, mirror_axes=tuple(range(model.spatial_dims)) if tta else ())
     tensor = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32)).to(model.device)
-    volume_is_3d = tensor.ndim == 4
-    slice_wise = dims == 2 and volume_is_3d  # a 2D model on a volume: axial slices become the batch
-    batch = tensor.permute(1, 0, 2, 3) if slice_wise else tensor[None]
-    output = sliding_window_inference(
-        batch,
-        predictor,
-        model.patch_size,
-        overlap=overlap,
-        batch_size=batch_size,
-        output="logits" if keep_probabilities else "labels",
-        precision=resolve_precision(precision, model.device),
-        accumulation_device=accumulation_device,
-        progress=progress,
-    )
-    if not slice_wise:
-        output = output[0]
-    elif keep_probabilities:
-        output = output.permute(1, 0, 2, 3)  # (Z, K, y, x) -> (K, Z, y, x); labels are (Z, y, x) already
+    output = predict_image(
+        tensor, predictor, model.patch_size, overlap=overlap, batch_size=batch_size,
+        output="average" if keep_probabilities else "labels", precision=resolve_precision(precision, model.device),
+        accumulation_device=accumulation_device, progress=progress,
+    )  # fmt: skip
     return output.cpu().numpy()
 
 
@@ -223,7 +229,3 @@ def _entropy(probabilities: np.ndarray) -> np.ndarray:
     """Entropy of the class distribution per voxel, −Σ p log p, in nats (0 = certain)."""
     clipped = np.clip(probabilities, 1e-12, 1.0)
     return (-(probabilities * np.log(clipped)).sum(0)).astype(np.float32)
-
-
-def _label_dtype(num_classes: int) -> type:
-    return np.uint8 if num_classes <= 256 else np.int16

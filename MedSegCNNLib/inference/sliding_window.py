@@ -6,7 +6,7 @@ Windows of ``patch_size`` tile the image with the given ``overlap``; what the ne
 ``out(v) = Σ_w m_w(v)·f_w(v) / Σ_w m_w(v)``. Images smaller than the patch are padded and the padding is
 cropped from the result.
 
-Two outputs: ``"logits"``, the (N, K, *S) float32 average, and ``"labels"``, its (N, *S) argmax computed
+Two outputs: ``"average"``, the (N, K, *S) float32 average, and ``"labels"``, its (N, *S) argmax computed
 without the full (K, *S) buffer. For ``"labels"`` the image is cut into *cells* by the window borders (along
 each axis, the breakpoints are every window start and end); a cell is covered by the same windows throughout.
 Windows are processed in a fixed order (lexicographic over the spatial axes, the axis order chosen to keep
@@ -23,7 +23,6 @@ computed once per image size, not per sample; windows of several samples share b
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import math
@@ -34,10 +33,11 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..image.labels import label_dtype
+from ..runtime import PRECISIONS, autocast
 
 MODES = ("gaussian", "constant")
-OUTPUTS = ("logits", "labels")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+OUTPUTS = ("average", "labels")
 
 Progress = Callable[[int, int], None]
 
@@ -83,8 +83,9 @@ def _importance_map_on(patch_size: tuple[int, ...], mode: str, sigma_scale: floa
 
 
 def labels_dtype(classes: int) -> torch.dtype:
-    """The integer type of ``output="labels"`` for ``classes`` channels: uint8 up to 256 classes, else int16."""
-    return torch.uint8 if classes <= 256 else torch.int16
+    """The integer type of ``output="labels"`` for ``classes`` channels (:func:`~MedSegCNNLib.image.labels.label_dtype`
+    of the largest label, ``classes - 1``)."""
+    return getattr(torch, label_dtype(classes - 1).name)
 
 
 def processing_order(size: Sequence[int], patch: Sequence[int], starts: Sequence[Sequence[int]]) -> tuple[int, ...]:
@@ -136,7 +137,7 @@ def _box(start: Sequence[int], patch: Sequence[int]) -> tuple[slice, ...]:
 
 
 class _FullAccumulator:
-    """``output="logits"``: one (N, K, *S) buffer, divided by the normaliser at the end."""
+    """``output="average"``: one (N, K, *S) buffer, divided by the normaliser at the end."""
 
     def __init__(self, samples: int, size: tuple[int, ...], boxes: list[tuple[slice, ...]], weights, device) -> None:
         self.samples, self.size, self.device = samples, size, device
@@ -237,8 +238,9 @@ def _check(inputs: torch.Tensor, patch: tuple[int, ...], overlap, batch_size, ou
         raise InputError(f"batch_size must be >= 1, got {batch_size}.")
     if output not in OUTPUTS:
         raise InputError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}.")
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    if precision not in PRECISIONS or precision == "auto":
+        concrete = [choice for choice in PRECISIONS if choice != "auto"]
+        raise InputError(f"precision must be one of {', '.join(concrete)}, got {precision!r}.")
 
 
 @torch.inference_mode()
@@ -251,7 +253,7 @@ def sliding_window_inference(
     mode: str = "gaussian",
     sigma_scale: float = 0.125,
     *,
-    output: str = "logits",
+    output: str = "average",
     precision: str = "fp32",
     accumulation_device: torch.device | str | None = None,
     channels_last: bool = True,
@@ -262,13 +264,14 @@ def sliding_window_inference(
     - ``network``: any callable mapping (B, C, *patch) to (B, K, *patch) logits or probabilities (only their
       weighted average is taken). Windows go to the device of its first parameter (the device of ``inputs``
       for other callables), ``batch_size`` windows at a time, drawn from all N samples.
-    - ``output="logits"``: (N, K, *S) float32 average. ``"labels"``: (N, *S) argmax of that average, uint8
-      (int16 above 256 classes), identical to ``argmax`` of the logits output. Peak memory of the
-      accumulation, in float32 values: logits ``(N·K + 1)·|S|``; labels ``K·V`` plus the labels themselves,
+    - ``output="average"``: (N, K, *S) float32 weighted average of the network's outputs (mean probabilities
+      when ``network`` is a :class:`~.predictor.Predictor`). ``"labels"``: (N, *S) argmax of that average, uint8
+      (int16 above 256 classes), identical to ``argmax`` of the average output. Peak memory of the
+      accumulation, in float32 values: average ``(N·K + 1)·|S|``; labels ``K·V`` plus the labels themselves,
       where V is the voxels of the cells pending at once, at most ``p_0·Π_{i>0} S_i`` (a slab one patch
       thick across the outermost axis of :func:`processing_order`) and typically, with overlap 0.5, about half
       of that (e.g. 160×256×256 with 64³ patches: V = 1.6 M voxels = 16% of |S|). Both add the network's
-      output for one batch (``batch_size·K·Π p``); logits one weighted window (``K·Π p``), labels one
+      output for one batch (``batch_size·K·Π p``); average one weighted window (``K·Π p``), labels one
       weighted cell per cell shape (windows are weighted cell by cell).
     - ``precision``: ``"fp32"`` (no autocast of its own: an enclosing autocast still applies), ``"bf16"`` or
       ``"fp16"`` (CUDA/MPS only): the network runs under ``torch.autocast`` of that type; accumulation is
@@ -296,20 +299,18 @@ def sliding_window_inference(
     weights = _importance_map_on(*key, accumulation)
     weights_compute = _importance_map_on(*key, compute)
     samples = inputs.shape[0]
-    if output == "logits":
+    if output == "average":
         sink = _FullAccumulator(samples, padded, list(boxes.values()), weights, accumulation)
     else:
         sink = _CellAccumulator(samples, padded, patch, starts, weights, accumulation)
     memory_format = {4: torch.channels_last, 5: torch.channels_last_3d}.get(inputs.ndim) if channels_last else None
-    dtype = PRECISIONS[precision]
     items = [(sample, index) for sample in range(samples) for index in windows]
     for first in range(0, len(items), batch_size):
         chunk = items[first : first + batch_size]
         batch = torch.stack([inputs[(sample, slice(None), *boxes[index])] for sample, index in chunk]).to(compute)
         if memory_format is not None:
             batch = batch.contiguous(memory_format=memory_format)
-        context = torch.autocast(compute.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-        with context:
+        with autocast(precision, compute):
             values = network(batch)
         weighted = compute != accumulation  # then weighted where the network runs, before the transfer
         if weighted:
@@ -324,3 +325,31 @@ def sliding_window_inference(
     crop = tuple(slice(p // 2, p // 2 + s) for s, p in zip(size, padding, strict=True))
     leading = (slice(None),) * (result.ndim - len(size))
     return result[(*leading, *crop)].contiguous()
+
+
+def predict_image(
+    image: torch.Tensor,
+    network: Callable[[torch.Tensor], torch.Tensor],
+    patch_size: Sequence[int],
+    *,
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    output: str = "average",
+    precision: str = "fp32",
+    accumulation_device: torch.device | str | None = None,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """:func:`sliding_window_inference` of one (C, *S) image: (K, *S) for ``"average"``, (*S) for ``"labels"``.
+
+    A 2D model (two patch sizes) on a (C, z, y, x) volume runs slice by slice along z: the slices become the
+    batch. The other arguments are those of :func:`sliding_window_inference`.
+    """
+    slice_wise = len(patch_size) == 2 and image.ndim == 4
+    batch = image.permute(1, 0, 2, 3) if slice_wise else image[None]
+    result = sliding_window_inference(
+        batch, network, patch_size, overlap, batch_size, output=output, precision=precision,
+        accumulation_device=accumulation_device, progress=progress,
+    )  # fmt: skip
+    if not slice_wise:
+        return result[0]
+    return result.permute(1, 0, 2, 3) if output == "average" else result  # (z, K, y, x) -> (K, z, y, x)

@@ -32,6 +32,7 @@ from ..background.commands import predict_args, train_args
 from ..errors import InputError
 from ..image.core import Image, LabelInfo
 from ..image.io import read_image, write_image
+from ..inference.options import PredictOptions
 from ..metrics import EvaluationResult, evaluate
 from ..progress import Event
 from ..registry import ModelEntry, find_model
@@ -120,7 +121,8 @@ def _read_result(path: Path) -> Image:
 class SegmentationTask(_Task):
     """Segment ``volume_nodes`` (one per model input channel) with ``model`` (a registry name or a model folder).
 
-    Post-processing options as in ``medsegcnn predict``; ``min_size_mm3`` in mm³. The result goes into a new
+    ``options``: device, test-time augmentation, post-processing and the probability and uncertainty volumes
+    (:class:`~MedSegCNNLib.inference.options.PredictOptions`; default: its defaults). The result goes into a new
     segmentation node beside the first volume, or into ``segmentation_node`` — which must be empty unless
     ``replace`` is true. ``python``/``env``: the interpreter and environment of the process (in Slicer,
     PythonSlicer and ``slicer.util.startupEnvironment()``).
@@ -131,14 +133,8 @@ class SegmentationTask(_Task):
         scene: Any,
         volume_nodes: Any | Sequence[Any],
         model: PathLike,
+        options: PredictOptions | None = None,
         *,
-        device: str = "auto",
-        tta: bool = False,
-        keep_largest: bool = False,
-        min_size_mm3: float = 0.0,
-        fill_holes: bool = False,
-        probabilities: bool = False,
-        uncertainty: bool = False,
         segmentation_node: Any = None,
         replace: bool = False,
         model_folders: Iterable[PathLike] = (),
@@ -148,6 +144,7 @@ class SegmentationTask(_Task):
         self.scene = scene
         self.volume_nodes = _node_list(volume_nodes)
         self.model: ModelEntry = find_model(model, model_folders)
+        self.options = options or PredictOptions()
         self.segmentation_node = segmentation_node
         self.replace = replace
         _check_channels(self.model, self.volume_nodes)
@@ -167,13 +164,8 @@ class SegmentationTask(_Task):
             shutil.rmtree(workdir, ignore_errors=True)
             raise
         del image
-        self._outputs = workdir / "labels.nrrd"
-        self._options = {"probabilities": probabilities, "uncertainty": uncertainty}
-        args = predict_args(
-            self.model.path, workdir / "input.nrrd", self._outputs, device=device, tta=tta,
-            probabilities=probabilities, uncertainty=uncertainty, keep_largest=keep_largest,
-            min_size_mm3=min_size_mm3, fill_holes=fill_holes,
-        )  # fmt: skip
+        self._outputs = self.options.output_paths(workdir / "labels.nrrd")
+        args = predict_args(self.model.path, workdir / "input.nrrd", self._outputs["labels"], self.options)
         super().__init__(BackgroundRun(args, python=python, env=env, cleanup=[workdir]), workdir)
 
     def finish(self) -> SegmentationOutputs:
@@ -181,7 +173,7 @@ class SegmentationTask(_Task):
         self._check_completed("Segmentation")
         added: list[Any] = []
         try:
-            labels = self._on_grid(_read_result(self._outputs)).with_labels(self.model.labels)
+            labels = self._on_grid(_read_result(self._outputs["labels"])).with_labels(self.model.labels)
             segmentation = segmentation_from_labels(
                 self.scene, labels, self.volume_nodes[0], self.segmentation_node, replace=self.replace
             )
@@ -189,9 +181,8 @@ class SegmentationTask(_Task):
                 added.append(segmentation)
             outputs = SegmentationOutputs(segmentation)
             volume_name = self.volume_nodes[0].GetName()
-            stem = self._outputs.name[: -len(".nrrd")]
-            if self._options["probabilities"]:
-                maps = self._on_grid(_read_result(self._outputs.with_name(f"{stem}_probabilities.nii.gz")))
+            if self.options.probabilities:
+                maps = self._on_grid(_read_result(self._outputs["probabilities"]))
                 for info in self.model.labels:
                     if info.value == 0 or info.value >= maps.num_channels:
                         continue
@@ -202,8 +193,8 @@ class SegmentationTask(_Task):
                     )  # fmt: skip
                     added.append(node)
                     outputs.probability_nodes.append(node)
-            if self._options["uncertainty"]:
-                uncertainty = self._on_grid(_read_result(self._outputs.with_name(f"{stem}_uncertainty.nii.gz")))
+            if self.options.uncertainty:
+                uncertainty = self._on_grid(_read_result(self._outputs["uncertainty"]))
                 node = volume_node_from_image(
                     self.scene, uncertainty, f"{volume_name} uncertainty", reference_volume_node=self.volume_nodes[0]
                 )

@@ -68,6 +68,7 @@ from ..image.seg_nrrd import default_label_info
 from ..losses import DeepSupervisionLoss, build_loss
 from ..networks import build_network
 from ..progress import Event, EventSink
+from ..registry import resolve_model_folder
 from ..runtime import describe_device
 from .config import TrainingConfig
 from .distributed import (
@@ -792,8 +793,6 @@ def _check_initial_weights(source: str) -> None:
     if path.suffix in (".pt", ".pth"):
         import_state_dict(path)
     else:
-        from ..inference.model import resolve_model_folder
-
         read_model_card(resolve_model_folder(path), require_weights=True)
 
 
@@ -803,8 +802,6 @@ def _initialise_from(network: torch.nn.Module, source: str, context: Distributed
     if path.suffix in (".pt", ".pth"):
         state = import_state_dict(path)
     else:
-        from ..inference.model import resolve_model_folder
-
         pretrained, card = load_model(resolve_model_folder(path), device="cpu")
         expected, found = card.network["in_channels"], network.config["in_channels"]
         if expected != found:

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from ..data.preprocessing import PreprocessedCase
-from ..inference.sliding_window import sliding_window_inference
+from ..image.labels import label_dtype
+from ..inference import predict_image
 from ..metrics.label_metrics import compute_label_metrics
 from ..runtime import autocast
 
@@ -28,13 +29,8 @@ def predict_case(
     network.eval()
     try:
         with autocast(precision, device):
-            if len(patch_size) == image.ndim - 1:  # 3D model on a 3D volume
-                logits = sliding_window_inference(tensor[None], network, patch_size, batch_size=batch_size)[0]
-            else:  # 2D model: the slices become the batch
-                slices = tensor.permute(1, 0, 2, 3)
-                logits = sliding_window_inference(slices, network, patch_size, batch_size=batch_size)
-                logits = logits.permute(1, 0, 2, 3)
-        return logits.argmax(0).to(torch.uint8 if logits.shape[0] <= 256 else torch.int32).cpu().numpy()
+            logits = predict_image(tensor, network, patch_size, batch_size=batch_size)
+        return logits.argmax(0).cpu().numpy().astype(label_dtype(logits.shape[0] - 1))
     finally:
         network.train(was_training)
 

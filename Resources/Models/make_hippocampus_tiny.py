@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from MedSegCNNLib import evaluate, read_image, segment
+from MedSegCNNLib import PredictOptions, evaluate, read_image, segment
 from MedSegCNNLib.checkpoint import load_model, save_model
 from MedSegCNNLib.cli.main import main as medsegcnn
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         card = model_card.to_dict()
         predictions, references = [], []
         for name in held_out:
-            result = segment(read_image(args.data / "imagesTr" / name), run / "model", device="cpu")
+            result = segment(read_image(args.data / "imagesTr" / name), run / "model", PredictOptions(device="cpu"))
             predictions.append(result.labels)
             references.append(read_image(args.data / "labelsTr" / name))
         summary = evaluate(predictions, references, labels=[1, 2], surface=False).summary()

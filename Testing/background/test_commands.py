@@ -12,6 +12,7 @@ from MedSegCNNLib.background import predict_args, python_executable, train_args
 from MedSegCNNLib.background.commands import PYTHON_SLICER
 from MedSegCNNLib.cli.main import build_parser
 from MedSegCNNLib.errors import InputError
+from MedSegCNNLib.inference.options import PredictOptions
 
 
 def _parse(args: list[str]):
@@ -20,8 +21,8 @@ def _parse(args: list[str]):
 
 def test_predict_args_parse_with_the_cli_parser(tmp_path):
     args = predict_args(
-        [tmp_path / "fold0", "-odd"], tmp_path / "in.nii.gz", "out.seg.nrrd", device="cpu", tta=True,
-        uncertainty=True, keep_largest=True, min_size_mm3=12.5, fill_holes=True, overwrite=True,
+        [tmp_path / "fold0", "-odd"], tmp_path / "in.nii.gz", "out.seg.nrrd", PredictOptions(device="cpu", tta=True,
+        uncertainty=True, keep_largest=True, min_size_mm3=12.5, fill_holes=True), overwrite=True,
     )  # fmt: skip
     assert args[-2:] == ["--progress", "json"]
     parsed = _parse(args)
@@ -36,7 +37,7 @@ def test_predict_args_parse_with_the_cli_parser(tmp_path):
 def test_predict_args_refuse_bad_options():
     for options, fragment in (({"device": "gpu"}, "Unknown device"), ({"min_size_mm3": -1.0}, ">= 0")):
         with pytest.raises(InputError, match=fragment):
-            predict_args("model", "in.nii.gz", "out.nii.gz", **options)
+            predict_args("model", "in.nii.gz", "out.nii.gz", PredictOptions(**options))
     with pytest.raises(InputError, match="No model"):
         predict_args([], "in.nii.gz", "out.nii.gz")
 

@@ -16,7 +16,7 @@ from model_support import save_tiny_model
 from MedSegCNNLib import Image, write_image
 from MedSegCNNLib.atomic import atomic_path
 from MedSegCNNLib.cli.main import EXIT_INTERRUPTED, main
-from MedSegCNNLib.cli.predict_command import WindowProgress
+from MedSegCNNLib.inference.progress import PredictionProgress
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def _ramp(path: Path, size: int) -> Path:
 def test_window_progress_is_throttled_and_reports_the_whole_run():
     now = [100.0]
     events = []
-    progress = WindowProgress(events.append, cases=2, interval_s=0.2, clock=lambda: now[0])
+    progress = PredictionProgress(events.append, cases=2, interval_s=0.2, clock=lambda: now[0])
     first = progress.for_case(0, "a")
     for time_s, done in ((100.5, 1), (100.6, 2), (100.75, 3), (100.8, 4)):
         now[0] = time_s

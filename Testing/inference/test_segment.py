@@ -13,6 +13,7 @@ from MedSegCNNLib.checkpoint import ModelCard
 from MedSegCNNLib.data.preprocessing import NormalizationSpec, PreprocessingPlan
 from MedSegCNNLib.errors import InputError
 from MedSegCNNLib.inference.model import SegmentationModel
+from MedSegCNNLib.inference.options import PredictOptions
 from MedSegCNNLib.inference.segment import segment
 
 LABELS = {"0": {"name": "background", "color": [0, 0, 0]}, "1": {"name": "bright", "color": [1, 0, 0]}}
@@ -74,15 +75,15 @@ def test_output_lands_on_the_input_grid(target_spacing):
 
 def test_tta_of_a_flip_equivariant_network_equals_no_tta():
     image = oblique_image()
-    plain = segment(image, model(), probabilities=True)
-    mirrored = segment(image, model(), tta=True, probabilities=True)
+    plain = segment(image, model(), PredictOptions(probabilities=True))
+    mirrored = segment(image, model(), PredictOptions(tta=True, probabilities=True))
     assert np.array_equal(plain.labels.array, mirrored.labels.array)
     assert np.allclose(plain.probabilities.array, mirrored.probabilities.array, atol=1e-6)
 
 
 def test_probabilities_and_uncertainty_on_the_input_grid():
     image = oblique_image()
-    result = segment(image, model(target_spacing=(1.0, 1.0, 1.0)), probabilities=True, uncertainty=True)
+    result = segment(image, model(target_spacing=(1.0, 1.0, 1.0)), PredictOptions(probabilities=True, uncertainty=True))
     probabilities, entropy = result.probabilities, result.uncertainty
     assert probabilities.num_channels == 2 and probabilities.shape == image.shape
     assert probabilities.same_grid(image) and entropy.same_grid(image)
@@ -94,7 +95,7 @@ def test_probabilities_and_uncertainty_on_the_input_grid():
 
 def test_a_2d_model_runs_slice_by_slice_on_a_volume():
     image = oblique_image()
-    result = segment(image, model(dims=2, patch=(8, 8)), probabilities=True)
+    result = segment(image, model(dims=2, patch=(8, 8)), PredictOptions(probabilities=True))
     assert result.labels.same_grid(image)
     assert np.array_equal(result.labels.array, (image.array > 0).astype(np.uint8))
     assert result.probabilities.num_channels == 2

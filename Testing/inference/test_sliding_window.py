@@ -104,7 +104,7 @@ def _random_net(dims: int, classes: int, channels: int = 2) -> torch.nn.Module:
         ((12, 3, 14), (5, 6, 5), 300, 0.5),  # smaller along one axis; int16 labels
     ],
 )
-def test_labels_output_is_the_argmax_of_the_logits_output(size, patch, classes, overlap):
+def test_labels_output_is_the_argmax_of_the_average_output(size, patch, classes, overlap):
     network = _random_net(len(size), classes)
     inputs = torch.randn((2, 2, *size), generator=torch.Generator().manual_seed(1))
     logits = sliding_window_inference(inputs, network, patch, overlap, batch_size=3)
@@ -173,7 +173,7 @@ def _rss_bytes() -> int:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")  # noqa: PTH110
 def test_labels_output_needs_a_fraction_of_the_full_buffer():
-    """160x256x256 voxels, 64 classes, 64^3 patches: the logits output alone is 2.7 GB (64 x 10.5 M x 4 bytes)."""
+    """160x256x256 voxels, 64 classes, 64^3 patches: the average output alone is 2.7 GB (64 x 10.5 M x 4 bytes)."""
     classes, size, patch = 64, (160, 256, 256), (64, 64, 64)
     full = classes * math.prod(size) * 4
     network = torch.nn.Conv3d(1, classes, 1).eval()

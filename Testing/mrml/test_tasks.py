@@ -11,6 +11,7 @@ from cli_support import SAMPLE
 
 from MedSegCNNLib.errors import InputError
 from MedSegCNNLib.image.io import read_image
+from MedSegCNNLib.inference.options import PredictOptions
 from MedSegCNNLib.mrml import image_from_volume_node, labels_from_segmentation
 from MedSegCNNLib.mrml.tasks import SegmentationTask, TrainingTask, evaluate_nodes
 
@@ -31,7 +32,7 @@ def load_case(build, case: str = "hippocampus_020", *, transform=None):
 def test_segment_a_volume_into_a_segmentation_node_with_maps_and_evaluate_it(build, scene):
     volume, reference_node, reference = load_case(build)
     study = build.study(volume)
-    task = SegmentationTask(scene, volume, MODEL, device="cpu", probabilities=True, uncertainty=True)
+    task = SegmentationTask(scene, volume, MODEL, PredictOptions(device="cpu", probabilities=True, uncertainty=True))
     assert task.start().wait(TIMEOUT_S) == "completed", task.log
     assert task.progress.fraction == 1.0
     outputs = task.finish()
@@ -60,12 +61,12 @@ def test_segment_a_volume_into_a_segmentation_node_with_maps_and_evaluate_it(bui
 def test_segmentation_lands_on_a_transformed_volume_where_the_library_puts_it(build, scene):
     transform = build.linear_transform(build.rigid((0.1, -0.2, 0.3), (5.0, -3.0, 12.0)))
     volume, _, _ = load_case(build, "hippocampus_006", transform=transform)
-    task = SegmentationTask(scene, [volume], MODEL, device="cpu")
+    task = SegmentationTask(scene, [volume], MODEL, PredictOptions(device="cpu"))
     assert task.start().wait(TIMEOUT_S) == "completed", task.log
     segmentation = task.finish().segmentation_node
     from MedSegCNNLib import segment
 
-    expected = segment(image_from_volume_node(volume), MODEL_PATH(), device="cpu", postprocessing=None)
+    expected = segment(image_from_volume_node(volume), MODEL_PATH(), PredictOptions(device="cpu"))
     got = labels_from_segmentation(segmentation, volume)
     assert got.same_grid(expected.labels) and (got.array > 0).any()
     np.testing.assert_array_equal(got.array, expected.labels.array)
@@ -80,7 +81,7 @@ def MODEL_PATH() -> Path:
 def test_cancel_leaves_the_scene_and_the_disk_as_they_were(build, scene):
     volume, _, _ = load_case(build)
     before = build.state()
-    task = SegmentationTask(scene, volume, MODEL, device="cpu", tta=True)
+    task = SegmentationTask(scene, volume, MODEL, PredictOptions(device="cpu", tta=True))
     workdir = task._workdir
     assert workdir.is_dir()
     task.start()
@@ -122,7 +123,7 @@ def test_corrupted_model_fails_with_the_cli_message_and_adds_nothing(build, scen
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
     volume, _, _ = load_case(build)
     before = build.state()
-    task = SegmentationTask(scene, volume, model, device="cpu")
+    task = SegmentationTask(scene, volume, model, PredictOptions(device="cpu"))
     assert task.start().wait(TIMEOUT_S) == "failed"
     assert "do not match the model card" in task.error, task.error
     with pytest.raises(InputError, match="failed"):

@@ -253,6 +253,13 @@ def test_metadata_names_the_module_category_and_data_attribution():
         assert attribution in values["acknowledgementText"]
 
 
+def test_device_choices_are_the_librarys():
+    """The parameter record lists the devices itself (it loads before the library's packages may be installed)."""
+    from MedSegCNNLib.runtime import DEVICES
+
+    assert top_level_constant("DEVICES") == list(DEVICES)
+
+
 def test_requirements_agree_with_the_distribution():
     """The packages the module installs are the library's runtime dependencies, with the same minimum versions."""
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]

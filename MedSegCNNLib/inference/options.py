@@ -1,0 +1,147 @@
+"""``PredictOptions``: every choice a prediction makes, as one typed, self-validating record.
+
+The record goes from the Slicer panel (or a script) through the background command line to
+:func:`~MedSegCNNLib.inference.segment.segment`: :meth:`PredictOptions.to_argv` writes it as ``medsegcnn predict``
+arguments, :meth:`PredictOptions.add_arguments` declares those arguments from the fields (each field's
+``metadata`` holds its flag and help) and :meth:`PredictOptions.from_args` reads them back. It also names the
+files a prediction writes beside the label map (:meth:`PredictOptions.output_paths`). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..atomic import full_suffix
+from ..errors import InputError
+from ..image.io import SUPPORTED_EXTENSIONS
+from ..postprocessing import PostprocessingConfig
+from ..runtime import DEVICES, PRECISIONS, Device, Precision
+
+#: The files written beside the label map ``NAME.EXT`` when asked for: ``NAME_<option><extension>``, in this order.
+EXTRA_OUTPUTS = {"probabilities": ".nii.gz", "uncertainty": ".nii.gz", "overlay": ".png"}
+
+
+def _option(flag: str, help: str, *, metavar: str | None = None, choices: tuple[str, ...] | None = None) -> dict:
+    """A field's command-line form: its flag, help text, metavar and choices (``argparse`` keywords)."""
+    return {"flag": flag, "help": help, "metavar": metavar, "choices": choices}
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to predict and what to write. ``min_size_mm3`` is a volume in mm³ (0: keep every component).
+
+    - ``device``: where the network runs (``auto``: CUDA, else Apple MPS, else CPU); ``precision``: ``fp32``,
+      ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA), ``auto`` bf16/fp16 on CUDA (see :mod:`MedSegCNNLib.runtime`).
+    - ``tta``: average over every mirror flip of the spatial axes (2**dims predictions per window).
+    - ``probabilities``, ``uncertainty`` (entropy of the mean softmax, in nats), ``overlay`` (PNG montage):
+      also compute and write these (:meth:`output_paths` names the files).
+    - ``keep_largest``, ``min_size_mm3``, ``fill_holes``: post-processing of every label
+      (:class:`~MedSegCNNLib.postprocessing.PostprocessingConfig`).
+    - ``output_format``: the file type of the label maps when a folder of images is segmented.
+    """
+
+    device: Device = field(default="auto", metadata=_option("--device", "where the network runs", choices=DEVICES))
+    precision: Precision = field(
+        default="fp32", metadata=_option("--precision", "auto: bf16/fp16 on CUDA, fp32 elsewhere", choices=PRECISIONS)
+    )
+    tta: bool = field(default=False, metadata=_option("--tta", "average over mirrored copies (slower, often better)"))
+    probabilities: bool = field(default=False, metadata=_option("--probabilities", "also write class probabilities"))
+    uncertainty: bool = field(
+        default=False, metadata=_option("--uncertainty", "also write the entropy of the probabilities")
+    )
+    overlay: bool = field(default=False, metadata=_option("--overlay", "also write a PNG montage of the segmentation"))
+    keep_largest: bool = field(
+        default=False, metadata=_option("--keep-largest", "keep the largest component of each label")
+    )
+    min_size_mm3: float = field(default=0.0, metadata=_option("--min-size", "remove smaller components", metavar="MM3"))
+    fill_holes: bool = field(default=False, metadata=_option("--fill-holes", "fill holes enclosed by a label"))
+    output_format: str = field(
+        default=".nii.gz", metadata=_option("--format", "file type in batch mode", choices=SUPPORTED_EXTENSIONS)
+    )
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise InputError(f"Unknown device {self.device!r}; choose one of {', '.join(DEVICES)}.")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"Unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}.")
+        for option in dataclasses.fields(self):
+            if isinstance(option.default, bool) and not isinstance(getattr(self, option.name), bool):
+                raise InputError(f"{option.name} must be True or False; got {getattr(self, option.name)!r}.")
+        size = self.min_size_mm3
+        if isinstance(size, bool) or not isinstance(size, int | float) or not (math.isfinite(size) and size >= 0):
+            raise InputError(f"The minimum component size must be a number of mm³ >= 0; got {size!r}.")
+        object.__setattr__(self, "min_size_mm3", float(size))
+        if self.output_format not in SUPPORTED_EXTENSIONS:
+            raise InputError(
+                f"Unknown output format {self.output_format!r}; choose one of {', '.join(SUPPORTED_EXTENSIONS)}."
+            )
+
+    @property
+    def postprocessing(self) -> PostprocessingConfig:
+        """The post-processing these options ask for (``active`` is false when none)."""
+        return PostprocessingConfig(
+            keep_largest=self.keep_largest, min_size_mm3=self.min_size_mm3, fill_holes=self.fill_holes
+        )
+
+    @property
+    def wants_probabilities(self) -> bool:
+        """Whether the class probabilities must be kept: for themselves or for the uncertainty."""
+        return self.probabilities or self.uncertainty
+
+    def output_paths(self, labels: Path) -> dict[str, Path]:
+        """The files written for the label map ``labels``: ``{"labels": labels}`` and, for each extra output asked
+        for, ``NAME_<option><extension>`` beside it (e.g. ``case_probabilities.nii.gz`` for ``case.seg.nrrd``)."""
+        stem = labels.name[: -len(full_suffix(labels))]
+        extras = {
+            name: labels.with_name(f"{stem}_{name}{extension}")
+            for name, extension in EXTRA_OUTPUTS.items()
+            if getattr(self, name)
+        }
+        return {"labels": labels, **extras}
+
+    def to_argv(self) -> list[str]:
+        """``medsegcnn predict`` arguments for every option that differs from its default."""
+        args: list[str] = []
+        for option in dataclasses.fields(self):
+            value = getattr(self, option.name)
+            if value == option.default:
+                continue
+            flag = option.metadata["flag"]
+            if isinstance(value, bool):
+                args.append(flag)
+            else:
+                args += [flag, repr(value) if isinstance(value, float) else str(value)]
+        return args
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Declare one command-line option per field (flags for booleans), with the field's default."""
+        for option in dataclasses.fields(cls):
+            spec = option.metadata
+            if isinstance(option.default, bool):
+                parser.add_argument(spec["flag"], action="store_true", help=spec["help"])
+                continue
+            keywords: dict[str, Any] = {"default": option.default, "help": spec["help"]}
+            if spec["choices"] is not None:
+                keywords["choices"] = spec["choices"]
+            if spec["metavar"] is not None:
+                keywords["metavar"] = spec["metavar"]
+            if isinstance(option.default, float):
+                keywords["type"] = float
+            parser.add_argument(spec["flag"], **keywords)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> PredictOptions:
+        """The options of a namespace parsed with a parser that :meth:`add_arguments` set up."""
+        given = vars(args)
+        return cls(**{option.name: given[_destination(option)] for option in dataclasses.fields(cls)})
+
+
+def _destination(option: dataclasses.Field) -> str:
+    """The ``argparse`` destination of a field's flag (``--min-size`` → ``min_size``)."""
+    return option.metadata["flag"].lstrip("-").replace("-", "_")
