@@ -80,3 +80,18 @@ def broadcast_ints(values: list[int], context: DistributedContext) -> list[int]:
     tensor = torch.tensor(values, dtype=torch.int64, device=context.device)
     dist.broadcast(tensor, src=0)
     return [int(v) for v in tensor.tolist()]
+
+
+def broadcast_text(text: str | None, context: DistributedContext) -> str:
+    """Rank 0's ``text`` on every rank (``None`` elsewhere is fine): UTF-8 bytes in a tensor, nothing pickled."""
+    if not context.distributed:
+        if text is None:
+            raise ValueError("broadcast_text needs the text in a single process")
+        return text
+    data = text.encode("utf-8") if context.is_main and text is not None else b""
+    (size,) = broadcast_ints([len(data)], context)
+    buffer = torch.zeros(size, dtype=torch.uint8, device=context.device)
+    if context.is_main and size:
+        buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    dist.broadcast(buffer, src=0)
+    return buffer.cpu().numpy().tobytes().decode("utf-8")

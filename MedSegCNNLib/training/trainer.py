@@ -75,6 +75,7 @@ from .distributed import (
     DistributedContext,
     all_reduce_mean,
     broadcast_ints,
+    broadcast_text,
     init_distributed,
     launch_rank,
     shutdown_distributed,
@@ -279,18 +280,22 @@ class _Run:
         if not resume:
             budget = config.time_budget_minutes
             cuda = [context.device] if context.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=cuda):  # measuring must not move the run's random streams
-                training_plan = plan_training(
-                    config,
-                    fingerprint=fingerprint,
-                    preprocessing=plan,
-                    in_channels=int(train_cases[0].image.shape[0]),
-                    out_channels=len(labels),
-                    device=context.device,
-                    timer=timer or StepTimer(context.device),
-                    available_seconds=None if budget is None else budget * 60 - (clock() - started),
-                    device_name=describe_device(context.device),
-                )
+            measured = None
+            if context.is_main:  # rank 0 plans (step times are measured once); every rank runs its plan
+                with torch.random.fork_rng(devices=cuda):  # measuring must not move the run's random streams
+                    measured = plan_training(
+                        config,
+                        fingerprint=fingerprint,
+                        preprocessing=plan,
+                        in_channels=int(train_cases[0].image.shape[0]),
+                        out_channels=len(labels),
+                        device=context.device,
+                        timer=timer or StepTimer(context.device),
+                        available_seconds=None if budget is None else budget * 60 - (clock() - started),
+                        device_name=describe_device(context.device),
+                    )
+            shared = broadcast_text(None if measured is None else json.dumps(measured.to_dict()), context)
+            training_plan = TrainingPlan.from_dict(json.loads(shared))
             config = training_plan.apply(config)
             logger.info("%s", training_plan.describe())
             emit(Event("plan", training_plan.to_dict()))

@@ -221,7 +221,8 @@ def test_ddp_with_two_cpu_processes_keeps_ranks_identical(tmp_path):
         timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    rank1_lines = "\n".join(line for line in completed.stderr.splitlines() if line.startswith("[rank1]"))
+    assert completed.returncode == 0, f"{rank1_lines[-3000:]}\n{completed.stderr[-3000:]}"
     rank0, rank1 = (load_file(output / f"rank{rank}.safetensors") for rank in (0, 1))
     assert rank0.keys() == rank1.keys()
     assert all(torch.equal(rank0[name], rank1[name]) for name in rank0)
