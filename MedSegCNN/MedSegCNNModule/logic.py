@@ -118,18 +118,22 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
 
         Returns the trained model folder (a Path) when ``waitForCompletion``, else the started TrainingTask."""
         from MedSegCNNLib.mrml.tasks import TrainingTask
+        from MedSegCNNLib.training.config import TrainingConfig
 
+        config = TrainingConfig(
+            spatial_dims=dims,
+            epochs=epochs,
+            time_budget_minutes=timeBudgetMin,
+            init_from=None if initFrom is None else str(initFrom),
+            freeze_encoder=freezeEncoder,
+            device=device,
+        )
         task = TrainingTask(
             slicer.mrmlScene,
             pairs,
             outputFolder,
+            config,
             data_folder=dataFolder,
-            dims=dims,
-            epochs=epochs,
-            time_budget_min=timeBudgetMin,
-            init_from=initFrom,
-            freeze_encoder=freezeEncoder,
-            device=device,
             env=slicer.util.startupEnvironment(),
         )
         task.start()

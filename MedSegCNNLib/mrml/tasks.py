@@ -36,6 +36,7 @@ from ..inference.options import PredictOptions
 from ..metrics import EvaluationResult, evaluate
 from ..progress import Event
 from ..registry import ModelEntry, find_model
+from ..training.config import TrainingConfig
 from .multi_volume import image_from_volume_nodes
 from .scene_cleanup import remove_added_node
 from .segmentation_labels import labels_from_segmentation
@@ -220,12 +221,14 @@ class SegmentationTask(_Task):
 
 
 class TrainingTask(_Task):
-    """Train (or fine-tune, ``init_from`` a model) on training ``pairs`` from the scene, or on ``data_folder``.
+    """Train (or fine-tune, ``config.init_from`` a model) on training ``pairs`` from the scene, or on
+    ``data_folder``, as ``config`` says (default: everything planned).
 
     ``pairs``: ``(volume nodes, segmentation or label map node)`` per case, the volumes one per input channel.
     Segments are matched to labels by name across cases (the first case's segments define the labels, or the
-    labels of ``init_from``'s model card when fine-tuning). The run is saved in ``output_folder`` (resumable with
-    ``medsegcnn train --resume``); ``extra`` takes further ``medsegcnn train`` options by name.
+    labels of ``init_from``'s model card when fine-tuning); ``init_from`` may be a registry name. The run is saved
+    in ``output_folder`` (resumable with ``medsegcnn train --resume``). With fewer than 5 pairs and the default
+    split, the validation split is fitted to them (one fold per case; one case trains without validation).
     """
 
     def __init__(
@@ -233,16 +236,10 @@ class TrainingTask(_Task):
         scene: Any,
         pairs: Sequence[tuple[Any | Sequence[Any], Any]] | None,
         output_folder: PathLike,
+        config: TrainingConfig | None = None,
         *,
         data_folder: PathLike | None = None,
-        dims: int = 3,
-        epochs: int | None = None,
-        time_budget_min: float | None = None,
-        init_from: PathLike | None = None,
-        freeze_encoder: bool = False,
-        device: str = "auto",
         overwrite: bool = False,
-        extra: Mapping[str, object] | None = None,
         model_folders: Iterable[PathLike] = (),
         python: str | None = None,
         env: Mapping[str, str] | None = None,
@@ -255,7 +252,10 @@ class TrainingTask(_Task):
             raise InputError(
                 f"The output folder {self.output_folder} is not empty; choose a new folder for the trained model."
             )
-        self.init_from = find_model(init_from, model_folders) if init_from is not None else None
+        config = config or TrainingConfig()
+        self.init_from = find_model(config.init_from, model_folders) if config.init_from else None
+        if self.init_from is not None:
+            config = config.replace(init_from=str(self.init_from.path))
         workdir = None
         if data_folder is None:
             if not pairs:
@@ -268,12 +268,8 @@ class TrainingTask(_Task):
             except BaseException:
                 shutil.rmtree(workdir, ignore_errors=True)
                 raise
-            extra = _small_set_validation(len(pairs), extra)
-        args = train_args(
-            data_folder, self.output_folder, dims=dims, epochs=epochs, time_budget_min=time_budget_min,
-            init_from=None if self.init_from is None else self.init_from.path, freeze_encoder=freeze_encoder,
-            device=device, overwrite=overwrite, extra=extra,
-        )  # fmt: skip
+            config = _small_set_validation(len(pairs), config)
+        args = train_args(data_folder, self.output_folder, config, overwrite=overwrite)
         super().__init__(BackgroundRun(args, python=python, env=env, cleanup=[workdir] if workdir else []), workdir)
 
     def _write_pairs(self, pairs: Sequence[tuple[Any, Any]], folder: Path) -> Path:
@@ -338,17 +334,13 @@ def evaluate_nodes(
     return result, table
 
 
-def _small_set_validation(cases: int, extra: Mapping[str, object] | None) -> dict[str, object]:
-    """``extra`` with a validation split that fits ``cases`` cases when the caller chose none: 5 folds need 5
-    cases, so 2-4 cases use one fold per case and a single case trains without validation."""
-    options = dict(extra or {})
-    if any(key.replace("-", "_") in ("fold", "folds") for key in options) or cases >= 5:
-        return options
-    if cases == 1:
-        options["fold"] = "all"
-    else:
-        options["folds"] = cases
-    return options
+def _small_set_validation(cases: int, config: TrainingConfig) -> TrainingConfig:
+    """``config`` with a validation split that fits ``cases`` cases when it keeps the default split: 5 folds need
+    5 cases, so 2-4 cases use one fold per case and a single case trains without validation."""
+    default = TrainingConfig()
+    if (config.fold, config.folds) != (default.fold, default.folds) or cases >= 5:
+        return config
+    return config.replace(fold=None) if cases == 1 else config.replace(folds=cases)
 
 
 def _node_list(nodes: Any | Sequence[Any]) -> list[Any]:

@@ -9,6 +9,7 @@ against :func:`config_options`. Nothing here imports torch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -56,6 +57,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         help="minutes for the whole run: the steps, network and schedule are planned to fill it (wins over --epochs)",
     )
     parser.add_argument("--config", type=Path, metavar="JSON", help="a JSON file of TrainingConfig fields")
+    parser.add_argument(
+        "--config-json", metavar="TEXT", help="TrainingConfig fields as a JSON object (over --config, under options)"
+    )
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +105,8 @@ def _parse_fold(text: str) -> int | str:
 
 
 def build_config(args: argparse.Namespace) -> TrainingConfig:
-    """The TrainingConfig of ``--config`` (if any) with the explicit options applied on top."""
+    """The TrainingConfig of ``--config`` (if any), updated by ``--config-json``, with the explicit options
+    applied on top."""
     values: dict = {}
     if args.config is not None:
         try:
@@ -111,6 +116,14 @@ def build_config(args: argparse.Namespace) -> TrainingConfig:
         if not isinstance(values, dict):
             raise InputError(f"--config {args.config} must hold a JSON object of training options.")
     given = vars(args)
+    if given.get("config_json") is not None:
+        try:
+            inline = json.loads(given["config_json"])
+        except json.JSONDecodeError as error:
+            raise InputError(f"--config-json is not valid JSON: {error}") from None
+        if not isinstance(inline, dict):
+            raise InputError("--config-json must be a JSON object of training options.")
+        values.update(inline)
     options = {field: given.get(option) for field, option in FIELD_OPTIONS.items()}
     values.update({key: value for key, value in options.items() if value is not None})
     if args.fold is not None:
@@ -124,3 +137,42 @@ def build_config(args: argparse.Namespace) -> TrainingConfig:
             raise InputError("--freeze-encoder needs --init-from MODEL (a pretrained encoder to keep).")
         values["freeze_encoder"] = True
     return TrainingConfig.from_dict(values)
+
+
+def config_arguments(config: TrainingConfig) -> list[str]:
+    """The ``train`` options that give ``config`` (the inverse of :func:`build_config`): an option for each field
+    that differs from :class:`TrainingConfig`'s default and has one, the other changed fields in ``--config-json``."""
+    default = TrainingConfig()
+    changed = {
+        item.name
+        for item in dataclasses.fields(TrainingConfig)
+        if getattr(config, item.name) != getattr(default, item.name)
+    }
+    options = config_options()
+    args: list[str] = []
+    for name, destination in FIELD_OPTIONS.items():
+        if name in changed:
+            value = getattr(config, name)
+            text = (
+                ",".join(map(str, value))
+                if isinstance(value, tuple)
+                else repr(value)
+                if isinstance(value, float)
+                else str(value)
+            )
+            args += [options[destination].option_strings[0], text]
+            changed.discard(name)
+    if "fold" in changed:
+        args += ["--fold", "all" if config.fold is None else str(config.fold)]
+        changed.discard("fold")
+    if "network" in changed and set(config.network) == {"name"}:
+        args += ["--network", config.network["name"]]
+        changed.discard("network")
+    for name, flag in (("compile", "--compile"), ("freeze_encoder", "--freeze-encoder")):
+        if name in changed and getattr(config, name):
+            args.append(flag)
+            changed.discard(name)
+    if changed:
+        data = config.to_dict()
+        args += ["--config-json", json.dumps({name: data[name] for name in sorted(changed)})]
+    return args

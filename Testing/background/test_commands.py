@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ from MedSegCNNLib.background.commands import PYTHON_SLICER
 from MedSegCNNLib.cli.main import build_parser
 from MedSegCNNLib.errors import InputError
 from MedSegCNNLib.inference.options import PredictOptions
+from MedSegCNNLib.training.arguments import build_config
+from MedSegCNNLib.training.config import TrainingConfig
 
 
 def _parse(args: list[str]):
@@ -43,37 +46,44 @@ def test_predict_args_refuse_bad_options():
 
 
 def test_train_args_parse_with_the_cli_parser(tmp_path):
-    args = train_args(
-        tmp_path / "data", tmp_path / "run", dims=2, epochs=3, time_budget_min=1.5, init_from="base",
-        freeze_encoder=True, device="cpu", overwrite=True,
-        extra={"patch_size": (16, 32), "steps-per-epoch": 4, "compile": True, "fold": "all", "network": None},
+    config = TrainingConfig(
+        spatial_dims=2, epochs=3, time_budget_minutes=1.5, init_from="base", freeze_encoder=True, device="cpu",
+        patch_size=(16, 32), steps_per_epoch=4, compile=True, fold=None,
     )  # fmt: skip
+    args = train_args(tmp_path / "data", tmp_path / "run", config, overwrite=True)
     parsed = _parse(args)
     assert (parsed.command, parsed.data, parsed.output) == ("train", str(tmp_path / "data"), str(tmp_path / "run"))
     assert (parsed.dims, parsed.epochs, parsed.time_budget, parsed.init_from) == (2, 3, 1.5, "base")
     assert parsed.freeze_encoder and parsed.overwrite and not parsed.resume and parsed.device == "cpu"
     assert parsed.patch_size == (16, 32) and parsed.steps_per_epoch == 4 and parsed.compile and parsed.fold == "all"
     assert parsed.network is None and parsed.progress == "json"
+    assert build_config(parsed) == config  # the CLI rebuilds exactly the config the task was given
     resumed = _parse(train_args("data", "run", resume=True))
     assert resumed.resume and resumed.epochs is None and resumed.device is None
 
 
+def test_train_args_carry_fields_without_an_option_as_json():
+    config = TrainingConfig(network={"name": "unet", "features": [4, 8, 16]}, weight_decay=0.5, batch_size=1)
+    parsed = _parse(train_args("data", "run", config))
+    assert parsed.batch_size == 1 and json.loads(parsed.config_json) == {
+        "network": {"name": "unet", "features": [4, 8, 16]},
+        "weight_decay": 0.5,
+    }
+    assert build_config(parsed) == config
+
+
 def test_train_args_refuse_bad_options():
     bad = [
-        ({"dims": 4}, "dims"),
-        ({"epochs": 0}, "epochs"),
-        ({"time_budget_min": -2}, "time budget"),
-        ({"device": "tpu"}, "Unknown device"),
-        ({"freeze_encoder": True}, "init_from"),
-        ({"overwrite": True, "resume": True}, "not both"),
-        ({"extra": {"learning_rate": 0.1}}, "Unknown training option 'learning_rate'; known options: .*lr"),
-        ({"extra": {"epochs": 5}}, "as the train_args parameter"),
-        ({"extra": {"compile": "yes"}}, "takes True or False"),
-        ({"extra": {"seed": True}}, "takes a value"),
+        (lambda: TrainingConfig(spatial_dims=4), "spatial_dims"),
+        (lambda: TrainingConfig(epochs=0), "epochs"),
+        (lambda: TrainingConfig(time_budget_minutes=-2), "time_budget_minutes"),
+        (lambda: TrainingConfig(device="tpu"), "device must be one of"),
+        (lambda: train_args("data", "run", TrainingConfig(freeze_encoder=True)), "init_from"),
+        (lambda: train_args("data", "run", overwrite=True, resume=True), "not both"),
     ]
-    for options, fragment in bad:
+    for make, fragment in bad:
         with pytest.raises(InputError, match=fragment):
-            train_args("data", "run", **options)
+            make()
 
 
 def _executable(path: Path) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -20,6 +19,7 @@ from MedSegCNNLib.data.export import write_training_folder
 from MedSegCNNLib.errors import InputError
 from MedSegCNNLib.inference.options import PredictOptions
 from MedSegCNNLib.progress import STOP_ACKNOWLEDGED, Event
+from MedSegCNNLib.training.config import TrainingConfig
 
 TIMEOUT_S = 120
 
@@ -172,10 +172,11 @@ def test_training_on_exported_data_is_cancelled_with_a_checkpoint(tmp_path):
     data = write_training_folder(
         pairs, tmp_path / "data", labels={1: "Anterior", 2: "Posterior"}, channel_names=["MRI"]
     )
-    config = tmp_path / "tiny.json"
-    config.write_text(json.dumps({"network": {"name": "unet", "features": [4, 8, 16]}, "batch_size": 1}))
-    extra = {"steps_per_epoch": 200, "patch_size": (16, 16, 16), "fold": "all", "config": config}
-    run = BackgroundRun(train_args(data, tmp_path / "run", epochs=1, device="cpu", extra=extra)).start()
+    config = TrainingConfig(
+        network={"name": "unet", "features": [4, 8, 16]}, batch_size=1, epochs=1, device="cpu",
+        steps_per_epoch=200, patch_size=(16, 16, 16), fold=None,
+    )  # fmt: skip
+    run = BackgroundRun(train_args(data, tmp_path / "run", config)).start()
     events = _poll_until(run, "step")
     assert run.state == "running", run.log
     assert events[0].kind == "plan" and events[0].data["total_steps"] == 200

@@ -14,6 +14,7 @@ from MedSegCNNLib.image.io import read_image
 from MedSegCNNLib.inference.options import PredictOptions
 from MedSegCNNLib.mrml import image_from_volume_node, labels_from_segmentation
 from MedSegCNNLib.mrml.tasks import SegmentationTask, TrainingTask, evaluate_nodes
+from MedSegCNNLib.training.config import TrainingConfig
 
 pytest.importorskip("slicer")
 
@@ -146,12 +147,11 @@ def test_train_from_segmentations_and_label_maps_in_the_scene(build, scene, tmp_
         for index, name in enumerate(("Anterior", "Posterior")):
             segmentation.GetSegmentation().GetNthSegment(index).SetName(name)
         pairs.append(([volume], segmentation))
-    config = tmp_path / "tiny.json"
-    config.write_text(json.dumps({"network": {"name": "unet", "features": [4, 8, 16]}, "batch_size": 1}))
-    task = TrainingTask(
-        scene, pairs, tmp_path / "run", epochs=1, device="cpu",
-        extra={"steps_per_epoch": 2, "patch_size": (16, 16, 16), "config": config},
+    config = TrainingConfig(
+        network={"name": "unet", "features": [4, 8, 16]}, batch_size=1, epochs=1, device="cpu",
+        steps_per_epoch=2, patch_size=(16, 16, 16),
     )  # fmt: skip
+    task = TrainingTask(scene, pairs, tmp_path / "run", config)
     assert task.start().wait(TIMEOUT_S) == "completed", task.log
     events = task.poll()
     kinds = [event.kind for event in events]
