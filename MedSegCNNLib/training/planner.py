@@ -228,6 +228,8 @@ def plan_training(
 
     modes = candidate_modes(device, config.precision, config.channels_last)
     widths = _width_candidates(config, budget)
+    if budget is not None and (budget if available_seconds is None else available_seconds) <= reserve_seconds(budget):
+        modes = modes[:1]  # refused below in any mode: one measurement gives the minimum budget to suggest
     # each width in its own fastest mode: the best precision and layout differ between small and large networks
     chosen = network_for(widths[0], patch)
     mode, seconds, mode_seconds = fastest_mode(timer, chosen, patch, batch, modes)
