@@ -27,7 +27,7 @@ import SimpleITK as sitk
 from ..errors import InputError
 from .core import Image
 from .dicom import read_dicom_series
-from .integrity import inspect_image_file
+from .integrity import check_header_geometry, inspect_image_file
 from .seg_nrrd import read_seg_nrrd, write_seg_nrrd
 from .sitk_bridge import from_sitk, to_sitk
 from .sitk_files import restore_non_finite, sitk_read_step, write_sitk_image
@@ -81,12 +81,11 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None) -
         raise InputError(f"Cannot read {path}: unsupported file type; {_supported_text()}, or a DICOM folder.")
     if extension == SEG_NRRD_EXTENSION:
         return read_seg_nrrd(path)
+    if extension in (".nrrd", ".nhdr") and _is_slicer_segmentation(path):
+        return read_seg_nrrd(path)  # a segmentation saved from Slicer under a plain .nrrd name (checked there)
     non_finite = inspect_image_file(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    sitk_read_step(reader.ReadImageInformation, path)
-    if extension in (".nrrd", ".nhdr") and reader.HasMetaDataKey(_SLICER_SEGMENT_KEY):
-        return read_seg_nrrd(path)  # a segmentation saved from Slicer under a plain .nrrd name
     return from_sitk(restore_non_finite(sitk_read_step(reader.Execute, path), non_finite))
 
 
@@ -112,6 +111,16 @@ def write_image(image: Image, path: str | os.PathLike[str], *, overwrite: bool =
             path,
         )
     return write_sitk_image(to_sitk(image), path, overwrite=overwrite, compress=compress)
+
+
+def _is_slicer_segmentation(path: Path) -> bool:
+    """Whether the NRRD header of ``path`` lists Slicer segments (the header only is read; the data are checked
+    by whichever reader reads them)."""
+    check_header_geometry(path)  # refuse a broken header before SimpleITK interprets it
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    sitk_read_step(reader.ReadImageInformation, path)
+    return reader.HasMetaDataKey(_SLICER_SEGMENT_KEY)
 
 
 def _is_orthonormal(direction: np.ndarray) -> bool:
