@@ -27,7 +27,7 @@ Graph = Mapping[str, set[str]]
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "_version"),  # import nothing of the library
-    ("atomic", "runtime", "progress"),  # safe file writes; devices, precision, autocast; progress events
+    ("atomic", "runtime", "progress", "distributed"),  # safe writes; devices, autocast; progress; torchrun's group
     ("image", "networks", "losses"),  # images and their files; network architectures; loss functions
     ("data", "metrics", "postprocessing", "visualization"),  # datasets and preprocessing; metrics and reports
     ("checkpoint",),  # model folders, model cards, training state (uses data plans and networks)

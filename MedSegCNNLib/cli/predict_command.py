@@ -1,14 +1,35 @@
-"""``medsegcnn predict``: segment one image (file or DICOM folder) or a folder of images with a trained model."""
+"""``medsegcnn predict``: segment one image (file or DICOM folder) or a folder of images with a trained model.
+
+A case is *complete* when every output file it asks for exists (:meth:`PredictOptions.output_paths`; files are
+written atomically, so one that exists is whole), and *partial* when only some do. ``--skip-existing`` leaves the
+complete cases as they are and redoes the partial ones (replacing their files); without it, existing outputs are
+refused unless ``--overwrite``.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1, on one machine or several) the processes share out the cases. Rank 0
+lists them, skips the complete ones (the default there, so that rerunning the same command continues a run that
+stopped; ``--overwrite`` redoes everything instead), creates the output folder and sends this plan to every rank
+as JSON; rank ``r`` of ``n`` segments cases ``r, r + n, r + 2n, ...`` of those to do, on its own device (CUDA:
+the GPU of ``LOCAL_RANK``). The processes share nothing else, so the output folder must be on a file system that
+every machine sees: rank 0 reports the progress of all of them by counting the complete cases there (at most
+every :data:`COUNT_INTERVAL_S` seconds). At the end every rank tells the others whether it succeeded, waiting at
+most :data:`RANK_TIMEOUT` for them; rank 0 then evaluates against ``--ref`` (reading the label maps back) and
+prints the summary.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import re
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import check_writable, refuse_replacing_inputs
 from ..errors import InputError, OutputExistsError
@@ -18,9 +39,20 @@ from ..inference.progress import PredictionProgress
 from ..progress import Event, EventSink, JsonLinesProgress, TqdmProgress
 
 if TYPE_CHECKING:
+    import torch.distributed
+
+    from ..distributed import DistributedContext
     from ..inference.model import SegmentationModel
 
 logger = logging.getLogger(__name__)
+
+COUNT_INTERVAL_S = 2.0
+"""Least time (seconds) between two counts of the complete cases by rank 0 under torchrun."""
+RANK_TIMEOUT = timedelta(minutes=30)
+"""How long a process waits for the others at the end of a torchrun run. The cases are dealt out in turn, so the
+ranks finish at most about one case apart; a process that crashed is noticed at once."""
+WAIT_STEP_S = 0.1
+"""How often rank 0 looks whether the others have finished while it waits for them."""
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -30,7 +62,8 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
         help="segment images with a trained model",
         description=(
             "Segment an image file, a DICOM series folder, or every volume of a folder with a trained model "
-            "(or an ensemble of models). The output keeps the input's size, spacing, origin and direction."
+            "(or an ensemble of models). The output keeps the input's size, spacing, origin and direction. "
+            "Under torchrun the processes share out the cases of a folder (see README)."
         ),
     )
     parser.add_argument("--model", required=True, nargs="+", metavar="MODEL", help="model folder(s); several: ensemble")
@@ -40,6 +73,11 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
     PredictOptions.add_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep the cases whose output files all exist, redo those with only some (the default under torchrun)",
+    )
+    parser.add_argument(
         "--allow-large-model",
         action="store_true",
         help="load a trusted model beyond the size bound (268M parameters, 16 GiB of feature maps per window)",
@@ -48,9 +86,65 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
     parser.set_defaults(run=run)
 
 
-def plan_outputs(args: argparse.Namespace, options: PredictOptions) -> tuple[list[tuple[str, Path, Path]], Path | None]:
-    """``([(case, input, output), ...], folder)``: the jobs, and the output folder to create for a batch (``None``
-    when it exists or the input is one image). Checks every output path before anything is computed or created."""
+@dataclass(frozen=True)
+class Job:
+    """One case: its name, input image, label map (:meth:`PredictOptions.output_paths` names the other outputs)
+    and reference (``--ref``). ``skip``: complete already, left as it is; ``replace``: its existing output files
+    are replaced (``--overwrite``, or a partial case being redone)."""
+
+    case: str
+    source: Path
+    output: Path
+    reference: Path | None = None
+    skip: bool = False
+    replace: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as JSON values (paths as strings)."""
+        paths = {"source": str(self.source), "output": str(self.output)}
+        reference = None if self.reference is None else str(self.reference)
+        return {"case": self.case, **paths, "reference": reference, "skip": self.skip, "replace": self.replace}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        reference = None if data["reference"] is None else Path(data["reference"])
+        return cls(data["case"], Path(data["source"]), Path(data["output"]), reference, data["skip"], data["replace"])
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a prediction does: ``jobs`` (every case, sorted by name), ``models`` (the model folders) and ``folder``
+    (the output folder to create: ``None`` when it exists or the output is one file)."""
+
+    jobs: tuple[Job, ...]
+    models: tuple[Path, ...]
+    folder: Path | None
+
+    @property
+    def todo(self) -> tuple[Job, ...]:
+        """The jobs to segment: all but the skipped ones."""
+        return tuple(job for job in self.jobs if not job.skip)
+
+    def to_json(self) -> str:
+        folder = None if self.folder is None else str(self.folder)
+        jobs = [job.to_dict() for job in self.jobs]
+        return json.dumps({"jobs": jobs, "models": [str(path) for path in self.models], "folder": folder})
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        data = json.loads(text)
+        folder = None if data["folder"] is None else Path(data["folder"])
+        return cls(tuple(map(Job.from_dict, data["jobs"])), tuple(map(Path, data["models"])), folder)
+
+
+def plan_outputs(args: argparse.Namespace, options: PredictOptions, *, skip: bool) -> Plan:
+    """The plan of a prediction. Checks the inputs and every output path before anything is computed or created.
+
+    With ``skip`` the complete cases are skipped and the partial ones redone; otherwise existing outputs are
+    refused unless ``--overwrite``. An output is never an input, whatever the flags.
+    """
+    from ..registry import resolve_model_folder
+
     source, target = Path(args.input), Path(args.output)
     if not source.exists():
         raise InputError(f"Input {source} does not exist.")
@@ -60,42 +154,60 @@ def plan_outputs(args: argparse.Namespace, options: PredictOptions) -> tuple[lis
 
         if target.exists() and not target.is_dir():
             raise InputError(f"The input is a folder of images, so --output must be a folder; {target} is a file.")
-        jobs = [(case, path, target / f"{case}{options.output_format}") for case, path in list_cases(source).items()]
+        cases = [(case, path, target / f"{case}{options.output_format}") for case, path in list_cases(source).items()]
     else:
         if not is_image_path(target):
             raise InputError(f"--output {target} must be a file ending in one of {', '.join(SUPPORTED_EXTENSIONS)}.")
-        jobs = [(case_name(source), source, target)]
-    existing = [str(path) for _, _, output in jobs for path in options.output_paths(output).values() if path.exists()]
-    if existing and not args.overwrite:
+        cases = [(case_name(source), source, target)]
+    references = _references(args, [case for case, _, _ in cases])
+    models = tuple(resolve_model_folder(path) for path in args.model)
+    outputs = {output: list(options.output_paths(output).values()) for _, _, output in cases}
+    refuse_replacing_inputs(
+        [path for paths in outputs.values() for path in paths],
+        [path for _, path, _ in cases] + references + list(models),
+    )
+    present = {output: [path for path in paths if path.exists()] for output, paths in outputs.items()}
+    existing = [str(path) for paths in present.values() for path in paths]
+    if existing and not (skip or args.overwrite):
         raise OutputExistsError(
-            f"{len(existing)} output file(s) exist already (e.g. {existing[0]}); pass --overwrite to replace them."
+            f"{len(existing)} output file(s) exist already (e.g. {existing[0]}); pass --overwrite to replace them, "
+            "or --skip-existing to keep the cases whose outputs all exist."
         )
+    jobs = []
+    for index, (case, path, output) in enumerate(cases):
+        complete, reference = len(present[output]) == len(outputs[output]), references[index] if references else None
+        replace = args.overwrite or bool(present[output])
+        jobs.append(Job(case, path, output, reference, skip=skip and complete, replace=replace))
+    skipped = sum(job.skip for job in jobs)
+    if skipped:
+        logger.info("Skipping %d of %d case(s): their output files all exist.", skipped, len(jobs))
     if batch and not target.is_dir():
-        return jobs, target
-    for _, _, output in jobs:
-        check_writable(output, overwrite=True)
-    return jobs, None
+        return Plan(tuple(jobs), models, target)
+    for job in jobs:
+        check_writable(job.output, overwrite=True)
+    return Plan(tuple(jobs), models, None)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..distributed import init_distributed, shutdown_distributed
     from ..inference.model import load_segmentation_model
-    from ..registry import resolve_model_folder
-    from ..runtime import resolve_device
 
+    if args.skip_existing and args.overwrite:
+        raise InputError("--skip-existing keeps existing outputs and --overwrite replaces them; pass only one of them.")
     options = PredictOptions.from_args(args)
-    jobs, folder = plan_outputs(args, options)
-    references = _references(args, jobs)
-    models = [resolve_model_folder(path) for path in args.model]
-    refuse_replacing_inputs(
-        [path for _, _, output in jobs for path in options.output_paths(output).values()],
-        [source for _, source, _ in jobs] + references + models,
-    )
-    model = load_segmentation_model(models, resolve_device(options.device), allow_large=args.allow_large_model)
-    with _created_folder(folder):
-        _segment_all(args, options, jobs, references, model)
-    if args.progress != "json":
-        print(f"Segmented {len(jobs)} image(s) into {args.output}")
-    return 0
+    context = init_distributed(options.device)
+    try:
+        if context.distributed:
+            return _run_distributed(args, options, context)
+        plan = plan_outputs(args, options, skip=args.skip_existing)
+        model = load_segmentation_model(list(plan.models), context.device, allow_large=args.allow_large_model)
+        sink = _sink(args.progress)
+        with _created_folder(plan.folder):
+            _segment(plan.todo, options, model, None if sink is None else PredictionProgress(sink, len(plan.todo)))
+            _report(args, plan, model, sink)
+        return 0
+    finally:
+        shutdown_distributed(context)
 
 
 @contextlib.contextmanager
@@ -116,69 +228,221 @@ def _created_folder(folder: Path | None) -> Iterator[None]:
         raise
 
 
-def _segment_all(
-    args: argparse.Namespace,
+def _segment(
+    jobs: Sequence[Job],
     options: PredictOptions,
-    jobs: list[tuple[str, Path, Path]],
-    references: list[Path],
     model: SegmentationModel,
+    progress: PredictionProgress | CohortProgress | None,
 ) -> None:
-    """Segment, write and (with references) evaluate every job."""
+    """Segment ``jobs`` and write every output each asks for."""
     from ..image.io import read_image, write_image
     from ..inference.segment import segment
-    from ..metrics.evaluate import evaluate
-    from ..metrics.report import format_report
     from ..visualization.overlay import save_overlay
 
-    sink = _sink(args.progress)
-    progress = PredictionProgress(sink, len(jobs)) if sink is not None else None
-    predictions = []
-    for index, (case, source, output) in enumerate(jobs):
-        image = read_image(source)
+    for index, job in enumerate(jobs):
+        image = read_image(job.source)
         result = segment(
-            image, model, options, progress=None if progress is None else progress.for_case(index, case),
-            input_name=str(source),
+            image, model, options, progress=None if progress is None else progress.for_case(index, job.case),
+            input_name=str(job.source),
         )  # fmt: skip
-        outputs = options.output_paths(output)
-        write_image(result.labels, outputs["labels"], overwrite=args.overwrite)
+        outputs = options.output_paths(job.output)
+        write_image(result.labels, outputs["labels"], overwrite=job.replace)
         if options.probabilities:
-            write_image(result.probabilities, outputs["probabilities"], overwrite=args.overwrite)
+            write_image(result.probabilities, outputs["probabilities"], overwrite=job.replace)
         if options.uncertainty:
-            write_image(result.uncertainty, outputs["uncertainty"], overwrite=args.overwrite)
+            write_image(result.uncertainty, outputs["uncertainty"], overwrite=job.replace)
         if options.overlay:
-            reference = read_image(references[index]) if references else None
+            reference = None if job.reference is None else read_image(job.reference)
             save_overlay(
-                outputs["overlay"], image, result.labels, reference=reference, overwrite=args.overwrite, title=case
+                outputs["overlay"], image, result.labels, reference=reference, overwrite=job.replace, title=job.case
             )
-        predictions.append(result.labels)
         if progress is not None:
-            progress.case_done(index, case, output)
+            progress.case_done(index, job.case, job.output)
+
+
+def _report(args: argparse.Namespace, plan: Plan, model: SegmentationModel, sink: EventSink | None) -> None:
+    """With ``--ref``: evaluate the label maps of every case (read back from their files, skipped cases included)
+    and print the report (a ``metrics`` event with ``--progress json``). Then print the summary."""
+    references = [job.reference for job in plan.jobs if job.reference is not None]
     if references:
-        result = evaluate(predictions, references, label_names={info.value: info.name for info in model.labels})
-        if args.progress == "json":
+        from ..metrics.evaluate import evaluate
+        from ..metrics.report import format_report
+
+        labels = {info.value: info.name for info in model.labels}
+        result = evaluate([job.output for job in plan.jobs], references, label_names=labels)
+        if args.progress == "json" and sink is not None:
             sink(Event("metrics", result.to_json_dict()))
         else:
-            print(format_report(result, per_case=len(jobs) == 1))
+            print(format_report(result, per_case=len(plan.jobs) == 1))
+    if args.progress != "json":
+        print(f"Segmented {len(plan.todo)} image(s) into {args.output}")
 
 
-def _references(args: argparse.Namespace, jobs: list[tuple[str, Path, Path]]) -> list[Path]:
+def _run_distributed(args: argparse.Namespace, options: PredictOptions, context: DistributedContext) -> int:
+    """This process's part of a torchrun run (see the module docstring); returns its exit status."""
+    import torch.distributed as dist
+
+    from ..distributed import broadcast_text
+    from ..inference.model import load_segmentation_model
+
+    group = dist.new_group(backend="gloo", timeout=RANK_TIMEOUT)  # on CPU, with a timeout, whatever the backend
+    message, failure = None, None
+    if context.is_main:
+        try:
+            plan = plan_outputs(args, options, skip=not args.overwrite)
+            if plan.folder is not None:
+                plan.folder.mkdir(parents=True, exist_ok=True)
+            message = plan.to_json()
+        except Exception as error:
+            message, failure = json.dumps(None), error
+    message = broadcast_text(message, context)  # also the barrier after which the output folder exists
+    if failure is not None:
+        raise failure
+    if json.loads(message) is None:
+        return 1  # rank 0 could not start the run and says why
+    plan = Plan.from_json(message)
+    share = plan.todo[context.rank :: context.world_size]
+    logger.info(
+        "Rank %d of %d: %d of the %d case(s) to segment, on %s.",
+        context.rank, context.world_size, len(share), len(plan.todo), context.device,
+    )  # fmt: skip
+    sink = _sink(args.progress) if context.is_main else None
+    cohort = CohortProgress(plan.todo, options, sink, context.world_size) if context.is_main else None
+    model = None
+    try:
+        if share or context.is_main:  # rank 0 also needs the labels' names for the report
+            model = load_segmentation_model(list(plan.models), context.device, allow_large=args.allow_large_model)
+            _segment(share, options, model, cohort)
+    except Exception as error:
+        failure = error
+    failed = _failed_ranks(failure is not None, group, context.world_size, cohort)
+    if failure is not None:
+        raise failure
+    if cohort is None or model is None:
+        return 0
+    if failed:
+        raise InputError(
+            f"Rank {', '.join(map(str, failed))} of {context.world_size} failed (see its error above); rerun the "
+            "same command to continue: the complete cases are skipped."
+        )
+    cohort.poll(force=True)
+    _report(args, plan, model, sink)
+    return 0
+
+
+def _failed_ranks(
+    failed: bool, group: torch.distributed.ProcessGroup, world_size: int, cohort: CohortProgress | None
+) -> list[int]:
+    """The ranks that failed, once every rank has said whether it did (meanwhile rank 0, which has ``cohort``,
+    counts the complete cases). Raises :class:`InputError` when a process crashed or did not answer within
+    :data:`RANK_TIMEOUT`."""
+    import torch
+    import torch.distributed as dist
+
+    flags = [torch.zeros(1, dtype=torch.int64) for _ in range(world_size)]
+    work = dist.all_gather(flags, torch.tensor([int(failed)], dtype=torch.int64), group=group, async_op=True)
+    try:
+        while cohort is not None and not work.is_completed():
+            cohort.poll()
+            time.sleep(WAIT_STEP_S)
+        work.wait()
+    except RuntimeError as error:  # gloo: a peer closed its connection, or the timeout passed
+        cause = re.sub(r"^\[[^\]]*\]\s*", "", str(error)).split(". ")[0]  # without gloo's source location
+        ranks = cohort.unfinished_ranks() if cohort is not None else []
+        which = f"; rank {', '.join(map(str, ranks))} did not finish its cases" if ranks else ""
+        raise InputError(
+            f"Lost contact with the other processes ({cause}){which}. Rerun the same command to continue: the "
+            "complete cases are skipped."
+        ) from error
+    return [rank for rank, flag in enumerate(flags) if flag.item()]
+
+
+class CohortProgress:
+    """Rank 0's view of the cases that all processes segment: which of ``jobs`` are complete, counted at most
+    every ``interval_s`` seconds from a listing of the output folders, and reported in the order found to
+    ``sink`` (the events of :class:`PredictionProgress`) or, without one, to the log.
+
+    It stands in for rank 0's own :class:`PredictionProgress`: each window and case it segments is a chance to
+    count. Case ``i`` of ``jobs`` belongs to rank ``i % world_size``.
+    """
+
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        options: PredictOptions,
+        sink: EventSink | None,
+        world_size: int,
+        *,
+        interval_s: float = COUNT_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.jobs, self.world_size, self.interval_s, self.clock = list(jobs), world_size, interval_s, clock
+        self.pending = {index: list(options.output_paths(job.output).values()) for index, job in enumerate(jobs)}
+        self.progress = None if sink is None else PredictionProgress(sink, len(self.jobs))
+        self.done = 0
+        self.counted: float | None = None
+
+    def poll(self, *, force: bool = False) -> None:
+        """Count the complete cases (unless the last count is under ``interval_s`` old) and report the new ones."""
+        now = self.clock()
+        if not force and self.counted is not None and now - self.counted < self.interval_s:
+            return
+        self.counted = now
+        names = _file_names({path.parent for paths in self.pending.values() for path in paths})
+        complete = [i for i, paths in self.pending.items() if all(p.name in names[p.parent] for p in paths)]
+        for index in complete:
+            del self.pending[index]
+            job = self.jobs[index]
+            if self.progress is not None:
+                self.progress.for_case(self.done, job.case)(1, 1)
+                self.progress.case_done(self.done, job.case, job.output)
+            self.done += 1
+        if complete and self.progress is None:
+            logger.info("%d of %d case(s) done (%d processes).", self.done, len(self.jobs), self.world_size)
+
+    def unfinished_ranks(self) -> list[int]:
+        """The ranks with cases not complete at the last count."""
+        return sorted({index % self.world_size for index in self.pending})
+
+    def for_case(self, index: int, case: str) -> Callable[[int, int], None]:
+        """The window callback of rank 0's own case ``index``: a chance to count."""
+        return lambda done, total: self.poll()
+
+    def case_done(self, index: int, case: str, output: Path) -> None:
+        """Rank 0 finished its own case ``index``: count now."""
+        self.poll(force=True)
+
+
+def _file_names(folders: set[Path]) -> dict[Path, set[str]]:
+    """The names of the entries of each folder (none for a folder that cannot be read)."""
+    names: dict[Path, set[str]] = {}
+    for folder in folders:
+        try:
+            names[folder] = {entry.name for entry in folder.iterdir()}
+        except OSError:
+            names[folder] = set()
+    return names
+
+
+def _references(args: argparse.Namespace, cases: list[str]) -> list[Path]:
+    """The reference label map of each case (``--ref``), or none."""
     if args.ref is None:
         return []
     reference = Path(args.ref)
-    if len(jobs) == 1 and reference.is_file():
+    if len(cases) == 1 and reference.is_file():
         return [reference]
     if not reference.is_dir():
         raise InputError(f"--ref {reference} must be a label map file (one input) or a folder (a folder of inputs).")
     from ..image.cases import list_cases, listing
 
     available = list_cases(reference)
-    missing = [case for case, _, _ in jobs if case not in available]
+    missing = [case for case in cases if case not in available]
     if missing:
         raise InputError(
             f"No reference in {reference} for {listing(missing)}; references are matched to inputs by file name "
             "without extension."
         )
-    return [available[case] for case, _, _ in jobs]
+    return [available[case] for case in cases]
 
 
 def _sink(choice: str) -> EventSink | None:

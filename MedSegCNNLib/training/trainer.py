@@ -63,15 +63,7 @@ from ..data.dataset import Dataset, load_case, load_dataset, validate_dataset
 from ..data.planning import dataset_fingerprint, plan_preprocessing
 from ..data.preprocessing import PreprocessedCase, PreprocessingPlan, preprocess_case
 from ..data.sampling import PatchSampler
-from ..errors import InputError
-from ..image.seg_nrrd import default_label_info
-from ..losses import DeepSupervisionLoss, build_loss
-from ..networks import build_network
-from ..progress import Event, EventSink
-from ..registry import resolve_model_folder
-from ..runtime import describe_device
-from .config import TrainingConfig
-from .distributed import (
+from ..distributed import (
     DistributedContext,
     all_reduce_mean,
     broadcast_ints,
@@ -80,6 +72,14 @@ from .distributed import (
     launch_rank,
     shutdown_distributed,
 )
+from ..errors import InputError
+from ..image.seg_nrrd import default_label_info
+from ..losses import DeepSupervisionLoss, build_loss
+from ..networks import build_network
+from ..progress import Event, EventSink
+from ..registry import resolve_model_folder
+from ..runtime import describe_device
+from .config import TrainingConfig
 from .history import TrainingHistory
 from .optim import build_optimizer, build_scaler, build_scheduler
 from .planner import TrainingPlan, plan_training, reserve_seconds

@@ -1,8 +1,10 @@
-"""Devices and distributed data parallel (DDP) set-up.
+"""torchrun's process group: joining it, each process's device, and the few collectives the library uses.
 
 A run started by ``torchrun --nproc_per_node=N`` finds torchrun's rendezvous variables (``RANK``,
-``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``...) and joins the process group: NCCL on CUDA, gloo on CPU.
-A plain ``python``/``medsegcnn`` run is a world of one. There is no home-made process management.
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``...) and joins the process group: NCCL on CUDA (each process on
+the GPU of its ``LOCAL_RANK``), gloo on CPU. A plain ``python``/``medsegcnn`` run is a world of one. There is no
+home-made process management. Training uses it for distributed data parallel (DDP); ``medsegcnn predict`` to
+share a cohort out among processes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..runtime import resolve_device
+from .runtime import resolve_device
 
 
 @dataclass(frozen=True)
