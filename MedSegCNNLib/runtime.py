@@ -3,6 +3,10 @@
 - **Devices**: ``auto`` (CUDA if available, else Apple MPS, else CPU), ``cpu``, ``cuda`` (or ``cuda:N``), ``mps``.
 - **Precisions**: ``fp32``; ``bf16`` and ``fp16`` run the network under ``torch.autocast`` of that type (weights,
   optimiser state and accumulations stay fp32); ``auto`` is resolved per device by :func:`resolve_precision`.
+- **Inference backends**: ``torch`` (CPU, CUDA, MPS) and ``openvino`` (CPU; the optional extra
+  ``medsegcnn[openvino]``); ``auto`` is resolved by :func:`resolve_backend`. For prediction, ``auto`` precision
+  on the CPU is bf16 where the CPU has bf16 units (:func:`inference_precision`); whether its segmentations are
+  good enough is checked per model by :mod:`MedSegCNNLib.inference.precision_gate`.
 - **CPU bf16 units**: a CPU computes bf16 quickly only when it has matrix or dot-product units for it (x86:
   ``amx_bf16``, ``avx512_bf16``; ARM: ``bf16``). Without them bf16 autocast emulates through fp32 and is
   usually slower. Whether it pays off also depends on the network and shapes, so training *measures* it
@@ -14,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
+import importlib.util
 import os
 import platform
 import re
@@ -29,8 +35,16 @@ if TYPE_CHECKING:  # torch is imported where it is used, so that option records 
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Backend = Literal["auto", "torch", "openvino"]
 DEVICES: tuple[Device, ...] = get_args(Device)
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
+InferencePrecision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+#: Prediction's precisions: the training ones and ``int8`` (a quantised model on the OpenVINO backend).
+INFERENCE_PRECISIONS: tuple[InferencePrecision, ...] = get_args(InferencePrecision)
+#: How to get the OpenVINO backend when it is missing.
+OPENVINO_INSTALL = 'pip install "medsegcnn[openvino]" (or: pip install openvino)'
+
 #: CPU feature flags (as Linux's /proc/cpuinfo and macOS' sysctl name them) that compute bf16 natively.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
 #: Flags worth printing beside any speed figure.
@@ -125,6 +139,41 @@ def resolve_precision(choice: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "fp32"
+
+
+def inference_precision(choice: str, device: torch.device) -> str:
+    """The precision a prediction runs at: :func:`resolve_precision`, except that ``auto`` on the CPU is bf16 when
+    :func:`cpu_has_bf16` (fp32 otherwise), and ``int8`` is kept (the OpenVINO backend checks it)."""
+    if choice == "int8":
+        return choice
+    if choice == "auto" and device.type == "cpu":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return resolve_precision(choice, device)
+
+
+def openvino_version() -> str | None:
+    """The installed OpenVINO's version (e.g. ``2026.4.1``), or None when it is not installed (not imported)."""
+    try:
+        if importlib.util.find_spec("openvino") is None:
+            return None
+        return importlib.metadata.version("openvino")
+    except (ValueError, importlib.metadata.PackageNotFoundError):  # ValueError: blocked in sys.modules
+        return None
+
+
+def resolve_backend(choice: str, device: torch.device) -> str:
+    """``auto``: OpenVINO on the CPU when it is installed, else torch. ``openvino`` runs on the CPU only and must be
+    installed; asking for it otherwise is an error that says what to do."""
+    if choice not in BACKENDS:
+        raise InputError(f"Unknown backend {choice!r}; choose one of {', '.join(BACKENDS)}.")
+    if choice == "auto":
+        return "openvino" if device.type == "cpu" and openvino_version() is not None else "torch"
+    if choice == "openvino":
+        if device.type != "cpu":
+            raise InputError(f"The OpenVINO backend runs on the CPU; use --device cpu or --backend torch on {device}.")
+        if openvino_version() is None:
+            raise InputError(f"The OpenVINO backend is not installed; install it with: {OPENVINO_INSTALL}.")
+    return choice
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

@@ -20,6 +20,9 @@ REQUIREMENTS = {
     "matplotlib": "matplotlib>=3.7",
 }
 
+#: Optional packages: import name -> pip requirement (the pyproject.toml extra of the same name).
+OPTIONAL_REQUIREMENTS = {"openvino": "openvino>=2024.4"}
+
 
 class InstallLogic:
     """Finds and installs the missing packages of :data:`REQUIREMENTS` (the panel's and the self-test's installer)."""
@@ -69,3 +72,25 @@ class InstallLogic:
         if others:
             slicer.util.pip_install(others)
         return not self.missingRequirements()
+
+    @staticmethod
+    def isInstalled(name: str) -> bool:
+        """Whether the package ``name`` (an import name) is installed (found without importing)."""
+        importlib.invalidate_caches()
+        return importlib.util.find_spec(name) is not None
+
+    def offerOptional(self, name: str, benefit: str) -> bool:
+        """Offers to install the optional package ``name`` (a key of OPTIONAL_REQUIREMENTS), saying what it brings
+        (``benefit``); installs it with pip when the user agrees. Returns whether it is installed afterwards."""
+        if self.isInstalled(name):
+            return True
+        requirement = OPTIONAL_REQUIREMENTS[name]
+        if not slicer.util.confirmOkCancelDisplay(
+            _("{benefit}\n\nInstall the optional Python package {requirement} now?").format(
+                benefit=benefit, requirement=requirement
+            ),
+            windowTitle=_("MedSegCNN: optional Python package"),
+        ):
+            return False
+        slicer.util.pip_install(requirement)
+        return self.isInstalled(name)

@@ -36,6 +36,8 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
         segmentationNode=None,
         replace: bool = False,
         device: str = "auto",
+        backend: str = "auto",
+        precision: str = "auto",
         tta: bool = False,
         keepLargest: bool = False,
         minSizeMm3: float = 0.0,
@@ -46,7 +48,9 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
     ):
         """Segments ``inputVolumes`` (a scalar volume node, or one per model input channel in the card's order) with
         ``model`` (a registry name or a model folder) into ``segmentationNode`` (None: a new one; one that has
-        segments is changed only with ``replace``). ``minSizeMm3``: components smaller than this (mm³) are removed.
+        segments is changed only with ``replace``). ``backend``: "auto" (OpenVINO on the CPU when installed), "torch"
+        or "openvino"; ``precision``: "auto", "fp32", "bf16" or "fp16" (see MedSegCNNLib.inference.options).
+        ``minSizeMm3``: components smaller than this (mm³) are removed.
 
         Returns the SegmentationOutputs (segmentation_node, probability_nodes, uncertainty_node) when
         ``waitForCompletion``, else the started SegmentationTask (poll it; call ``finish()`` on the main thread
@@ -56,6 +60,8 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
 
         options = PredictOptions(
             device=device,
+            backend=backend,
+            precision=precision,
             tta=tta,
             keep_largest=keepLargest,
             min_size_mm3=minSizeMm3,

@@ -14,6 +14,9 @@ DEFAULT_MODEL = "hippocampus-tiny"
 #: MedSegCNNLib.runtime.DEVICES, written out: this file loads before MedSegCNNLib's packages may be installed
 #: (a test keeps the two equal).
 DEVICES = ["auto", "cpu", "cuda", "mps"]
+#: MedSegCNNLib.runtime.BACKENDS and PRECISIONS, written out for the same reason.
+BACKENDS = ["auto", "torch", "openvino"]
+PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 
 
 @parameterNodeWrapper
@@ -27,6 +30,8 @@ class MedSegCNNParameterNode:
     inputVolume3: vtkMRMLScalarVolumeNode
     model: str = DEFAULT_MODEL
     device: Annotated[str, Choice(DEVICES)] = "auto"
+    backend: Annotated[str, Choice(BACKENDS)] = "auto"
+    precision: Annotated[str, Choice(PRECISIONS)] = "auto"
     tta: bool = False
     keepLargest: bool = False
     minSizeMm3: Annotated[float, WithinRange(0.0, 1e9)] = 0.0

@@ -54,6 +54,7 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._task = None
+        self._openVinoOffered = False
         self._taskTitle = ""
         self._onTaskCompleted = None
         self._onTaskEvents = None
@@ -300,6 +301,7 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.ensureRequirements(needTorch=True):
             return
         parameters = self._parameterNode
+        self.offerOpenVino(parameters)
         with self.reportErrors(_("Segmentation")):
             entry = self.selectedModelEntry()
             if entry is None:
@@ -310,6 +312,8 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 segmentationNode=parameters.outputSegmentation,
                 replace=parameters.replaceSegments,
                 device=parameters.device,
+                backend=parameters.backend,
+                precision=parameters.precision,
                 tta=parameters.tta,
                 keepLargest=parameters.keepLargest,
                 minSizeMm3=parameters.minSizeMm3,
@@ -521,6 +525,20 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 details = f"{log}\n{traceback.format_exc()}".strip()
             self.setStatus(message)
             slicer.util.errorDisplay(message, **({"detailedText": details} if details else {}))
+
+    def offerOpenVino(self, parameters) -> None:
+        """Offers OpenVINO once per session when the prediction would run on the CPU with it but it is missing."""
+        if self._openVinoOffered or parameters.backend == "torch" or self.installLogic.isInstalled("openvino"):
+            return
+        import torch
+
+        if parameters.device not in ("auto", "cpu") or (parameters.device == "auto" and torch.cuda.is_available()):
+            return
+        self._openVinoOffered = True
+        self.installLogic.offerOptional(
+            "openvino",
+            _("Segmenting on the CPU is often several times faster with OpenVINO, Intel's inference runtime."),
+        )
 
     def ensureRequirements(self, needTorch: bool) -> bool:
         """True when the Python packages are there, after offering to install the missing ones."""

@@ -98,7 +98,8 @@ def load_model(
     The network is built by ``network_builder(card.network_config())`` (default
     :func:`MedSegCNNLib.networks.build_network`), first on the "meta" device to bound its size (see the module
     docstring; ``allow_large`` lifts the bound for genuinely huge models), then for real; it gets the weights
-    (names and shapes must match exactly), moves to ``device`` and is put in eval mode. Returns
+    (names and shapes must match exactly: every parameter and buffer comes from them) on ``device`` and is put in
+    eval mode. Returns
     ``(network, card)``.
     """
     try:
@@ -115,15 +116,19 @@ def load_model(
         weights_path = model.weights_file(max_weights_bytes)
         tensors = read_tensors(weights_path, sha256=None, what="weights", record="the model card")
         where = model.where
-    network = _built(network_builder, card, where)
+    with torch.device("meta"):  # built without initial values: every one is loaded from the weights
+        network = _built(network_builder, card, where)
     mismatch = weights_mismatch(network, tensors)
     if mismatch:
         raise InputError(
             f"The weights of {path} do not fit the network built from its card ({mismatch}); the card's network "
             "configuration and the weights come from different models."
         )
+    if any(name not in tensors for name, _ in network.named_buffers()):  # non-persistent buffers need their values
+        network = _built(network_builder, card, where)
+    network = network.to_empty(device=device) if _on_meta(network) else network.to(device)
     network.load_state_dict(tensors, strict=True)
-    return network.to(device).eval(), card
+    return network.eval(), card
 
 
 def zip_model(folder: str | os.PathLike[str], zip_path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -266,6 +271,10 @@ def _first_line(error: Exception) -> str:
     """The first line of ``error``'s message, without its final full stop."""
     text = str(error).strip()
     return text.splitlines()[0].rstrip(".") if text else type(error).__name__
+
+
+def _on_meta(network: nn.Module) -> bool:
+    return any(parameter.is_meta for parameter in network.parameters())
 
 
 def weights_mismatch(network: nn.Module, tensors: Mapping[str, torch.Tensor]) -> str:

@@ -10,6 +10,7 @@ from importlib import metadata
 from typing import Any
 
 from .._version import __version__
+from ..runtime import REPORTED_FLAGS, cpu_info
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -23,7 +24,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
 def collect_info() -> dict[str, Any]:
     """Versions of MedSegCNN and its dependencies, and the devices torch sees (CUDA, MPS, CPU threads)."""
     versions = {"medsegcnn": __version__, "python": platform.python_version()}
-    for package in ("torch", "numpy", "SimpleITK", "monai", "slicer-core"):
+    for package in ("torch", "numpy", "SimpleITK", "openvino", "nncf", "monai", "slicer-core"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -32,7 +33,10 @@ def collect_info() -> dict[str, Any]:
 
 
 def _devices() -> dict[str, Any]:
-    devices: dict[str, Any] = {"cpu": {"logical_cores": os.cpu_count()}}
+    cpu = cpu_info()
+    devices: dict[str, Any] = {
+        "cpu": {"logical_cores": os.cpu_count(), "model": cpu.model, "flags": sorted(cpu.flags & set(REPORTED_FLAGS))}
+    }
     try:
         import torch
     except ImportError as error:
@@ -72,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     devices = info["devices"]
     print("Devices:")
     cpu = devices["cpu"]
-    print(f"  cpu          {cpu['logical_cores']} logical cores, torch uses {cpu.get('torch_threads', '?')} threads")
+    threads = cpu.get("torch_threads", "?")
+    print(f"  cpu          {cpu['model']}, {cpu['logical_cores']} logical cores, torch uses {threads} threads")
+    print(f"               flags: {' '.join(cpu['flags']) or 'none of ' + ', '.join(REPORTED_FLAGS)}")
     if "torch_error" in devices:
         print(f"  {devices['torch_error']}")
         return 0

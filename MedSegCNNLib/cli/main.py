@@ -33,6 +33,7 @@ from . import (
     models_command,
     plan_command,
     predict_command,
+    quantize_command,
     train_command,
 )
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         train_command,
         plan_command,
         predict_command,
+        quantize_command,
         evaluate_command,
         info_command,
         models_command,

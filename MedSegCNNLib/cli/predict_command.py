@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     if args.skip_existing and args.overwrite:
         raise InputError("--skip-existing keeps existing outputs and --overwrite replaces them; pass only one of them.")
     options = PredictOptions.from_args(args)
-    context = init_distributed(options.device)
+    context = init_distributed(options.device_choice)
     try:
         if context.distributed:
             return _run_distributed(args, options, context)

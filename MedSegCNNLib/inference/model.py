@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,12 +22,16 @@ from ..registry import resolve_model_folder
 class SegmentationModel:
     """One model, or an ensemble of models sharing labels, channels, preprocessing and patch size.
 
-    ``networks`` are in evaluation mode on ``device``; ``card`` is the (first) model card.
+    ``networks`` are in evaluation mode on ``device``; ``card`` is the (first) model card; ``sources`` the model
+    folders they were loaded from, one per network (empty for networks given in memory). ``engines`` holds what
+    prediction prepares once per model (:mod:`.engine`: compiled networks; :mod:`.precision_gate`: decisions).
     """
 
     networks: tuple[torch.nn.Module, ...]
     card: ModelCard
     device: torch.device
+    sources: tuple[Path, ...] = ()
+    engines: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def plan(self) -> PreprocessingPlan:
@@ -64,9 +70,10 @@ def load_segmentation_model(
     sources = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     if not sources:
         raise InputError("No model given; pass a model folder (or several for an ensemble).")
-    networks, cards = [], []
+    networks, cards, folders = [], [], []
     for source in sources:
-        network, card = load_model(resolve_model_folder(source), device=device, allow_large=allow_large)
+        folders.append(resolve_model_folder(source))
+        network, card = load_model(folders[-1], device=device, allow_large=allow_large)
         if device.type != "mps":  # channels-last convolutions are markedly faster on CPU (and on CUDA)
             layout = torch.channels_last_3d if card.spatial_dims == 3 else torch.channels_last
             network = network.to(memory_format=layout)
@@ -75,4 +82,4 @@ def load_segmentation_model(
     for key in ("labels", "channels", "preprocessing", "spatial_dims", "patch_size"):
         if any(getattr(card, key) != getattr(cards[0], key) for card in cards[1:]):
             raise InputError(f"The models of the ensemble differ in their {key}; only like models can be combined.")
-    return SegmentationModel(networks=tuple(networks), card=cards[0], device=device)
+    return SegmentationModel(networks=tuple(networks), card=cards[0], device=device, sources=tuple(folders))

@@ -20,7 +20,7 @@ from ..atomic import full_suffix
 from ..errors import InputError
 from ..image.io import SUPPORTED_EXTENSIONS
 from ..postprocessing import PostprocessingConfig
-from ..runtime import DEVICES, PRECISIONS, Device, Precision
+from ..runtime import BACKENDS, DEVICES, INFERENCE_PRECISIONS, Backend, Device, InferencePrecision
 
 #: The files written beside the label map ``NAME.EXT`` when asked for: ``NAME_<option><extension>``, in this order.
 EXTRA_OUTPUTS = {"probabilities": ".nii.gz", "uncertainty": ".nii.gz", "overlay": ".png"}
@@ -35,8 +35,14 @@ def _option(flag: str, help: str, *, metavar: str | None = None, choices: tuple[
 class PredictOptions:
     """How to predict and what to write. ``min_size_mm3`` is a volume in mm³ (0: keep every component).
 
-    - ``device``: where the network runs (``auto``: CUDA, else Apple MPS, else CPU); ``precision``: ``fp32``,
-      ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA), ``auto`` bf16/fp16 on CUDA (see :mod:`MedSegCNNLib.runtime`).
+    - ``device``: where the network runs (``auto``: CUDA, else Apple MPS, else CPU; the CPU for the OpenVINO
+      backend); ``precision``: ``fp32``, ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA); ``auto``: bf16/fp16 on CUDA,
+      bf16 on CPUs with bf16 units, else fp32 (see :mod:`MedSegCNNLib.runtime`). A reduced precision is used
+      only where it passes the accuracy gate (:mod:`~MedSegCNNLib.inference.precision_gate`).
+    - ``backend``: ``torch``, ``openvino`` (CPU; ``pip install "medsegcnn[openvino]"``) or ``auto`` (OpenVINO on
+      the CPU when it is installed, else torch).
+    - ``cache_dir``: where converted networks and precision decisions are kept (empty: the per-user cache,
+      :func:`~MedSegCNNLib.inference.cache.default_cache_folder`).
     - ``tta``: average over every mirror flip of the spatial axes (2**dims predictions per window).
     - ``probabilities``, ``uncertainty`` (entropy of the mean softmax, in nats), ``overlay`` (PNG montage):
       also compute and write these (:meth:`output_paths` names the files).
@@ -46,8 +52,18 @@ class PredictOptions:
     """
 
     device: Device = field(default="auto", metadata=_option("--device", "where the network runs", choices=DEVICES))
-    precision: Precision = field(
-        default="fp32", metadata=_option("--precision", "auto: bf16/fp16 on CUDA, fp32 elsewhere", choices=PRECISIONS)
+    precision: InferencePrecision = field(
+        default="auto",
+        metadata=_option(
+            "--precision", "auto: bf16/fp16 on CUDA, bf16 on CPUs with bf16 units", choices=INFERENCE_PRECISIONS
+        ),
+    )
+    backend: Backend = field(
+        default="auto",
+        metadata=_option("--backend", "auto: OpenVINO on the CPU when installed, else torch", choices=BACKENDS),
+    )
+    cache_dir: str = field(
+        default="", metadata=_option("--cache-dir", "converted networks are cached here", metavar="DIR")
     )
     tta: bool = field(default=False, metadata=_option("--tta", "average over mirrored copies (slower, often better)"))
     probabilities: bool = field(default=False, metadata=_option("--probabilities", "also write class probabilities"))
@@ -67,8 +83,14 @@ class PredictOptions:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise InputError(f"Unknown device {self.device!r}; choose one of {', '.join(DEVICES)}.")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"Unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}.")
+        if self.precision not in INFERENCE_PRECISIONS:
+            raise InputError(f"Unknown precision {self.precision!r}; choose one of {', '.join(INFERENCE_PRECISIONS)}.")
+        if self.precision == "int8" and self.backend == "torch":
+            raise InputError("int8 runs on the OpenVINO backend; use --backend openvino (or auto) with int8.")
+        if self.backend not in BACKENDS:
+            raise InputError(f"Unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}.")
+        if not isinstance(self.cache_dir, str):
+            raise InputError(f"cache_dir must be a folder name (a string); got {self.cache_dir!r}.")
         for option in dataclasses.fields(self):
             if isinstance(option.default, bool) and not isinstance(getattr(self, option.name), bool):
                 raise InputError(f"{option.name} must be True or False; got {getattr(self, option.name)!r}.")
@@ -80,6 +102,18 @@ class PredictOptions:
             raise InputError(
                 f"Unknown output format {self.output_format!r}; choose one of {', '.join(SUPPORTED_EXTENSIONS)}."
             )
+
+    @property
+    def device_choice(self) -> str:
+        """The device to load the model on: ``device``, except the CPU for ``auto`` with the OpenVINO backend."""
+        return "cpu" if self.backend == "openvino" and self.device == "auto" else self.device
+
+    @property
+    def cache_folder(self) -> Path:
+        """``cache_dir``, or the per-user cache folder when it is empty."""
+        from .cache import default_cache_folder  # imports torch: only when a prediction needs it
+
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_folder()
 
     @property
     def postprocessing(self) -> PostprocessingConfig:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +30,11 @@ from ..image import Image
 from ..image.io import case_name
 from ..image.labels import label_dtype
 from ..postprocessing import postprocess
-from ..runtime import resolve_device, resolve_precision
+from ..runtime import inference_precision, resolve_backend, resolve_device
+from .engine import Engine, engine_for
 from .model import SegmentationModel, load_segmentation_model
 from .options import PredictOptions
+from .precision_gate import cached_decision, decide, gate_record
 from .predictor import Predictor
 from .sliding_window import Progress, predict_image
 
@@ -79,15 +82,22 @@ def segment(
     if isinstance(model, SegmentationModel):
         loaded = model
     else:
-        loaded = load_segmentation_model(model, resolve_device(options.device))
+        loaded = load_segmentation_model(model, resolve_device(options.device_choice))
     source = _load_input(image)
     _check_compatible(source, loaded)
-    case = preprocess_case(_finite(source, input_name or _input_text(image)), None, loaded.plan, name="input")
+    what = input_name or _input_text(image)
+    case = preprocess_case(_finite(source, what), None, loaded.plan, name="input")
     want_probabilities = options.wants_probabilities
-    mean_probabilities = _predict_with_fallback(
-        loaded, case, tta=options.tta, keep_probabilities=want_probabilities, overlap=overlap, batch_size=batch_size,
-        precision=options.precision, progress=progress,
-    )  # fmt: skip
+    flips = 2**loaded.spatial_dims if options.tta else 1
+
+    def predict(engine: Engine, report: Progress | None) -> np.ndarray:
+        return _predict_with_fallback(
+            loaded, engine, case, tta=options.tta, keep_probabilities=want_probabilities, overlap=overlap,
+            batch_size=batch_size, progress=report,
+        )  # fmt: skip
+
+    mean_probabilities = _predict_gated(loaded, options, predict, batch=batch_size * flips, reference=what,
+                                        progress=progress)  # fmt: skip
     if want_probabilities:
         label_array = mean_probabilities.argmax(0).astype(label_dtype(loaded.num_classes - 1))
     else:
@@ -161,62 +171,109 @@ def _finite(image: Image, what: str) -> Image:
     return image
 
 
+def _predict_gated(
+    model: SegmentationModel,
+    options: PredictOptions,
+    predict: Callable[[Engine, Progress | None], np.ndarray],
+    *,
+    batch: int,
+    reference: str,
+    progress: Progress | None,
+) -> np.ndarray:
+    """``predict`` with the engine that ``options`` ask for; a reduced precision goes through the accuracy gate
+    (:mod:`.precision_gate`) the first time, with this image as the reference case. A reduced precision that
+    ``auto`` chose is kept only if it also predicted the reference case faster than fp32 did."""
+    backend = resolve_backend(options.backend, model.device)
+    precision = inference_precision(options.precision, model.device)
+    if precision == "int8" and backend != "openvino":
+        raise InputError(f"int8 runs on the OpenVINO backend, which is not used on {model.device}; use --device cpu.")
+    engine = engine_for(model, backend, precision, batch=batch, cache_folder=options.cache_folder)
+    if engine.precision == "fp32":
+        return predict(engine, progress)
+    record = gate_record(model, engine.backend, engine.precision)
+    decision = cached_decision(model, record, options.cache_folder)
+    wants_speed = options.precision == "auto"
+    if decision is not None and decision.use_reduced(wants_speed):
+        return predict(engine, progress)
+    fp32 = engine_for(model, engine.backend, "fp32", batch=batch, cache_folder=options.cache_folder)
+    if decision is not None:
+        return predict(fp32, progress)
+    start = time.perf_counter()
+    reduced_output = predict(engine, progress)
+    middle = time.perf_counter()
+    fp32_output = predict(fp32, None)
+    seconds = {"reduced": middle - start, "fp32": time.perf_counter() - middle}
+    labels = _labels_of(fp32_output), _labels_of(reduced_output)
+    decision = decide(model, record, options.cache_folder, *labels, reference=reference, seconds=seconds)
+    chosen = decision.use_reduced(wants_speed)
+    (logger.info if chosen or decision.accepted else logger.warning)("Precision check: %s.", decision.describe())
+    return reduced_output if chosen else fp32_output
+
+
+def _labels_of(output: np.ndarray) -> np.ndarray:
+    """The label map of a prediction's output: itself, or the argmax of its (K, *S) probabilities."""
+    return output.argmax(0) if output.dtype.kind == "f" else output
+
+
 def _predict_with_fallback(
     model: SegmentationModel,
+    engine: Engine,
     case: PreprocessedCase,
     *,
     tta: bool,
     keep_probabilities: bool,
     overlap: float,
     batch_size: int,
-    precision: str,
     progress: Progress | None,
 ) -> np.ndarray:
     """:func:`_predict`, retried on a CUDA out-of-memory error with stitching on the CPU, then on the CPU."""
 
-    def predict(on: SegmentationModel, accumulation_device: torch.device | None) -> np.ndarray:
+    def predict(on: Engine, device: torch.device, accumulation_device: torch.device | None) -> np.ndarray:
         return _predict(
-            on, case, tta=tta, keep_probabilities=keep_probabilities, overlap=overlap, batch_size=batch_size,
-            precision=precision, progress=progress, accumulation_device=accumulation_device,
+            on, device, model.patch_size, case, tta=tta, keep_probabilities=keep_probabilities, overlap=overlap,
+            batch_size=batch_size, progress=progress, accumulation_device=accumulation_device,
         )  # fmt: skip
 
     try:
-        return predict(model, None)
+        return predict(engine, model.device, None)
     except torch.cuda.OutOfMemoryError:
         if model.device.type != "cuda":
             raise
         logger.warning("Out of GPU memory; retrying with the stitching buffers on the CPU.")
         torch.cuda.empty_cache()
     try:
-        return predict(model, torch.device("cpu"))
+        return predict(engine, model.device, torch.device("cpu"))
     except torch.cuda.OutOfMemoryError:
         logger.warning("Still out of GPU memory; predicting on the CPU (slower).")
         torch.cuda.empty_cache()
-    on_cpu = SegmentationModel(tuple(n.to("cpu") for n in model.networks), model.card, torch.device("cpu"))
-    return predict(on_cpu, None)
+    precision = "fp32" if engine.precision == "fp16" else engine.precision  # fp16 autocast needs a GPU
+    on_cpu = Engine(tuple(n.to("cpu") for n in model.networks), "torch", precision, engine.batch)
+    return predict(on_cpu, torch.device("cpu"), None)
 
 
 @torch.inference_mode()
 def _predict(
-    model: SegmentationModel,
+    engine: Engine,
+    device: torch.device,
+    patch_size: tuple[int, ...],
     case: PreprocessedCase,
     *,
     tta: bool,
     keep_probabilities: bool,
     overlap: float,
     batch_size: int,
-    precision: str,
     progress: Progress | None,
     accumulation_device: torch.device | None,
 ) -> np.ndarray:
     """Mean probabilities (K, *shape) when ``keep_probabilities``, else the label map (*shape)."""
-    predictor = Predictor(model.networks, mirror_axes=tuple(range(model.spatial_dims)) if tta else ())
-    tensor = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32)).to(model.device)
-    output = predict_image(
-        tensor, predictor, model.patch_size, overlap=overlap, batch_size=batch_size,
-        output="average" if keep_probabilities else "labels", precision=resolve_precision(precision, model.device),
-        accumulation_device=accumulation_device, progress=progress,
-    )  # fmt: skip
+    predictor = Predictor(engine.networks, mirror_axes=tuple(range(len(patch_size))) if tta else ())
+    tensor = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32)).to(device)
+    with engine.running():
+        output = predict_image(
+            tensor, predictor, patch_size, overlap=overlap, batch_size=batch_size,
+            output="average" if keep_probabilities else "labels", precision=engine.autocast,
+            channels_last=engine.channels_last, accumulation_device=accumulation_device, progress=progress,
+        )  # fmt: skip
     return output.cpu().numpy()
 
 

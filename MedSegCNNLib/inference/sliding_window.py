@@ -214,7 +214,8 @@ class _CellAccumulator:
             if all(axis.last[k] == j for axis, k, j in zip(self.axes, cell, index, strict=True)):
                 del self.live[key]
                 target = (sample, *(slice(lo, hi) for lo, hi in region))
-                self.labels[target] = total.div_(normaliser).argmax(0)
+                # equals argmax(0), ties to the first maximum; argmax over the leading axis is a slower CPU kernel
+                self.labels[target] = torch.max(total.div_(normaliser), 0).indices
                 self.free.setdefault(shape, []).append((total, normaliser))
 
     def result(self) -> torch.Tensor:
@@ -337,6 +338,7 @@ def predict_image(
     output: str = "average",
     precision: str = "fp32",
     accumulation_device: torch.device | str | None = None,
+    channels_last: bool = True,
     progress: Progress | None = None,
 ) -> torch.Tensor:
     """:func:`sliding_window_inference` of one (C, *S) image: (K, *S) for ``"average"``, (*S) for ``"labels"``.
@@ -348,7 +350,7 @@ def predict_image(
     batch = image.permute(1, 0, 2, 3) if slice_wise else image[None]
     result = sliding_window_inference(
         batch, network, patch_size, overlap, batch_size, output=output, precision=precision,
-        accumulation_device=accumulation_device, progress=progress,
+        accumulation_device=accumulation_device, channels_last=channels_last, progress=progress,
     )  # fmt: skip
     if not slice_wise:
         return result[0]

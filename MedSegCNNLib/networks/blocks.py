@@ -255,9 +255,11 @@ class AttentionGate(nn.Module):
 @torch.no_grad()
 def init_he_(network: nn.Module) -> None:
     """nnU-Net's (and MONAI DynUNet's) initialisation: He-normal weights for a LeakyReLU slope of 0.01 in every
-    (transposed) convolution, zero biases."""
+    (transposed) convolution, zero biases. Networks on the "meta" device (shapes only) are left as they are."""
     for module in network.modules():
         if isinstance(module, nn.Conv2d | nn.Conv3d | nn.ConvTranspose2d | nn.ConvTranspose3d):
+            if module.weight.is_meta:
+                continue
             nn.init.kaiming_normal_(module.weight, a=LEAKY_SLOPE)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)

@@ -1,37 +1,60 @@
-"""Side-by-side benchmark of sliding-window inference: MedSegCNN vs ``monai.inferers.sliding_window_inference``.
+"""Side-by-side benchmark of prediction: MedSegCNN's backends and precisions vs MONAI's sliding window.
+
+Every figure is printed with the CPU's model and flags (AMX, AVX512-BF16, AVX512-VNNI): machines differ, and
+the machine may be shared, so read the ratios printed side by side, not the seconds.
 
 Part 1 (``--part 1``): a 3D U-Net (DynUNet-equivalent: features [32, 64, 128, 256, 320], instance norm,
 3 classes, random weights) over a 192x192x96 volume (where MONAI's window placement and ours coincide:
-starts 0, 48, 96 in-plane, one window across z), 96^3 windows, overlap 0.5, Gaussian weights. Both
-functions get the same network object and the same windows. MONAI runs with sw_batch_size 1 and 2 (the faster
-counts); ours with its defaults, then on a channels-last copy of the same weights (fp32, bf16 autocast,
-torch.compile). Printed per variant: time, ratio to MONAI, the share of time spent outside the network (the
-network calls are timed), max |difference| of the averaged logits and argmax agreement with MONAI, and Dice
-between the bf16 and fp32 segmentations (random weights: indicative only).
+starts 0, 48, 96 in-plane, one window across z), 96^3 windows, overlap 0.5, Gaussian weights. MONAI
+(``monai.inferers.sliding_window_inference``, fp32, sw_batch_size 1 and 2: the faster counts) and MedSegCNN's
+engines (:mod:`MedSegCNNLib.inference.engine`): torch fp32 and bf16 (channels-last), OpenVINO fp32 and bf16
+(converted once, from the cache afterwards; the first conversion's time is printed apart). Printed per mode:
+time, ratio to MONAI, the share of time outside the network, max |difference| of the averaged outputs and
+argmax agreement with MONAI. int8 is not implemented yet and is reported as such.
 
 Part 2 (``--part 2``): a 512x512x300 volume, 14 classes, a tiny U-Net (features [4, 8, 16, 32]), 128^3 windows.
-Each library runs in its own subprocess so that the peak RSS (``ru_maxrss`` of the child) is its own; MONAI
-returns the full logits, ours ``output="labels"``; both one window per batch. Run by hand::
+Each mode runs in its own subprocess so that the peak RSS (``ru_maxrss`` of the child) is its own; MONAI
+returns the full logits, ours ``output="labels"``; one window per batch.
 
-    python Testing/Benchmarks/bench_inference.py [--part 1 2] [--variants ...]
+Part 3 (``--part 3``, "small images"): the bundled ``hippocampus-tiny`` model over a folder of hippocampus MRIs
+(``../shared/data/hippocampus/imagesTr``, the 60 last cases: about 35x50x36 voxels each), per mode:
+
+- cases per second once the model is loaded (read, segment, write each case; the first case outside the clock);
+- the same through ``medsegcnn predict`` on the folder, start-up included (wall time of the command);
+- the Dice of each mode's segmentation vs torch fp32's, per label, on those held-out cases (the model never
+  trained on them: they are the card's validation cases or were outside its 200 training+validation cases).
+
+Run by hand::
+
+    python Testing/Benchmarks/bench_inference.py [--part 1 2 3] [--modes ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from MedSegCNNLib.inference import sliding_window_inference
+from MedSegCNNLib.inference.engine import Engine
 from MedSegCNNLib.networks import build_network
+from MedSegCNNLib.runtime import cpu_info, openvino_version
 
-VARIANTS = ("monai-sw1", "monai-sw2", "medsegcnn", "medsegcnn-cl", "medsegcnn-cl-bf16", "medsegcnn-cl-compiled")
+ROOT = Path(__file__).resolve().parents[2]
+HIPPOCAMPUS = ROOT.parent / "shared" / "data" / "hippocampus" / "imagesTr"
+MODES = ("monai-sw1", "monai-sw2", "torch-fp32", "torch-bf16", "openvino-fp32", "openvino-bf16")
+OURS = tuple(mode for mode in MODES if not mode.startswith("monai"))
+CACHE = Path(tempfile.gettempdir()) / "medsegcnn-bench-cache"
 
 
 def monai_sliding_window_inference(*args, **kwargs):
@@ -61,137 +84,180 @@ def unet(features: list[int], classes: int) -> torch.nn.Module:
     return build_network(config).eval()
 
 
-def run_variant(
-    variant: str, networks: dict, image: torch.Tensor, patch: list[int]
-) -> tuple[torch.Tensor, float, float]:
-    """(averaged logits, seconds, seconds in the network) of one variant."""
-    network = networks["cl"] if "-cl" in variant else networks["plain"]
-    if variant.endswith("compiled"):
-        network = networks.setdefault("compiled", torch.compile(networks["cl"]))
-    timed = Timed(network)
+def engine(mode: str, network: torch.nn.Module, window_shape: tuple[int, ...]) -> tuple[Engine, float]:
+    """MedSegCNN's engine of ``mode`` (``torch-fp32``...) for ``network``, and the seconds its conversion took
+    (0 when read from the cache or for torch)."""
+    backend, precision = mode.split("-")
+    if backend == "torch":
+        layout = torch.channels_last_3d if len(window_shape) == 5 else torch.channels_last
+        return Engine((copy.deepcopy(network).to(memory_format=layout),), "torch", precision, 1), 0.0
+    from MedSegCNNLib.inference.openvino_backend import compile_network
+
+    start = time.perf_counter()
+    compiled = compile_network(network, window_shape, precision, CACHE)
+    return Engine((compiled,), "openvino", precision, 1), time.perf_counter() - start
+
+
+def run_mode(mode: str, network, image: torch.Tensor, patch: list[int], batch: int = 1, output: str = "average"):
+    """(result, seconds, seconds in the network) of one mode; MONAI modes are ``monai-swN``."""
     start = time.perf_counter()
     with torch.inference_mode():
-        if variant.startswith("monai"):
-            batch = int(variant[-1])
-            result = monai_sliding_window_inference(image, patch, batch, timed, overlap=0.5, mode="gaussian")
-        else:
-            precision = "bf16" if variant.endswith("bf16") else "fp32"
-            result = sliding_window_inference(image, timed, patch, overlap=0.5, precision=precision)
+        if mode.startswith("monai"):
+            timed = Timed(network)
+            result = monai_sliding_window_inference(image, patch, int(mode[-1]), timed, overlap=0.5, mode="gaussian")
+            return result, time.perf_counter() - start, timed.seconds
+        chosen, _ = engine(mode, network, (1, image.shape[1], *patch))
+        timed = Timed(chosen.networks[0])
+        start = time.perf_counter()
+        with chosen.running():
+            result = sliding_window_inference(
+                image, timed, patch, overlap=0.5, batch_size=batch, output=output, precision=chosen.autocast,
+                channels_last=chosen.channels_last,
+            )  # fmt: skip
     return result, time.perf_counter() - start, timed.seconds
 
 
-def dice(a: torch.Tensor, b: torch.Tensor, classes: int) -> float:
-    """Mean Dice over the foreground classes present in either segmentation."""
-    scores = []
-    for label in range(1, classes):
-        x, y = a == label, b == label
-        total = int(x.sum() + y.sum())
-        if total:
-            scores.append(2 * int((x & y).sum()) / total)
-    return sum(scores) / max(len(scores), 1)
+def describe_machine() -> str:
+    runtimes = f"torch {torch.__version__}, OpenVINO {openvino_version() or 'not installed'}"
+    return f"CPU: {cpu_info().describe()}; {torch.get_num_threads()} threads; {runtimes}"
 
 
 def part1(args: argparse.Namespace) -> None:
     classes, patch = 3, [96, 96, 96]
     image = torch.randn((1, 1, 96, 192, 192), generator=torch.Generator().manual_seed(0))
-    plain = unet([32, 64, 128, 256, 320], classes)
-    cl = unet([32, 64, 128, 256, 320], classes).to(memory_format=torch.channels_last_3d)
-    cl.load_state_dict(plain.state_dict())
-    networks = {"plain": plain, "cl": cl}
-    if any(v.endswith("compiled") for v in args.variants):  # compilation outside the timing
-        start = time.perf_counter()
-        with torch.inference_mode():
-            networks["compiled"] = torch.compile(cl)
-            networks["compiled"](torch.zeros((4, 1, *patch)).contiguous(memory_format=torch.channels_last_3d))
-        print(f"torch.compile warm-up: {time.perf_counter() - start:.1f} s")
-    print(f"Part 1: U-Net 16.5 M parameters, 192x192x96 volume, 96^3 windows, overlap 0.5, {args.threads} threads")
+    network = unet([32, 64, 128, 256, 320], classes)
+    print(f"Part 1: U-Net 16.5 M parameters, 192x192x96 volume, 96^3 windows, overlap 0.5\n  {describe_machine()}")
+    for mode in args.modes:
+        if mode.startswith("openvino"):
+            _, seconds = engine(mode, network, (1, 1, *patch))
+            print(f"  {mode}: conversion or cache read and compilation {seconds:.1f} s (outside the timings)")
     results = {}
-    for variant in args.variants:
-        results[variant] = run_variant(variant, networks, image, patch)
-        logits, seconds, network = results[variant]
-        outside = (seconds - network) / network
-        print(f"  {variant:22s} {seconds:7.1f} s  network {network:7.1f} s  outside the network {outside:6.1%}")
-    monai = [v for v in results if v.startswith("monai")]
+    for mode in args.modes:
+        results[mode] = run_mode(mode, network, image, patch, batch=2 if mode == "monai-sw2" else 1)
+        _, seconds, inside = results[mode]
+        outside = (seconds - inside) / inside
+        print(f"  {mode:16s} {seconds:7.1f} s  network {inside:7.1f} s  outside the network {outside:6.1%}")
+    print("  int8: not implemented yet (NNCF post-training quantisation is planned)")
+    monai = [mode for mode in results if mode.startswith("monai")]
     if not monai:
         return
-    best = min(monai, key=lambda v: results[v][1])
+    best = min(monai, key=lambda mode: results[mode][1])
     reference, reference_seconds, _ = results[best]
-    fp32 = results.get("medsegcnn-cl", results.get("medsegcnn", (None,)))[0]
-    print(f"\n{'variant':22s} {'ratio ' + best:>16s} {'max |diff|':>11s} {'argmax agreement':>17s}")
-    for variant, (logits, seconds, _) in results.items():
-        agreement = (logits.argmax(1) == reference.argmax(1)).float().mean().item()
-        difference = (logits - reference).abs().max().item()
-        print(f"{variant:22s} {reference_seconds / seconds:15.2f}x {difference:11.2e} {agreement:17.5f}")
-    same_weights_check(networks["cl"], image, patch)
-    if fp32 is not None and "medsegcnn-cl-bf16" in results:
-        score = dice(results["medsegcnn-cl-bf16"][0].argmax(1), fp32.argmax(1), classes)
-        print(f"Dice bf16 vs fp32 segmentation (random weights, indicative only): {score:.4f}")
+    print(f"\n  {'mode':16s} {'vs ' + best:>12s} {'max |diff|':>11s} {'argmax agreement':>17s}")
+    for mode, (output, seconds, _) in results.items():
+        agreement = (output.argmax(1) == reference.argmax(1)).float().mean().item()
+        difference = (output.softmax(1) - reference.softmax(1)).abs().max().item() if mode in OURS else 0.0
+        print(f"  {mode:16s} {reference_seconds / seconds:11.2f}x {difference:11.2e} {agreement:17.5f}")
+    print("  (max |diff| of the class probabilities; MedSegCNN averages probabilities, MONAI here logits)")
 
 
-def same_weights_check(network, image: torch.Tensor, patch: list[int]) -> None:
-    """Both functions with constant window weights: the windows coincide, so the outputs must agree.
-
-    MONAI 1.6's Gaussian map is clamped to at least 1e-3 at the window borders (ours keeps the Gaussian down
-    to ~1e-10 in the corners), which moves near-ties of a random network's logits; with equal weights the
-    remaining difference is float rounding."""
-    with torch.inference_mode():
-        monai = monai_sliding_window_inference(image, patch, 1, network, overlap=0.5, mode="constant")
-        ours = sliding_window_inference(image, network, patch, overlap=0.5, mode="constant")
-    agreement = (ours.argmax(1) == monai.argmax(1)).float().mean().item()
-    difference = (ours - monai).abs().max().item()
-    print(f"Constant weights: max |diff| {difference:.2e}, argmax agreement {agreement:.5f}")
-
-
-def child(library: str) -> None:
+def child(mode: str) -> None:
     """Part 2 in this process: print a JSON line with the seconds and the peak RSS."""
-    network = Timed(unet([4, 8, 16, 32], 14).to(memory_format=torch.channels_last_3d))
+    network = unet([4, 8, 16, 32], 14)
     image = torch.randn((1, 1, 300, 512, 512), generator=torch.Generator().manual_seed(0))
-    start = time.perf_counter()
-    with torch.inference_mode():
-        if library == "monai":
-            result = monai_sliding_window_inference(image, [128] * 3, 1, network, overlap=0.5, mode="gaussian")
-            labels = result.argmax(1)
-        else:
-            labels = sliding_window_inference(image, network, [128] * 3, batch_size=1, output="labels")
-    seconds = time.perf_counter() - start
+    output = "average" if mode.startswith("monai") else "labels"
+    result, seconds, inside = run_mode(mode, network, image, [128] * 3, output=output)
+    labels = result.argmax(1) if output == "average" else result
     histogram = torch.bincount(labels.flatten().long(), minlength=14)[:14].tolist()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GiB
-    print(json.dumps({"seconds": seconds, "network_seconds": network.seconds, "peak_rss_gib": peak,
+    print(json.dumps({"seconds": seconds, "network_seconds": inside, "peak_rss_gib": peak,
                       "histogram": histogram}))  # fmt: skip
 
 
-def part2() -> None:
+def part2(args: argparse.Namespace) -> None:
     print("\nPart 2: 512x512x300, 14 classes, tiny U-Net [4, 8, 16, 32], 128^3 windows (one subprocess each)")
+    print(f"  {describe_machine()}")
+    modes = [mode for mode in args.modes if mode != "monai-sw2"]
+    for mode in modes:
+        if mode.startswith("openvino"):  # converted once outside the measured children
+            engine(mode, unet([4, 8, 16, 32], 14), (1, 1, 128, 128, 128))
     measured = {}
-    for library in ("medsegcnn", "monai"):
+    for mode in modes:
         output = subprocess.run(
-            [sys.executable, __file__, "--child", library], check=True, capture_output=True, text=True
+            [sys.executable, __file__, "--child", mode], check=True, capture_output=True, text=True
         ).stdout
-        result = measured[library] = json.loads(output.strip().splitlines()[-1])
-        outside = result["seconds"] - result["network_seconds"]
+        measured[mode] = json.loads(output.strip().splitlines()[-1])
+    reference = measured.get("monai-sw1")
+    for mode, result in measured.items():
+        ratio = f"{reference['seconds'] / result['seconds']:5.2f}x MONAI" if reference else ""
+        agreement = ""
+        if reference:
+            overlap = sum(min(a, b) for a, b in zip(result["histogram"], reference["histogram"], strict=True))
+            agreement = f"label histogram overlap {overlap / sum(result['histogram']):.5f}"
         print(
-            f"  {library:10s} {result['seconds']:7.1f} s  outside the network {outside:6.1f} s  "
-            f"peak RSS {result['peak_rss_gib']:.2f} GiB"
+            f"  {mode:16s} {result['seconds']:7.1f} s  {ratio}  peak RSS {result['peak_rss_gib']:.2f} GiB  {agreement}"
         )
-    ours, monai = measured["medsegcnn"], measured["monai"]
-    agreement = sum(min(a, b) for a, b in zip(ours["histogram"], monai["histogram"], strict=True)) / sum(
-        ours["histogram"]
-    )
-    outside = (monai["seconds"] - monai["network_seconds"]) / (ours["seconds"] - ours["network_seconds"])
-    print(
-        f"  speed-up {monai['seconds'] / ours['seconds']:.2f}x (outside the network {outside:.1f}x); "
-        f"peak RSS {monai['peak_rss_gib'] / ours['peak_rss_gib']:.1f}x lower; label histogram overlap {agreement:.5f}"
-    )
+
+
+def part3(args: argparse.Namespace) -> None:
+    """Small images: cases per second with the bundled model, and the Dice of each mode vs torch fp32."""
+    from MedSegCNNLib.image.io import read_image, write_image
+    from MedSegCNNLib.inference.model import load_segmentation_model
+    from MedSegCNNLib.inference.options import PredictOptions
+    from MedSegCNNLib.inference.segment import segment
+    from MedSegCNNLib.registry import resolve_model
+
+    if not HIPPOCAMPUS.is_dir():
+        print(f"\nPart 3 skipped: {HIPPOCAMPUS} not found")
+        return
+    files = sorted(HIPPOCAMPUS.glob("*.nii.gz"))[-args.cases :]
+    model_folder = resolve_model("hippocampus-tiny")
+    print(f"\nPart 3: {len(files)} hippocampus MRIs with the bundled hippocampus-tiny model\n  {describe_machine()}")
+    work = Path(tempfile.mkdtemp(prefix="bench-small-"))
+    inputs = work / "inputs"
+    inputs.mkdir()
+    for file in files:
+        (inputs / file.name).symlink_to(file)
+    segmentations: dict[str, list[np.ndarray]] = {}
+    print(f"  {'mode':16s} {'cases/s loaded':>15s} {'CLI wall s':>11s} {'CLI cases/s':>12s}")
+    for mode in [mode for mode in args.modes if mode in OURS]:
+        backend, precision = mode.split("-")
+        # gate off: this measures the mode itself (the gate's own cost is one fp32 run of the first case)
+        options = PredictOptions(backend=backend, precision=precision, cache_dir=str(CACHE))
+        model = load_segmentation_model(model_folder, torch.device("cpu"))
+        segment(read_image(files[0]), model, options)  # conversion, compilation, warm-up
+        out = work / mode
+        out.mkdir()
+        start = time.perf_counter()
+        labels = []
+        for file in files:
+            result = segment(read_image(file), model, options)
+            write_image(result.labels, out / file.name)
+            labels.append(result.labels.array)
+        loaded_rate = len(files) / (time.perf_counter() - start)
+        segmentations[mode] = labels
+        command = [sys.executable, "-m", "MedSegCNNLib", "predict", "--model", str(model_folder), "--input",
+                   str(inputs), "--output", str(work / f"{mode}-cli"), "--backend", backend, "--precision",
+                   precision, "--cache-dir", str(CACHE), "--progress", "none", "--quiet"]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        print(f"  {mode:16s} {loaded_rate:15.1f} {wall:11.1f} {len(files) / wall:12.1f}")
+    if "torch-fp32" not in segmentations:
+        return
+    print("  Dice vs torch fp32 on these held-out cases (min / mean over cases, per label):")
+    for mode, labels in segmentations.items():
+        cells = []
+        for label in (1, 2):
+            scores = [dice_of(a == label, b == label) for a, b in zip(labels, segmentations["torch-fp32"], strict=True)]
+            cells.append(f"label {label} {min(scores):.4f} / {np.mean(scores):.4f}")
+        print(f"  {mode:16s} {'   '.join(cells)}")
+
+
+def dice_of(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum() + b.sum())
+    return 2 * int((a & b).sum()) / total if total else 1.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", type=int, nargs="+", choices=(1, 2), default=[1, 2])
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--part", type=int, nargs="+", choices=(1, 2, 3), default=[1, 2, 3])
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--cases", type=int, default=60, help="part 3: the last N hippocampus cases")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--child", choices=("medsegcnn", "monai"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
+    warnings.filterwarnings("ignore", category=FutureWarning)
     torch.set_num_threads(args.threads)
     if args.child:
         child(args.child)
@@ -199,7 +265,9 @@ def main() -> None:
     if 1 in args.part:
         part1(args)
     if 2 in args.part:
-        part2()
+        part2(args)
+    if 3 in args.part:
+        part3(args)
 
 
 if __name__ == "__main__":

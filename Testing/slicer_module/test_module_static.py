@@ -253,11 +253,20 @@ def test_metadata_names_the_module_category_and_data_attribution():
         assert attribution in values["acknowledgementText"]
 
 
-def test_device_choices_are_the_librarys():
-    """The parameter record lists the devices itself (it loads before the library's packages may be installed)."""
-    from MedSegCNNLib.runtime import DEVICES
+def test_device_backend_and_precision_choices_are_the_librarys():
+    """The parameter record lists the choices itself (it loads before the library's packages may be installed)."""
+    from MedSegCNNLib.runtime import BACKENDS, DEVICES, PRECISIONS
 
     assert top_level_constant("DEVICES") == list(DEVICES)
+    assert top_level_constant("BACKENDS") == list(BACKENDS)
+    assert top_level_constant("PRECISIONS") == list(PRECISIONS)
+
+
+def test_optional_packages_are_the_distributions_extras():
+    """The optional packages the module offers to install are the pyproject.toml extras of the same name."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    for name, requirement in top_level_constant("OPTIONAL_REQUIREMENTS").items():
+        assert extras[name] == [requirement]
 
 
 def test_requirements_agree_with_the_distribution():

@@ -1,0 +1,128 @@
+"""The on-disk cache of prediction artefacts: converted networks and precision decisions.
+
+An *entry* is a folder ``<cache>/<kind>/<key>/`` where ``key`` is the SHA-256 of a JSON record of everything
+the artefact depends on (the weights' SHA-256, the window, the batch, the precision, the runtime's version...).
+Entries are built in a temporary folder and renamed into place (:func:`~MedSegCNNLib.atomic.atomic_folder`), so
+a reader never sees a torn entry; two processes building the same entry each build their own temporary folder
+and the first rename wins. An entry that fails to load is removed and rebuilt (:func:`load_or_build`).
+
+The default cache folder is the platform's per-user cache: ``%LOCALAPPDATA%\\MedSegCNN\\Cache`` on Windows,
+``~/Library/Caches/MedSegCNN`` on macOS, ``$XDG_CACHE_HOME/medsegcnn`` (default ``~/.cache/medsegcnn``)
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from ..atomic import atomic_folder, temporary_path, write_text_atomic
+from ..errors import InputError, OutputExistsError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: The file of an entry that holds its key record, written last: an entry without it is incomplete.
+RECORD_FILE = "entry.json"
+
+
+def default_cache_folder() -> Path:
+    """The per-user cache folder of MedSegCNN (see the module docstring); not created here."""
+    system = platform.system()
+    if system == "Windows" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "MedSegCNN" / "Cache"
+    if system == "Darwin":
+        return Path.home() / "Library" / "Caches" / "MedSegCNN"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "medsegcnn"
+
+
+def entry_key(record: Mapping[str, Any]) -> str:
+    """The SHA-256 (hex) of ``record`` as canonical JSON: the name of its entry."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def weights_sha256(network: torch.nn.Module) -> str:
+    """SHA-256 of a network's state (names, dtypes, shapes and values, in name order): what its outputs depend on."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        value = tensor.detach().to("cpu")
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
+
+
+def load_or_build(
+    folder: Path,
+    record: Mapping[str, Any],
+    build: Callable[[Path], None],
+    load: Callable[[Path], T],
+) -> T:
+    """``load(entry)`` of the entry of ``record`` in ``folder``, building it first when it is missing.
+
+    ``build(partial)`` writes the entry's files into an empty temporary folder; the key record is added and the
+    folder renamed into place. An entry that is incomplete, holds another record (a hash collision or a stale
+    layout) or fails to ``load`` is logged, removed and rebuilt once; a second failure raises.
+    """
+    entry = folder / entry_key(record)
+    if lookup(folder, record) is None:
+        _discard(entry)
+        _build(folder, entry, record, build)
+    try:
+        return load(entry)
+    except Exception as error:
+        logger.warning("The cache entry %s could not be loaded (%s); rebuilding it.", entry, _first_line(error))
+    _discard(entry)
+    _build(folder, entry, record, build)
+    return load(entry)
+
+
+def lookup(folder: Path, record: Mapping[str, Any]) -> Path | None:
+    """The complete entry of ``record`` in ``folder``, or None."""
+    entry = folder / entry_key(record)
+    return entry if _complete(entry, record) else None
+
+
+def _complete(entry: Path, record: Mapping[str, Any]) -> bool:
+    try:
+        return json.loads((entry / RECORD_FILE).read_text(encoding="utf-8")) == json.loads(json.dumps(record))
+    except (OSError, ValueError):
+        return False
+
+
+def _build(folder: Path, entry: Path, record: Mapping[str, Any], build: Callable[[Path], None]) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"Cannot create the cache folder {folder} ({error.strerror}); choose another.") from None
+    try:
+        with atomic_folder(entry, overwrite=False) as partial:
+            build(partial)
+            write_text_atomic(partial / RECORD_FILE, json.dumps(record, indent=1, sort_keys=True))
+    except OutputExistsError:  # another process finished the same entry first: use theirs
+        logger.debug("Cache entry %s was built by another process meanwhile.", entry)
+
+
+def _discard(entry: Path) -> None:
+    """Remove ``entry`` (renamed aside first, so that no reader sees it half deleted)."""
+    if not entry.exists():
+        return
+    aside = temporary_path(entry, kind="previous")
+    with contextlib.suppress(OSError):
+        entry.rename(aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]

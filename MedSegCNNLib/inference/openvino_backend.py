@@ -1,0 +1,183 @@
+"""The OpenVINO backend: a network converted once per window shape, compiled for the CPU, cached on disk.
+
+Conversion exports a contiguous copy of the torch network (``torch.export``) with a static input shape
+(``batch × channels × window``) and writes OpenVINO's IR (``model.xml`` + ``model.bin``, fp32 weights) to a
+cache entry (:mod:`.cache`) keyed by the weights' SHA-256, the input shape, the OpenVINO version and the IR's
+kind. Each run reads the IR (milliseconds) and compiles it with the precision hint (``f32`` or ``bf16``: OpenVINO
+then runs bf16 where the CPU has bf16 units). A batch smaller than the static one is padded with zeros and the
+padding's outputs dropped. OpenVINO is imported only here, and only when this backend is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib
+import logging
+import re
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..atomic import flush_to_disk
+from ..errors import InputError
+from ..runtime import OPENVINO_INSTALL, openvino_version
+from .cache import load_or_build, weights_sha256
+
+logger = logging.getLogger(__name__)
+
+#: OpenVINO's precision hint for each precision (int8 models: the precision of the layers left unquantised).
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+#: The IR layout written by this module; part of every key, so that a new layout never reads an old entry.
+IR_LAYOUT = 1
+
+
+class ConversionError(RuntimeError):
+    """OpenVINO could not convert the network; ``operations`` names the torch operations it has no rule for."""
+
+    def __init__(self, message: str, operations: Sequence[str]) -> None:
+        super().__init__(message)
+        self.operations = tuple(operations)
+
+
+class OpenVinoNetwork:
+    """Callable (B, C, *window) → (B, K, *window) float32 torch tensor, running one compiled OpenVINO model whose
+    batch is fixed at ``batch``: any B is run in chunks of ``batch``, the last one padded with zeros."""
+
+    def __init__(self, compiled: Any, batch: int, precision: str) -> None:
+        self.compiled, self.batch, self.precision = compiled, batch, precision
+        self.request = compiled.create_infer_request()
+
+    def __call__(self, windows: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(windows.detach().to("cpu", torch.float32).numpy())
+        outputs = []
+        for first in range(0, array.shape[0], self.batch):
+            chunk = array[first : first + self.batch]
+            count = chunk.shape[0]
+            if count < self.batch:
+                chunk = np.concatenate([chunk, np.zeros((self.batch - count, *chunk.shape[1:]), np.float32)])
+            result = self.request.infer({0: chunk})[0]
+            outputs.append(np.array(result[:count], dtype=np.float32))  # a copy: the request reuses its memory
+        return torch.from_numpy(outputs[0] if len(outputs) == 1 else np.concatenate(outputs))
+
+
+@contextlib.contextmanager
+def without_telemetry() -> Iterator[None]:
+    """Imports in the block find OpenVINO's telemetry package missing, so OpenVINO and NNCF use their own no-op
+    stand-ins (unless it was imported before; see :func:`import_openvino`)."""
+    blocked = "openvino_telemetry" not in sys.modules
+    if blocked:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # importing it raises ImportError
+    try:
+        yield
+    finally:
+        if blocked:
+            sys.modules.pop("openvino_telemetry", None)
+
+
+def import_openvino() -> ModuleType:
+    """``openvino``, with its usage telemetry off in this process.
+
+    OpenVINO reports usage to Intel over the network, from ``import openvino`` on, unless the user opted out in a
+    file in their home folder. A tool for medical images sends nothing it was not asked to, and the reporter
+    forks processes that can deadlock a process with threads. Imported here first, OpenVINO uses its no-op
+    stand-in (:func:`without_telemetry`); imported before, its converter's modules are given the stand-in (the
+    import's own report has then been sent by whoever imported it).
+    """
+    with without_telemetry():
+        ov = importlib.import_module("openvino")
+    from openvino.tools.ovc import telemetry_stub
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("openvino.tools.ovc") and getattr(module, "tm", telemetry_stub) is not telemetry_stub:
+            module.tm = telemetry_stub
+    return ov
+
+
+def compile_network(
+    network: torch.nn.Module, input_shape: Sequence[int], precision: str, cache_folder: Path
+) -> OpenVinoNetwork:
+    """``network`` for inputs of ``input_shape`` (batch, channels, *window) through OpenVINO at ``precision``
+    (``fp32`` or ``bf16``), converted or read from the cache in ``cache_folder``. Raises
+    :class:`ConversionError` when it cannot be converted."""
+    if precision not in ("fp32", "bf16"):
+        raise InputError(f"OpenVINO converts networks for fp32 or bf16; {precision!r} is not one of them.")
+    return compile_model(converted_model(network, input_shape, cache_folder), precision)
+
+
+def converted_model(network: torch.nn.Module, input_shape: Sequence[int], cache_folder: Path) -> Any:
+    """The OpenVINO model (fp32 IR) of ``network`` for inputs of ``input_shape``: read from its cache entry in
+    ``cache_folder``, converted and stored there first when missing (see the module docstring)."""
+    version = openvino_version()
+    if version is None:
+        raise InputError(f"The OpenVINO backend is not installed; install it with: {OPENVINO_INSTALL}.")
+    ov = import_openvino()
+    shape = tuple(int(size) for size in input_shape)
+    record = {"kind": "openvino-ir", "layout": IR_LAYOUT, "openvino": version, "input_shape": list(shape),
+              "weights_sha256": weights_sha256(network)}  # fmt: skip
+    core = ov.Core()
+
+    def build(folder: Path) -> None:
+        ov.save_model(convert(network, shape), folder / "model.xml", compress_to_fp16=False)
+        for written in ("model.xml", "model.bin"):
+            flush_to_disk(folder / written)
+        load(folder)  # read back before the entry is renamed into place
+
+    def load(folder: Path) -> Any:
+        model = core.read_model(folder / "model.xml")
+        loaded_shape = tuple(model.inputs[0].get_partial_shape().to_shape())
+        if loaded_shape != shape:
+            raise InputError(f"the IR's input shape is {loaded_shape}, not {shape}")
+        return model
+
+    return load_or_build(cache_folder / "openvino", record, build, load)
+
+
+def compile_model(model: Any, precision: str, *, threads: int | None = None) -> OpenVinoNetwork:
+    """An OpenVINO model compiled for the CPU at ``precision`` (``fp32``, ``bf16``, or ``int8`` for a quantised
+    model: its int8 layers run in int8, the others in fp32), using ``threads`` CPU threads (default: torch's
+    setting)."""
+    config = {
+        "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+    }
+    batch = int(model.inputs[0].get_partial_shape().to_shape()[0])
+    return OpenVinoNetwork(import_openvino().Core().compile_model(model, "CPU", config), batch, precision)
+
+
+def convert(network: torch.nn.Module, input_shape: tuple[int, ...]) -> Any:
+    """An OpenVINO model of ``network`` for inputs of ``input_shape``: ``torch.export`` of a contiguous fp32 copy
+    (a network in channels-last layout, or held under inference mode, does not convert), then OpenVINO's
+    converter. Raises :class:`ConversionError` naming the operations it has no rule for."""
+    ov = import_openvino()
+    plain = copy.deepcopy(network).to(memory_format=torch.contiguous_format).float().eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), _root_logger_kept():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecation notices
+            exported = torch.export.export(plain, (torch.zeros(input_shape),))
+            return ov.convert_model(exported, input=[input_shape])
+    except Exception as error:  # torch.export and OpenVINO's frontends raise their own types
+        message = str(error).strip() or repr(error)
+        operations = sorted(set(re.findall(r"\b(?:aten|prim)(?:::|\.)[A-Za-z0-9_.]+", message)))
+        summary = f"no conversion rule for {', '.join(operations)}" if operations else message.splitlines()[0]
+        raise ConversionError(summary, operations) from error
+
+
+@contextlib.contextmanager
+def _root_logger_kept() -> Iterator[None]:
+    """Restore the root logger's level and handlers afterwards: a failed OpenVINO conversion sets the root logger
+    to ERROR, which would silence every warning after it."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers

@@ -1,0 +1,132 @@
+"""The accuracy gate of reduced precision: a reduced precision that changes the segmentation is rejected (fp32 is
+used and the decision kept), one that does not is accepted, and decisions are reused from the cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from model_support import save_tiny_model
+
+from MedSegCNNLib.image import Image
+from MedSegCNNLib.inference.model import SegmentationModel, load_segmentation_model
+from MedSegCNNLib.inference.options import PredictOptions
+from MedSegCNNLib.inference.segment import segment
+from MedSegCNNLib.runtime import cpu_has_bf16, inference_precision
+
+
+def _pointwise(weights: tuple[float, float, float], biases: tuple[float, float, float]) -> torch.nn.Module:
+    """A 1×1×1 convolution: class k's logit is ``weights[k] · x + biases[k]``."""
+    conv = torch.nn.Conv3d(1, 3, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor(weights).reshape(3, 1, 1, 1, 1))
+        conv.bias.copy_(torch.tensor(biases))
+    return conv.eval()
+
+
+#: fp32 separates the classes by 0.001·x on logits near 256, where bf16's spacing is 2: in bf16 every class ties,
+#: argmax picks the background, and labels 1 and 2 vanish.
+BROKEN_IN_BF16 = ((0.0, 0.001, -0.001), (256.0, 256.0, 256.0))
+#: Logits ±10·x − 5: bf16 changes at most a few voxels at the borders.
+ROBUST = ((0.0, 10.0, -10.0), (0.0, -5.0, -5.0))
+
+
+@pytest.fixture
+def card(tmp_path: Path):
+    return load_segmentation_model(save_tiny_model(tmp_path / "tiny"), torch.device("cpu")).card
+
+
+def _model(card, network: torch.nn.Module) -> SegmentationModel:
+    return SegmentationModel((network,), card, torch.device("cpu"))
+
+
+def _image() -> Image:
+    rng = np.random.default_rng(3)
+    array = rng.normal(size=(20, 24, 18)).astype(np.float32)
+    return Image(array=array, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=np.eye(3))
+
+
+def _decisions(cache: Path) -> list[dict]:
+    folder = cache / "precision"
+    return [json.loads((entry / "decision.json").read_text()) for entry in sorted(folder.iterdir())]
+
+
+def test_a_precision_that_changes_the_segmentation_is_rejected(
+    card, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "cache"
+    model = _model(card, _pointwise(*BROKEN_IN_BF16))
+    bf16 = PredictOptions(backend="torch", precision="bf16", cache_dir=str(cache))
+    fp32 = PredictOptions(backend="torch", precision="fp32", cache_dir=str(cache))
+    with caplog.at_level(logging.WARNING, logger="MedSegCNNLib"):
+        gated = segment(_image(), model, bf16).labels.array
+    expected = segment(_image(), _model(card, _pointwise(*BROKEN_IN_BF16)), fp32).labels.array
+    assert set(np.unique(expected)) == {0, 1, 2}  # the fp32 segmentation is not trivial
+    np.testing.assert_array_equal(gated, expected)  # the gate returned fp32's segmentation
+    assert "bf16 rejected" in caplog.text
+    (decision,) = _decisions(cache)
+    assert decision["accepted"] is False and decision["precision"] == "bf16"
+    assert max(decision["dice"].values()) < 0.99
+
+
+def test_a_precision_that_keeps_the_segmentation_is_accepted_and_reused(card, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    options = PredictOptions(backend="torch", precision="bf16", cache_dir=str(cache))
+    first = _model(card, _pointwise(*ROBUST))
+    segment(_image(), first, options)
+    (decision,) = _decisions(cache)
+    assert decision["accepted"] is True and min(decision["dice"].values()) >= 0.99
+    assert ("torch", "fp32", 2) in first.engines  # the gate ran fp32 once
+
+    again = _model(card, _pointwise(*ROBUST))  # the same weights, loaded anew (as in another process)
+    segment(_image(), again, options)
+    assert ("torch", "fp32", 2) not in again.engines  # the stored decision was used: no fp32 run
+    assert len(_decisions(cache)) == 1
+
+
+def test_other_weights_are_checked_again(card, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    options = PredictOptions(backend="torch", precision="bf16", cache_dir=str(cache))
+    segment(_image(), _model(card, _pointwise(*ROBUST)), options)
+    segment(_image(), _model(card, _pointwise(*BROKEN_IN_BF16)), options)
+    assert sorted(d["accepted"] for d in _decisions(cache)) == [False, True]
+
+
+def test_an_unreadable_decision_is_taken_again(card, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    options = PredictOptions(backend="torch", precision="bf16", cache_dir=str(cache))
+    segment(_image(), _model(card, _pointwise(*ROBUST)), options)
+    (entry,) = sorted((cache / "precision").iterdir())
+    (entry / "decision.json").write_text("{not json", encoding="utf-8")
+    model = _model(card, _pointwise(*ROBUST))
+    segment(_image(), model, options)
+    assert ("torch", "fp32", 2) in model.engines
+    assert _decisions(cache)[0]["accepted"] is True
+
+
+def test_fp32_is_never_gated(card, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    segment(_image(), _model(card, _pointwise(*ROBUST)), PredictOptions(backend="torch", precision="fp32",
+                                                                         cache_dir=str(cache)))  # fmt: skip
+    assert not (cache / "precision").exists()
+
+
+def test_auto_precision_on_the_cpu_follows_its_bf16_units() -> None:
+    assert inference_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_bf16() else "fp32")
+    assert inference_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+def test_auto_keeps_a_reduced_precision_only_where_it_was_faster() -> None:
+    from MedSegCNNLib.inference.precision_gate import GateDecision
+
+    slower = GateDecision("bf16", True, {1: 0.999}, "case", {"reduced": 2.0, "fp32": 1.0})
+    faster = GateDecision("bf16", True, {1: 0.999}, "case", {"reduced": 0.5, "fp32": 1.0})
+    rejected = GateDecision("bf16", False, {1: 0.9}, "case", {"reduced": 0.5, "fp32": 1.0})
+    assert not slower.use_reduced(only_if_faster=True) and slower.use_reduced(only_if_faster=False)
+    assert faster.use_reduced(only_if_faster=True)
+    assert not rejected.use_reduced(only_if_faster=False)
+    assert "2.00 s vs 1.00 s at fp32" in slower.describe()
