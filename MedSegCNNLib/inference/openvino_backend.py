@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib
 import logging
 import re
@@ -100,6 +101,17 @@ def import_openvino() -> ModuleType:
     return ov
 
 
+@functools.cache
+def openvino_core() -> Any:
+    """The process's one ``openvino.Core``, kept until the process ends.
+
+    OpenVINO's CPU plugin sets an alternate signal stack for the thread that creates a ``Core``; Cores created
+    and destroyed in another order than the reverse can leave that stack pointing at freed memory, and the next
+    signal delivered on it (Ctrl-C) crashes the process. One Core that lives as long as the process cannot.
+    """
+    return import_openvino().Core()
+
+
 def compile_network(
     network: torch.nn.Module, input_shape: Sequence[int], precision: str, cache_folder: Path
 ) -> OpenVinoNetwork:
@@ -121,7 +133,7 @@ def converted_model(network: torch.nn.Module, input_shape: Sequence[int], cache_
     shape = tuple(int(size) for size in input_shape)
     record = {"kind": "openvino-ir", "layout": IR_LAYOUT, "openvino": version, "input_shape": list(shape),
               "weights_sha256": weights_sha256(network)}  # fmt: skip
-    core = ov.Core()
+    core = openvino_core()
 
     def build(folder: Path) -> None:
         ov.save_model(convert(network, shape), folder / "model.xml", compress_to_fp16=False)
@@ -149,7 +161,7 @@ def compile_model(model: Any, precision: str, *, threads: int | None = None) -> 
         "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
     }
     batch = int(model.inputs[0].get_partial_shape().to_shape()[0])
-    return OpenVinoNetwork(import_openvino().Core().compile_model(model, "CPU", config), batch, precision)
+    return OpenVinoNetwork(openvino_core().compile_model(model, "CPU", config), batch, precision)
 
 
 def convert(network: torch.nn.Module, input_shape: tuple[int, ...]) -> Any:

@@ -34,7 +34,7 @@ from ..registry import resolve_model_folder
 from ..runtime import openvino_version
 from .cache import weights_sha256
 from .model import load_segmentation_model
-from .openvino_backend import convert, import_openvino, without_telemetry
+from .openvino_backend import convert, import_openvino, openvino_core, without_telemetry
 from .sliding_window import window_starts
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def quantize_model(
         ov.save_model(quantized, partial / NETWORK_FILE, compress_to_fp16=False)
         for written in (NETWORK_FILE, NETWORK_FILE.replace(".xml", ".bin")):
             flush_to_disk(partial / written)
-        ov.Core().read_model(partial / NETWORK_FILE)  # read back before the folder is renamed into place
+        openvino_core().read_model(partial / NETWORK_FILE)  # read back before the folder is renamed into place
         write_text_atomic(partial / RECORD_FILE, json.dumps(record, indent=1))
     return folder / INT8_FOLDER
 
@@ -109,7 +109,7 @@ def int8_network(source: Path, network: torch.nn.Module, input_shape: Sequence[i
         raise InputError(f"The int8 record {record_path} is unreadable; {remedy} --overwrite.") from None
     if made_for != (weights_sha256(network), tuple(input_shape)):
         raise InputError(f"The int8 version in {source} was made from other weights or windows; {remedy} --overwrite.")
-    return import_openvino().Core().read_model(source / INT8_FOLDER / NETWORK_FILE)
+    return openvino_core().read_model(source / INT8_FOLDER / NETWORK_FILE)
 
 
 def _output_convolution(model: Any) -> str:

@@ -4,10 +4,14 @@ when it is not installed."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -242,3 +246,16 @@ def test_tta_ensembles_and_probabilities_agree_on_both_backends(tmp_path: Path) 
     np.testing.assert_allclose(openvino_result.probabilities.array, torch_result.probabilities.array, atol=1e-4)
     agreement = (openvino_result.labels.array == torch_result.labels.array).mean()
     assert agreement > 0.999
+
+
+def test_ctrl_c_after_conversions_is_an_interrupt_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenVINO's CPU plugin sets an alternate signal stack when a Core is created. With a Core per call, after the
+    conversions and cache hits of the cache test (in a pytest process, whose faulthandler had set its own stack
+    first) that stack pointed at freed memory and the next signal crashed the process. If this regresses, the
+    test session dies (exit status 139)."""
+    test_the_cache_is_built_once_and_hit_afterwards(tmp_path, monkeypatch)
+    monkeypatch.undo()
+    gc.collect()
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
