@@ -55,7 +55,10 @@ def test_the_predict_parser_declares_each_field_once_with_its_default():
     [
         ({"device": "gpu"}, "Unknown device 'gpu'"),
         ({"device": "cuda:1"}, "Unknown device"),
-        ({"precision": "int8"}, "Unknown precision"),
+        ({"precision": "int4"}, "Unknown precision"),
+        ({"backend": "onnx"}, "Unknown backend"),
+        ({"backend": "torch", "precision": "int8"}, "int8 runs on the OpenVINO backend"),
+        ({"cache_dir": 3}, "cache_dir must be a folder name"),
         ({"tta": "yes"}, "tta must be True or False"),
         ({"min_size_mm3": -1.0}, ">= 0"),
         ({"min_size_mm3": float("nan")}, ">= 0"),
