@@ -82,17 +82,25 @@ def quantize_model(
         "windows": len(windows),
     }
     with without_telemetry(), atomic_folder(folder / INT8_FOLDER, overwrite=overwrite) as partial:
-        converted = convert(network, shape)
-        quantized = nncf.quantize(
-            converted, nncf.Dataset(windows), subset_size=len(windows), preset=nncf.QuantizationPreset.MIXED,
-            ignored_scope=nncf.IgnoredScope(names=[_output_convolution(converted)]),
-        )  # fmt: skip
+        quantized = quantize_network(network, shape, windows)
         ov.save_model(quantized, partial / NETWORK_FILE, compress_to_fp16=False)
         for written in (NETWORK_FILE, NETWORK_FILE.replace(".xml", ".bin")):
             flush_to_disk(partial / written)
         openvino_core().read_model(partial / NETWORK_FILE)  # read back before the folder is renamed into place
         write_text_atomic(partial / RECORD_FILE, json.dumps(record, indent=1))
     return folder / INT8_FOLDER
+
+
+def quantize_network(network: torch.nn.Module, input_shape: Sequence[int], windows: Sequence[np.ndarray]) -> Any:
+    """The int8 OpenVINO model of ``network`` for inputs of ``input_shape``, calibrated on ``windows`` (arrays of
+    that shape, preprocessed as prediction preprocesses): NNCF's "mixed" preset, the classifier left in fp32."""
+    nncf = _import_nncf()
+    converted = convert(network, tuple(input_shape))
+    with without_telemetry():
+        return nncf.quantize(
+            converted, nncf.Dataset(list(windows)), subset_size=len(windows), preset=nncf.QuantizationPreset.MIXED,
+            ignored_scope=nncf.IgnoredScope(names=[_output_convolution(converted)]),
+        )  # fmt: skip
 
 
 def int8_network(source: Path, network: torch.nn.Module, input_shape: Sequence[int]) -> Any:
