@@ -87,18 +87,25 @@ def _build(model: SegmentationModel, backend: str, precision: str, batch: int, c
     torch_engine = Engine(model.networks, "torch", precision, batch)
     if backend == "torch":
         return torch_engine
-    from .openvino_backend import ConversionError, compile_model, compile_network
+    from .openvino_backend import ConversionError, compile_model, compile_network, int8_model
 
     input_shape = (OPENVINO_BATCH, len(model.channels), *model.patch_size)
     if precision == "int8":
-        from .quantization import int8_network
-
         if len(model.sources) != len(model.networks):
             raise InputError("int8 needs models loaded from model folders (their int8 versions are stored there).")
-        quantized = [
-            int8_network(src, net, input_shape) for src, net in zip(model.sources, model.networks, strict=True)
-        ]
-        return Engine(tuple(compile_model(network, "int8") for network in quantized), "openvino", precision, batch)
+        quantized = []
+        for source, network in zip(model.sources, model.networks, strict=True):
+            ir, record = int8_model(source, network, input_shape)
+            check = record.get("check") or {}
+            if check.get("accepted") is False:
+                logger.warning(
+                    "The int8 version in %s changed the segmentation of its calibration cases (lowest Dice %s, "
+                    "below %s); predicting at fp32 instead.", source, min(check["min_dice"].values()),
+                    check["required"],
+                )  # fmt: skip
+                return _build(model, backend, "fp32", batch, cache_folder)
+            quantized.append(ir)
+        return Engine(tuple(compile_model(ir, "int8") for ir in quantized), "openvino", precision, batch)
     try:
         networks = tuple(compile_network(net, input_shape, precision, cache_folder) for net in model.networks)
     except ConversionError as error:

@@ -14,6 +14,7 @@ import contextlib
 import copy
 import functools
 import importlib
+import json
 import logging
 import re
 import sys
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 #: The IR layout written by this module; part of every key, so that a new layout never reads an old entry.
 IR_LAYOUT = 1
+#: A model folder's int8 version (written by :mod:`.quantization`): the folder, its record and its network.
+INT8_FOLDER, INT8_RECORD, INT8_NETWORK = "int8", "int8.json", "network.xml"
 
 
 class ConversionError(RuntimeError):
@@ -162,6 +165,24 @@ def compile_model(model: Any, precision: str, *, threads: int | None = None) -> 
     }
     batch = int(model.inputs[0].get_partial_shape().to_shape()[0])
     return OpenVinoNetwork(openvino_core().compile_model(model, "CPU", config), batch, precision)
+
+
+def int8_model(source: Path, network: torch.nn.Module, input_shape: Sequence[int]) -> tuple[Any, dict[str, Any]]:
+    """The OpenVINO model of the int8 version of the model folder ``source`` (whose network is ``network``) and its
+    record; an error that says what to do when there is none, or when it was made from other weights or for
+    another window."""
+    record_path = source / INT8_FOLDER / INT8_RECORD
+    remedy = f"make it with: medsegcnn quantize --model {source} --calibration DATASET"
+    if not record_path.is_file():
+        raise InputError(f"The model {source} has no int8 version; {remedy}.")
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        made_for = (record["weights_sha256"], tuple(record["input_shape"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputError(f"The int8 record {record_path} is unreadable; {remedy} --overwrite.") from None
+    if made_for != (weights_sha256(network), tuple(input_shape)):
+        raise InputError(f"The int8 version in {source} was made from other weights or windows; {remedy} --overwrite.")
+    return openvino_core().read_model(source / INT8_FOLDER / INT8_NETWORK), record
 
 
 def convert(network: torch.nn.Module, input_shape: tuple[int, ...]) -> Any:

@@ -6,8 +6,9 @@ than the window padded as the sliding window pads them). It quantises with the "
 activations, which fit LeakyReLU's negative side) and leaves the classifier (the last convolution) in fp32.
 The int8 IR goes into ``<model folder>/int8/`` (``network.xml``/``.bin``) with ``int8.json``, the record that
 keys it: the weights' SHA-256 and the input shape, as the cache keys its entries, plus the OpenVINO and NNCF
-versions and the calibration cases. :func:`int8_network` finds it for prediction (``--precision int8``) and
-refuses one made from other weights or for another window. NNCF is an optional extra (``medsegcnn[int8]``),
+versions, the calibration cases and the check of int8 against fp32 on them.
+:func:`~.openvino_backend.int8_model` finds it for prediction (``--precision int8``) and refuses one made from
+other weights or for another window. NNCF is an optional extra (``medsegcnn[int8]``),
 imported here only; its usage telemetry is off, as OpenVINO's (:func:`~.openvino_backend.import_openvino`).
 """
 
@@ -27,21 +28,31 @@ import torch.nn.functional as F
 
 from ..atomic import atomic_folder, flush_to_disk, write_text_atomic
 from ..data.dataset import CaseSource, load_case, load_dataset
-from ..data.preprocessing import preprocess_case
+from ..data.preprocessing import PreprocessedCase, preprocess_case
 from ..errors import InputError
 from ..image.cases import list_cases
+from ..metrics.overlap import confusion_counts, overlap_scores
 from ..registry import resolve_model_folder
 from ..runtime import openvino_version
-from .cache import weights_sha256
-from .model import load_segmentation_model
-from .openvino_backend import convert, import_openvino, openvino_core, without_telemetry
+from .cache import default_cache_folder, weights_sha256
+from .engine import Engine, engine_for
+from .model import SegmentationModel, load_segmentation_model
+from .openvino_backend import (
+    INT8_FOLDER,
+    INT8_NETWORK,
+    INT8_RECORD,
+    compile_model,
+    convert,
+    import_openvino,
+    openvino_core,
+    without_telemetry,
+)
+from .precision_gate import MIN_DICE
+from .segment import predict_case_labels
 from .sliding_window import window_starts
 
 logger = logging.getLogger(__name__)
 
-INT8_FOLDER = "int8"
-RECORD_FILE = "int8.json"
-NETWORK_FILE = "network.xml"
 NNCF_INSTALL = 'pip install "medsegcnn[int8]" (or: pip install nncf openvino)'
 #: The most calibration windows given to NNCF (its default subset size).
 MAX_WINDOWS = 300
@@ -53,12 +64,15 @@ def quantize_model(
     *,
     cases: int = 16,
     overwrite: bool = False,
+    cache_folder: Path | None = None,
 ) -> Path:
     """Write the int8 version of ``model`` (a model folder or registry name) into ``<model>/int8/``, calibrated on
     the first ``cases`` cases of ``calibration`` (a dataset folder, or a folder of images); returns that folder.
 
     Use cases like those the model will segment (its training or validation cases): NNCF sets the int8 ranges
-    from their activations.
+    from their activations. Every calibration case is then segmented at int8 and at fp32; the lowest Dice per label
+    is recorded, and an int8 version below :data:`~.precision_gate.MIN_DICE` for any label is kept but not used
+    (prediction runs at fp32 with a warning). ``cache_folder``: where the fp32 conversion is cached.
     """
     folder = resolve_model_folder(model)
     if not (folder / "model.json").is_file():
@@ -70,7 +84,8 @@ def quantize_model(
     loaded = load_segmentation_model(folder, torch.device("cpu"))
     shape = (1, len(loaded.channels), *loaded.patch_size)
     sources = _calibration_cases(calibration, cases)
-    windows = _calibration_windows(sources, loaded, shape)
+    preprocessed = [preprocess_case(load_case(source)[0], None, loaded.plan, name=source.name) for source in sources]
+    windows = _calibration_windows(preprocessed, shape)
     logger.info("Calibrating on %d windows of %d case(s).", len(windows), len(sources))
     network = loaded.networks[0]  # a model folder holds one network
     record = {
@@ -83,11 +98,12 @@ def quantize_model(
     }
     with without_telemetry(), atomic_folder(folder / INT8_FOLDER, overwrite=overwrite) as partial:
         quantized = quantize_network(network, shape, windows)
-        ov.save_model(quantized, partial / NETWORK_FILE, compress_to_fp16=False)
-        for written in (NETWORK_FILE, NETWORK_FILE.replace(".xml", ".bin")):
+        record["check"] = _check(loaded, quantized, preprocessed, cache_folder or default_cache_folder())
+        ov.save_model(quantized, partial / INT8_NETWORK, compress_to_fp16=False)
+        for written in (INT8_NETWORK, INT8_NETWORK.replace(".xml", ".bin")):
             flush_to_disk(partial / written)
-        openvino_core().read_model(partial / NETWORK_FILE)  # read back before the folder is renamed into place
-        write_text_atomic(partial / RECORD_FILE, json.dumps(record, indent=1))
+        openvino_core().read_model(partial / INT8_NETWORK)  # read back before the folder is renamed into place
+        write_text_atomic(partial / INT8_RECORD, json.dumps(record, indent=1))
     return folder / INT8_FOLDER
 
 
@@ -101,23 +117,6 @@ def quantize_network(network: torch.nn.Module, input_shape: Sequence[int], windo
             converted, nncf.Dataset(list(windows)), subset_size=len(windows), preset=nncf.QuantizationPreset.MIXED,
             ignored_scope=nncf.IgnoredScope(names=[_output_convolution(converted)]),
         )  # fmt: skip
-
-
-def int8_network(source: Path, network: torch.nn.Module, input_shape: Sequence[int]) -> Any:
-    """The OpenVINO model of the int8 version of the model folder ``source`` (whose network is ``network``); an
-    error that says what to do when there is none, or when it was made from other weights or for another window."""
-    record_path = source / INT8_FOLDER / RECORD_FILE
-    remedy = f"make it with: medsegcnn quantize --model {source} --calibration DATASET"
-    if not record_path.is_file():
-        raise InputError(f"The model {source} has no int8 version; {remedy}.")
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        made_for = (record["weights_sha256"], tuple(record["input_shape"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        raise InputError(f"The int8 record {record_path} is unreadable; {remedy} --overwrite.") from None
-    if made_for != (weights_sha256(network), tuple(input_shape)):
-        raise InputError(f"The int8 version in {source} was made from other weights or windows; {remedy} --overwrite.")
-    return openvino_core().read_model(source / INT8_FOLDER / NETWORK_FILE)
 
 
 def _output_convolution(model: Any) -> str:
@@ -152,15 +151,13 @@ def _calibration_cases(calibration: str | os.PathLike[str], count: int) -> list[
     return cases[:count]
 
 
-def _calibration_windows(sources: Sequence[CaseSource], model, shape: tuple[int, ...]) -> list[np.ndarray]:
+def _calibration_windows(cases: Sequence[PreprocessedCase], shape: tuple[int, ...]) -> list[np.ndarray]:
     """Windows of ``shape`` (1, C, *patch) tiling each preprocessed case (at most :data:`MAX_WINDOWS`, spread
     evenly over the cases); a 2D model on volumes gets the volumes' slices."""
     patch = shape[2:]
-    per_case = max(MAX_WINDOWS // len(sources), 1)
+    per_case = max(MAX_WINDOWS // len(cases), 1)
     windows: list[np.ndarray] = []
-    for source in sources:
-        image, _ = load_case(source)
-        case = preprocess_case(image, None, model.plan, name=source.name)
+    for case in cases:
         array = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32))
         planes = array.permute(1, 0, 2, 3) if len(patch) == 2 and array.ndim == 4 else array[None]
         tiles = [tile for plane in planes for tile in _tiles(plane, patch)]
@@ -169,6 +166,30 @@ def _calibration_windows(sources: Sequence[CaseSource], model, shape: tuple[int,
     if not windows:
         raise InputError("The calibration cases gave no windows; give at least one case the model can segment.")
     return windows
+
+
+def _check(model: SegmentationModel, quantized: Any, cases: Sequence[PreprocessedCase], cache: Path) -> dict:
+    """The lowest Dice per foreground label between the int8 and fp32 segmentations of ``cases``, the case that
+    gave it, and whether every label reached :data:`~.precision_gate.MIN_DICE`."""
+    fp32 = engine_for(model, "openvino", "fp32", batch=2, cache_folder=cache)
+    int8 = Engine((compile_model(quantized, "int8"),), "openvino", "int8", 2)
+    values = [label.value for label in model.labels]
+    lowest = {value: (1.0, "") for value in values}
+    for case in cases:
+        reference, labels = predict_case_labels(model, fp32, case), predict_case_labels(model, int8, case)
+        dice = overlap_scores(confusion_counts(labels, reference, values)).dice
+        for value, score in zip(values, dice, strict=True):
+            lowest[value] = min(lowest[value], (float(score), case.name))
+    accepted = all(score >= MIN_DICE for score, _ in lowest.values())
+    for value, (score, name) in lowest.items():
+        logger.info("int8 vs fp32 on %d calibration case(s): label %s lowest Dice %.4f (%s).", len(cases), value,
+                    score, name)  # fmt: skip
+    if not accepted:
+        logger.warning("The int8 version changes the segmentation (Dice below %s); prediction will stay at fp32. "
+                       "Calibrate on more cases like those to segment, or use bf16.", MIN_DICE)  # fmt: skip
+    return {"min_dice": {str(value): score for value, (score, _) in lowest.items()},
+            "worst_case": {str(value): name for value, (_, name) in lowest.items()},
+            "required": MIN_DICE, "accepted": accepted}  # fmt: skip
 
 
 def _tiles(image: torch.Tensor, patch: Sequence[int]) -> list[torch.Tensor]:

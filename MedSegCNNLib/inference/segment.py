@@ -210,6 +210,14 @@ def _predict_gated(
     return reduced_output if chosen else fp32_output
 
 
+def predict_case_labels(model: SegmentationModel, engine: Engine, case: PreprocessedCase) -> np.ndarray:
+    """The label map of a preprocessed case, on its own grid, predicted with ``engine`` as it is (no gate, no
+    test-time augmentation; overlap 0.5): for comparing engines on the same case."""
+    return _predict_with_fallback(
+        model, engine, case, tta=False, keep_probabilities=False, overlap=0.5, batch_size=engine.batch, progress=None
+    )
+
+
 def _labels_of(output: np.ndarray) -> np.ndarray:
     """The label map of a prediction's output: itself, or the argmax of its (K, *S) probabilities."""
     return output.argmax(0) if output.dtype.kind == "f" else output

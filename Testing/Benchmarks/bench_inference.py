@@ -318,11 +318,17 @@ def part3(args: argparse.Namespace) -> None:
 
 
 def without_gate(model, backend: str, precision: str) -> None:
-    """Record an accepted gate decision for ``model`` in memory, so that it predicts at ``precision`` whatever its
-    Dice against fp32 (the benchmark measures each mode; prediction itself always gates)."""
+    """Record an accepted gate decision for ``model`` in memory (and for int8 build its engine past the check of
+    ``medsegcnn quantize``), so that it predicts at ``precision`` whatever its Dice against fp32: the benchmark
+    measures each mode; prediction itself always checks."""
     if precision == "fp32":
         return
+    from MedSegCNNLib.inference.openvino_backend import compile_model, int8_model
     from MedSegCNNLib.inference.precision_gate import GateDecision, gate_record
+
+    if precision == "int8":
+        ir, _ = int8_model(model.sources[0], model.networks[0], (1, len(model.channels), *model.patch_size))
+        model.engines[("openvino", "int8", 2)] = Engine((compile_model(ir, "int8"),), "openvino", "int8", 2)
 
     record = gate_record(model, backend, precision)
     decision = GateDecision(precision, True, {}, "benchmark", {"reduced": 0.0, "fp32": 1.0})

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +15,14 @@ import torch
 from cli_support import SAMPLE, assert_clean_failure, medsegcnn
 from model_support import save_tiny_model
 
+from MedSegCNNLib.data.dataset import load_case
+from MedSegCNNLib.data.preprocessing import preprocess_case
 from MedSegCNNLib.errors import InputError
 from MedSegCNNLib.inference.engine import engine_for
 from MedSegCNNLib.inference.model import load_segmentation_model
+from MedSegCNNLib.inference.openvino_backend import INT8_FOLDER, INT8_RECORD, compile_model, int8_model
 from MedSegCNNLib.inference.options import PredictOptions
-from MedSegCNNLib.inference.quantization import (
-    INT8_FOLDER,
-    RECORD_FILE,
-    _calibration_cases,
-    _calibration_windows,
-    quantize_model,
-)
+from MedSegCNNLib.inference.quantization import _calibration_cases, _calibration_windows, quantize_model
 from MedSegCNNLib.inference.segment import segment
 from MedSegCNNLib.runtime import openvino_version
 
@@ -42,37 +41,65 @@ def _first_sample() -> Path:
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = save_tiny_model(tmp_path_factory.mktemp("int8") / "tiny")
-    quantize_model(folder, CALIBRATION, cases=3)
+    quantize_model(folder, CALIBRATION, cases=3, cache_folder=folder.parent / "cache")
     return folder
 
 
 def test_quantize_writes_a_keyed_int8_version(quantized: Path) -> None:
     files = {path.name for path in (quantized / INT8_FOLDER).iterdir()}
-    assert files == {"network.xml", "network.bin", RECORD_FILE}
-    record = json.loads((quantized / INT8_FOLDER / RECORD_FILE).read_text())
+    assert files == {"network.xml", "network.bin", INT8_RECORD}
+    record = json.loads((quantized / INT8_FOLDER / INT8_RECORD).read_text())
     assert record["input_shape"] == [1, 1, 16, 16, 16]
     assert len(record["calibration"]) == 3 and record["windows"] >= 3
     assert len(record["weights_sha256"]) == 64
+    check = record["check"]  # int8 against fp32 on the calibration cases
+    assert set(check["min_dice"]) == {"1", "2"} and all(0.0 <= d <= 1.0 for d in check["min_dice"].values())
+    assert check["accepted"] == all(d >= check["required"] for d in check["min_dice"].values())
+
+
+def test_an_int8_version_that_failed_its_check_is_not_used(
+    quantized: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    failed = _with_check(quantized, tmp_path / "failed", accepted=False)
+    model = load_segmentation_model(failed, torch.device("cpu"))
+    with caplog.at_level(logging.WARNING, logger="MedSegCNNLib"):
+        engine = engine_for(model, "openvino", "int8", batch=2, cache_folder=tmp_path / "cache")
+    assert engine.precision == "fp32" and engine.backend == "openvino"
+    assert "predicting at fp32 instead" in caplog.text
 
 
 def test_the_int8_network_computes_what_the_fp32_one_does(quantized: Path, tmp_path: Path) -> None:
     model = load_segmentation_model(quantized, torch.device("cpu"))
-    int8 = engine_for(model, "openvino", "int8", batch=2, cache_folder=tmp_path)
-    assert int8.backend == "openvino" and int8.precision == "int8"
-    cases = _calibration_cases(CALIBRATION, 1)  # windows like those it was calibrated on, of a case it saw
-    windows = torch.from_numpy(np.concatenate(_calibration_windows(cases, model, (1, 1, 16, 16, 16))[:4]))
+    ir, _ = int8_model(quantized, model.networks[0], (1, 1, 16, 16, 16))
+    network = compile_model(ir, "int8")
+    (source,) = _calibration_cases(CALIBRATION, 1)  # windows like those it was calibrated on, of a case it saw
+    case = preprocess_case(load_case(source)[0], None, model.plan, name=source.name)
+    windows = torch.from_numpy(np.concatenate(_calibration_windows([case], (1, 1, 16, 16, 16))[:4]))
     with torch.inference_mode():
         expected = model.networks[0](windows.contiguous(memory_format=torch.channels_last_3d))
-    got = int8.networks[0](windows)
+    got = network(windows)
     relative = ((got - expected).norm() / expected.norm()).item()
     assert relative < 0.25  # int8 rounding of an untrained network; another network's logits differ by ~1
 
 
+def _with_check(folder: Path, destination: Path, accepted: bool) -> Path:
+    """A copy of the model ``folder`` whose int8 record says its calibration check passed (or failed)."""
+    shutil.copytree(folder, destination)
+    record_path = destination / INT8_FOLDER / INT8_RECORD
+    record = json.loads(record_path.read_text())
+    min_dice = {"1": 0.995, "2": 0.999} if accepted else {"1": 0.5, "2": 0.97}
+    record["check"] = {**record["check"], "min_dice": min_dice, "accepted": accepted}
+    record_path.write_text(json.dumps(record))
+    return destination
+
+
 def test_int8_prediction_goes_through_the_accuracy_gate(quantized: Path, tmp_path: Path) -> None:
-    options = PredictOptions(backend="openvino", precision="int8", cache_dir=str(tmp_path))
-    result = segment(_first_sample(), quantized, options)
+    passed = _with_check(quantized, tmp_path / "passed", accepted=True)
+    options = PredictOptions(backend="openvino", precision="int8", cache_dir=str(tmp_path / "cache"))
+    result = segment(_first_sample(), passed, options)
     assert result.labels.array.ndim == 3
-    (decision,) = [json.loads((e / "decision.json").read_text()) for e in (tmp_path / "precision").iterdir()]
+    entries = (tmp_path / "cache" / "precision").iterdir()
+    (decision,) = [json.loads((entry / "decision.json").read_text()) for entry in entries]
     assert decision["precision"] == "int8" and set(decision["dice"]) == {"1", "2"}
 
 
