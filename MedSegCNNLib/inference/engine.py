@@ -93,19 +93,15 @@ def _build(model: SegmentationModel, backend: str, precision: str, batch: int, c
     if precision == "int8":
         if len(model.sources) != len(model.networks):
             raise InputError("int8 needs models loaded from model folders (their int8 versions are stored there).")
-        quantized = []
-        for source, network in zip(model.sources, model.networks, strict=True):
-            ir, record = int8_model(source, network, input_shape)
-            check = record.get("check") or {}
-            if check.get("accepted") is False:
+        versions = [int8_model(src, net, input_shape) for src, net in zip(model.sources, model.networks, strict=True)]
+        for source, version in zip(model.sources, versions, strict=True):
+            if not version.accepted:
                 logger.warning(
-                    "The int8 version in %s changed the segmentation of its calibration cases (lowest Dice %s, "
-                    "below %s); predicting at fp32 instead.", source, min(check["min_dice"].values()),
-                    check["required"],
+                    "The int8 version in %s changed the segmentation of its calibration cases (lowest Dice %.4f, "
+                    "below %s); predicting at fp32 instead.", source, version.lowest, version.required,
                 )  # fmt: skip
                 return _build(model, backend, "fp32", batch, cache_folder)
-            quantized.append(ir)
-        return Engine(tuple(compile_model(ir, "int8") for ir in quantized), "openvino", precision, batch)
+        return Engine(tuple(compile_model(v.model, "int8") for v in versions), "openvino", precision, batch)
     try:
         networks = tuple(compile_network(net, input_shape, precision, cache_folder) for net in model.networks)
     except ConversionError as error:

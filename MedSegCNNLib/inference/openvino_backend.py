@@ -20,6 +20,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -167,22 +168,42 @@ def compile_model(model: Any, precision: str, *, threads: int | None = None) -> 
     return OpenVinoNetwork(openvino_core().compile_model(model, "CPU", config), batch, precision)
 
 
-def int8_model(source: Path, network: torch.nn.Module, input_shape: Sequence[int]) -> tuple[Any, dict[str, Any]]:
-    """The OpenVINO model of the int8 version of the model folder ``source`` (whose network is ``network``) and its
-    record; an error that says what to do when there is none, or when it was made from other weights or for
-    another window."""
+@dataclass(frozen=True)
+class Int8Version:
+    """A model folder's int8 version: its OpenVINO ``model``, and the check made when it was quantised: whether it
+    was ``accepted`` (every label's Dice against fp32 on the calibration cases at least ``required``) and the
+    ``lowest`` such Dice (None for a version made before the check existed: it is used as is)."""
+
+    model: Any
+    accepted: bool
+    lowest: float | None
+    required: float | None
+
+
+def int8_model(source: Path, network: torch.nn.Module, input_shape: Sequence[int]) -> Int8Version:
+    """The int8 version of the model folder ``source`` (whose network is ``network``); an error that says what to
+    do when there is none, when its record is malformed, or when it was made from other weights or for another
+    window."""
     record_path = source / INT8_FOLDER / INT8_RECORD
     remedy = f"make it with: medsegcnn quantize --model {source} --calibration DATASET"
     if not record_path.is_file():
         raise InputError(f"The model {source} has no int8 version; {remedy}.")
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        made_for = (record["weights_sha256"], tuple(record["input_shape"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        record = json.loads(record_path.read_text(encoding="utf-8")[:1_000_000])
+        made_for = (str(record["weights_sha256"]), tuple(int(size) for size in record["input_shape"]))
+        check = record.get("check")
+        accepted, lowest, required = True, None, None
+        if check is not None:
+            accepted = check["accepted"]
+            lowest = min(float(score) for score in check["min_dice"].values()) if check["min_dice"] else 1.0
+            required = float(check["required"])
+            if not isinstance(accepted, bool):
+                raise TypeError("accepted must be true or false")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise InputError(f"The int8 record {record_path} is unreadable; {remedy} --overwrite.") from None
     if made_for != (weights_sha256(network), tuple(input_shape)):
         raise InputError(f"The int8 version in {source} was made from other weights or windows; {remedy} --overwrite.")
-    return openvino_core().read_model(source / INT8_FOLDER / INT8_NETWORK), record
+    return Int8Version(openvino_core().read_model(source / INT8_FOLDER / INT8_NETWORK), accepted, lowest, required)
 
 
 def convert(network: torch.nn.Module, input_shape: tuple[int, ...]) -> Any:

@@ -327,8 +327,8 @@ def without_gate(model, backend: str, precision: str) -> None:
     from MedSegCNNLib.inference.precision_gate import GateDecision, gate_record
 
     if precision == "int8":
-        ir, _ = int8_model(model.sources[0], model.networks[0], (1, len(model.channels), *model.patch_size))
-        model.engines[("openvino", "int8", 2)] = Engine((compile_model(ir, "int8"),), "openvino", "int8", 2)
+        version = int8_model(model.sources[0], model.networks[0], (1, len(model.channels), *model.patch_size))
+        model.engines[("openvino", "int8", 2)] = Engine((compile_model(version.model, "int8"),), "openvino", "int8", 2)
 
     record = gate_record(model, backend, precision)
     decision = GateDecision(precision, True, {}, "benchmark", {"reduced": 0.0, "fp32": 1.0})

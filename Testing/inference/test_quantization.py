@@ -70,8 +70,7 @@ def test_an_int8_version_that_failed_its_check_is_not_used(
 
 def test_the_int8_network_computes_what_the_fp32_one_does(quantized: Path, tmp_path: Path) -> None:
     model = load_segmentation_model(quantized, torch.device("cpu"))
-    ir, _ = int8_model(quantized, model.networks[0], (1, 1, 16, 16, 16))
-    network = compile_model(ir, "int8")
+    network = compile_model(int8_model(quantized, model.networks[0], (1, 1, 16, 16, 16)).model, "int8")
     (source,) = _calibration_cases(CALIBRATION, 1)  # windows like those it was calibrated on, of a case it saw
     case = preprocess_case(load_case(source)[0], None, model.plan, name=source.name)
     windows = torch.from_numpy(np.concatenate(_calibration_windows([case], (1, 1, 16, 16, 16))[:4]))
@@ -140,3 +139,13 @@ def test_quantize_does_not_replace_an_int8_version_unasked(quantized: Path) -> N
     assert np.array_equal(
         np.frombuffer(before, np.uint8), np.frombuffer((quantized / INT8_FOLDER / "network.bin").read_bytes(), np.uint8)
     )
+
+
+@pytest.mark.parametrize("damage", ['{"weights_sha256": 3}', '{"check": []}', "[1, 2]", "not json"])
+def test_a_malformed_int8_record_is_refused_with_what_to_do(quantized: Path, tmp_path: Path, damage: str) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(quantized, broken)
+    (broken / INT8_FOLDER / INT8_RECORD).write_text(damage)
+    model = load_segmentation_model(broken, torch.device("cpu"))
+    with pytest.raises(InputError, match="is unreadable; make it with: medsegcnn quantize"):
+        engine_for(model, "openvino", "int8", batch=2, cache_folder=tmp_path / "cache")
