@@ -98,7 +98,7 @@ def run_demo(
     predictions, references = [], []
     for case in cases:
         image = read_image(case.images[0])
-        result = segment(image, model)
+        result = segment(image, model, input_name=str(case.images[0]))
         write_image(result.labels, output / "segmentations" / f"{case.name}.nii.gz", overwrite=overwrite)
         write_image(result.labels, output / "segmentations" / f"{case.name}.seg.nrrd", overwrite=overwrite)
         reference = read_image(case.label)
