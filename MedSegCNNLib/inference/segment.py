@@ -30,7 +30,7 @@ from ..image import Image
 from ..image.io import case_name
 from ..image.labels import label_dtype
 from ..postprocessing import postprocess
-from ..runtime import inference_precision, resolve_backend, resolve_device
+from ..runtime import OPENVINO_INSTALL, inference_precision, openvino_version, resolve_backend, resolve_device
 from .engine import Engine, engine_for
 from .model import SegmentationModel, load_segmentation_model
 from .options import PredictOptions
@@ -186,6 +186,8 @@ def _predict_gated(
     backend = resolve_backend(options.backend, model.device)
     precision = inference_precision(options.precision, model.device)
     if precision == "int8" and backend != "openvino":
+        if openvino_version() is None:
+            raise InputError(f"int8 runs on the OpenVINO backend, which is not installed; install: {OPENVINO_INSTALL}.")
         raise InputError(f"int8 runs on the OpenVINO backend, which is not used on {model.device}; use --device cpu.")
     engine = engine_for(model, backend, precision, batch=batch, cache_folder=options.cache_folder)
     if engine.precision == "fp32":

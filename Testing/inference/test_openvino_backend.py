@@ -196,11 +196,23 @@ def test_a_backend_that_is_not_installed_says_how_to_install_it(tmp_path: Path) 
         "import torch\n"
         "from MedSegCNNLib.runtime import resolve_backend\n"
         "print(resolve_backend('auto', torch.device('cpu')))\n"
+        "from MedSegCNNLib.errors import InputError\n"
+        "from MedSegCNNLib.inference.options import PredictOptions\n"
+        "from MedSegCNNLib.inference.segment import segment\n"
+        "from MedSegCNNLib.image import Image\n"
+        "import numpy as np, sys\n"
+        "image = Image(np.zeros((8, 8, 8), np.float32), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))\n"
+        "try:\n"
+        f"    segment(image, {str(save_tiny_model(tmp_path / 'tiny'))!r}, PredictOptions(precision='int8'))\n"
+        "except InputError as error:\n"
+        "    print(error)\n"
         "resolve_backend('openvino', torch.device('cpu'))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode != 0
-    assert done.stdout.strip() == "torch"
+    auto, int8 = done.stdout.strip().splitlines()
+    assert auto == "torch"
+    assert "int8 runs on the OpenVINO backend, which is not installed" in int8 and "pip install" in int8
     assert "not installed" in done.stderr and "pip install" in done.stderr
 
 
