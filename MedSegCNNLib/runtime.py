@@ -1,4 +1,5 @@
-"""Devices and numeric precision: the one place that names them, resolves them and describes the hardware.
+"""Devices and numeric precision: the one place that names them, resolves them and describes the machine (its
+CPU, and the per-user cache folder that measurements and converted networks are kept in).
 
 - **Devices**: ``auto`` (CUDA if available, else Apple MPS, else CPU), ``cpu``, ``cuda`` (or ``cuda:N``), ``mps``.
 - **Precisions**: ``fp32``; ``bf16`` and ``fp16`` run the network under ``torch.autocast`` of that type (weights,
@@ -24,6 +25,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
@@ -85,6 +87,18 @@ def cpu_info() -> CpuInfo:
         if _sysctl("hw.optional.arm.FEAT_BF16") == "1":
             flags.add("bf16")
     return CpuInfo(model=model, flags=frozenset(flags))
+
+
+def user_cache_folder() -> Path:
+    """The per-user cache folder (not created here): ``medsegcnn`` in ``%LOCALAPPDATA%`` on Windows,
+    ``~/Library/Caches`` on macOS, ``$XDG_CACHE_HOME`` (default ``~/.cache``) elsewhere."""
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        base = Path(os.environ["LOCALAPPDATA"])
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "medsegcnn"
 
 
 def _sysctl(name: str) -> str | None:

@@ -6,9 +6,7 @@ Entries are built in a temporary folder and renamed into place (:func:`~MedSegCN
 a reader never sees a torn entry; two processes building the same entry each build their own temporary folder
 and the first rename wins. An entry that fails to load is removed and rebuilt (:func:`load_or_build`).
 
-The default cache folder is the platform's per-user cache: ``%LOCALAPPDATA%\\MedSegCNN\\Cache`` on Windows,
-``~/Library/Caches/MedSegCNN`` on macOS, ``$XDG_CACHE_HOME/medsegcnn`` (default ``~/.cache/medsegcnn``)
-elsewhere.
+The default cache folder is :func:`~MedSegCNNLib.runtime.user_cache_folder`.
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import platform
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,17 +30,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 #: The file of an entry that holds its key record, written last: an entry without it is incomplete.
 RECORD_FILE = "entry.json"
-
-
-def default_cache_folder() -> Path:
-    """The per-user cache folder of MedSegCNN (see the module docstring); not created here."""
-    system = platform.system()
-    if system == "Windows" and os.environ.get("LOCALAPPDATA"):
-        return Path(os.environ["LOCALAPPDATA"]) / "MedSegCNN" / "Cache"
-    if system == "Darwin":
-        return Path.home() / "Library" / "Caches" / "MedSegCNN"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "medsegcnn"
 
 
 def entry_key(record: Mapping[str, Any]) -> str:

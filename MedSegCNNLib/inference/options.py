@@ -20,7 +20,15 @@ from ..atomic import full_suffix
 from ..errors import InputError
 from ..image.io import SUPPORTED_EXTENSIONS
 from ..postprocessing import PostprocessingConfig
-from ..runtime import BACKENDS, DEVICES, INFERENCE_PRECISIONS, Backend, Device, InferencePrecision
+from ..runtime import (
+    BACKENDS,
+    DEVICES,
+    INFERENCE_PRECISIONS,
+    Backend,
+    Device,
+    InferencePrecision,
+    user_cache_folder,
+)
 
 #: The files written beside the label map ``NAME.EXT`` when asked for: ``NAME_<option><extension>``, in this order.
 EXTRA_OUTPUTS = {"probabilities": ".nii.gz", "uncertainty": ".nii.gz", "overlay": ".png"}
@@ -42,7 +50,7 @@ class PredictOptions:
     - ``backend``: ``torch``, ``openvino`` (CPU; ``pip install "medsegcnn[openvino]"``) or ``auto`` (OpenVINO on
       the CPU when it is installed, else torch).
     - ``cache_dir``: where converted networks and precision decisions are kept (empty: the per-user cache,
-      :func:`~MedSegCNNLib.inference.cache.default_cache_folder`).
+      :func:`~MedSegCNNLib.runtime.user_cache_folder`).
     - ``tta``: average over every mirror flip of the spatial axes (2**dims predictions per window).
     - ``probabilities``, ``uncertainty`` (entropy of the mean softmax, in nats), ``overlay`` (PNG montage):
       also compute and write these (:meth:`output_paths` names the files).
@@ -111,9 +119,7 @@ class PredictOptions:
     @property
     def cache_folder(self) -> Path:
         """``cache_dir``, or the per-user cache folder when it is empty."""
-        from .cache import default_cache_folder  # imports torch: only when a prediction needs it
-
-        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_folder()
+        return Path(self.cache_dir).expanduser() if self.cache_dir else user_cache_folder()
 
     @property
     def postprocessing(self) -> PostprocessingConfig:

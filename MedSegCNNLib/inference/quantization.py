@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..atomic import atomic_folder, flush_to_disk, write_text_atomic
 from ..data.dataset import CaseSource, load_case, load_dataset
@@ -33,8 +32,8 @@ from ..errors import InputError
 from ..image.cases import list_cases
 from ..metrics.overlap import confusion_counts, overlap_scores
 from ..registry import resolve_model_folder
-from ..runtime import openvino_version
-from .cache import default_cache_folder, weights_sha256
+from ..runtime import openvino_version, user_cache_folder
+from .cache import weights_sha256
 from .engine import Engine, engine_for
 from .model import SegmentationModel, load_segmentation_model
 from .openvino_backend import (
@@ -49,7 +48,7 @@ from .openvino_backend import (
 )
 from .precision_gate import MIN_DICE
 from .segment import predict_case_labels
-from .sliding_window import window_starts
+from .sliding_window import pad_to_patch, window_starts
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ def quantize_model(
     }
     with without_telemetry(), atomic_folder(folder / INT8_FOLDER, overwrite=overwrite) as partial:
         quantized = quantize_network(network, shape, windows)
-        record["check"] = _check(loaded, quantized, preprocessed, cache_folder or default_cache_folder())
+        record["check"] = _check(loaded, quantized, preprocessed, cache_folder or user_cache_folder())
         ov.save_model(quantized, partial / INT8_NETWORK, compress_to_fp16=False)
         for written in (INT8_NETWORK, INT8_NETWORK.replace(".xml", ".bin")):
             flush_to_disk(partial / written)
@@ -194,10 +193,7 @@ def _check(model: SegmentationModel, quantized: Any, cases: Sequence[Preprocesse
 
 def _tiles(image: torch.Tensor, patch: Sequence[int]) -> list[torch.Tensor]:
     """Non-overlapping windows of ``patch`` covering ``image`` (C, *S), padded as the sliding window pads."""
-    size = image.shape[1:]
-    padding = [max(p - s, 0) for s, p in zip(size, patch, strict=True)]
-    if any(padding):
-        image = F.pad(image, [amount for p in reversed(padding) for amount in (p // 2, p - p // 2)])
+    image, _ = pad_to_patch(image, patch)
     starts = [window_starts(s, p, 0.0) for s, p in zip(image.shape[1:], patch, strict=True)]
     boxes = np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, len(patch))
     return [image[(slice(None), *(slice(b, b + p) for b, p in zip(box, patch, strict=True)))] for box in boxes]

@@ -98,10 +98,7 @@ def segment(
 
     mean_probabilities = _predict_gated(loaded, options, predict, batch=batch_size * flips, reference=what,
                                         progress=progress)  # fmt: skip
-    if want_probabilities:
-        label_array = mean_probabilities.argmax(0).astype(label_dtype(loaded.num_classes - 1))
-    else:
-        label_array = mean_probabilities
+    label_array = _labels_of(mean_probabilities).astype(label_dtype(loaded.num_classes - 1), copy=False)
     labels = _on_source_grid(case, label_array, labels=loaded.labels)
     if options.postprocessing.active:
         labels = postprocess(labels, options.postprocessing)

@@ -54,6 +54,16 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
     return sorted({round(i * (size - patch) / (count - 1)) for i in range(count)})
 
 
+def pad_to_patch(inputs: torch.Tensor, patch: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
+    """``inputs`` (..., *S) zero-padded to at least ``patch`` on every spatial axis, centred (the extra voxel of an
+    odd amount after), and the padding added per axis."""
+    size = inputs.shape[-len(patch) :]
+    padding = [max(p - s, 0) for s, p in zip(size, patch, strict=True)]
+    if any(padding):
+        inputs = F.pad(inputs, [amount for p in reversed(padding) for amount in (p // 2, p - p // 2)])
+    return inputs, padding
+
+
 @functools.lru_cache(maxsize=8)
 def _importance_map(patch_size: tuple[int, ...], mode: str, sigma_scale: float) -> torch.Tensor:
     if mode == "constant":
@@ -289,9 +299,7 @@ def sliding_window_inference(
     if precision == "fp16" and compute.type == "cpu":
         raise InputError('precision "fp16" needs a CUDA or MPS device; on the CPU use "bf16" or "fp32".')
     size = tuple(inputs.shape[2:])
-    padding = [max(p - s, 0) for s, p in zip(size, patch, strict=True)]
-    if any(padding):
-        inputs = F.pad(inputs, [amount for p in reversed(padding) for amount in (p // 2, p - p // 2)])
+    inputs, padding = pad_to_patch(inputs, patch)
     padded = tuple(inputs.shape[2:])
     starts = [window_starts(s, p, overlap) for s, p in zip(padded, patch, strict=True)]
     windows = _windows(starts, processing_order(padded, patch, starts))

@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ import torch
 
 from .._version import __version__
 from ..atomic import write_text_atomic
-from ..runtime import autocast, cpu_has_bf16, cpu_info, resolve_precision
+from ..runtime import autocast, cpu_has_bf16, cpu_info, resolve_precision, user_cache_folder
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +58,6 @@ class Probe:
     cached: bool
 
 
-def cache_folder() -> Path:
-    """The per-user cache folder: ``$XDG_CACHE_HOME``/``%LOCALAPPDATA%``/``~/Library/Caches`` + ``medsegcnn``."""
-    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
-        base = Path(os.environ["LOCALAPPDATA"])
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "medsegcnn"
-
-
 class StepTimer:
     """Measures (or recalls) the step time of a network configuration on ``device``; see the module docstring.
 
@@ -86,7 +73,9 @@ class StepTimer:
         measure: Callable[[Mapping[str, Any], Sequence[int], int, Mode], float] | None = None,
     ) -> None:
         self.device = device
-        self.cache_path = None if cache is False else (cache_folder() / CACHE_FILE if cache in (None, True) else cache)
+        self.cache_path = (
+            None if cache is False else (user_cache_folder() / CACHE_FILE if cache in (None, True) else cache)
+        )
         self._measure = measure or self._probe
 
     def seconds(self, network: Mapping[str, Any], patch: Sequence[int], batch: int, mode: Mode) -> Probe:
