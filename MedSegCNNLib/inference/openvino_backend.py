@@ -53,23 +53,37 @@ class ConversionError(RuntimeError):
 
 class OpenVinoNetwork:
     """Callable (B, C, *window) → (B, K, *window) float32 torch tensor, running one compiled OpenVINO model whose
-    batch is fixed at ``batch``: any B is run in chunks of ``batch``, the last one padded with zeros."""
+    batch is fixed at ``batch``: any B is run in chunks of ``batch``, the last one padded with zeros.
+
+    OpenVINO writes each chunk's outputs straight into the array returned (set as the request's output tensor),
+    so a call holds one copy of its outputs, not two, and copies nothing.
+    """
 
     def __init__(self, compiled: Any, batch: int, precision: str) -> None:
         self.compiled, self.batch, self.precision = compiled, batch, precision
         self.request = compiled.create_infer_request()
+        self.output_shape = tuple(compiled.output(0).get_shape())  # (batch, K, *window)
+        self.tensor = import_openvino().Tensor
+
+    def _infer_into(self, chunk: np.ndarray, target: np.ndarray) -> None:
+        self.request.set_output_tensor(0, self.tensor(target, shared_memory=True))
+        self.request.infer({0: chunk})
 
     def __call__(self, windows: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(windows.detach().to("cpu", torch.float32).numpy())
-        outputs = []
-        for first in range(0, array.shape[0], self.batch):
+        total = array.shape[0]
+        outputs = np.empty((total, *self.output_shape[1:]), np.float32)
+        for first in range(0, total, self.batch):
             chunk = array[first : first + self.batch]
             count = chunk.shape[0]
-            if count < self.batch:
-                chunk = np.concatenate([chunk, np.zeros((self.batch - count, *chunk.shape[1:]), np.float32)])
-            result = self.request.infer({0: chunk})[0]
-            outputs.append(np.array(result[:count], dtype=np.float32))  # a copy: the request reuses its memory
-        return torch.from_numpy(outputs[0] if len(outputs) == 1 else np.concatenate(outputs))
+            if count == self.batch:
+                self._infer_into(chunk, outputs[first : first + count])
+                continue
+            padded = np.concatenate([chunk, np.zeros((self.batch - count, *chunk.shape[1:]), np.float32)])
+            target = np.empty(self.output_shape, np.float32)
+            self._infer_into(padded, target)
+            outputs[first:] = target[:count]
+        return torch.from_numpy(outputs)
 
 
 @contextlib.contextmanager
