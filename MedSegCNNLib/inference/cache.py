@@ -4,7 +4,9 @@ An *entry* is a folder ``<cache>/<kind>/<key>/`` where ``key`` is the SHA-256 of
 the artefact depends on (the weights' SHA-256, the window, the batch, the precision, the runtime's version...).
 Entries are built in a temporary folder and renamed into place (:func:`~MedSegCNNLib.atomic.atomic_folder`), so
 a reader never sees a torn entry; two processes building the same entry each build their own temporary folder
-and the first rename wins. An entry that fails to load is removed and rebuilt (:func:`load_or_build`).
+and the first rename wins. An entry that fails to load is removed and rebuilt (:func:`load_or_build`). A cache
+folder that cannot be written (read-only, full, no permission) costs speed, not the run: the artefact is built in
+a temporary folder, used, and deleted, with a warning.
 
 The default cache folder is :func:`~MedSegCNNLib.runtime.user_cache_folder`.
 """
@@ -16,6 +18,7 @@ import hashlib
 import json
 import logging
 import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +26,7 @@ from typing import Any, TypeVar
 import torch
 
 from ..atomic import atomic_folder, temporary_path, write_text_atomic
-from ..errors import InputError, OutputExistsError
+from ..errors import InputError, OutputExistsError, WriteError
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +60,16 @@ def load_or_build(
 
     ``build(partial)`` writes the entry's files into an empty temporary folder; the key record is added and the
     folder renamed into place. An entry that is incomplete, holds another record (a hash collision or a stale
-    layout) or fails to ``load`` is logged, removed and rebuilt once; a second failure raises.
+    layout) or fails to ``load`` is logged, removed and rebuilt once; a second failure raises. When ``folder``
+    cannot be written, the artefact is built and loaded uncached (:func:`_uncached`).
     """
     entry = folder / entry_key(record)
     if lookup(folder, record) is None:
         _discard(entry)
-        _build(folder, entry, record, build)
+        try:
+            _build(folder, entry, record, build)
+        except (InputError, WriteError, OSError) as error:
+            return _uncached(folder, build, load, error)
     try:
         return load(entry)
     except Exception as error:
@@ -70,6 +77,22 @@ def load_or_build(
     _discard(entry)
     _build(folder, entry, record, build)
     return load(entry)
+
+
+def _uncached(folder: Path, build: Callable[[Path], None], load: Callable[[Path], T], error: Exception) -> T:
+    """``load`` of an entry built in a temporary folder, deleted afterwards (``load`` must not keep files open
+    that need the folder, except memory maps, which outlive the deletion where the system allows it)."""
+    logger.warning(
+        "The cache folder %s cannot be written (%s); continuing without the cache, which costs the conversion on "
+        "every run: free space there or choose a writable folder with --cache-dir.",
+        folder,
+        _first_line(error),
+    )
+    with tempfile.TemporaryDirectory(prefix="medsegcnn-uncached-", ignore_cleanup_errors=True) as scratch:
+        partial = Path(scratch) / "entry"
+        partial.mkdir()
+        build(partial)
+        return load(partial)
 
 
 def lookup(folder: Path, record: Mapping[str, Any]) -> Path | None:

@@ -139,6 +139,20 @@ def test_a_corrupt_cache_entry_is_rebuilt(damage: str, tmp_path: Path, caplog: p
         assert "could not be loaded" in caplog.text
 
 
+def test_an_unwritable_cache_folder_costs_speed_not_the_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A file where the cache folder should be (what a read-only or full disk also causes: the entry cannot be
+    written): the network is converted into a temporary folder and used, with a warning naming the folder."""
+    blocked = tmp_path / "cache"
+    blocked.write_text("not a folder", encoding="utf-8")
+    network = _network("unet", 3)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with caplog.at_level(logging.WARNING):
+        compiled = _compile(network, (1, 1, 16, 16, 16), blocked)
+    assert torch.allclose(compiled(x), network(x), atol=FP32_TOLERANCE * network(x).abs().max().item())
+    assert "cannot be written" in caplog.text and str(blocked / "openvino") in caplog.text
+    assert blocked.read_text(encoding="utf-8") == "not a folder"
+
+
 def _build_in_child(cache: str) -> float:
     network = _network("unet", 3)
     compiled = _compile(network, (1, 1, 16, 16, 16), Path(cache))
