@@ -326,6 +326,7 @@ def sliding_window_inference(
             values = (values.float() * weights_compute).to(accumulation)
         for (sample, index), window in zip(chunk, values, strict=True):
             sink.add(sample, index, boxes[index], window, weighted=weighted)
+        del batch, values, window  # freed before the next batch's outputs exist: one batch's outputs at a time
         if progress is not None:
             progress(first + len(chunk), len(items))
     result = sink.result()
