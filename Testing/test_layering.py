@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("image", "networks", "losses"),  # images and their files; network architectures; loss functions
     ("data", "metrics", "postprocessing", "visualization"),  # datasets and preprocessing; metrics and reports
     ("checkpoint",),  # model folders, model cards, training state (uses data plans and networks)
-    ("registry",),  # trained models by name, read from their model cards
+    ("registry", "interop"),  # trained models by name (their model cards); models of other tools imported
     ("inference",),  # loading a model and segmenting an image
     ("training",),  # the trainer; its validation uses the inference API
     ("demo",),  # train, segment and evaluate a bundled dataset end to end

@@ -27,7 +27,9 @@ marked *(required)*, optional ones may also be ``null``:
   from 0; ``"0"`` is the background) to ``{"name": non-empty string, "color": [r, g, b] in [0, 1] or null}``.
 - ``preprocessing`` *(required)*: object, a :class:`~MedSegCNNLib.data.preprocessing.PreprocessingPlan`
   (``target_spacing``, ``crop_to_nonzero``, ``normalization``: one entry per channel, ``image_interpolation``,
-  ``spatial_dims``: the card's).
+  ``spatial_dims``: the card's), or, with ``"kind": "nnunet"``, an imported nnU-Net model's
+  :class:`~MedSegCNNLib.data.nnunet.plan.NnUNetPlan` (its ``normalization`` also one entry per channel, its
+  configuration of the card's ``spatial_dims``).
 - ``training``: object of any JSON values (free form: configuration, plan, history). Where present, these are
   checked because the registry shows them: ``dataset`` string; ``train_cases`` and ``val_cases`` lists of
   strings; ``validation`` null or an object whose ``mean_dice`` (if any) is a number and whose ``dice`` (if any)
@@ -74,6 +76,8 @@ from typing import Any, NoReturn
 import numpy as np
 
 from .._version import __version__
+from ..data.nnunet.plan import KIND as NNUNET_KIND
+from ..data.nnunet.plan import NnUNetPlan
 from ..data.preprocessing import PreprocessingPlan
 from ..errors import InputError
 from ..image.core import LabelInfo
@@ -145,7 +149,7 @@ class ModelCard:
     patch_size: tuple[int, ...]
     channels: tuple[str, ...]
     labels: tuple[LabelInfo, ...]
-    preprocessing: PreprocessingPlan
+    preprocessing: PreprocessingPlan | NnUNetPlan
     training: Mapping[str, Any] | None = None
     name: str | None = None
     title: str | None = None
@@ -497,9 +501,11 @@ class _Checker:
             self.integer("network.blocks_per_level", value["blocks_per_level"], 1, _MAX_BLOCKS)
         return value
 
-    def preprocessing(self, value: Any, dims: int, channels: int) -> PreprocessingPlan:
+    def preprocessing(self, value: Any, dims: int, channels: int) -> PreprocessingPlan | NnUNetPlan:
         if not isinstance(value, dict):
             self.fail("preprocessing", "an object (the preprocessing plan)", value)
+        if "kind" in value:
+            return self.nnunet_plan(value, dims, channels)
         spacing = value.get("target_spacing")
         if spacing is not None and not (
             isinstance(spacing, list)
@@ -522,6 +528,22 @@ class _Checker:
             raise InputError(
                 f"Invalid model card {self.where}: preprocessing: {reason}; fix the card or use another model."
             ) from None
+
+    def nnunet_plan(self, value: dict[str, Any], dims: int, channels: int) -> NnUNetPlan:
+        if value["kind"] != NNUNET_KIND:
+            self.fail("preprocessing.kind", f"{NNUNET_KIND!r} (or no kind: MedSegCNN's own plan)", value["kind"])
+        try:
+            plan = NnUNetPlan.from_dict(value)
+        except (InputError, TypeError, ValueError) as error:
+            reason = str(error).rstrip(".")
+            raise InputError(
+                f"Invalid model card {self.where}: preprocessing: {reason}; fix the card or import the model again."
+            ) from None
+        if plan.spatial_dims != dims:
+            self.fail("preprocessing.configuration", f"a {dims}D configuration", plan.configuration)
+        if plan.num_channels != channels:
+            self.fail("preprocessing.normalization", f"a list with one entry per channel ({channels})", value)
+        return plan
 
     def training(self, value: Any) -> Mapping[str, Any] | None:
         if value is None:

@@ -29,6 +29,7 @@ from ..progress import STOP_ACKNOWLEDGED, STOP_LINE
 from . import (
     demo_command,
     evaluate_command,
+    import_command,
     info_command,
     models_command,
     plan_command,
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         plan_command,
         predict_command,
         quantize_command,
+        import_command,
         evaluate_command,
         info_command,
         models_command,

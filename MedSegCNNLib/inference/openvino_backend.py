@@ -177,6 +177,9 @@ def compile_model(model: Any, precision: str, *, threads: int | None = None) -> 
         "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+        # The CPU plugin's generated element-wise kernels ("snippets") crash compile_model (a segmentation fault,
+        # OpenVINO 2026.4) on a group norm added to a residual branch, as in nnU-Net's ResidualEncoderUNet.
+        "SNIPPETS_MODE": "DISABLE",
     }
     batch = int(model.inputs[0].get_partial_shape().to_shape()[0])
     return OpenVinoNetwork(openvino_core().compile_model(model, "CPU", config), batch, precision)

@@ -1,4 +1,5 @@
-"""The per-window predictor: softmax probabilities averaged over mirrored copies and ensemble members.
+"""The per-window predictor: softmax probabilities (or raw logits) averaged over mirrored copies and ensemble
+members.
 
 Test-time augmentation by mirroring runs every flip combination of the chosen axes *in the same batch* as
 the original window; each prediction is flipped back before averaging. With no flips and one network it
@@ -18,21 +19,32 @@ def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [combo for size in range(len(axes) + 1) for combo in itertools.combinations(axes, size)]
 
 
-class Predictor:
-    """Callable (B, C, *patch) -> (B, K, *patch) mean softmax over ``networks`` × mirror flips."""
+#: What :class:`Predictor` averages: the networks' softmax, or their logits (as nnU-Net does).
+AVERAGES = ("probabilities", "logits")
 
-    def __init__(self, networks: Sequence[torch.nn.Module], *, mirror_axes: Sequence[int] = ()) -> None:
+
+class Predictor:
+    """Callable (B, C, *patch) -> (B, K, *patch): the mean softmax (``average="probabilities"``) or the mean
+    logits (``"logits"``) over ``networks`` × mirror flips, float32."""
+
+    def __init__(
+        self, networks: Sequence[torch.nn.Module], *, mirror_axes: Sequence[int] = (), average: str = "probabilities"
+    ) -> None:
+        if average not in AVERAGES:
+            raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
         self.networks = list(networks)
         self.flips = mirror_combinations(tuple(mirror_axes))
+        self.softmax = average == "probabilities"
 
     def __call__(self, windows: torch.Tensor) -> torch.Tensor:
         batch = windows.shape[0]
         copies = torch.cat([windows.flip([2 + a for a in flip]) if flip else windows for flip in self.flips])
         total: torch.Tensor | None = None
         for network in self.networks:
-            probabilities = torch.softmax(network(copies).float(), dim=1)
+            outputs = network(copies).float()
+            values = torch.softmax(outputs, dim=1) if self.softmax else outputs
             for index, flip in enumerate(self.flips):
-                part = probabilities[index * batch : (index + 1) * batch]
+                part = values[index * batch : (index + 1) * batch]
                 part = part.flip([2 + a for a in flip]) if flip else part
                 total = part if total is None else total + part
         return total / (len(self.networks) * len(self.flips))

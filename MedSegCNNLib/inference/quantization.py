@@ -47,7 +47,7 @@ from .openvino_backend import (
     without_telemetry,
 )
 from .precision_gate import MIN_DICE
-from .segment import predict_case_labels
+from .prediction import predict_case_labels
 from .sliding_window import pad_to_patch, window_starts
 
 logger = logging.getLogger(__name__)

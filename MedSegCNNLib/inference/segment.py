@@ -15,28 +15,27 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..data.dataset import CaseSource, load_case
+from ..data.nnunet.plan import NnUNetPlan
 from ..data.preprocessing import PreprocessedCase, preprocess_case, to_source_grid
 from ..errors import InputError
 from ..image import Image
 from ..image.io import case_name
 from ..image.labels import label_dtype
 from ..postprocessing import postprocess
-from ..runtime import OPENVINO_INSTALL, inference_precision, openvino_version, resolve_backend, resolve_device
-from .engine import Engine, engine_for
+from ..runtime import resolve_device
+from .engine import Engine
 from .model import SegmentationModel, load_segmentation_model
+from .nnunet_inference import segment_nnunet
 from .options import PredictOptions
-from .precision_gate import cached_decision, decide, gate_record
-from .predictor import Predictor
-from .sliding_window import Progress, predict_image
+from .prediction import labels_of, predict_gated, predict_with_fallback
+from .sliding_window import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -86,19 +85,27 @@ def segment(
     source = _load_input(image)
     _check_compatible(source, loaded)
     what = input_name or _input_text(image)
+    if isinstance(loaded.plan, NnUNetPlan):
+        labels = segment_nnunet(_finite(source, what), loaded, options, reference=what, overlap=overlap,
+                                batch_size=batch_size, progress=progress)  # fmt: skip
+        return SegmentationResult(
+            postprocess(labels, options.postprocessing) if options.postprocessing.active else labels
+        )
     case = preprocess_case(_finite(source, what), None, loaded.plan, name="input")
     want_probabilities = options.wants_probabilities
     flips = 2**loaded.spatial_dims if options.tta else 1
 
+    mirror_axes = tuple(range(loaded.spatial_dims)) if options.tta else ()
+
     def predict(engine: Engine, report: Progress | None) -> np.ndarray:
-        return _predict_with_fallback(
-            loaded, engine, case, tta=options.tta, keep_probabilities=want_probabilities, overlap=overlap,
-            batch_size=batch_size, progress=report,
+        return predict_with_fallback(
+            loaded, engine, case.image, mirror_axes=mirror_axes, output="average" if want_probabilities else "labels",
+            overlap=overlap, batch_size=batch_size, progress=report,
         )  # fmt: skip
 
-    mean_probabilities = _predict_gated(loaded, options, predict, batch=batch_size * flips, reference=what,
+    mean_probabilities = predict_gated(loaded, options, predict, batch=batch_size * flips, reference=what,
                                         progress=progress)  # fmt: skip
-    label_array = _labels_of(mean_probabilities).astype(label_dtype(loaded.num_classes - 1), copy=False)
+    label_array = labels_of(mean_probabilities).astype(label_dtype(loaded.num_classes - 1), copy=False)
     labels = _on_source_grid(case, label_array, labels=loaded.labels)
     if options.postprocessing.active:
         labels = postprocess(labels, options.postprocessing)
@@ -166,122 +173,6 @@ def _finite(image: Image, what: str) -> Image:
         )
         return image.with_array(array)
     return image
-
-
-def _predict_gated(
-    model: SegmentationModel,
-    options: PredictOptions,
-    predict: Callable[[Engine, Progress | None], np.ndarray],
-    *,
-    batch: int,
-    reference: str,
-    progress: Progress | None,
-) -> np.ndarray:
-    """``predict`` with the engine that ``options`` ask for; a reduced precision goes through the accuracy gate
-    (:mod:`.precision_gate`) the first time, with this image as the reference case. A reduced precision that
-    ``auto`` chose is kept only if it also predicted the reference case faster than fp32 did."""
-    backend = resolve_backend(options.backend, model.device)
-    precision = inference_precision(options.precision, model.device)
-    if precision == "int8" and backend != "openvino":
-        if openvino_version() is None:
-            raise InputError(f"int8 runs on the OpenVINO backend, which is not installed; install: {OPENVINO_INSTALL}.")
-        raise InputError(f"int8 runs on the OpenVINO backend, which is not used on {model.device}; use --device cpu.")
-    engine = engine_for(model, backend, precision, batch=batch, cache_folder=options.cache_folder)
-    if engine.precision == "fp32":
-        return predict(engine, progress)
-    record = gate_record(model, engine.backend, engine.precision)
-    decision = cached_decision(model, record, options.cache_folder)
-    wants_speed = options.precision == "auto"
-    if decision is not None and decision.use_reduced(wants_speed):
-        return predict(engine, progress)
-    fp32 = engine_for(model, engine.backend, "fp32", batch=batch, cache_folder=options.cache_folder)
-    if decision is not None:
-        return predict(fp32, progress)
-    start = time.perf_counter()
-    reduced_output = predict(engine, progress)
-    middle = time.perf_counter()
-    fp32_output = predict(fp32, None)
-    seconds = {"reduced": middle - start, "fp32": time.perf_counter() - middle}
-    labels = _labels_of(fp32_output), _labels_of(reduced_output)
-    decision = decide(model, record, options.cache_folder, *labels, reference=reference, seconds=seconds)
-    chosen = decision.use_reduced(wants_speed)
-    (logger.info if chosen or decision.accepted else logger.warning)("Precision check: %s.", decision.describe())
-    return reduced_output if chosen else fp32_output
-
-
-def predict_case_labels(model: SegmentationModel, engine: Engine, case: PreprocessedCase) -> np.ndarray:
-    """The label map of a preprocessed case, on its own grid, predicted with ``engine`` as it is (no gate, no
-    test-time augmentation; overlap 0.5): for comparing engines on the same case."""
-    return _predict_with_fallback(
-        model, engine, case, tta=False, keep_probabilities=False, overlap=0.5, batch_size=engine.batch, progress=None
-    )
-
-
-def _labels_of(output: np.ndarray) -> np.ndarray:
-    """The label map of a prediction's output: itself, or the argmax of its (K, *S) probabilities."""
-    return output.argmax(0) if output.dtype.kind == "f" else output
-
-
-def _predict_with_fallback(
-    model: SegmentationModel,
-    engine: Engine,
-    case: PreprocessedCase,
-    *,
-    tta: bool,
-    keep_probabilities: bool,
-    overlap: float,
-    batch_size: int,
-    progress: Progress | None,
-) -> np.ndarray:
-    """:func:`_predict`, retried on a CUDA out-of-memory error with stitching on the CPU, then on the CPU."""
-
-    def predict(on: Engine, device: torch.device, accumulation_device: torch.device | None) -> np.ndarray:
-        return _predict(
-            on, device, model.patch_size, case, tta=tta, keep_probabilities=keep_probabilities, overlap=overlap,
-            batch_size=batch_size, progress=progress, accumulation_device=accumulation_device,
-        )  # fmt: skip
-
-    try:
-        return predict(engine, model.device, None)
-    except torch.cuda.OutOfMemoryError:
-        if model.device.type != "cuda":
-            raise
-        logger.warning("Out of GPU memory; retrying with the stitching buffers on the CPU.")
-        torch.cuda.empty_cache()
-    try:
-        return predict(engine, model.device, torch.device("cpu"))
-    except torch.cuda.OutOfMemoryError:
-        logger.warning("Still out of GPU memory; predicting on the CPU (slower).")
-        torch.cuda.empty_cache()
-    precision = "fp32" if engine.precision == "fp16" else engine.precision  # fp16 autocast needs a GPU
-    on_cpu = Engine(tuple(n.to("cpu") for n in model.networks), "torch", precision, engine.batch)
-    return predict(on_cpu, torch.device("cpu"), None)
-
-
-@torch.inference_mode()
-def _predict(
-    engine: Engine,
-    device: torch.device,
-    patch_size: tuple[int, ...],
-    case: PreprocessedCase,
-    *,
-    tta: bool,
-    keep_probabilities: bool,
-    overlap: float,
-    batch_size: int,
-    progress: Progress | None,
-    accumulation_device: torch.device | None,
-) -> np.ndarray:
-    """Mean probabilities (K, *shape) when ``keep_probabilities``, else the label map (*shape)."""
-    predictor = Predictor(engine.networks, mirror_axes=tuple(range(len(patch_size))) if tta else ())
-    tensor = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32)).to(device)
-    with engine.running():
-        output = predict_image(
-            tensor, predictor, patch_size, overlap=overlap, batch_size=batch_size,
-            output="average" if keep_probabilities else "labels", precision=engine.autocast,
-            channels_last=engine.channels_last, accumulation_device=accumulation_device, progress=progress,
-        )  # fmt: skip
-    return output.cpu().numpy()
 
 
 def _on_source_grid(case: PreprocessedCase, label_array: np.ndarray, *, labels) -> Image:

@@ -14,6 +14,8 @@ from ..errors import InputError
 from .base import NetworkConfig, SegmentationNetwork
 from .deeplab import DeepLab, DeepLabConfig
 from .fcn import FCN, FCNConfig
+from .fold_mean import MAX_FOLDS, FoldMean
+from .nnunet_unet import NNUNetUNet, NNUNetUNetConfig
 from .segnet import SegNet, SegNetConfig
 from .unet import UNet, UNetConfig
 
@@ -25,17 +27,25 @@ _BUILDERS: dict[str, tuple[type[NetworkConfig], type[SegmentationNetwork]]] = {
     "fcn": (FCNConfig, FCN),
     "segnet": (SegNetConfig, SegNet),
     "deeplab": (DeepLabConfig, DeepLab),
+    **dict.fromkeys(NNUNetUNetConfig.NAMES, (NNUNetUNetConfig, NNUNetUNet)),  # imported nnU-Net models
 }
 """Network name -> (its configuration class, its network class)."""
 
 
-def build_network(config: Mapping[str, Any]) -> SegmentationNetwork:
+def build_network(config: Mapping[str, Any]) -> SegmentationNetwork | FoldMean:
     """The network described by plain configuration data (see the module docstring and each network's config).
 
-    Unknown names or options and invalid values raise :class:`InputError` listing what is allowed.
+    ``"folds": N`` (N >= 2) builds N such networks averaged as one (:class:`~.fold_mean.FoldMean`). Unknown names
+    or options and invalid values raise :class:`InputError` listing what is allowed.
     """
     if not isinstance(config, Mapping):
         raise InputError(f"A network configuration is a mapping with a 'name'; got {type(config).__name__}.")
+    if "folds" in config:
+        folds = config["folds"]
+        if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= MAX_FOLDS:
+            raise InputError(f"A network's 'folds' must be an integer from 2 to {MAX_FOLDS}; got {folds!r}.")
+        member = {key: value for key, value in config.items() if key != "folds"}
+        return FoldMean([build_network(member) for _ in range(folds)])
     name = config.get("name")
     if name not in _BUILDERS:
         raise InputError(f"Unknown network name {name!r}; choose one of {list(NETWORK_NAMES)}.")

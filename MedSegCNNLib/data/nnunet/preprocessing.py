@@ -1,0 +1,126 @@
+"""nnU-Net v2's inference around the network, step for step (nnunetv2 2.x ``DefaultPreprocessor.run_case_npy``
+and ``convert_predicted_logits_to_segmentation_with_correct_shape``), on arrays in file voxel order (z, y, x):
+
+1. transpose the axes by ``transpose_forward`` (the spacing with them);
+2. crop to the bounding box of the non-zero mask (voxels non-zero in any channel, holes filled);
+3. normalise each channel (:class:`~.plan.ChannelNormalization`), in float32;
+4. resample to the network's spacing (:mod:`.resampling`; a 2D model keeps axis 0);
+5. (the caller) sliding window with Gaussian weights and step 0.5 of the patch, logits averaged over the mirror
+   flips and the folds;
+6. resample the logits back to the cropped shape (order 1) and take the argmax (softmax models) or paint each
+   region whose sigmoid exceeds 0.5 (logit > 0) in ``regions_class_order``;
+7. put the crop back (background outside) and undo the transpose.
+
+Step 6 runs one channel at a time with a running maximum, so it never holds the resampled logits of all labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from ...image.labels import label_dtype
+from .plan import ChannelNormalization, NnUNetPlan
+from .resampling import new_shape, resample
+
+_EPSILON = 1e-8
+
+
+@dataclass(frozen=True)
+class NnUNetCase:
+    """One image ready for the network: ``data`` (C, *S) float32 on the network's grid, and what step 6 and 7
+    need to map logits back (shapes and spacing in transposed order)."""
+
+    data: np.ndarray
+    box: tuple[slice, ...]
+    shape_before_cropping: tuple[int, ...]
+    shape_after_cropping: tuple[int, ...]
+    spacing: tuple[float, ...]
+    network_spacing: tuple[float, ...]
+
+
+def preprocess(channels: np.ndarray, spacing: tuple[float, ...], plan: NnUNetPlan) -> NnUNetCase:
+    """Steps 1–4 for ``channels`` (C, z, y, x) with voxel ``spacing`` (z, y, x), mm."""
+    transpose = plan.transpose_forward
+    data = np.ascontiguousarray(channels.astype(np.float32).transpose(0, *(a + 1 for a in transpose)))
+    spacing = tuple(float(spacing[a]) for a in transpose)
+    shape_before = tuple(data.shape[1:])
+    mask = _filled_nonzero_mask(data)
+    box = _bounding_box(mask)
+    data, mask = data[(slice(None), *box)].copy(), mask[box]
+    for channel, how in zip(data, plan.normalization, strict=True):
+        _normalize(channel, how, mask)
+    network_spacing = plan.spacing if plan.spatial_dims == 3 else (spacing[0], *plan.spacing)
+    target = new_shape(data.shape[1:], spacing, network_spacing)
+    data = resample(data, target, spacing, network_spacing, plan.resampling_data)
+    return NnUNetCase(
+        data=np.ascontiguousarray(data, dtype=np.float32),
+        box=box,
+        shape_before_cropping=shape_before,
+        shape_after_cropping=tuple(mask.shape),
+        spacing=spacing,
+        network_spacing=tuple(network_spacing),
+    )
+
+
+def labels_from_logits(logits: np.ndarray, case: NnUNetCase, plan: NnUNetPlan, num_labels: int) -> np.ndarray:
+    """Steps 6–7: the label map (z, y, x) in file voxel order from the averaged ``logits`` (K, *S) on the
+    network's grid."""
+    cropped = np.zeros(case.shape_after_cropping, dtype=label_dtype(num_labels - 1))
+    best: np.ndarray | None = None
+    for index in range(logits.shape[0]):
+        channel = resample(logits[index : index + 1], case.shape_after_cropping, case.network_spacing, case.spacing,
+                           plan.resampling_probabilities)[0]  # fmt: skip
+        if plan.regions_class_order is not None:
+            cropped[channel > 0] = plan.regions_class_order[index]
+        elif best is None:
+            best = channel.astype(np.float32, copy=True)
+        else:
+            higher = channel > best
+            cropped[higher] = index
+            np.maximum(best, channel, out=best)
+    labels = np.zeros(case.shape_before_cropping, dtype=cropped.dtype)
+    labels[case.box] = cropped
+    return np.ascontiguousarray(labels.transpose(plan.transpose_backward))
+
+
+def _filled_nonzero_mask(data: np.ndarray) -> np.ndarray:
+    """Voxels non-zero in any channel, with enclosed holes filled (face connectivity, as SciPy's
+    ``binary_fill_holes``)."""
+    mask = np.any(data != 0, axis=0)
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    filled = sitk.BinaryFillhole(image, fullyConnected=False, foregroundValue=1)
+    return sitk.GetArrayFromImage(filled).astype(bool)
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box holding the mask (nnU-Net's ``get_bbox_from_mask``); the whole array when it is empty."""
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        present = np.flatnonzero(mask.any(axis=others))
+        box.append(slice(int(present[0]), int(present[-1]) + 1) if present.size else slice(0, mask.shape[axis]))
+    return tuple(box)
+
+
+def _normalize(channel: np.ndarray, how: ChannelNormalization, mask: np.ndarray) -> None:
+    """Normalise one float32 channel in place (nnU-Net's normalisation classes, the same float32 operations)."""
+    if how.scheme == "zscore":
+        if how.use_mask:
+            values = channel[mask]
+            channel[mask] = (values - values.mean()) / max(values.std(), _EPSILON)
+        else:
+            mean, std = channel.mean(), channel.std()
+            channel -= mean
+            channel /= max(std, _EPSILON)
+    elif how.scheme == "ct":
+        np.clip(channel, how.percentile_00_5, how.percentile_99_5, out=channel)
+        channel -= how.mean
+        channel /= max(how.std, _EPSILON)
+    elif how.scheme == "rescale_to_0_1":
+        channel -= channel.min()
+        channel /= np.clip(channel.max(), _EPSILON, None)
+    elif how.scheme == "rgb_to_0_1":
+        channel /= 255.0

@@ -1,0 +1,60 @@
+"""Segmentation with an imported nnU-Net v2 model: nnU-Net's own steps around the network
+(:mod:`MedSegCNNLib.data.nnunet.preprocessing`) with MedSegCNN's engine in the middle (any backend and precision, the
+accuracy gate, the lean sliding window), logits averaged over the checkpoint's mirror axes and the folds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.nnunet.plan import NnUNetPlan
+from ..data.nnunet.preprocessing import labels_from_logits, preprocess
+from ..errors import InputError
+from ..image import Image
+from ..image.geometry import Grid
+from .engine import Engine
+from .model import SegmentationModel
+from .options import PredictOptions
+from .prediction import predict_gated, predict_with_fallback
+from .sliding_window import Progress
+
+#: The slice spacing nnU-Net gives a 2D image read as a volume of one slice (mm).
+SLICE_SPACING_OF_2D_IMAGES = 999.0
+
+
+def segment_nnunet(
+    image: Image,
+    model: SegmentationModel,
+    options: PredictOptions,
+    *,
+    reference: str,
+    overlap: float,
+    batch_size: int,
+    progress: Progress | None,
+) -> Image:
+    """The label map of ``image`` on its own grid (see the module docstring); ``reference`` names the image in
+    the accuracy gate's record."""
+    plan = model.plan
+    if not isinstance(plan, NnUNetPlan):
+        raise InputError("This model is not an imported nnU-Net model.")
+    if options.wants_probabilities:
+        raise InputError(
+            "Probabilities and uncertainty are not available for imported nnU-Net models yet; predict labels only."
+        )
+    channels = image.array if image.is_multichannel else image.array[None]
+    spacing = tuple(reversed(image.spacing))  # array order (z, y, x)
+    if image.spatial_dims == 2:
+        channels, spacing = channels[:, None], (SLICE_SPACING_OF_2D_IMAGES, *spacing)
+    case = preprocess(channels, spacing, plan)
+    flips = 2 ** len(plan.mirror_axes)
+
+    def predict(engine: Engine, report: Progress | None) -> np.ndarray:
+        logits = predict_with_fallback(
+            model, engine, case.data, mirror_axes=plan.mirror_axes, output="average", average="logits",
+            overlap=overlap, batch_size=batch_size, progress=report,
+        )  # fmt: skip
+        return labels_from_logits(logits, case, plan, model.num_classes)
+
+    labels = predict_gated(model, options, predict, batch=batch_size * flips, reference=reference, progress=progress)
+    if image.spatial_dims == 2:
+        labels = labels[0]
+    return Grid.of(image).image(labels, labels=model.labels)

@@ -1,0 +1,144 @@
+"""Prediction of one preprocessed image with a model's engine: the accuracy gate for reduced precisions, the
+CUDA out-of-memory fallbacks, and the sliding window over the predictor. Shared by :mod:`.segment` (MedSegCNN's
+own preprocessing) and :mod:`.nnunet_inference` (imported nnU-Net models).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..data.preprocessing import PreprocessedCase
+from ..errors import InputError
+from ..runtime import OPENVINO_INSTALL, inference_precision, openvino_version, resolve_backend
+from .engine import Engine, engine_for
+from .model import SegmentationModel
+from .options import PredictOptions
+from .precision_gate import cached_decision, decide, gate_record
+from .predictor import Predictor
+from .sliding_window import Progress, predict_image
+
+logger = logging.getLogger(__name__)
+
+
+def predict_gated(
+    model: SegmentationModel,
+    options: PredictOptions,
+    predict: Callable[[Engine, Progress | None], np.ndarray],
+    *,
+    batch: int,
+    reference: str,
+    progress: Progress | None,
+) -> np.ndarray:
+    """``predict`` with the engine that ``options`` ask for; a reduced precision goes through the accuracy gate
+    (:mod:`.precision_gate`) the first time, with this image as the reference case. A reduced precision that
+    ``auto`` chose is kept only if it also predicted the reference case faster than fp32 did."""
+    backend = resolve_backend(options.backend, model.device)
+    precision = inference_precision(options.precision, model.device)
+    if precision == "int8" and backend != "openvino":
+        if openvino_version() is None:
+            raise InputError(f"int8 runs on the OpenVINO backend, which is not installed; install: {OPENVINO_INSTALL}.")
+        raise InputError(f"int8 runs on the OpenVINO backend, which is not used on {model.device}; use --device cpu.")
+    engine = engine_for(model, backend, precision, batch=batch, cache_folder=options.cache_folder)
+    if engine.precision == "fp32":
+        return predict(engine, progress)
+    record = gate_record(model, engine.backend, engine.precision)
+    decision = cached_decision(model, record, options.cache_folder)
+    wants_speed = options.precision == "auto"
+    if decision is not None and decision.use_reduced(wants_speed):
+        return predict(engine, progress)
+    fp32 = engine_for(model, engine.backend, "fp32", batch=batch, cache_folder=options.cache_folder)
+    if decision is not None:
+        return predict(fp32, progress)
+    start = time.perf_counter()
+    reduced_output = predict(engine, progress)
+    middle = time.perf_counter()
+    fp32_output = predict(fp32, None)
+    seconds = {"reduced": middle - start, "fp32": time.perf_counter() - middle}
+    labels = labels_of(fp32_output), labels_of(reduced_output)
+    decision = decide(model, record, options.cache_folder, *labels, reference=reference, seconds=seconds)
+    chosen = decision.use_reduced(wants_speed)
+    (logger.info if chosen or decision.accepted else logger.warning)("Precision check: %s.", decision.describe())
+    return reduced_output if chosen else fp32_output
+
+
+def predict_case_labels(model: SegmentationModel, engine: Engine, case: PreprocessedCase) -> np.ndarray:
+    """The label map of a preprocessed case, on its own grid, predicted with ``engine`` as it is (no gate, no
+    test-time augmentation; overlap 0.5): for comparing engines on the same case."""
+    return predict_with_fallback(
+        model, engine, case.image, mirror_axes=(), output="labels", overlap=0.5, batch_size=engine.batch, progress=None
+    )
+
+
+def labels_of(output: np.ndarray) -> np.ndarray:
+    """The label map of a prediction's output: itself, or the argmax of its (K, *S) probabilities."""
+    return output.argmax(0) if output.dtype.kind == "f" else output
+
+
+def predict_with_fallback(
+    model: SegmentationModel,
+    engine: Engine,
+    image: np.ndarray,
+    *,
+    mirror_axes: tuple[int, ...],
+    output: str,
+    overlap: float,
+    batch_size: int,
+    progress: Progress | None,
+    average: str = "probabilities",
+) -> np.ndarray:
+    """:func:`_predict`, retried on a CUDA out-of-memory error with stitching on the CPU, then on the CPU."""
+
+    def predict(on: Engine, device: torch.device, accumulation_device: torch.device | None) -> np.ndarray:
+        return _predict(
+            on, device, model.patch_size, image, mirror_axes=mirror_axes, average=average, output=output,
+            overlap=overlap, batch_size=batch_size, progress=progress, accumulation_device=accumulation_device,
+        )  # fmt: skip
+
+    try:
+        return predict(engine, model.device, None)
+    except torch.cuda.OutOfMemoryError:
+        if model.device.type != "cuda":
+            raise
+        logger.warning("Out of GPU memory; retrying with the stitching buffers on the CPU.")
+        torch.cuda.empty_cache()
+    try:
+        return predict(engine, model.device, torch.device("cpu"))
+    except torch.cuda.OutOfMemoryError:
+        logger.warning("Still out of GPU memory; predicting on the CPU (slower).")
+        torch.cuda.empty_cache()
+    precision = "fp32" if engine.precision == "fp16" else engine.precision  # fp16 autocast needs a GPU
+    on_cpu = Engine(tuple(n.to("cpu") for n in model.networks), "torch", precision, engine.batch)
+    return predict(on_cpu, torch.device("cpu"), None)
+
+
+@torch.inference_mode()
+def _predict(
+    engine: Engine,
+    device: torch.device,
+    patch_size: tuple[int, ...],
+    image: np.ndarray,
+    *,
+    mirror_axes: tuple[int, ...],
+    average: str,
+    output: str,
+    overlap: float,
+    batch_size: int,
+    progress: Progress | None,
+    accumulation_device: torch.device | None,
+) -> np.ndarray:
+    """The (K, *shape) mean of the predictor's ``average`` (probabilities or logits) over the window for
+    ``output="average"``, else the label map (*shape), of ``image`` (C, *shape)."""
+    predictor = Predictor(engine.networks, mirror_axes=mirror_axes, average=average)
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
+    with engine.running():
+        output = predict_image(
+            tensor, predictor, patch_size, overlap=overlap, batch_size=batch_size, output=output,
+            precision=engine.autocast,
+            channels_last=engine.channels_last, accumulation_device=accumulation_device, progress=progress,
+        )  # fmt: skip
+    return output.cpu().numpy()

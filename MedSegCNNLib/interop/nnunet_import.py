@@ -1,0 +1,262 @@
+"""``import_nnunet``: an nnU-Net v2 results folder → a MedSegCNN model folder (safetensors + model card) that
+``predict``, ``segment()``, the registry and the Slicer panel use like a native model.
+
+The folds chosen become one network that averages their logits (``"folds"`` in the card's network
+configuration), rebuilt natively (:mod:`MedSegCNNLib.networks.nnunet_unet`); the plans' preprocessing becomes an
+:class:`~.plan.NnUNetPlan`. Supported: ``3d_fullres`` and ``2d`` configurations of PlainConvUNet and
+ResidualEncoderUNet, softmax label sets. Cascades (``3d_lowres``, ``3d_cascade_fullres``) and region-based label
+sets are refused with a message. Nothing is written unless everything checks out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import save_model
+from ..data.nnunet.plan import CONFIGURATIONS, NORMALIZATIONS, ChannelNormalization, NnUNetPlan, Resampling
+from ..errors import InputError, OutputExistsError
+from ..networks import build_network
+from ..networks.nnunet_unet import network_config_from_plans, state_dict_from_nnunet
+from .nnunet_results import (
+    CHECKPOINTS,
+    Checkpoint,
+    ResultsFolder,
+    check_trainer,
+    fold_names,
+    open_results_folder,
+    read_checkpoint,
+)
+
+logger = logging.getLogger(__name__)
+
+#: The most folds imported into one model (nnU-Net trains 5).
+MAX_FOLDS = 10
+
+
+def import_nnunet(
+    results_folder: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    folds: Sequence[str | int] | str | None = None,
+    checkpoint: str = "final",
+    overwrite: bool = False,
+) -> Path:
+    """Import ``results_folder`` (``<Trainer>__<Plans>__<configuration>``) into the model folder ``output``.
+
+    ``folds``: nnU-Net fold names (``0``..``4``; ``"all"`` is the fold trained on all cases, ``fold_all``), default
+    every numbered fold trained (nnU-Net's ensemble), else ``all``; ``checkpoint``: ``"final"`` or ``"best"``.
+    An existing ``output`` is refused unless ``overwrite``.
+    Returns the model folder.
+    """
+    if checkpoint not in CHECKPOINTS:
+        raise InputError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}; got {checkpoint!r}.")
+    target = Path(output).expanduser()
+    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
+        raise OutputExistsError(f"{target} exists; choose another output folder or pass --overwrite.")
+    folder = open_results_folder(results_folder)
+    _check_supported(folder)
+    chosen = _chosen_folds(folder, folds, checkpoint)
+    checkpoints = [read_checkpoint(folder, fold, checkpoint) for fold in chosen]
+    _check_checkpoints(folder, checkpoints)
+    plan = plan_of(folder, checkpoints[0].mirror_axes)
+    labels = _labels(folder)
+    channels = _channels(folder)
+    member = network_config_from_plans(
+        str(folder.configuration["architecture"]["network_class_name"]),
+        folder.configuration["architecture"]["arch_kwargs"],
+        folder.configuration["architecture"].get("_kw_requires_import", ()),
+        len(channels),
+        len(labels),
+    )
+    config = {**member, "folds": len(checkpoints)} if len(checkpoints) > 1 else member
+    network = build_network(config)
+    state = _state_dict(checkpoints, member)
+    network.load_state_dict(state, strict=True)
+    card = _card(folder, plan, config, labels, channels, checkpoints, checkpoint)
+    written = save_model(target, network.eval(), card, overwrite=overwrite)
+    logger.info("Imported %s (folds %s) into %s.", folder.path, ", ".join(chosen), written)
+    return written
+
+
+def _check_supported(folder: ResultsFolder) -> None:
+    """Refuse configurations and label sets that MedSegCNN does not reproduce yet."""
+    name = folder.configuration_name
+    if name not in CONFIGURATIONS:
+        extra = " (a cascade stage)" if folder.configuration.get("previous_stage") or "lowres" in name else ""
+        raise InputError(
+            f"The nnU-Net configuration {name!r}{extra} is not supported yet; import a "
+            f"{' or '.join(CONFIGURATIONS)} configuration."
+        )
+    if folder.dataset.get("regions_class_order") is not None:
+        raise InputError(f"{folder.path} is a region-based nnU-Net model, which MedSegCNN does not import yet.")
+
+
+def plan_of(folder: ResultsFolder, mirror_axes: Sequence[int]) -> NnUNetPlan:
+    """The :class:`NnUNetPlan` of ``folder``'s configuration (``mirror_axes`` from its checkpoints)."""
+    configuration, plans = folder.configuration, folder.plans
+    name = folder.configuration_name
+    schemes = _required(configuration, "normalization_schemes", folder)
+    masks = _required(configuration, "use_mask_for_norm", folder)
+    statistics = plans.get("foreground_intensity_properties_per_channel") or {}
+    normalization = []
+    for index, scheme in enumerate(schemes):
+        if scheme not in NORMALIZATIONS:
+            raise InputError(f"{folder.path}: normalisation {scheme!r} is not supported ({', '.join(NORMALIZATIONS)}).")
+        kind = NORMALIZATIONS[scheme]
+        numbers: dict[str, Any] = {}
+        if kind == "ct":
+            stats = statistics.get(str(index))
+            if not isinstance(stats, Mapping):
+                raise InputError(
+                    f"{folder.path}: CT normalisation of channel {index} without its intensity statistics."
+                )
+            numbers = {key: stats.get(key) for key in ("mean", "std", "percentile_00_5", "percentile_99_5")}
+        use_mask = bool(masks[index]) if index < len(masks) else False
+        normalization.append(_made(ChannelNormalization, folder, scheme=kind, use_mask=use_mask, **numbers))
+    return _made(
+        NnUNetPlan,
+        folder,
+        configuration=name,
+        transpose_forward=tuple(plans.get("transpose_forward", (0, 1, 2))),
+        spacing=tuple(_required(configuration, "spacing", folder)),
+        normalization=tuple(normalization),
+        resampling_data=_resampling(configuration, "resampling_fn_data", folder),
+        resampling_probabilities=_resampling(configuration, "resampling_fn_probabilities", folder),
+        mirror_axes=tuple(mirror_axes),
+    )
+
+
+def _made(kind: type, folder: ResultsFolder, **fields: Any) -> Any:
+    try:
+        return kind(**fields)
+    except InputError as error:
+        raise InputError(f"{folder.path / 'plans.json'}: {error}; this model cannot be imported.") from None
+
+
+def _resampling(configuration: Mapping[str, Any], key: str, folder: ResultsFolder) -> Resampling:
+    kwargs = configuration.get(f"{key}_kwargs") or {}
+    return _made(
+        Resampling,
+        folder,
+        function=str(_required(configuration, key, folder)),
+        order=kwargs.get("order", 3 if key == "resampling_fn_data" else 1),
+        order_z=kwargs.get("order_z", 0),
+        force_separate_z=kwargs.get("force_separate_z"),
+    )
+
+
+def _required(mapping: Mapping[str, Any], key: str, folder: ResultsFolder) -> Any:
+    if key not in mapping:
+        raise InputError(f"{folder.path / 'plans.json'} lacks {key} in configuration {folder.configuration_name!r}.")
+    return mapping[key]
+
+
+def _chosen_folds(folder: ResultsFolder, folds: Sequence[str | int] | str | None, checkpoint: str) -> list[str]:
+    available = fold_names(folder, checkpoint)
+    if not available:
+        raise InputError(f"{folder.path} has no fold_K/{CHECKPOINTS[checkpoint]}; no trained fold to import.")
+    if folds is None:  # every numbered fold (nnU-Net's ensemble), else the one trained on all cases
+        chosen = [fold for fold in available if fold != "all"] or ["all"]
+    else:
+        chosen = [str(f) for f in ([folds] if isinstance(folds, str | int) else folds)]
+    missing = [fold for fold in chosen if fold not in available]
+    if missing:
+        raise InputError(
+            f"{folder.path} has no {CHECKPOINTS[checkpoint]} for fold(s) {', '.join(missing)} (trained: "
+            f"{', '.join(available)})."
+        )
+    if not 1 <= len(chosen) <= MAX_FOLDS or len(set(chosen)) < len(chosen):
+        raise InputError(f"Choose 1 to {MAX_FOLDS} distinct folds; got {', '.join(chosen)}.")
+    return chosen
+
+
+def _check_checkpoints(folder: ResultsFolder, checkpoints: list[Checkpoint]) -> None:
+    for entry in checkpoints:
+        check_trainer(entry.trainer, entry.path)
+        if entry.configuration != folder.configuration_name:
+            raise InputError(
+                f"{entry.path} was trained for configuration {entry.configuration!r}, but the folder is "
+                f"{folder.configuration_name!r}: the plans and the checkpoint do not belong together."
+            )
+    if len({entry.mirror_axes for entry in checkpoints}) > 1:
+        raise InputError(f"The folds of {folder.path} allow different mirror axes; import them separately.")
+
+
+def _labels(folder: ResultsFolder) -> dict[int, str]:
+    """Label value → name from dataset.json (``{"background": 0, "liver": 1}``; ``ignore`` dropped), which must
+    be consecutive from 0 as nnU-Net requires."""
+    raw = {name: value for name, value in folder.dataset["labels"].items() if name != "ignore"}
+    if any(isinstance(value, list | tuple) for value in raw.values()):
+        raise InputError(f"{folder.path} is a region-based nnU-Net model, which MedSegCNN does not import yet.")
+    if not all(isinstance(value, int) and not isinstance(value, bool) for value in raw.values()):
+        raise InputError(f"{folder.path / 'dataset.json'}: labels must map names to integers.")
+    by_value = {int(value): str(name) for name, value in raw.items()}
+    if sorted(by_value) != list(range(len(by_value))) or len(by_value) < 2:
+        raise InputError(f"{folder.path / 'dataset.json'}: labels must be consecutive from 0 (background).")
+    return by_value
+
+
+def _channels(folder: ResultsFolder) -> list[str]:
+    names = folder.dataset.get("channel_names", folder.dataset.get("modality"))
+    order = sorted(names, key=lambda key: int(key) if str(key).isdigit() else 0)
+    channels = [str(names[key]) for key in order]
+    if len(channels) != len(folder.configuration.get("normalization_schemes", channels)):
+        raise InputError(
+            f"dataset.json names {len(channels)} channel(s) but the plans normalise "
+            f"{len(folder.configuration['normalization_schemes'])}: the plans and dataset.json do not match."
+        )
+    return channels
+
+
+def _state_dict(checkpoints: list[Checkpoint], member: dict[str, Any]) -> dict[str, torch.Tensor]:
+    if len(checkpoints) == 1:
+        return state_dict_from_nnunet(checkpoints[0].network_weights, member)
+    state = {}
+    for index, entry in enumerate(checkpoints):
+        for name, tensor in state_dict_from_nnunet(entry.network_weights, member).items():
+            state[f"members.{index}.{name}"] = tensor
+    return state
+
+
+def _card(
+    folder: ResultsFolder,
+    plan: NnUNetPlan,
+    config: dict[str, Any],
+    labels: dict[int, str],
+    channels: list[str],
+    checkpoints: list[Checkpoint],
+    checkpoint: str,
+) -> dict[str, Any]:
+    trainer = checkpoints[0].trainer
+    folds = [entry.fold for entry in checkpoints]
+    postprocessing = "not imported (postprocessing.pkl is a pickle; nnU-Net's postprocessing is not applied)"
+    return {
+        "name": folder.dataset_name,
+        "title": f"{folder.dataset_name} (nnU-Net {plan.configuration}, {len(folds)} fold(s))",
+        "description": (
+            f"Imported from the nnU-Net v2 results folder {folder.path.name} ({trainer}, "
+            f"{folder.plans.get('plans_name', 'plans')}, folds {', '.join(folds)}, checkpoint_{checkpoint})."
+        ),
+        "network": config,
+        "spatial_dims": plan.spatial_dims,
+        "patch_size": list(folder.configuration["patch_size"]),
+        "channels": channels,
+        "labels": {value: {"name": name, "color": None} for value, name in labels.items()},
+        "preprocessing": plan.to_dict(),
+        "training": {
+            "dataset": folder.dataset_name,
+            "source": "nnU-Net v2",
+            "trainer": trainer,
+            "plans": folder.plans.get("plans_name"),
+            "configuration": plan.configuration,
+            "folds": folds,
+            "checkpoint": checkpoint,
+            "postprocessing": postprocessing,
+        },
+    }

@@ -1,0 +1,180 @@
+"""Importing a real nnU-Net v2 results folder (built with nnunetv2's own planner and trainer, see
+``nnunet_support``) and segmenting with it: MedSegCNN against nnunetv2's own ``nnUNetPredictor`` on held-out
+cases, through the library and the CLI; and every refusal, with nothing written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_support import assert_clean_failure, medsegcnn
+from nnunet_support import NnunetResults, nnunet_predict
+
+from MedSegCNNLib.checkpoint.model_card import read_model_card
+from MedSegCNNLib.data.nnunet.plan import NnUNetPlan
+from MedSegCNNLib.errors import InputError, OutputExistsError
+from MedSegCNNLib.image.io import read_image
+from MedSegCNNLib.inference.segment import segment
+from MedSegCNNLib.interop.nnunet_import import import_nnunet
+
+#: nnU-Net accumulates logits in float16 and MedSegCNN in float32: the label maps may differ at near-ties only.
+MIN_AGREEMENT = 0.999
+
+
+@pytest.fixture(scope="module")
+def reference(nnunet_results: NnunetResults, tmp_path_factory: pytest.TempPathFactory) -> list:
+    """nnunetv2's own predictions of the held-out cases."""
+    output = tmp_path_factory.mktemp("nnunet-predictions")
+    return nnunet_predict(nnunet_results.model_folder, nnunet_results.test_images, output)
+
+
+@pytest.fixture(scope="module")
+def imported(nnunet_results: NnunetResults, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return import_nnunet(nnunet_results.model_folder, tmp_path_factory.mktemp("imported") / "model")
+
+
+def test_the_imported_model_segments_like_nnunet(nnunet_results: NnunetResults, imported: Path, reference) -> None:
+    assert sorted(p.name for p in imported.iterdir()) == ["model.json", "model.safetensors"]  # no pickle left
+    card = read_model_card(imported)
+    assert isinstance(card.preprocessing, NnUNetPlan)
+    assert card.preprocessing.mirror_axes == (0, 1, 2)
+    names = json.loads((nnunet_results.model_folder / "dataset.json").read_text())["labels"]
+    assert {label.name: label.value for label in card.labels} == names
+    for images, expected in zip(nnunet_results.test_images, reference, strict=True):
+        labels = segment([str(p) for p in images], imported).labels
+        source = read_image(images[0])
+        assert labels.array.shape == expected.segmentation.shape
+        assert np.allclose(labels.spacing, source.spacing) and np.allclose(labels.origin, source.origin)
+        agreement = float((labels.array == expected.segmentation).mean())
+        assert agreement >= MIN_AGREEMENT, f"{expected.case_id}: {agreement:.5f} of voxels agree with nnU-Net"
+        assert len(np.unique(expected.segmentation)) > 1, "the reference must segment something"
+
+
+def test_the_cli_imports_and_predicts(nnunet_results: NnunetResults, reference, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    result = medsegcnn("import", "nnunet", nnunet_results.model_folder, "--output", model)
+    assert result.returncode == 0, result.stderr
+    assert "Imported" in result.stdout
+    output = tmp_path / "seg.nii.gz"
+    result = medsegcnn("predict", "--model", model, "--input", nnunet_results.test_images[0][0], "--output", output)
+    assert result.returncode == 0, result.stderr
+    agreement = (read_image(output).array == reference[0].segmentation).mean()
+    assert agreement >= MIN_AGREEMENT
+    again = medsegcnn("import", "nnunet", nnunet_results.model_folder, "--output", model)
+    assert_clean_failure(again, "exists")
+
+
+# ----- refusals: one clear message, nothing written ---------------------------------------------------------------
+
+
+@pytest.fixture
+def copy(nnunet_results: NnunetResults, tmp_path: Path) -> Path:
+    """A copy of the results folder (same name), to damage."""
+    target = tmp_path / "results" / nnunet_results.model_folder.name
+    shutil.copytree(nnunet_results.model_folder, target)
+    return target
+
+
+def _refused(source: Path, fragment: str, tmp_path: Path, **options) -> None:
+    output = tmp_path / "out"
+    with pytest.raises(InputError, match=fragment):
+        import_nnunet(source, output, **options)
+    assert not output.exists(), "nothing may be written"
+
+
+def _edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_a_folder_that_is_not_a_results_folder(tmp_path: Path, copy: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _refused(empty, "no plans.json", tmp_path)
+    (copy / "dataset.json").unlink()
+    _refused(copy, "dataset.json missing", tmp_path)
+
+
+def test_missing_folds(copy: Path, tmp_path: Path) -> None:
+    _refused(copy, "fold\\(s\\) 3", tmp_path, folds=["0", "3"])
+    for best in copy.glob("fold_*/checkpoint_best.pth"):
+        best.unlink()
+    _refused(copy, "no fold_K/checkpoint_best.pth", tmp_path, checkpoint="best")
+
+
+def test_plans_and_dataset_that_do_not_match(copy: Path, tmp_path: Path) -> None:
+    _edit_json(copy / "dataset.json", lambda d: d["channel_names"].update({"1": "T2"}))
+    _refused(copy, "do not match", tmp_path)
+
+
+def test_plans_without_this_configuration(copy: Path, tmp_path: Path) -> None:
+    _edit_json(copy / "plans.json", lambda d: d["configurations"].pop("3d_fullres"))
+    _refused(copy, "have no configuration '3d_fullres'", tmp_path)
+
+
+def test_an_unsupported_configuration_or_network(copy: Path, tmp_path: Path) -> None:
+    def add_lowres(plans: dict) -> None:
+        plans["configurations"]["3d_lowres"] = plans["configurations"]["3d_fullres"]
+
+    _edit_json(copy / "plans.json", add_lowres)
+    lowres = copy.with_name(copy.name.replace("3d_fullres", "3d_lowres"))
+    copy.rename(lowres)
+    _refused(lowres, "'3d_lowres'.*not supported", tmp_path)
+
+    def other_network(plans: dict) -> None:
+        plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"] = "my.own.TransUNet"
+
+    lowres.rename(copy)
+    _edit_json(copy / "plans.json", other_network)
+    _refused(copy, "my.own.TransUNet", tmp_path)
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _rewrite_checkpoint(copy: Path, change) -> Path:
+    path = copy / "fold_0" / "checkpoint_final.pth"
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # our own fixture: trusted
+    change(checkpoint)
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_a_checkpoint_needing_other_globals_is_refused_unread(copy: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+    _rewrite_checkpoint(copy, lambda c: c.update(extra=_RunsCode(marker)))
+    _refused(copy, "system.*not among the objects nnU-Net checkpoints hold", tmp_path)
+    assert not marker.exists(), "the checkpoint's code must never run"
+
+
+def test_an_unknown_trainer_is_refused_by_name(copy: Path, tmp_path: Path) -> None:
+    _rewrite_checkpoint(copy, lambda c: c.update(trainer_name="nnUNetTrainerMyTransformer"))
+    _refused(copy, "nnUNetTrainerMyTransformer", tmp_path)
+
+
+def test_a_truncated_checkpoint(copy: Path, tmp_path: Path) -> None:
+    path = copy / "fold_0" / "checkpoint_final.pth"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    _refused(copy, "truncated or corrupt", tmp_path)
+
+
+def test_an_existing_output_is_refused_without_overwrite(nnunet_results: NnunetResults, tmp_path: Path) -> None:
+    output = tmp_path / "model"
+    output.mkdir()
+    (output / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError):
+        import_nnunet(nnunet_results.model_folder, output)
+    assert sorted(p.name for p in output.iterdir()) == ["keep.txt"]
+    import_nnunet(nnunet_results.model_folder, output, overwrite=True)
+    assert (output / "model.json").is_file() and (output / "keep.txt").read_text() == "mine"
