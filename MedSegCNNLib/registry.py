@@ -5,9 +5,9 @@ Models come from two places:
 - **bundled**: every model in ``Resources/Models``, found beside the package (the source tree, or Slicer's
   scripted-module folder where the extension installs ``MedSegCNNLib`` and ``Resources``), else under the
   current folder;
-- **user**: every model directly inside the folders the caller names (``extra_folders``, e.g. the models
-  folder the Slicer panel remembers): a model folder (holding ``model.json``), a training run folder (holding
-  ``model/model.json``) or a model ``.zip``.
+- **user**: every model directly inside the user's models folder (:func:`user_models_folder`, where the Slicer
+  panel imports nnU-Net models) and inside the folders the caller names (``extra_folders``): a model folder
+  (holding ``model.json``), a training run folder (holding ``model/model.json``) or a model ``.zip``.
 
 A model's registry name is its folder name (a run folder's name, a ``.zip``'s stem). A model given by its path
 has source ``"folder"``. Nothing here imports torch or reads weights: listing is cheap enough for a GUI.
@@ -28,6 +28,7 @@ from typing import Any, Literal
 from .checkpoint.model_card import CARD_FILE, ModelCard, read_model_card
 from .errors import InputError
 from .image.core import LabelInfo
+from .runtime import user_data_folder
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +172,14 @@ def describe_model(
     return _entry(card, path, name or _default_name(path), source or _source_of(path))
 
 
+def user_models_folder() -> Path:
+    """The user's models folder (not created here): ``models`` in :func:`~MedSegCNNLib.runtime.user_data_folder`."""
+    return user_data_folder() / "models"
+
+
 def list_models(extra_folders: Iterable[str | os.PathLike[str]] = ()) -> list[ModelEntry]:
-    """The bundled models, then the models directly inside each of ``extra_folders`` (each sorted by name).
+    """The bundled models, then those in the user's models folder (when it exists), then the models directly inside
+    each of ``extra_folders`` (each sorted by name).
 
     Entries that are not readable models (corrupted cards, missing weights) are skipped with a warning; a
     path in ``extra_folders`` that is not a folder raises :class:`InputError`.
@@ -181,6 +188,8 @@ def list_models(extra_folders: Iterable[str | os.PathLike[str]] = ()) -> list[Mo
     bundled = bundled_models_folder()
     if bundled is not None:
         sources.append((bundled, "bundled"))
+    if user_models_folder().is_dir():
+        sources.append((user_models_folder(), "user"))
     for folder in extra_folders:
         folder = Path(folder)
         if not folder.is_dir():

@@ -101,6 +101,18 @@ def user_cache_folder() -> Path:
     return base / "medsegcnn"
 
 
+def user_data_folder() -> Path:
+    """The per-user data folder (not created here): ``medsegcnn`` in ``%APPDATA%`` on Windows,
+    ``~/Library/Application Support`` on macOS, ``$XDG_DATA_HOME`` (default ``~/.local/share``) elsewhere."""
+    if sys.platform == "win32" and os.environ.get("APPDATA"):
+        base = Path(os.environ["APPDATA"])
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "medsegcnn"
+
+
 def _sysctl(name: str) -> str | None:
     try:
         result = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=False)

@@ -14,15 +14,19 @@ from MedSegCNNLib.image.core import Image, LabelInfo
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _private_user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Training caches measured step times per user; the tests (and their child processes) use their own."""
-    previous = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
+def _private_user_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The per-user cache (step times, converted networks) and data folder (the user's models): the tests (and
+    their child processes) use their own."""
+    names = ("XDG_CACHE_HOME", "XDG_DATA_HOME")
+    previous = {name: os.environ.get(name) for name in names}
+    for name in names:
+        os.environ[name] = str(tmp_path_factory.mktemp(name.lower()))
     yield
-    if previous is None:
-        os.environ.pop("XDG_CACHE_HOME", None)
-    else:
-        os.environ["XDG_CACHE_HOME"] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def rotation(angles: Sequence[float]) -> np.ndarray:

@@ -28,6 +28,20 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
 
         return describe_model(resolve_model(model))
 
+    @staticmethod
+    def importNnUNet(resultsFolder: str, folds=None, checkpoint: str = "final", overwrite: bool = False) -> str:
+        """Imports an nnU-Net v2 results folder (<Trainer>__<Plans>__<configuration>) into the user's models folder
+        (MedSegCNNLib.registry.user_models_folder()); returns the model's registry name. ``folds``: e.g.
+        ["0", "1"] (None: every fold trained); ``checkpoint``: "final" or "best"."""
+        from MedSegCNNLib.interop.nnunet_import import import_nnunet, model_name
+        from MedSegCNNLib.registry import user_models_folder
+
+        name = model_name(resultsFolder)
+        user_models_folder().mkdir(parents=True, exist_ok=True)
+        import_nnunet(resultsFolder, user_models_folder() / name, folds=folds, checkpoint=checkpoint,
+                      overwrite=overwrite)  # fmt: skip
+        return name
+
     def segment(
         self,
         inputVolumes,

@@ -27,8 +27,11 @@ from .logic import MedSegCNNLogic
 #: Input volume selectors in the panel; a model with more input channels is used from the Python console.
 MAX_INPUT_CHANNELS = 4
 POLL_INTERVAL_MS = 200
-#: The model list's last item: a model folder chosen in the path field below the list.
+#: The model list's items after the registry's: a model folder chosen in the path field below the list, and the
+#: import of an nnU-Net v2 results folder into the user's models folder.
 BROWSE_ITEM = _("Model folder...")
+IMPORT_NNUNET_ITEM = _("Import nnU-Net model...")
+IMPORT_NNUNET_DATA = "medsegcnn:import-nnunet"
 #: This package's files in import order (each imports only those before it), for developer mode's Reload.
 PACKAGE_FILES = ("parameters", "install", "logic", "widget", "selftest")
 
@@ -152,7 +155,7 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ----- model ------------------------------------------------------------------------------------------
 
     def fillModelComboBox(self) -> None:
-        """The registry's models, then the "Model folder..." item."""
+        """The registry's models, then the "Model folder..." and "Import nnU-Net model..." items."""
         combo = self.ui.modelComboBox
         combo.blockSignals(True)
         combo.clear()
@@ -165,6 +168,8 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as error:  # an unusable registry must not break the panel: the card says why
             logging.warning("MedSegCNN: could not list the models: %s", error)
         combo.addItem(BROWSE_ITEM, "")
+        combo.addItem(IMPORT_NNUNET_ITEM, IMPORT_NNUNET_DATA)
+        combo.setItemData(combo.count - 1, _("Import an nnU-Net v2 results folder as a model"), qt.Qt.ToolTipRole)
         combo.blockSignals(False)
         self._modelEntryKey = None  # describe the selected model again
         self.showModelInComboBox()
@@ -181,7 +186,7 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if index >= 0:
             combo.currentIndex = index
         else:
-            combo.currentIndex = combo.count - 1
+            combo.currentIndex = combo.findData("")
             self.ui.modelPathLineEdit.currentPath = model
         self.ui.modelPathLineEdit.blockSignals(False)
         combo.blockSignals(False)
@@ -191,7 +196,26 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode is None:
             return
         name = self.ui.modelComboBox.currentData
+        if name == IMPORT_NNUNET_DATA:
+            self.importNnUNetModel()
+            return
         self._parameterNode.model = name if name else self.ui.modelPathLineEdit.currentPath
+
+    def importNnUNetModel(self) -> None:
+        """Asks for an nnU-Net v2 results folder, imports it into the user's models folder and selects it; the
+        selection is restored when the user cancels or the import fails (the error is shown)."""
+        folder = qt.QFileDialog.getExistingDirectory(
+            slicer.util.mainWindow(), _("nnU-Net results folder (<Trainer>__<Plans>__<configuration>)")
+        )
+        name = None
+        if folder:
+            with slicer.util.tryWithErrorDisplay(_("The nnU-Net model could not be imported."), waitCursor=True):
+                name = self.logic.importNnUNet(folder)
+        if name:
+            self._parameterNode.model = name
+            self.fillModelComboBox()
+        else:
+            self.showModelInComboBox()
 
     def selectedModelEntry(self):
         """The selected model's registry entry, or None (the card then says why); described once per model."""

@@ -97,6 +97,12 @@ def _check_supported(folder: ResultsFolder) -> None:
         raise InputError(f"{folder.path} is a region-based nnU-Net model, which MedSegCNN does not import yet.")
 
 
+def model_name(results_folder: str | os.PathLike[str]) -> str:
+    """A registry name for the model of ``results_folder``: ``<DatasetXXX_Name>-<configuration>``."""
+    folder = open_results_folder(results_folder)
+    return f"{folder.dataset_name}-{folder.configuration_name}"
+
+
 def plan_of(folder: ResultsFolder, mirror_axes: Sequence[int]) -> NnUNetPlan:
     """The :class:`NnUNetPlan` of ``folder``'s configuration (``mirror_axes`` from its checkpoints)."""
     configuration, plans = folder.configuration, folder.plans

@@ -20,7 +20,8 @@ from MedSegCNNLib.data.nnunet.plan import NnUNetPlan
 from MedSegCNNLib.errors import InputError, OutputExistsError
 from MedSegCNNLib.image.io import read_image
 from MedSegCNNLib.inference.segment import segment
-from MedSegCNNLib.interop.nnunet_import import import_nnunet
+from MedSegCNNLib.interop.nnunet_import import import_nnunet, model_name
+from MedSegCNNLib.registry import list_models, user_models_folder
 
 #: nnU-Net accumulates logits in float16 and MedSegCNN in float32: the label maps may differ at near-ties only.
 MIN_AGREEMENT = 0.999
@@ -67,6 +68,18 @@ def test_the_cli_imports_and_predicts(nnunet_results: NnunetResults, reference, 
     assert agreement >= MIN_AGREEMENT
     again = medsegcnn("import", "nnunet", nnunet_results.model_folder, "--output", model)
     assert_clean_failure(again, "exists")
+
+
+def test_an_import_into_the_user_models_folder_is_in_the_registry(nnunet_results: NnunetResults) -> None:
+    name = model_name(nnunet_results.model_folder)
+    assert name == f"{nnunet_results.variant.dataset_name}-3d_fullres"
+    user_models_folder().mkdir(parents=True)
+    import_nnunet(nnunet_results.model_folder, user_models_folder() / name)
+    (entry,) = [entry for entry in list_models() if entry.name == name]
+    assert entry.source == "user" and entry.network == "nnunet-plain-unet"
+    names = json.loads((nnunet_results.model_folder / "dataset.json").read_text())["labels"]
+    assert {label.name: label.value for label in entry.labels} == {k: v for k, v in names.items() if v}
+    assert all(s is not None and s > 0 for s in entry.spacing)
 
 
 # ----- refusals: one clear message, nothing written ---------------------------------------------------------------
