@@ -7,14 +7,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.nnunet.plan import NnUNetPlan
-from ..data.nnunet.preprocessing import labels_from_logits, preprocess
+from ..data.nnunet.preprocessing import labels_from_logits, preprocess, probabilities_from_logits
 from ..errors import InputError
 from ..image import Image
-from ..image.geometry import Grid
 from .engine import Engine
 from .model import SegmentationModel
 from .options import PredictOptions
-from .prediction import predict_gated, predict_with_fallback
+from .prediction import WindowRecipe, predict_gated, predict_with_fallback
 from .sliding_window import Progress
 
 #: The slice spacing nnU-Net gives a 2D image read as a volume of one slice (mm).
@@ -30,16 +29,13 @@ def segment_nnunet(
     overlap: float,
     batch_size: int,
     progress: Progress | None,
-) -> Image:
-    """The label map of ``image`` on its own grid (see the module docstring); ``reference`` names the image in
-    the accuracy gate's record."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The label map of ``image`` in its array order and, when ``options`` want probabilities or uncertainty, the
+    (K, ...) probabilities (see the module docstring); ``reference`` names the image in the accuracy gate's
+    record (which compares label maps on the network's grid)."""
     plan = model.plan
     if not isinstance(plan, NnUNetPlan):
         raise InputError("This model is not an imported nnU-Net model.")
-    if options.wants_probabilities:
-        raise InputError(
-            "Probabilities and uncertainty are not available for imported nnU-Net models yet; predict labels only."
-        )
     channels = image.array if image.is_multichannel else image.array[None]
     spacing = tuple(reversed(image.spacing))  # array order (z, y, x)
     if image.spatial_dims == 2:
@@ -47,14 +43,16 @@ def segment_nnunet(
     case = preprocess(channels, spacing, plan)
     flips = 2 ** len(plan.mirror_axes)
 
-    def predict(engine: Engine, report: Progress | None) -> np.ndarray:
-        logits = predict_with_fallback(
-            model, engine, case.data, mirror_axes=plan.mirror_axes, output="average", average="logits",
-            overlap=overlap, batch_size=batch_size, progress=report,
-        )  # fmt: skip
-        return labels_from_logits(logits, case, plan, model.num_classes)
+    recipe = WindowRecipe(output="average", mirror_axes=plan.mirror_axes, average="logits",
+                          window_weights="nnunet", overlap=overlap, batch_size=batch_size)  # fmt: skip
 
-    labels = predict_gated(model, options, predict, batch=batch_size * flips, reference=reference, progress=progress)
+    def predict(engine: Engine, report: Progress | None) -> np.ndarray:
+        return predict_with_fallback(model, engine, case.data, recipe, report)
+
+    logits = predict_gated(model, options, predict, batch=batch_size * flips, reference=reference, progress=progress)
+    labels = labels_from_logits(logits, case, plan, model.num_classes)
+    probabilities = probabilities_from_logits(logits, case, plan) if options.wants_probabilities else None
     if image.spatial_dims == 2:
         labels = labels[0]
-    return Grid.of(image).image(labels, labels=model.labels)
+        probabilities = None if probabilities is None else probabilities[:, 0]
+    return labels, probabilities

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -69,9 +70,7 @@ def predict_gated(
 def predict_case_labels(model: SegmentationModel, engine: Engine, case: PreprocessedCase) -> np.ndarray:
     """The label map of a preprocessed case, on its own grid, predicted with ``engine`` as it is (no gate, no
     test-time augmentation; overlap 0.5): for comparing engines on the same case."""
-    return predict_with_fallback(
-        model, engine, case.image, mirror_axes=(), output="labels", overlap=0.5, batch_size=engine.batch, progress=None
-    )
+    return predict_with_fallback(model, engine, case.image, WindowRecipe(batch_size=engine.batch), None)
 
 
 def labels_of(output: np.ndarray) -> np.ndarray:
@@ -79,25 +78,31 @@ def labels_of(output: np.ndarray) -> np.ndarray:
     return output.argmax(0) if output.dtype.kind == "f" else output
 
 
+@dataclass(frozen=True)
+class WindowRecipe:
+    """How a preprocessed image is predicted window by window.
+
+    ``output``: ``"labels"`` (the label map) or ``"average"`` (the (K, *S) mean of the predictor's output);
+    ``mirror_axes``: spatial axes whose flips are averaged; ``average``: the :class:`~.predictor.Predictor`'s
+    (``"probabilities"`` or ``"logits"``); ``window_weights``: the importance map's mode
+    (:data:`~.sliding_window.MODES`); ``overlap`` and ``batch_size``: the sliding window's.
+    """
+
+    output: str = "labels"
+    mirror_axes: tuple[int, ...] = ()
+    average: str = "probabilities"
+    window_weights: str = "gaussian"
+    overlap: float = 0.5
+    batch_size: int = 2
+
+
 def predict_with_fallback(
-    model: SegmentationModel,
-    engine: Engine,
-    image: np.ndarray,
-    *,
-    mirror_axes: tuple[int, ...],
-    output: str,
-    overlap: float,
-    batch_size: int,
-    progress: Progress | None,
-    average: str = "probabilities",
+    model: SegmentationModel, engine: Engine, image: np.ndarray, recipe: WindowRecipe, progress: Progress | None
 ) -> np.ndarray:
     """:func:`_predict`, retried on a CUDA out-of-memory error with stitching on the CPU, then on the CPU."""
 
     def predict(on: Engine, device: torch.device, accumulation_device: torch.device | None) -> np.ndarray:
-        return _predict(
-            on, device, model.patch_size, image, mirror_axes=mirror_axes, average=average, output=output,
-            overlap=overlap, batch_size=batch_size, progress=progress, accumulation_device=accumulation_device,
-        )  # fmt: skip
+        return _predict(on, device, model.patch_size, image, recipe, progress, accumulation_device)
 
     try:
         return predict(engine, model.device, None)
@@ -122,23 +127,17 @@ def _predict(
     device: torch.device,
     patch_size: tuple[int, ...],
     image: np.ndarray,
-    *,
-    mirror_axes: tuple[int, ...],
-    average: str,
-    output: str,
-    overlap: float,
-    batch_size: int,
+    recipe: WindowRecipe,
     progress: Progress | None,
     accumulation_device: torch.device | None,
 ) -> np.ndarray:
-    """The (K, *shape) mean of the predictor's ``average`` (probabilities or logits) over the window for
-    ``output="average"``, else the label map (*shape), of ``image`` (C, *shape)."""
-    predictor = Predictor(engine.networks, mirror_axes=mirror_axes, average=average)
+    """The recipe's output for ``image`` (C, *shape): the (K, *shape) average or the label map (*shape)."""
+    predictor = Predictor(engine.networks, mirror_axes=recipe.mirror_axes, average=recipe.average)
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
     with engine.running():
         output = predict_image(
-            tensor, predictor, patch_size, overlap=overlap, batch_size=batch_size, output=output,
-            precision=engine.autocast,
+            tensor, predictor, patch_size, overlap=recipe.overlap, batch_size=recipe.batch_size,
+            mode=recipe.window_weights, output=recipe.output, precision=engine.autocast,
             channels_last=engine.channels_last, accumulation_device=accumulation_device, progress=progress,
         )  # fmt: skip
     return output.cpu().numpy()

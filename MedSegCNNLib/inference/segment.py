@@ -26,6 +26,7 @@ from ..data.nnunet.plan import NnUNetPlan
 from ..data.preprocessing import PreprocessedCase, preprocess_case, to_source_grid
 from ..errors import InputError
 from ..image import Image
+from ..image.geometry import Grid
 from ..image.io import case_name
 from ..image.labels import label_dtype
 from ..postprocessing import postprocess
@@ -34,7 +35,7 @@ from .engine import Engine
 from .model import SegmentationModel, load_segmentation_model
 from .nnunet_inference import segment_nnunet
 from .options import PredictOptions
-from .prediction import labels_of, predict_gated, predict_with_fallback
+from .prediction import WindowRecipe, labels_of, predict_gated, predict_with_fallback
 from .sliding_window import Progress
 
 logger = logging.getLogger(__name__)
@@ -86,22 +87,20 @@ def segment(
     _check_compatible(source, loaded)
     what = input_name or _input_text(image)
     if isinstance(loaded.plan, NnUNetPlan):
-        labels = segment_nnunet(_finite(source, what), loaded, options, reference=what, overlap=overlap,
-                                batch_size=batch_size, progress=progress)  # fmt: skip
-        return SegmentationResult(
-            postprocess(labels, options.postprocessing) if options.postprocessing.active else labels
-        )
+        return _segment_imported_nnunet(_finite(source, what), loaded, options, what, overlap, batch_size, progress)
     case = preprocess_case(_finite(source, what), None, loaded.plan, name="input")
     want_probabilities = options.wants_probabilities
     flips = 2**loaded.spatial_dims if options.tta else 1
 
-    mirror_axes = tuple(range(loaded.spatial_dims)) if options.tta else ()
+    recipe = WindowRecipe(
+        output="average" if want_probabilities else "labels",
+        mirror_axes=tuple(range(loaded.spatial_dims)) if options.tta else (),
+        overlap=overlap,
+        batch_size=batch_size,
+    )
 
     def predict(engine: Engine, report: Progress | None) -> np.ndarray:
-        return predict_with_fallback(
-            loaded, engine, case.image, mirror_axes=mirror_axes, output="average" if want_probabilities else "labels",
-            overlap=overlap, batch_size=batch_size, progress=report,
-        )  # fmt: skip
+        return predict_with_fallback(loaded, engine, case.image, recipe, report)
 
     mean_probabilities = predict_gated(loaded, options, predict, batch=batch_size * flips, reference=what,
                                         progress=progress)  # fmt: skip
@@ -119,6 +118,31 @@ def segment(
             uncertainty=case.source_geometry.image(_entropy(mapped)) if options.uncertainty else None,
         )
     return result
+
+
+def _segment_imported_nnunet(
+    source: Image,
+    model: SegmentationModel,
+    options: PredictOptions,
+    what: str,
+    overlap: float,
+    batch_size: int,
+    progress: Progress | None,
+) -> SegmentationResult:
+    """:func:`segment` with an imported nnU-Net model (:func:`.nnunet_inference.segment_nnunet`)."""
+    label_array, probabilities = segment_nnunet(source, model, options, reference=what, overlap=overlap,
+                                                batch_size=batch_size, progress=progress)  # fmt: skip
+    grid = Grid.of(source)
+    labels = grid.image(label_array, labels=model.labels)
+    if options.postprocessing.active:
+        labels = postprocess(labels, options.postprocessing)
+    if probabilities is None:
+        return SegmentationResult(labels=labels)
+    return SegmentationResult(
+        labels=labels,
+        probabilities=grid.image(probabilities) if options.probabilities else None,
+        uncertainty=grid.image(_entropy(probabilities)) if options.uncertainty else None,
+    )
 
 
 def _load_input(image: ImageSource | Sequence[ImageSource]) -> Image:

@@ -3,7 +3,8 @@
 Windows of ``patch_size`` tile the image with the given ``overlap``; what the network returns for them
 (logits or probabilities: the caller's choice) is weighted by an importance map ``m`` (Gaussian, σ =
 ``sigma_scale`` × patch size per axis, or constant) and averaged where windows overlap:
-``out(v) = Σ_w m_w(v)·f_w(v) / Σ_w m_w(v)``. Images smaller than the patch are padded and the padding is
+``out(v) = Σ_w m_w(v)·f_w(v) / Σ_w m_w(v)``; ``"nnunet"`` is nnU-Net's Gaussian (centred on voxel
+``size // 2``, cut at 4σ, for imported nnU-Net models). Images smaller than the patch are padded and the padding is
 cropped from the result.
 
 Two outputs: ``"average"``, the (N, K, *S) float32 average, and ``"labels"``, its (N, *S) argmax computed
@@ -36,7 +37,7 @@ from ..errors import InputError
 from ..image.labels import label_dtype
 from ..runtime import PRECISIONS, autocast
 
-MODES = ("gaussian", "constant")
+MODES = ("gaussian", "constant", "nnunet")
 OUTPUTS = ("average", "labels")
 
 Progress = Callable[[int, int], None]
@@ -70,9 +71,15 @@ def _importance_map(patch_size: tuple[int, ...], mode: str, sigma_scale: float) 
         return torch.ones(patch_size)
     axes = []
     for size in patch_size:
-        coordinates = np.arange(size) - (size - 1) / 2
         sigma = max(size * sigma_scale, 1e-3)
-        axes.append(np.exp(-0.5 * (coordinates / sigma) ** 2))
+        if mode == "nnunet":  # SciPy's gaussian_filter of a delta at size // 2: zero beyond 4σ
+            coordinates = np.arange(size) - size // 2
+            axis = np.exp(-0.5 * (coordinates / sigma) ** 2)
+            axis[np.abs(coordinates) > int(4 * sigma + 0.5)] = 0.0
+        else:
+            coordinates = np.arange(size) - (size - 1) / 2
+            axis = np.exp(-0.5 * (coordinates / sigma) ** 2)
+        axes.append(axis)
     weights = functools.reduce(np.multiply.outer, axes)
     weights /= weights.max()
     # Clamp so that no voxel gets (almost) zero weight: border voxels of a single window still count.
@@ -344,6 +351,7 @@ def predict_image(
     *,
     overlap: float = 0.5,
     batch_size: int = 4,
+    mode: str = "gaussian",
     output: str = "average",
     precision: str = "fp32",
     accumulation_device: torch.device | str | None = None,
@@ -358,7 +366,7 @@ def predict_image(
     slice_wise = len(patch_size) == 2 and image.ndim == 4
     batch = image.permute(1, 0, 2, 3) if slice_wise else image[None]
     result = sliding_window_inference(
-        batch, network, patch_size, overlap, batch_size, output=output, precision=precision,
+        batch, network, patch_size, overlap, batch_size, mode, output=output, precision=precision,
         accumulation_device=accumulation_device, channels_last=channels_last, progress=progress,
     )  # fmt: skip
     if not slice_wise:

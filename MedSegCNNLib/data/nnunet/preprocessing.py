@@ -86,6 +86,27 @@ def labels_from_logits(logits: np.ndarray, case: NnUNetCase, plan: NnUNetPlan, n
     return np.ascontiguousarray(labels.transpose(plan.transpose_backward))
 
 
+def probabilities_from_logits(logits: np.ndarray, case: NnUNetCase, plan: NnUNetPlan) -> np.ndarray:
+    """nnU-Net's probabilities (K, z, y, x) float32 in file voxel order: the logits resampled back (step 6), then
+    softmax (sigmoid per region for region-based models); outside the crop the background has probability 1
+    (regions 0)."""
+    resampled = np.stack([
+        resample(logits[index : index + 1], case.shape_after_cropping, case.network_spacing, case.spacing,
+                 plan.resampling_probabilities)[0]
+        for index in range(logits.shape[0])
+    ])  # fmt: skip
+    if plan.regions_class_order is not None:
+        cropped = 1.0 / (1.0 + np.exp(-resampled))
+    else:
+        cropped = np.exp(resampled - resampled.max(axis=0, keepdims=True))
+        cropped /= cropped.sum(axis=0, keepdims=True)
+    probabilities = np.zeros((logits.shape[0], *case.shape_before_cropping), dtype=np.float32)
+    if plan.regions_class_order is None:
+        probabilities[0] = 1.0
+    probabilities[(slice(None), *case.box)] = cropped
+    return np.ascontiguousarray(probabilities.transpose(0, *(a + 1 for a in plan.transpose_backward)))
+
+
 def _filled_nonzero_mask(data: np.ndarray) -> np.ndarray:
     """Voxels non-zero in any channel, with enclosed holes filled (face connectivity, as SciPy's
     ``binary_fill_holes``)."""
