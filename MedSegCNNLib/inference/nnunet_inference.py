@@ -16,8 +16,8 @@ from .options import PredictOptions
 from .prediction import WindowRecipe, predict_gated, predict_with_fallback
 from .sliding_window import Progress
 
-#: The slice spacing nnU-Net gives a 2D image read as a volume of one slice (mm).
-SLICE_SPACING_OF_2D_IMAGES = 999.0
+#: nnU-Net reads a 2D image as a volume of one slice whose spacing is this times its largest pixel spacing.
+SLICE_SPACING_FACTOR_OF_2D_IMAGES = 999.0
 
 
 def segment_nnunet(
@@ -39,7 +39,7 @@ def segment_nnunet(
     channels = image.array if image.is_multichannel else image.array[None]
     spacing = tuple(reversed(image.spacing))  # array order (z, y, x)
     if image.spatial_dims == 2:
-        channels, spacing = channels[:, None], (SLICE_SPACING_OF_2D_IMAGES, *spacing)
+        channels, spacing = channels[:, None], (SLICE_SPACING_FACTOR_OF_2D_IMAGES * max(spacing), *spacing)
     case = preprocess(channels, spacing, plan)
     flips = 2 ** len(plan.mirror_axes)
 

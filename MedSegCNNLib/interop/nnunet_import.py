@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 #: The most folds imported into one model (nnU-Net trains 5).
 MAX_FOLDS = 10
+#: nnU-Net's image readers that give the network the voxels in file order (z, y, x), as MedSegCNN reads them.
+#: Its reorienting readers (``...WithReorient``) and its 2D/TIFF readers are not reproduced yet.
+SAME_VOXEL_ORDER_READERS = ("SimpleITKIO", "NibabelIO")
 
 
 def import_nnunet(
@@ -95,6 +98,12 @@ def _check_supported(folder: ResultsFolder) -> None:
         )
     if folder.dataset.get("regions_class_order") is not None:
         raise InputError(f"{folder.path} is a region-based nnU-Net model, which MedSegCNN does not import yet.")
+    reader = folder.dataset.get("overwrite_image_reader_writer") or folder.plans.get("image_reader_writer")
+    if reader not in SAME_VOXEL_ORDER_READERS:
+        raise InputError(
+            f"{folder.path} reads its images with {reader}, which MedSegCNN does not reproduce yet (supported: "
+            f"{', '.join(SAME_VOXEL_ORDER_READERS)}, which give the network the image's voxels in file order)."
+        )
 
 
 def model_name(results_folder: str | os.PathLike[str]) -> str:

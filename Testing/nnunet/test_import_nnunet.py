@@ -155,6 +155,12 @@ def test_an_unsupported_configuration_or_network(copy: Path, tmp_path: Path) -> 
     _refused(copy, "my.own.TransUNet", tmp_path)
 
 
+def test_a_reorienting_image_reader_is_refused(copy: Path, tmp_path: Path) -> None:
+    """nnU-Net's ...WithReorient readers give the network reoriented voxels, which MedSegCNN does not reproduce."""
+    _edit_json(copy / "plans.json", lambda plans: plans.update(image_reader_writer="NibabelIOWithReorient"))
+    _refused(copy, "NibabelIOWithReorient", tmp_path)
+
+
 class _RunsCode:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
