@@ -85,7 +85,8 @@ class WindowRecipe:
     ``output``: ``"labels"`` (the label map) or ``"average"`` (the (K, *S) mean of the predictor's output);
     ``mirror_axes``: spatial axes whose flips are averaged; ``average``: the :class:`~.predictor.Predictor`'s
     (``"probabilities"`` or ``"logits"``); ``window_weights``: the importance map's mode
-    (:data:`~.sliding_window.MODES`); ``overlap`` and ``batch_size``: the sliding window's.
+    (:data:`~.sliding_window.MODES`); ``overlap`` and ``batch_size``: the sliding window's; ``average_dtype``:
+    the torch type of the ``"average"`` output (``"float16"`` halves its memory).
     """
 
     output: str = "labels"
@@ -94,6 +95,7 @@ class WindowRecipe:
     window_weights: str = "gaussian"
     overlap: float = 0.5
     batch_size: int = 2
+    average_dtype: str = "float32"
 
 
 def predict_with_fallback(
@@ -139,5 +141,6 @@ def _predict(
             tensor, predictor, patch_size, overlap=recipe.overlap, batch_size=recipe.batch_size,
             mode=recipe.window_weights, output=recipe.output, precision=engine.autocast,
             channels_last=engine.channels_last, accumulation_device=accumulation_device, progress=progress,
+            average_dtype=getattr(torch, recipe.average_dtype),
         )  # fmt: skip
     return output.cpu().numpy()

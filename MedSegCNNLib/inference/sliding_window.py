@@ -181,14 +181,17 @@ class _FullAccumulator:
 
 
 class _CellAccumulator:
-    """``output="labels"``: float32 accumulators per live cell; finished cells become labels.
+    """``output="labels"``: float32 accumulators per live cell; finished cells become labels. With an
+    ``average_dtype``, finished cells are written, divided, into an (N, K, *S) average of that type instead.
 
     The buffers of finished cells are kept for the next cells of the same shape (most cells share a few
     shapes), so the memory held never exceeds the peak of live cells and the allocator is not churned.
     """
 
-    def __init__(self, samples: int, size: tuple[int, ...], patch, starts, weights, device) -> None:
+    def __init__(self, samples: int, size: tuple[int, ...], patch, starts, weights, device, average_dtype=None) -> None:
         self.samples, self.size, self.patch, self.starts, self.device = samples, size, patch, starts, device
+        self.average_dtype = average_dtype
+        self.average: torch.Tensor | None = None
         self.axes = [_AxisCells(s, p, a) for s, p, a in zip(size, patch, starts, strict=True)]
         self.weights = weights
         self.live: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -207,7 +210,10 @@ class _CellAccumulator:
     def add(
         self, sample: int, index: tuple[int, ...], box: tuple[slice, ...], values: torch.Tensor, *, weighted: bool
     ) -> None:
-        if self.labels is None:
+        if self.average_dtype is not None and self.average is None:
+            shape = (self.samples, values.shape[0], *self.size)
+            self.average = torch.empty(shape, dtype=self.average_dtype, device=self.device)  # every cell is written
+        elif self.average_dtype is None and self.labels is None:
             self.labels = torch.empty(
                 (self.samples, *self.size), dtype=labels_dtype(values.shape[0]), device=self.device
             )
@@ -231,12 +237,14 @@ class _CellAccumulator:
             if all(axis.last[k] == j for axis, k, j in zip(self.axes, cell, index, strict=True)):
                 del self.live[key]
                 target = (sample, *(slice(lo, hi) for lo, hi in region))
-                # equals argmax(0), ties to the first maximum; argmax over the leading axis is a slower CPU kernel
-                self.labels[target] = torch.max(total.div_(normaliser), 0).indices
+                if self.average is not None:
+                    self.average[(sample, slice(None), *target[1:])] = total.div_(normaliser)
+                else:  # equals argmax(0), ties to the first maximum; argmax over the leading axis is a slower kernel
+                    self.labels[target] = torch.max(total.div_(normaliser), 0).indices
                 self.free.setdefault(shape, []).append((total, normaliser))
 
     def result(self) -> torch.Tensor:
-        return self.labels
+        return self.average if self.average is not None else self.labels
 
 
 def _network_device(network: Callable, default: torch.device) -> torch.device:
@@ -276,6 +284,7 @@ def sliding_window_inference(
     accumulation_device: torch.device | str | None = None,
     channels_last: bool = True,
     progress: Progress | None = None,
+    average_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Weighted average of ``network`` over the whole of ``inputs`` (N, C, *S), 2D or 3D.
 
@@ -298,6 +307,9 @@ def sliding_window_inference(
       ``inputs``); e.g. ``"cpu"`` to stitch a huge volume in host memory while the network runs on a GPU.
     - ``channels_last``: give window batches to the network in channels-last (3D) layout.
     - ``progress``: called after every batch with (windows done, windows in total).
+    - ``average_dtype``: the type of the ``"average"`` output. Other than float32 (e.g. float16: half the
+      memory), it is accumulated cell by cell as for ``"labels"`` (float32 sums, one division) and each finished
+      cell is rounded into the output, so memory is ``K·V`` float32 plus the output.
     """
     patch = tuple(int(p) for p in patch_size)
     _check(inputs, patch, overlap, batch_size, output, precision)
@@ -315,10 +327,11 @@ def sliding_window_inference(
     weights = _importance_map_on(*key, accumulation)
     weights_compute = _importance_map_on(*key, compute)
     samples = inputs.shape[0]
-    if output == "average":
+    if output == "average" and average_dtype == torch.float32:
         sink = _FullAccumulator(samples, padded, list(boxes.values()), weights, accumulation)
     else:
-        sink = _CellAccumulator(samples, padded, patch, starts, weights, accumulation)
+        rounded = average_dtype if output == "average" else None
+        sink = _CellAccumulator(samples, padded, patch, starts, weights, accumulation, rounded)
     memory_format = {4: torch.channels_last, 5: torch.channels_last_3d}.get(inputs.ndim) if channels_last else None
     items = [(sample, index) for sample in range(samples) for index in windows]
     for first in range(0, len(items), batch_size):
@@ -357,6 +370,7 @@ def predict_image(
     accumulation_device: torch.device | str | None = None,
     channels_last: bool = True,
     progress: Progress | None = None,
+    average_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """:func:`sliding_window_inference` of one (C, *S) image: (K, *S) for ``"average"``, (*S) for ``"labels"``.
 
@@ -368,6 +382,7 @@ def predict_image(
     result = sliding_window_inference(
         batch, network, patch_size, overlap, batch_size, mode, output=output, precision=precision,
         accumulation_device=accumulation_device, channels_last=channels_last, progress=progress,
+        average_dtype=average_dtype,
     )  # fmt: skip
     if not slice_wise:
         return result[0]

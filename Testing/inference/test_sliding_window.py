@@ -114,6 +114,19 @@ def test_labels_output_is_the_argmax_of_the_average_output(size, patch, classes,
     assert torch.equal(labels.long(), logits.argmax(1))
 
 
+@pytest.mark.parametrize(
+    ("size", "patch", "mode"), [((23, 17), (8, 8), "gaussian"), ((11, 13, 9), (5, 6, 4), "nnunet")]
+)
+def test_a_float16_average_is_the_float32_average_rounded(size, patch, mode):
+    """Accumulated cell by cell (float32 sums, one division, then rounded): the same numbers as the full buffer."""
+    network = _random_net(len(size), 4)
+    inputs = torch.randn((2, 2, *size), generator=torch.Generator().manual_seed(2))
+    full = sliding_window_inference(inputs, network, patch, 0.5, mode=mode, batch_size=3)
+    half = sliding_window_inference(inputs, network, patch, 0.5, mode=mode, batch_size=3, average_dtype=torch.float16)
+    assert half.dtype == torch.float16 and half.shape == full.shape
+    assert torch.equal(half, full.half())
+
+
 def test_window_batches_mix_samples_and_stay_equal_to_one_at_a_time():
     network = _random_net(2, 3)
     inputs = torch.randn((3, 2, 20, 20))

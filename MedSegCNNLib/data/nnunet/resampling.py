@@ -10,7 +10,8 @@ When one axis is anisotropic (:func:`~.plan.anisotropic_axis`), the other two ar
 ``order`` and that axis with ``order_z``.
 
 ``resample_torch_fornnunet`` (newer plans) is torch's linear ``interpolate`` (``align_corners=False``), with
-``nearest-exact`` along an anisotropic axis; it is reproduced with the same torch calls.
+``nearest-exact`` along an anisotropic axis; it is reproduced with the same torch calls, which also compute the
+default function's order 1 with ``order_z`` 0 (the logits' resampling): the same interpolation, in float32.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def resample(
     if tuple(data.shape[1:]) == shape:
         return data
     axis = anisotropic_axis(current, new, how.force_separate_z)
-    if how.function == "resample_torch_fornnunet":
+    if how.function == "resample_torch_fornnunet" or (how.order == 1 and how.order_z == 0):
+        # linear in grid mode with edge clamping, nearest across an anisotropic axis: torch's interpolate computes
+        # the same, in float32 and without full-size temporaries (the logits of big images, label by label)
         return _resample_torch(data, shape, axis)
     result = np.empty((data.shape[0], *shape), dtype=np.float32)
     for channel in range(data.shape[0]):
