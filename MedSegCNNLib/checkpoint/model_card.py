@@ -366,13 +366,14 @@ def _parse(data: Any, where: str, *, saved: bool) -> ModelCard:
     dims = check.choice("spatial_dims", data["spatial_dims"], (2, 3))
     channels = check.channels(data["channels"])
     labels = check.labels(data["labels"])
+    preprocessing = check.preprocessing(data["preprocessing"], dims, len(channels))
     return ModelCard(
-        network=check.network(data["network"], dims, len(channels), len(labels)),
+        network=check.network(data["network"], dims, len(channels), check.outputs(preprocessing, labels)),
         spatial_dims=dims,
         patch_size=check.patch_size(data["patch_size"], dims),
         channels=channels,
         labels=labels,
-        preprocessing=check.preprocessing(data["preprocessing"], dims, len(channels)),
+        preprocessing=preprocessing,
         training=check.training(data.get("training")),
         name=check.text("name", data.get("name")),
         title=check.text("title", data.get("title")),
@@ -490,7 +491,7 @@ class _Checker:
         if value["in_channels"] != in_channels or isinstance(value["in_channels"], bool):
             self.fail("network.in_channels", f"{in_channels} (one per entry of channels)", value["in_channels"])
         if value["out_channels"] != out_channels or isinstance(value["out_channels"], bool):
-            self.fail("network.out_channels", f"{out_channels} (one per label)", value["out_channels"])
+            self.fail("network.out_channels", f"{out_channels} (one per label, or per region)", value["out_channels"])
         features = value.get("features")
         if features is not None:
             if not isinstance(features, list) or not 1 <= len(features) <= _MAX_LEVELS:
@@ -528,6 +529,18 @@ class _Checker:
             raise InputError(
                 f"Invalid model card {self.where}: preprocessing: {reason}; fix the card or use another model."
             ) from None
+
+    def outputs(self, plan: PreprocessingPlan | NnUNetPlan, labels: tuple[LabelInfo, ...]) -> int:
+        """The network's output channels: one per label, or one per region of a region-based nnU-Net model (whose
+        ``regions_class_order`` must paint foreground labels of the card)."""
+        regions = plan.regions_class_order if isinstance(plan, NnUNetPlan) else None
+        if regions is None:
+            return len(labels)
+        values = {label.value for label in labels if label.value != 0}
+        if not set(regions) <= values:
+            self.fail("preprocessing.regions_class_order", f"foreground label values of the card {sorted(values)}",
+                      list(regions))  # fmt: skip
+        return len(regions)
 
     def nnunet_plan(self, value: dict[str, Any], dims: int, channels: int) -> NnUNetPlan:
         if value["kind"] != NNUNET_KIND:

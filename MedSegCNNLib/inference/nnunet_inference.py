@@ -36,6 +36,11 @@ def segment_nnunet(
     plan = model.plan
     if not isinstance(plan, NnUNetPlan):
         raise InputError("This model is not an imported nnU-Net model.")
+    if options.wants_probabilities and plan.regions_class_order is not None:
+        raise InputError(
+            "This nnU-Net model predicts overlapping regions, not one probability per label; predict its labels "
+            "without probabilities or uncertainty."
+        )
     channels = image.array if image.is_multichannel else image.array[None]
     spacing = tuple(reversed(image.spacing))  # array order (z, y, x)
     if image.spatial_dims == 2:

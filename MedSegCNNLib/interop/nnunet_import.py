@@ -4,8 +4,8 @@
 The folds chosen become one network that averages their logits (``"folds"`` in the card's network
 configuration), rebuilt natively (:mod:`MedSegCNNLib.networks.nnunet_unet`); the plans' preprocessing becomes an
 :class:`~.plan.NnUNetPlan`. Supported: ``3d_fullres`` and ``2d`` configurations of PlainConvUNet and
-ResidualEncoderUNet, softmax label sets. Cascades (``3d_lowres``, ``3d_cascade_fullres``) and region-based label
-sets are refused with a message. Nothing is written unless everything checks out.
+ResidualEncoderUNet, softmax and region-based label sets. Cascades (``3d_lowres``, ``3d_cascade_fullres``) are
+refused with a message. Nothing is written unless everything checks out.
 """
 
 from __future__ import annotations
@@ -70,12 +70,13 @@ def import_nnunet(
     plan = plan_of(folder, checkpoints[0].mirror_axes)
     labels = _labels(folder)
     channels = _channels(folder)
+    outputs = len(labels) if plan.regions_class_order is None else len(plan.regions_class_order)
     member = network_config_from_plans(
         str(folder.configuration["architecture"]["network_class_name"]),
         folder.configuration["architecture"]["arch_kwargs"],
         folder.configuration["architecture"].get("_kw_requires_import", ()),
         len(channels),
-        len(labels),
+        outputs,
     )
     config = {**member, "folds": len(checkpoints)} if len(checkpoints) > 1 else member
     network = build_network(config)
@@ -96,8 +97,6 @@ def _check_supported(folder: ResultsFolder) -> None:
             f"The nnU-Net configuration {name!r}{extra} is not supported yet; import a "
             f"{' or '.join(CONFIGURATIONS)} configuration."
         )
-    if folder.dataset.get("regions_class_order") is not None:
-        raise InputError(f"{folder.path} is a region-based nnU-Net model, which MedSegCNN does not import yet.")
     reader = folder.dataset.get("overwrite_image_reader_writer") or folder.plans.get("image_reader_writer")
     if reader not in SAME_VOXEL_ORDER_READERS:
         raise InputError(
@@ -144,6 +143,7 @@ def plan_of(folder: ResultsFolder, mirror_axes: Sequence[int]) -> NnUNetPlan:
         resampling_data=_resampling(configuration, "resampling_fn_data", folder),
         resampling_probabilities=_resampling(configuration, "resampling_fn_probabilities", folder),
         mirror_axes=tuple(mirror_axes),
+        regions_class_order=_regions_class_order(folder),
     )
 
 
@@ -203,12 +203,31 @@ def _check_checkpoints(folder: ResultsFolder, checkpoints: list[Checkpoint]) -> 
         raise InputError(f"The folds of {folder.path} allow different mirror axes; import them separately.")
 
 
+def _regions_class_order(folder: ResultsFolder) -> tuple[int, ...] | None:
+    """``regions_class_order`` of a region-based model (one painted label per region), or None."""
+    order = folder.dataset.get("regions_class_order")
+    if order is None:
+        return None
+    regions = [name for name in folder.dataset["labels"] if name not in ("background", "ignore")]
+    if not isinstance(order, list) or len(order) != len(regions):
+        raise InputError(
+            f"{folder.path / 'dataset.json'}: regions_class_order must give one label per region ({len(regions)})."
+        )
+    return tuple(order)
+
+
 def _labels(folder: ResultsFolder) -> dict[int, str]:
     """Label value → name from dataset.json (``{"background": 0, "liver": 1}``; ``ignore`` dropped), which must
-    be consecutive from 0 as nnU-Net requires."""
+    be consecutive from 0 as nnU-Net requires. A region-based model's labels are the values it paints
+    (``regions_class_order``), each named after its region (``{"background": 0, "whole tumor": [1, 2, 3], ...}``:
+    value 1, painted first where the whole tumour is, is "whole tumor")."""
     raw = {name: value for name, value in folder.dataset["labels"].items() if name != "ignore"}
-    if any(isinstance(value, list | tuple) for value in raw.values()):
-        raise InputError(f"{folder.path} is a region-based nnU-Net model, which MedSegCNN does not import yet.")
+    order = _regions_class_order(folder)
+    if order is not None:
+        regions = [name for name in raw if name != "background"]
+        raw = {"background": 0} | {name: value for name, value in zip(regions, order, strict=True)}
+    elif any(isinstance(value, list | tuple) for value in raw.values()):
+        raise InputError(f"{folder.path / 'dataset.json'}: labels are regions but regions_class_order is missing.")
     if not all(isinstance(value, int) and not isinstance(value, bool) for value in raw.values()):
         raise InputError(f"{folder.path / 'dataset.json'}: labels must map names to integers.")
     by_value = {int(value): str(name) for name, value in raw.items()}

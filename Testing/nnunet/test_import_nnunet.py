@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from cli_support import assert_clean_failure, medsegcnn
-from nnunet_support import NnunetResults, nnunet_predict
+from nnunet_support import VARIANTS, NnunetResults, build_nnunet_results, nnunet_available, nnunet_predict
 
 from MedSegCNNLib.checkpoint.model_card import read_model_card
 from MedSegCNNLib.data.nnunet.plan import NnUNetPlan
@@ -87,6 +87,25 @@ def test_an_import_into_the_user_models_folder_is_in_the_registry(nnunet_results
     names = json.loads((nnunet_results.model_folder / "dataset.json").read_text())["labels"]
     assert {label.name: label.value for label in entry.labels} == {k: v for k, v in names.items() if v}
     assert all(s is not None and s > 0 for s in entry.spacing)
+
+
+def test_a_region_based_model_paints_its_regions_like_nnunet(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Sigmoid outputs, one per region, painted in regions_class_order; each painted label named after its region."""
+    reason = nnunet_available()
+    if reason is not None:
+        pytest.skip(reason)
+    results = build_nnunet_results(tmp_path_factory.mktemp("nnunet-regions"), VARIANTS["regions"])
+    model = import_nnunet(results.model_folder, tmp_path_factory.mktemp("imported-regions") / "model")
+    card = read_model_card(model)
+    assert [(label.value, label.name) for label in card.labels] == [(0, "background"), (1, "hippocampus"),
+                                                                    (2, "posterior")]  # fmt: skip
+    assert card.network["out_channels"] == 2 and card.preprocessing.regions_class_order == (1, 2)
+    reference = nnunet_predict(results.model_folder, results.test_images, tmp_path_factory.mktemp("nnunet-seg"))
+    for images, expected in zip(results.test_images, reference, strict=True):
+        labels = segment([str(p) for p in images], model).labels.array
+        assert (labels == expected.segmentation).mean() >= MIN_AGREEMENT
+    with pytest.raises(InputError, match="overlapping regions"):
+        segment([str(p) for p in results.test_images[0]], model, PredictOptions(probabilities=True))
 
 
 # ----- refusals: one clear message, nothing written ---------------------------------------------------------------
