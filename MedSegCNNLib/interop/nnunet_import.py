@@ -24,6 +24,7 @@ from ..errors import InputError, OutputExistsError
 from ..networks import build_network
 from ..networks.nnunet_unet import network_config_from_plans, state_dict_from_nnunet
 from .nnunet_results import (
+    ARCHITECTURE_TRAINERS,
     CHECKPOINTS,
     Checkpoint,
     ResultsFolder,
@@ -71,10 +72,11 @@ def import_nnunet(
     labels = _labels(folder)
     channels = _channels(folder)
     outputs = len(labels) if plan.regions_class_order is None else len(plan.regions_class_order)
+    architecture = folder.configuration["architecture"]
     member = network_config_from_plans(
-        str(folder.configuration["architecture"]["network_class_name"]),
-        folder.configuration["architecture"]["arch_kwargs"],
-        folder.configuration["architecture"].get("_kw_requires_import", ()),
+        str(architecture["network_class_name"]),
+        _arch_kwargs(architecture["arch_kwargs"], checkpoints[0].trainer, plan.spatial_dims),
+        architecture.get("_kw_requires_import", ()),
         len(channels),
         outputs,
     )
@@ -191,6 +193,13 @@ def _chosen_folds(folder: ResultsFolder, folds: Sequence[str | int] | str | None
     return chosen
 
 
+def _arch_kwargs(arch_kwargs: Mapping[str, Any], trainer: str, dims: int) -> dict[str, Any]:
+    """The plans' arch_kwargs as ``trainer`` builds its network (:data:`ARCHITECTURE_TRAINERS`)."""
+    changes = ARCHITECTURE_TRAINERS.get(trainer, {})
+    replaced = {key: value.format(dims=dims) if isinstance(value, str) else value for key, value in changes.items()}
+    return {**arch_kwargs, **replaced}
+
+
 def _check_checkpoints(folder: ResultsFolder, checkpoints: list[Checkpoint]) -> None:
     for entry in checkpoints:
         check_trainer(entry.trainer, entry.path)
@@ -199,6 +208,8 @@ def _check_checkpoints(folder: ResultsFolder, checkpoints: list[Checkpoint]) -> 
                 f"{entry.path} was trained for configuration {entry.configuration!r}, but the folder is "
                 f"{folder.configuration_name!r}: the plans and the checkpoint do not belong together."
             )
+    if len({entry.trainer for entry in checkpoints}) > 1:
+        raise InputError(f"The folds of {folder.path} were trained with different trainers; import them separately.")
     if len({entry.mirror_axes for entry in checkpoints}) > 1:
         raise InputError(f"The folds of {folder.path} allow different mirror axes; import them separately.")
 

@@ -77,6 +77,14 @@ KNOWN_TRAINERS = frozenset(
         "nnUNetTrainerBenchmark_5epochs_noDataLoading",
     ]
 )
+#: Trainers that change the plans' network in a known way: the arch_kwargs they replace (``{dims}``: 2 or 3).
+#: nnUNetTrainerBN builds the network with batch norm instead of the plans' instance norm.
+ARCHITECTURE_TRAINERS: Mapping[str, Mapping[str, Any]] = {
+    "nnUNetTrainerBN": {
+        "norm_op": "torch.nn.modules.batchnorm.BatchNorm{dims}d",
+        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+    },
+}
 #: Epoch-count variants (``nnUNetTrainer_4000epochs``, ``..._NoMirroring``; TotalSegmentator's too).
 _EPOCH_TRAINER = re.compile(r"nnUNetTrainer_\d+epochs?(_NoMirroring)?")
 
@@ -212,7 +220,7 @@ def _checked_checkpoint(raw: Any, path: Path, fold: str) -> Checkpoint:
 
 def check_trainer(name: str, path: Path) -> None:
     """Refuse trainers that may build another network than the plans describe."""
-    if name in KNOWN_TRAINERS or _EPOCH_TRAINER.fullmatch(name):
+    if name in KNOWN_TRAINERS or name in ARCHITECTURE_TRAINERS or _EPOCH_TRAINER.fullmatch(name):
         return
     raise InputError(
         f"{path} was trained with {name}, which MedSegCNN does not know: it may build another network than the "

@@ -15,6 +15,7 @@ import torch
 from cli_support import assert_clean_failure, medsegcnn
 from nnunet_support import VARIANTS, NnunetResults, build_nnunet_results, nnunet_available, nnunet_predict
 
+from MedSegCNNLib.checkpoint import load_model
 from MedSegCNNLib.checkpoint.model_card import read_model_card
 from MedSegCNNLib.data.nnunet.plan import NnUNetPlan
 from MedSegCNNLib.errors import InputError, OutputExistsError
@@ -106,6 +107,30 @@ def test_a_region_based_model_paints_its_regions_like_nnunet(tmp_path_factory: p
         assert (labels == expected.segmentation).mean() >= MIN_AGREEMENT
     with pytest.raises(InputError, match="overlapping regions"):
         segment([str(p) for p in results.test_images[0]], model, PredictOptions(probabilities=True))
+
+
+def test_a_batch_norm_trainer_builds_its_network_as_nnunet_does(copy: Path, tmp_path: Path) -> None:
+    """nnUNetTrainerBN swaps the plans' instance norm for batch norm: a checkpoint of nnunetv2's own BN network
+    (random weights and statistics) gives the same logits through the imported model's network."""
+    from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainerBN import nnUNetTrainerBN
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = PlansManager(json.loads((copy / "plans.json").read_text()))
+    torch.manual_seed(0)
+    reference = nnUNetTrainerBN.build_network_architecture(
+        plans, plans.get_configuration("3d_fullres"), 1, 3, enable_deep_supervision=False
+    ).eval()
+    with torch.no_grad():
+        for name, tensor in reference.state_dict().items():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.rand_like(tensor) + 0.5 if "running_var" in name else torch.randn_like(tensor))
+    _rewrite_checkpoint(
+        copy, lambda c: c.update(trainer_name="nnUNetTrainerBN", network_weights=reference.state_dict())
+    )
+    model = load_model(import_nnunet(copy, tmp_path / "model"))[0].eval()
+    x = torch.randn(1, 1, *read_model_card(tmp_path / "model").patch_size)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(x), atol=1e-4)
 
 
 # ----- refusals: one clear message, nothing written ---------------------------------------------------------------
