@@ -35,6 +35,11 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
         "--checkpoint", choices=("final", "best"), default="final", help="which checkpoint (default final)"
     )
     nnunet.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    nnunet.add_argument(
+        "--reorient-to-ras",
+        action="store_true",
+        help="the network expects images reoriented to the closest canonical RAS order (TotalSegmentator's models)",
+    )
     nnunet.set_defaults(run=run_nnunet)
 
 
@@ -44,8 +49,9 @@ def run_nnunet(args: argparse.Namespace) -> int:
 
     folds = [fold.strip() for fold in args.folds.split(",") if fold.strip()] if args.folds else None
     folder = import_nnunet(
-        args.results_folder, args.output, folds=folds, checkpoint=args.checkpoint, overwrite=args.overwrite
-    )
+        args.results_folder, args.output, folds=folds, checkpoint=args.checkpoint, overwrite=args.overwrite,
+        reorient_to_ras=args.reorient_to_ras,
+    )  # fmt: skip
     card = read_model_card(folder)
     labels = ", ".join(label.name for label in card.foreground_labels)
     print(f"Imported {card.title} into {folder}: {len(card.foreground_labels)} labels ({labels}).")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.nnunet.plan import NnUNetPlan
-from ..data.nnunet.preprocessing import labels_from_logits, preprocess, probabilities_from_logits
+from ..data.nnunet.preprocessing import VoxelOrder, labels_from_logits, preprocess, probabilities_from_logits
 from ..errors import InputError
 from ..image import Image
 from .engine import Engine
@@ -45,6 +45,12 @@ def segment_nnunet(
     spacing = tuple(reversed(image.spacing))  # array order (z, y, x)
     if image.spatial_dims == 2:
         channels, spacing = channels[:, None], (SLICE_SPACING_FACTOR_OF_2D_IMAGES * max(spacing), *spacing)
+    order = None
+    if plan.input_orientation == "RAS":
+        if image.spatial_dims != 3:
+            raise InputError("This nnU-Net model reorients 3D volumes; give it a 3D image.")
+        order = VoxelOrder.closest_ras(image.direction)
+        channels, spacing = order.forward(channels), order.spacing(spacing)
     case = preprocess(channels, spacing, plan)
     flips = 2 ** len(plan.mirror_axes)
 
@@ -58,6 +64,9 @@ def segment_nnunet(
     logits = predict_gated(model, options, predict, batch=batch_size * flips, reference=reference, progress=progress)
     labels = labels_from_logits(logits, case, plan, model.num_classes)
     probabilities = probabilities_from_logits(logits, case, plan) if options.wants_probabilities else None
+    if order is not None:
+        labels = np.ascontiguousarray(order.backward(labels))
+        probabilities = None if probabilities is None else np.ascontiguousarray(order.backward(probabilities))
     if image.spatial_dims == 2:
         labels = labels[0]
         probabilities = None if probabilities is None else probabilities[:, 0]

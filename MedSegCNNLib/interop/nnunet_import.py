@@ -39,8 +39,10 @@ logger = logging.getLogger(__name__)
 #: The most folds imported into one model (nnU-Net trains 5).
 MAX_FOLDS = 10
 #: nnU-Net's image readers that give the network the voxels in file order (z, y, x), as MedSegCNN reads them.
-#: Its reorienting readers (``...WithReorient``) and its 2D/TIFF readers are not reproduced yet.
+#: Its 2D/TIFF readers are not reproduced yet.
 SAME_VOXEL_ORDER_READERS = ("SimpleITKIO", "NibabelIO")
+#: nnU-Net's readers that reorient images to the closest canonical RAS voxel order first.
+RAS_READERS = ("SimpleITKIOWithReorient", "NibabelIOWithReorient")
 
 
 def import_nnunet(
@@ -50,12 +52,15 @@ def import_nnunet(
     folds: Sequence[str | int] | str | None = None,
     checkpoint: str = "final",
     overwrite: bool = False,
+    reorient_to_ras: bool = False,
 ) -> Path:
     """Import ``results_folder`` (``<Trainer>__<Plans>__<configuration>``) into the model folder ``output``.
 
     ``folds``: nnU-Net fold names (``0``..``4``; ``"all"`` is the fold trained on all cases, ``fold_all``), default
     every numbered fold trained (nnU-Net's ensemble), else ``all``; ``checkpoint``: ``"final"`` or ``"best"``.
-    An existing ``output`` is refused unless ``overwrite``.
+    An existing ``output`` is refused unless ``overwrite``. ``reorient_to_ras``: the network was trained on images
+    in the closest canonical RAS voxel order although its plans read them as stored (TotalSegmentator reorients
+    its inputs so before nnU-Net sees them); models whose plans name a reorienting reader get it anyway.
     Returns the model folder.
     """
     if checkpoint not in CHECKPOINTS:
@@ -68,7 +73,7 @@ def import_nnunet(
     chosen = _chosen_folds(folder, folds, checkpoint)
     checkpoints = [read_checkpoint(folder, fold, checkpoint) for fold in chosen]
     _check_checkpoints(folder, checkpoints)
-    plan = plan_of(folder, checkpoints[0].mirror_axes)
+    plan = plan_of(folder, checkpoints[0].mirror_axes, reorient_to_ras=reorient_to_ras)
     labels = _labels(folder)
     channels = _channels(folder)
     outputs = len(labels) if plan.regions_class_order is None else len(plan.regions_class_order)
@@ -99,12 +104,16 @@ def _check_supported(folder: ResultsFolder) -> None:
             f"The nnU-Net configuration {name!r}{extra} is not supported yet; import a "
             f"{' or '.join(CONFIGURATIONS)} configuration."
         )
-    reader = folder.dataset.get("overwrite_image_reader_writer") or folder.plans.get("image_reader_writer")
-    if reader not in SAME_VOXEL_ORDER_READERS:
+    if _reader(folder) not in (*SAME_VOXEL_ORDER_READERS, *RAS_READERS):
         raise InputError(
-            f"{folder.path} reads its images with {reader}, which MedSegCNN does not reproduce yet (supported: "
-            f"{', '.join(SAME_VOXEL_ORDER_READERS)}, which give the network the image's voxels in file order)."
+            f"{folder.path} reads its images with {_reader(folder)}, which MedSegCNN does not reproduce yet "
+            f"(supported: {', '.join((*SAME_VOXEL_ORDER_READERS, *RAS_READERS))})."
         )
+
+
+def _reader(folder: ResultsFolder) -> str | None:
+    """The name of nnU-Net's image reader for the folder (dataset.json may override the plans')."""
+    return folder.dataset.get("overwrite_image_reader_writer") or folder.plans.get("image_reader_writer")
 
 
 def model_name(results_folder: str | os.PathLike[str]) -> str:
@@ -113,8 +122,9 @@ def model_name(results_folder: str | os.PathLike[str]) -> str:
     return f"{folder.dataset_name}-{folder.configuration_name}"
 
 
-def plan_of(folder: ResultsFolder, mirror_axes: Sequence[int]) -> NnUNetPlan:
-    """The :class:`NnUNetPlan` of ``folder``'s configuration (``mirror_axes`` from its checkpoints)."""
+def plan_of(folder: ResultsFolder, mirror_axes: Sequence[int], *, reorient_to_ras: bool = False) -> NnUNetPlan:
+    """The :class:`NnUNetPlan` of ``folder``'s configuration (``mirror_axes`` from its checkpoints; RAS input
+    orientation for reorienting readers or when asked)."""
     configuration, plans = folder.configuration, folder.plans
     name = folder.configuration_name
     schemes = _required(configuration, "normalization_schemes", folder)
@@ -146,6 +156,7 @@ def plan_of(folder: ResultsFolder, mirror_axes: Sequence[int]) -> NnUNetPlan:
         resampling_probabilities=_resampling(configuration, "resampling_fn_probabilities", folder),
         mirror_axes=tuple(mirror_axes),
         regions_class_order=_regions_class_order(folder),
+        input_orientation="RAS" if reorient_to_ras or _reader(folder) in RAS_READERS else None,
     )
 
 

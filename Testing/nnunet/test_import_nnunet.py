@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from cli_support import assert_clean_failure, medsegcnn
 from nnunet_support import VARIANTS, NnunetResults, build_nnunet_results, nnunet_available, nnunet_predict
@@ -199,10 +200,29 @@ def test_an_unsupported_configuration_or_network(copy: Path, tmp_path: Path) -> 
     _refused(copy, "my.own.TransUNet", tmp_path)
 
 
-def test_a_reorienting_image_reader_is_refused(copy: Path, tmp_path: Path) -> None:
-    """nnU-Net's ...WithReorient readers give the network reoriented voxels, which MedSegCNN does not reproduce."""
-    _edit_json(copy / "plans.json", lambda plans: plans.update(image_reader_writer="NibabelIOWithReorient"))
-    _refused(copy, "NibabelIOWithReorient", tmp_path)
+@pytest.mark.parametrize("reader", ["SimpleITKIOWithReorient", "NibabelIOWithReorient"])
+def test_a_reorienting_reader_is_reproduced(reader: str, copy: Path, nnunet_results: NnunetResults, tmp_path: Path):
+    """nnU-Net's reorienting readers give the network the voxels in the closest canonical RAS order: the imported
+    model does the same, and maps the labels back onto the image's own voxels."""
+    _edit_json(copy / "plans.json", lambda plans: plans.update(image_reader_writer=reader))
+    model = import_nnunet(copy, tmp_path / "model")
+    assert read_model_card(model).preprocessing.input_orientation == "RAS"
+    # a header whose voxel axes are far from RAS (x towards posterior, y towards left, z inferior): reorienting
+    # permutes and flips them
+    image = sitk.ReadImage(str(nnunet_results.test_images[0][0]))
+    image.SetDirection((0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0))
+    source = tmp_path / "case_0000.nii.gz"
+    sitk.WriteImage(image, str(source))
+    expected = nnunet_predict(copy, [source], tmp_path / "nnunet")[0].segmentation
+    labels = segment(str(source), model).labels.array
+    assert (labels == expected).mean() >= MIN_AGREEMENT
+    plain = segment(str(source), import_nnunet(nnunet_results.model_folder, tmp_path / "plain")).labels.array
+    assert (plain == expected).mean() < MIN_AGREEMENT, "the header must make reorienting matter"
+
+
+def test_an_image_reader_that_is_not_reproduced_is_refused(copy: Path, tmp_path: Path) -> None:
+    _edit_json(copy / "plans.json", lambda plans: plans.update(image_reader_writer="NaturalImage2DIO"))
+    _refused(copy, "NaturalImage2DIO", tmp_path)
 
 
 class _RunsCode:

@@ -58,3 +58,23 @@ def test_the_anisotropic_axis_and_new_shape_match_nnunet() -> None:
 def test_an_unchanged_shape_is_not_copied() -> None:
     data = np.ones((1, 4, 5, 6), np.float32)
     assert resample(data, (4, 5, 6), (1, 1, 1), (1, 1, 1), Resampling()) is data
+
+
+@pytest.mark.parametrize("angles", [(0.0, 0.0, 0.0), (0.3, -0.2, 0.7), (2.9, 0.4, -1.8), (0.1, 3.1, 1.6)])
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_the_closest_ras_voxel_order_is_simpleitks(angles: tuple[float, ...], mirrored: bool) -> None:
+    """VoxelOrder against SimpleITK's DICOMOrient(image, "RAS") (what nnU-Net's SimpleITKIOWithReorient does)."""
+    import SimpleITK as sitk
+    from conftest import rotation
+
+    from MedSegCNNLib.data.nnunet.preprocessing import VoxelOrder
+    from MedSegCNNLib.image import Image, to_sitk
+
+    direction = rotation(angles) @ np.diag([1.0, 1.0, -1.0 if mirrored else 1.0])
+    array = np.random.default_rng(0).normal(size=(4, 5, 6)).astype(np.float32)
+    image = Image(array, (0.7, 1.3, 2.9), (1.0, 2.0, 3.0), direction)
+    order = VoxelOrder.closest_ras(image.direction)
+    reoriented = sitk.DICOMOrient(to_sitk(image), "RAS")
+    np.testing.assert_array_equal(order.forward(image.array), sitk.GetArrayFromImage(reoriented))
+    np.testing.assert_allclose(order.spacing((2.9, 1.3, 0.7)), tuple(reversed(reoriented.GetSpacing())))
+    np.testing.assert_array_equal(order.backward(order.forward(image.array)), image.array)

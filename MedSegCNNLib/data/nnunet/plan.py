@@ -109,7 +109,9 @@ class NnUNetPlan:
     ``mirror_axes``: the network's spatial axes whose flips are averaged (nnU-Net's
     ``inference_allowed_mirroring_axes``; empty for NoMirroring trainers). ``regions_class_order``: for
     region-based models, the label painted for each sigmoid output above 0.5, in painting order; None for
-    softmax models.
+    softmax models. ``input_orientation``: ``"RAS"`` when the network expects the voxels in the closest
+    canonical RAS order (axis 0 towards the right, 1 anterior, 2 superior), as nnU-Net's reorienting readers and
+    TotalSegmentator give them; None for the file's own voxel order.
     """
 
     configuration: str
@@ -120,6 +122,7 @@ class NnUNetPlan:
     resampling_probabilities: Resampling
     mirror_axes: tuple[int, ...] = ()
     regions_class_order: tuple[int, ...] | None = None
+    input_orientation: str | None = None
     kind: str = KIND
 
     def __post_init__(self) -> None:
@@ -151,6 +154,8 @@ class NnUNetPlan:
             regions = tuple(regions)
             if not regions or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in regions):
                 raise InputError(f"regions_class_order must be positive labels, got {list(regions)}")
+        if self.input_orientation not in (None, "RAS"):
+            raise InputError(f"input_orientation must be null or 'RAS', got {self.input_orientation!r}")
         object.__setattr__(self, "transpose_forward", transpose)
         object.__setattr__(self, "spacing", tuple(float(s) for s in spacing))
         object.__setattr__(self, "normalization", normalization)
@@ -192,6 +197,7 @@ class NnUNetPlan:
             "resampling_probabilities": self.resampling_probabilities.to_dict(),
             "mirror_axes": list(self.mirror_axes),
             "regions_class_order": None if self.regions_class_order is None else list(self.regions_class_order),
+            "input_orientation": self.input_orientation,
         }
 
     @classmethod

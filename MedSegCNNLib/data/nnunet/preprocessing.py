@@ -41,6 +41,49 @@ class NnUNetCase:
     network_spacing: tuple[float, ...]
 
 
+@dataclass(frozen=True)
+class VoxelOrder:
+    """How an image's voxel array (z, y, x) is permuted and flipped into the closest canonical RAS order
+    (nnU-Net's reorienting readers, ``nibabel.as_closest_canonical``): array axis ``j`` of the result is axis
+    ``axes[j]`` of the image's array, reversed where ``flips[j]``."""
+
+    axes: tuple[int, int, int]
+    flips: tuple[bool, bool, bool]
+
+    @classmethod
+    def closest_ras(cls, direction: np.ndarray) -> VoxelOrder:
+        """The order for an image whose ITK axis ``a`` (x, y, z) points along column ``a`` of ``direction``
+        (LPS): each RAS world axis gets the voxel axis most parallel to it (largest |cosine| first)."""
+        cosines = np.asarray(direction, dtype=float).reshape(3, 3) * np.array([-1.0, -1.0, 1.0])[:, None]
+        world_of: dict[int, int] = {}  # ITK voxel axis -> RAS world axis
+        for flat in np.argsort(-np.abs(cosines), axis=None):
+            world, axis = divmod(int(flat), 3)
+            if world not in world_of.values() and axis not in world_of:
+                world_of[axis] = world
+        itk_axis_of = {world: axis for axis, world in world_of.items()}
+        # array axis j is ITK axis 2 - j, in the result as in the image
+        axes = tuple(2 - itk_axis_of[2 - j] for j in range(3))
+        flips = tuple(bool(cosines[2 - j, itk_axis_of[2 - j]] < 0) for j in range(3))
+        return cls(axes, flips)  # type: ignore[arg-type]
+
+    def forward(self, array: np.ndarray) -> np.ndarray:
+        """``array`` (..., z, y, x) in RAS order (a view)."""
+        lead = array.ndim - 3
+        moved = array.transpose(*range(lead), *(lead + a for a in self.axes))
+        return np.flip(moved, axis=[lead + j for j in range(3) if self.flips[j]]) if any(self.flips) else moved
+
+    def backward(self, array: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`forward` (a view)."""
+        lead = array.ndim - 3
+        if any(self.flips):
+            array = np.flip(array, axis=[lead + j for j in range(3) if self.flips[j]])
+        inverse = [self.axes.index(a) for a in range(3)]
+        return array.transpose(*range(lead), *(lead + a for a in inverse))
+
+    def spacing(self, spacing: tuple[float, ...]) -> tuple[float, ...]:
+        return tuple(spacing[a] for a in self.axes)
+
+
 def preprocess(channels: np.ndarray, spacing: tuple[float, ...], plan: NnUNetPlan) -> NnUNetCase:
     """Steps 1–4 for ``channels`` (C, z, y, x) with voxel ``spacing`` (z, y, x), mm."""
     transpose = plan.transpose_forward
