@@ -366,14 +366,13 @@ def _parse(data: Any, where: str, *, saved: bool) -> ModelCard:
     dims = check.choice("spatial_dims", data["spatial_dims"], (2, 3))
     channels = check.channels(data["channels"])
     labels = check.labels(data["labels"])
-    preprocessing = check.preprocessing(data["preprocessing"], dims, len(channels))
     return ModelCard(
-        network=check.network(data["network"], dims, len(channels), check.outputs(preprocessing, labels)),
+        network=check.network(data["network"], dims, len(channels), *check.outputs(data["preprocessing"], labels)),
         spatial_dims=dims,
         patch_size=check.patch_size(data["patch_size"], dims),
         channels=channels,
         labels=labels,
-        preprocessing=preprocessing,
+        preprocessing=check.preprocessing(data["preprocessing"], dims, len(channels)),
         training=check.training(data.get("training")),
         name=check.text("name", data.get("name")),
         title=check.text("title", data.get("title")),
@@ -477,7 +476,9 @@ class _Checker:
             labels.append(LabelInfo(int(key), name, None if color is None else tuple(color)))
         return tuple(labels)
 
-    def network(self, value: Any, dims: int, in_channels: int, out_channels: int) -> Mapping[str, Any]:
+    def network(
+        self, value: Any, dims: int, in_channels: int, out_channels: int, outputs_of: str = "label"
+    ) -> Mapping[str, Any]:
         if not isinstance(value, dict):
             self.fail("network", "an object (the network configuration)", value)
         missing = [
@@ -491,7 +492,7 @@ class _Checker:
         if value["in_channels"] != in_channels or isinstance(value["in_channels"], bool):
             self.fail("network.in_channels", f"{in_channels} (one per entry of channels)", value["in_channels"])
         if value["out_channels"] != out_channels or isinstance(value["out_channels"], bool):
-            self.fail("network.out_channels", f"{out_channels} (one per label, or per region)", value["out_channels"])
+            self.fail("network.out_channels", f"{out_channels} (one per {outputs_of})", value["out_channels"])
         features = value.get("features")
         if features is not None:
             if not isinstance(features, list) or not 1 <= len(features) <= _MAX_LEVELS:
@@ -530,17 +531,23 @@ class _Checker:
                 f"Invalid model card {self.where}: preprocessing: {reason}; fix the card or use another model."
             ) from None
 
-    def outputs(self, plan: PreprocessingPlan | NnUNetPlan, labels: tuple[LabelInfo, ...]) -> int:
+    def outputs(self, preprocessing: Any, labels: tuple[LabelInfo, ...]) -> tuple[int, str]:
         """The network's output channels: one per label, or one per region of a region-based nnU-Net model (whose
-        ``regions_class_order`` must paint foreground labels of the card)."""
-        regions = plan.regions_class_order if isinstance(plan, NnUNetPlan) else None
+        ``regions_class_order`` must paint foreground labels of the card), and what they are one per."""
+        if not isinstance(preprocessing, dict) or preprocessing.get("kind") != NNUNET_KIND:
+            return len(labels), "label"
+        regions = preprocessing.get("regions_class_order")
         if regions is None:
-            return len(labels)
+            return len(labels), "label"
         values = {label.value for label in labels if label.value != 0}
-        if not set(regions) <= values:
+        if (
+            not isinstance(regions, list)
+            or not regions
+            or not all(isinstance(value, int) and not isinstance(value, bool) and value in values for value in regions)
+        ):
             self.fail("preprocessing.regions_class_order", f"foreground label values of the card {sorted(values)}",
-                      list(regions))  # fmt: skip
-        return len(regions)
+                      regions)  # fmt: skip
+        return len(regions), "region"
 
     def nnunet_plan(self, value: dict[str, Any], dims: int, channels: int) -> NnUNetPlan:
         if value["kind"] != NNUNET_KIND:

@@ -79,7 +79,10 @@ def test_the_cli_imports_and_predicts(nnunet_results: NnunetResults, reference, 
     assert_clean_failure(again, "exists")
 
 
-def test_an_import_into_the_user_models_folder_is_in_the_registry(nnunet_results: NnunetResults) -> None:
+def test_an_import_into_the_user_models_folder_is_in_the_registry(
+    nnunet_results: NnunetResults, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # this test's own user folder: no model left for others
     name = model_name(nnunet_results.model_folder)
     assert name == f"{nnunet_results.variant.dataset_name}-3d_fullres"
     user_models_folder().mkdir(parents=True)
