@@ -6,6 +6,10 @@ planner (``ExperimentPlanner`` or ``nnUNetPlannerResEncM``) and preprocessor, th
 ``nnUNetv2_train`` does and run for a few iterations on the CPU. The trainer writes ``plans.json``, ``dataset.json``
 and ``fold_K/checkpoint_final.pth`` through its own code. Three cases are held out (``imagesTs``) for prediction.
 
+The variant ``dataset="ct_phantom"`` (``CT_PHANTOM_VARIANT``, the benchmark's large many-label model) replaces the
+hippocampus cases with synthetic CT-like torsos (:func:`render_ct_phantom`: 15 labelled structures, int16 HU) at
+1.5 mm, and holds out one 512x512x300 volume at 0.8x0.8x1.5 mm; the rest of the build is the same.
+
 nnunetv2 is a test dependency only (``Testing/requirements-nnunet.txt``). Importing this module does not import it:
 each function sets nnU-Net's environment variables (``nnUNet_raw`` ...) before importing nnunetv2 and restores the
 environment afterwards.
@@ -43,6 +47,7 @@ class NnunetVariant:
     """What to build: nnU-Net's defaults (3d_fullres, fold 0, nnUNetTrainer, nnUNetPlans) unless a field says
     otherwise, trained briefly (``iterations`` x ``epochs``)."""
 
+    dataset: str = "hippocampus"  # or "ct_phantom": the synthetic CT-like many-label dataset (CT, one channel only)
     configuration: str = "3d_fullres"  # or "2d"
     folds: tuple[int, ...] = (0,)
     mirroring: bool = True  # False: nnUNetTrainerNoMirroring (no mirroring axes in the checkpoint)
@@ -52,6 +57,7 @@ class NnunetVariant:
     regions: bool = False  # region-based labels (sigmoid outputs, regions_class_order)
     channels: int = 1  # 2 adds a second channel named "rescale_to_0_1" (RescaleTo01Normalization)
     base_features: int = 32  # the planner's UNet_base_num_features (nnU-Net's 32; fewer trains faster on a CPU)
+    gpu_memory_target: float = 8.0  # the planner's gpu_memory_target_in_gb (nnU-Net's 8): its patch and batch budget
     target_spacing: tuple[float, float, float] | None = None  # the planner's overwrite_target_spacing, (z, y, x) mm
     n_splits: int = 5  # cross-validation folds of nnU-Net's split (splits_final.json)
     iterations: int = 40  # training iterations per epoch
@@ -59,13 +65,25 @@ class NnunetVariant:
     initial_lr: float = 0.03  # the trainer's SGD learning rate: 3x nnU-Net's 0.01, to learn in a few dozen steps
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.dataset not in ("hippocampus", "ct_phantom"):
+            raise ValueError(f"dataset must be 'hippocampus' or 'ct_phantom', got {self.dataset!r}")
+        if self.dataset == "ct_phantom" and (
+            self.modality != "CT" or self.anisotropic or self.regions or self.channels != 1
+        ):
+            raise ValueError("the CT phantom has one CT channel, isotropic spacing and plain labels")
+
     @property
     def dataset_id(self) -> int:
         """Distinct per data variant, so that two variants' folders never share a dataset name."""
+        if self.dataset == "ct_phantom":
+            return 930
         return 900 + (self.modality == "CT") + 2 * self.anisotropic + 4 * self.regions + 8 * (self.channels - 1)
 
     @property
     def dataset_name(self) -> str:
+        if self.dataset == "ct_phantom":
+            return f"Dataset{self.dataset_id:03d}_CTPhantom"
         suffix = "".join(
             part
             for part, on in (
@@ -84,15 +102,25 @@ class NnunetVariant:
 
     @property
     def plans_name(self) -> str:
-        """The planner's own plans name, with ``_w<features>`` when the width is not nnU-Net's default."""
+        """The planner's own plans name, with ``_w<features>`` and ``_<target>GB`` where the width or the memory
+        target is not nnU-Net's default."""
         name = "nnUNetResEncUNetMPlans" if self.residual_encoder else "nnUNetPlans"
-        return name if self.base_features == 32 else f"{name}_w{self.base_features}"
+        name += "" if self.base_features == 32 else f"_w{self.base_features}"
+        return name + ("" if self.gpu_memory_target == 8.0 else f"_{self.gpu_memory_target:g}GB")
 
 
 # The test suite's fast representative: 3d_fullres, fold 0, nnUNetTrainer (mirroring), nnU-Net's default planner and
 # width, planned at 2 mm (nnU-Net's overwrite_target_spacing) so that a training step costs little and the 1 mm
 # held-out images are resampled to the plans' spacing and back, as with TotalSegmentator's 1.5 mm and 3 mm models.
 FAST_VARIANT = NnunetVariant(target_spacing=(2.0, 2.0, 2.0))
+
+# The benchmark's large many-label model (part 2): the synthetic CT phantom (15 structures, 1.5 mm isotropic),
+# nnUNetTrainerNoMirroring as TotalSegmentator's models, nnU-Net's default planner at half its width and less than a
+# third of its memory target, which gives a 112^3 patch (nnU-Net's defaults give 128^3 for this dataset): a network
+# that trains on a CPU in about 20 s per iteration (2 patches), 120 iterations for most structures to be learnt.
+CT_PHANTOM_VARIANT = NnunetVariant(
+    dataset="ct_phantom", modality="CT", mirroring=False, base_features=16, gpu_memory_target=2.5, iterations=120
+)
 
 # The variants for the benchmark and the slower tests, by name (build times on 2 shared cores in the report).
 VARIANTS: dict[str, NnunetVariant] = {
@@ -227,6 +255,8 @@ def _write_like(array: np.ndarray, reference: sitk.Image, spacing: Sequence[floa
 def make_raw_dataset(raw_root: Path, variant: NnunetVariant) -> Path:
     """Write the variant's nnU-Net raw dataset (imagesTr/labelsTr of the training cases, imagesTs/labelsTs of the
     held-out ones, dataset.json) under ``raw_root`` and return its folder."""
+    if variant.dataset == "ct_phantom":
+        return make_ct_phantom_dataset(raw_root, variant)
     folder = raw_root / variant.dataset_name
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -261,6 +291,173 @@ def make_raw_dataset(raw_root: Path, variant: NnunetVariant) -> Path:
         dataset_json["regions_class_order"] = [1, 2]
     (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     return folder
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the synthetic CT-like many-label dataset ("ct_phantom")
+
+#: The phantom's training cases: a torso scanned at 1.5 mm isotropic, (z, y, x) voxels, each case a different patient
+#: (sizes, organ positions) and a different z range. The held-out case is a larger patient on a 512 x 512 x 300 grid
+#: at 0.8 x 0.8 x 1.5 mm (finer in-plane than the model's 1.5 mm, as a clinical CT under a 1.5 mm model).
+PHANTOM_TRAINING_CASES = 8
+PHANTOM_TRAINING_SHAPE = (240, 224, 256)
+PHANTOM_TRAINING_SPACING = (1.5, 1.5, 1.5)
+PHANTOM_TEST_CASE = "phantom_large"
+PHANTOM_TEST_SHAPE = (300, 512, 512)
+PHANTOM_TEST_SPACING = (1.5, 0.8, 0.8)
+PHANTOM_TEST_SCALE = 1.1  # the held-out patient is 10 % larger than the average training patient
+_PHANTOM_NOISE_HU = 15.0
+_PHANTOM_BLUR_MM = 0.8  # partial volume at the edges: a Gaussian of this sigma before the noise
+
+
+@dataclass(frozen=True)
+class _Blob:
+    """One primitive of a structure, in mm from the body's centre: x to the patient's left, y posterior, z cranial.
+    An ellipsoid, or an elliptic cylinder along z (``radii[2]``: its half height), rotated about z by ``angle``."""
+
+    center: tuple[float, float, float]
+    radii: tuple[float, float, float]
+    angle: float = 0.0  # degrees
+    cylinder: bool = False
+
+
+def _vertebrae() -> tuple[_Blob, ...]:
+    """Vertebral bodies every 28 mm along the whole scanned length, discs (soft tissue) between them."""
+    return tuple(_Blob((0.0, 72.0, z), (20.0, 17.0, 11.0), cylinder=True) for z in np.arange(-224.0, 225.0, 28.0))
+
+
+#: Ascending, descending and transverse colon: one label of three parts.
+_COLON = (
+    _Blob((-100.0, 0.0, -80.0), (22.0, 22.0, 50.0)),
+    _Blob((105.0, 10.0, -80.0), (20.0, 20.0, 50.0)),
+    _Blob((0.0, -70.0, -40.0), (95.0, 20.0, 20.0)),
+)
+
+#: (name, HU, blobs) of each labelled structure, label 1, 2, ... in this order.
+#: Distinct mean intensities (at least 60 HU apart, noise 15 HU) and shapes, so that a briefly trained network tells
+#: them apart; the paired organs (lungs, kidneys) differ in intensity as well as side. The order is also the drawing
+#: order: the large organs first, the small ones over them.
+PHANTOM_STRUCTURES: tuple[tuple[str, float, tuple[_Blob, ...]], ...] = (
+    ("lung_left", -850.0, (_Blob((75.0, 0.0, 130.0), (60.0, 80.0, 90.0)),)),
+    ("lung_right", -720.0, (_Blob((-75.0, 0.0, 130.0), (65.0, 80.0, 95.0)),)),
+    ("liver", 60.0, (_Blob((-60.0, -10.0, 30.0), (85.0, 70.0, 60.0), angle=-15.0),)),
+    ("spleen", 130.0, (_Blob((95.0, 35.0, 40.0), (30.0, 45.0, 50.0), angle=20.0),)),
+    ("stomach", -450.0, (_Blob((55.0, -30.0, 40.0), (45.0, 35.0, 40.0), angle=25.0),)),
+    ("colon", -250.0, _COLON),
+    ("gallbladder", -120.0, (_Blob((-45.0, -55.0, 0.0), (15.0, 15.0, 30.0), angle=-20.0),)),
+    ("pancreas", 200.0, (_Blob((10.0, 10.0, 0.0), (70.0, 12.0, 14.0), angle=-10.0),)),
+    ("kidney_left", 270.0, (_Blob((70.0, 55.0, -20.0), (28.0, 25.0, 50.0), angle=20.0),)),
+    ("kidney_right", 340.0, (_Blob((-70.0, 55.0, -30.0), (28.0, 25.0, 50.0), angle=-20.0),)),
+    ("inferior_vena_cava", 410.0, (_Blob((-25.0, 35.0, -25.0), (14.0, 11.0, 115.0), cylinder=True),)),
+    ("aorta", 480.0, (_Blob((12.0, 35.0, 15.0), (12.0, 12.0, 155.0), cylinder=True),)),
+    ("heart", 560.0, (_Blob((20.0, -30.0, 110.0), (55.0, 45.0, 50.0), angle=30.0),)),
+    ("urinary_bladder", 700.0, (_Blob((0.0, -30.0, -175.0), (45.0, 35.0, 30.0)),)),
+    ("vertebrae", 900.0, _vertebrae()),
+)
+_BODY = ((165.0, 115.0, -90.0), (152.0, 102.0, 30.0))  # (semi-axis x, y, HU): fat, then muscle inside it
+_AIR_HU = -1000.0
+
+
+def render_ct_phantom(
+    shape: Sequence[int], spacing: Sequence[float], seed: int, scale: float = 1.0, z_shift: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A CT-like torso on a grid of ``shape`` (z, y, x) voxels of ``spacing`` (z, y, x) mm: (int16 HU, uint8 labels).
+
+    The body is an elliptic cylinder (fat around muscle, about 0 HU) in air (-1000 HU) along the whole grid, centred
+    in-plane; the anatomy's origin is ``z_shift`` mm from the grid's centre along z. ``seed`` draws the patient:
+    sizes (``scale`` x 0.92-1.08 per axis), each structure's position (+- 5 mm), size (0.9-1.1) and angle (+- 8
+    degrees), then the image is blurred (partial volume) and gets Gaussian noise.
+    """
+    rng = np.random.default_rng(seed)
+    body_scale = scale * rng.uniform(0.92, 1.08, size=3)  # (x, y, z)
+    offset = rng.normal(0.0, 4.0, size=2)  # the body's in-plane position, mm
+    axes = [(np.arange(n) - (n - 1) / 2) * s for n, s in zip(shape, spacing, strict=True)]
+    z, y, x = axes[0] - z_shift, axes[1] - offset[1], axes[2] - offset[0]
+    hu = np.full(shape, _AIR_HU, dtype=np.float32)
+    labels = np.zeros(shape, dtype=np.uint8)
+    for semi_x, semi_y, value in _BODY:
+        inside = (x[None, :] / (semi_x * body_scale[0])) ** 2 + (y[:, None] / (semi_y * body_scale[1])) ** 2 <= 1
+        hu[:, inside] = value
+    for label, (_name, value, blobs) in enumerate(PHANTOM_STRUCTURES, start=1):
+        shift, size, turn = rng.normal(0.0, 5.0, size=3), rng.uniform(0.9, 1.1, size=3), rng.uniform(-8.0, 8.0)
+        for blob in blobs:  # a structure's parts move together
+            center = (np.asarray(blob.center) + shift) * body_scale
+            radii = np.asarray(blob.radii) * size * body_scale
+            _draw(hu, labels, (z, y, x), center, radii, np.deg2rad(blob.angle + turn), blob.cylinder, value, label)
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing(tuple(float(s) for s in reversed(spacing)))
+    hu = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, _PHANTOM_BLUR_MM))
+    del image
+    hu += rng.standard_normal(size=hu.shape, dtype=np.float32) * np.float32(_PHANTOM_NOISE_HU)
+    return np.round(hu).astype(np.int16), labels
+
+
+def _draw(
+    hu: np.ndarray,
+    labels: np.ndarray,
+    coordinates: tuple[np.ndarray, np.ndarray, np.ndarray],
+    center: np.ndarray,
+    radii: np.ndarray,
+    angle: float,
+    cylinder: bool,
+    value: float,
+    label: int,
+) -> None:
+    """Paint one blob (``center``, ``radii`` (x, y, z) mm) into ``hu`` and ``labels``, within its bounding box."""
+    z, y, x = coordinates
+    reach = max(radii[0], radii[1])
+    box = tuple(
+        slice(int(np.searchsorted(axis, c - r)), int(np.searchsorted(axis, c + r, side="right")))
+        for axis, c, r in ((z, center[2], radii[2]), (y, center[1], reach), (x, center[0], reach))
+    )
+    if any(part.start >= part.stop for part in box):
+        return
+    dz, dy, dx = z[box[0]] - center[2], y[box[1]] - center[1], x[box[2]] - center[0]
+    u = np.cos(angle) * dx[None, :] + np.sin(angle) * dy[:, None]
+    v = -np.sin(angle) * dx[None, :] + np.cos(angle) * dy[:, None]
+    in_plane = (u / radii[0]) ** 2 + (v / radii[1]) ** 2
+    along = (dz / radii[2]) ** 2
+    if cylinder:
+        inside = (in_plane[None] <= 1) & (along[:, None, None] <= 1)
+    else:
+        inside = in_plane[None] + along[:, None, None] <= 1
+    hu[box][inside] = value
+    labels[box][inside] = label
+
+
+def make_ct_phantom_dataset(raw_root: Path, variant: NnunetVariant) -> Path:
+    """Write the phantom's nnU-Net raw dataset under ``raw_root``: ``PHANTOM_TRAINING_CASES`` training cases at
+    1.5 mm (each a different z range of a different patient) and the large held-out case; return its folder."""
+    folder = raw_root / variant.dataset_name
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    z_range = np.linspace(-60.0, 60.0, PHANTOM_TRAINING_CASES)
+    cases = [
+        (f"phantom_{index:03d}", "Tr", PHANTOM_TRAINING_SHAPE, PHANTOM_TRAINING_SPACING, 1.0, float(z_range[index]))
+        for index in range(PHANTOM_TRAINING_CASES)
+    ]
+    cases.append((PHANTOM_TEST_CASE, "Ts", PHANTOM_TEST_SHAPE, PHANTOM_TEST_SPACING, PHANTOM_TEST_SCALE, 0.0))
+    for index, (case, part, shape, spacing, scale, z_shift) in enumerate(cases):
+        hu, labels = render_ct_phantom(shape, spacing, seed=variant.seed * 1000 + index, scale=scale, z_shift=z_shift)
+        _write_phantom(hu, spacing, folder / f"images{part}" / f"{case}_0000{FILE_ENDING}")
+        _write_phantom(labels, spacing, folder / f"labels{part}" / f"{case}{FILE_ENDING}")
+    dataset_json = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0} | {name: label for label, (name, _, _) in enumerate(PHANTOM_STRUCTURES, start=1)},
+        "numTraining": PHANTOM_TRAINING_CASES,
+        "file_ending": FILE_ENDING,
+        "name": variant.dataset_name,
+        "description": "Synthetic CT-like torsos (ellipsoids and cylinders of distinct HU, blurred, noisy), "
+        f"{len(PHANTOM_STRUCTURES)} labelled structures",
+    }
+    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    return folder
+
+
+def _write_phantom(array: np.ndarray, spacing: Sequence[float], path: Path) -> None:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(tuple(float(s) for s in reversed(spacing)))  # SimpleITK's (x, y, z)
+    sitk.WriteImage(image, str(path), useCompression=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -308,7 +505,10 @@ def _plan_and_preprocess(variant: NnunetVariant) -> None:
         planner_class = nnUNetPlannerResEncM if variant.residual_encoder else ExperimentPlanner
         target_spacing = None if variant.target_spacing is None else [float(s) for s in variant.target_spacing]
         planner = planner_class(
-            variant.dataset_id, plans_name=variant.plans_name, overwrite_target_spacing=target_spacing
+            variant.dataset_id,
+            gpu_memory_target_in_gb=variant.gpu_memory_target,
+            plans_name=variant.plans_name,
+            overwrite_target_spacing=target_spacing,
         )
         planner.UNet_base_num_features = variant.base_features
         plans = planner.plan_experiment()
@@ -319,11 +519,16 @@ def _plan_and_preprocess(variant: NnunetVariant) -> None:
         preprocessor.run(variant.dataset_id, variant.configuration, variant.plans_name, num_processes=1)
 
 
-def _write_splits(preprocessed: Path, variant: NnunetVariant) -> None:
+def _cases(raw: Path, part: str) -> tuple[str, ...]:
+    """The case ids of a raw dataset's ``labelsTr`` or ``labelsTs``, sorted."""
+    return tuple(sorted(path.name.removesuffix(FILE_ENDING) for path in (raw / part).glob("*" + FILE_ENDING)))
+
+
+def _write_splits(preprocessed: Path, raw: Path, variant: NnunetVariant) -> None:
     """nnU-Net's own split (generate_crossval_split, seed 12345) with ``n_splits`` folds, as the trainer would make."""
     from nnunetv2.utilities.crossval_split import generate_crossval_split
 
-    training = sorted(case for case in _sample_cases() if case not in HELD_OUT_CASES)
+    training = list(_cases(raw, "labelsTr"))
     splits = generate_crossval_split(training, seed=12345, n_splits=variant.n_splits)
     (preprocessed / "splits_final.json").write_text(json.dumps(splits, indent=2))
 
@@ -403,7 +608,7 @@ def build_nnunet_results(root: Path, variant: NnunetVariant | None = None) -> Nn
         _plan_and_preprocess(variant)
         timings["plan_and_preprocess"] = time.perf_counter() - step
         preprocessed = root / "nnUNet_preprocessed" / variant.dataset_name
-        _write_splits(preprocessed, variant)
+        _write_splits(preprocessed, raw, variant)
     with nnunet_environment(root, data_augmentation_processes=0):
         for fold in variant.folds:
             step = time.perf_counter()
@@ -419,12 +624,13 @@ def _jsonable(variant: NnunetVariant) -> dict[str, Any]:
 
 
 def _results(root: Path, variant: NnunetVariant, model_folder: Path, raw: Path, timings: dict) -> NnunetResults:
+    cases = _cases(raw, "labelsTs")
     images = tuple(
         tuple(raw / "imagesTs" / f"{case}_{channel:04d}{FILE_ENDING}" for channel in range(variant.channels))
-        for case in HELD_OUT_CASES
+        for case in cases
     )
-    labels = tuple(raw / "labelsTs" / f"{case}{FILE_ENDING}" for case in HELD_OUT_CASES)
-    return NnunetResults(variant, root, model_folder, HELD_OUT_CASES, images, labels, dict(timings))
+    labels = tuple(raw / "labelsTs" / f"{case}{FILE_ENDING}" for case in cases)
+    return NnunetResults(variant, root, model_folder, cases, images, labels, dict(timings))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -444,21 +650,52 @@ def nnunet_predict(
     checkpoint_name: str = "checkpoint_final.pth",
     mirroring: bool | None = None,
 ) -> list[NnunetPrediction]:
-    """Predict ``images`` (per case a file, or its channel files in order) with nnunetv2's own ``nnUNetPredictor``.
-
-    As ``nnUNetv2_predict`` on a CPU: Gaussian sliding window with step 0.5, the folds' logits averaged, probabilities
-    saved; sequentially, in this process (``predict_from_files_sequential``). ``mirroring``: None mirrors over the
-    axes the checkpoint allows (none for NoMirroring trainers), False never mirrors, True mirrors over the
-    checkpoint's axes or, where it allows none, over all spatial axes. Writes ``<case>.nii.gz`` (the segmentation),
-    ``<case>.npz`` (probabilities) and ``<case>.pkl`` (nnU-Net's properties) into ``output_folder``.
+    """Predict ``images`` (per case a file, or its channel files in order) with nnunetv2's own ``nnUNetPredictor``
+    (:func:`nnunet_predictor`), probabilities saved, sequentially in this process (``predict_from_files_sequential``).
+    Writes ``<case>.nii.gz`` (the segmentation), ``<case>.npz`` (probabilities) and ``<case>.pkl`` (nnU-Net's
+    properties) into ``output_folder``.
     """
-    import torch
-
     cases = [[Path(image)] if isinstance(image, (str, Path)) else [Path(p) for p in image] for image in images]
     case_ids = [_case_id(files[0]) for files in cases]
     output_folder = Path(output_folder)
     output_folder.mkdir(parents=True, exist_ok=True)
-    with nnunet_environment():
+    with nnunet_predictor(model_folder, folds, checkpoint_name, mirroring) as predictor:
+        predictor.predict_from_files_sequential(
+            [[str(path) for path in files] for files in cases],
+            [str(output_folder / case) for case in case_ids],
+            save_probabilities=True,
+            overwrite=True,
+        )
+    results = []
+    for case in case_ids:
+        segmentation_file = output_folder / f"{case}{FILE_ENDING}"
+        probabilities_file = output_folder / f"{case}.npz"
+        with np.load(probabilities_file, allow_pickle=False) as saved:
+            probabilities = saved["probabilities"]
+        segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(segmentation_file)))
+        results.append(NnunetPrediction(case, segmentation, probabilities, segmentation_file, probabilities_file))
+    return results
+
+
+@contextlib.contextmanager
+def nnunet_predictor(
+    model_folder: Path,
+    folds: Sequence[int | str] = (0,),
+    checkpoint_name: str = "checkpoint_final.pth",
+    mirroring: bool | None = None,
+    threads: int = 1,
+) -> Iterator[Any]:
+    """nnunetv2's ``nnUNetPredictor`` for ``model_folder``, loaded, inside :func:`nnunet_environment` with ``threads``.
+
+    As ``nnUNetv2_predict`` on a CPU: Gaussian sliding window with step 0.5, the folds' logits averaged.
+    ``mirroring``: None mirrors over the axes the checkpoint allows (none for NoMirroring trainers), False never
+    mirrors, True mirrors over the checkpoint's axes or, where it allows none, over all spatial axes. nnunetv2 caps its
+    torch threads at ``nnUNet_def_n_proc``, which it reads when first imported: ``threads`` holds only where this is
+    the process's first import of nnunetv2 (elsewhere, what the first import saw).
+    """
+    import torch
+
+    with nnunet_environment(threads=threads):
         import nnunetv2.inference.predict_from_raw_data as predict_module
 
         predictor = predict_module.nnUNetPredictor(
@@ -476,21 +713,7 @@ def nnunet_predict(
             predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint_name)
         if mirroring and not predictor.allowed_mirroring_axes:
             predictor.allowed_mirroring_axes = tuple(range(len(predictor.configuration_manager.patch_size)))
-        predictor.predict_from_files_sequential(
-            [[str(path) for path in files] for files in cases],
-            [str(output_folder / case) for case in case_ids],
-            save_probabilities=True,
-            overwrite=True,
-        )
-    results = []
-    for case in case_ids:
-        segmentation_file = output_folder / f"{case}{FILE_ENDING}"
-        probabilities_file = output_folder / f"{case}.npz"
-        with np.load(probabilities_file, allow_pickle=False) as saved:
-            probabilities = saved["probabilities"]
-        segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(segmentation_file)))
-        results.append(NnunetPrediction(case, segmentation, probabilities, segmentation_file, probabilities_file))
-    return results
+        yield predictor
 
 
 @contextlib.contextmanager

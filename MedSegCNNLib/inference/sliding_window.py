@@ -24,6 +24,7 @@ computed once per image size, not per sample; windows of several samples share b
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import math
@@ -184,8 +185,9 @@ class _CellAccumulator:
     """``output="labels"``: float32 accumulators per live cell; finished cells become labels. With an
     ``average_dtype``, finished cells are written, divided, into an (N, K, *S) average of that type instead.
 
-    The buffers of finished cells are kept for the next cells of the same shape (most cells share a few
-    shapes), so the memory held never exceeds the peak of live cells and the allocator is not churned.
+    The buffers of a finished cell are kept for a later cell of the same shape (most cells share a few shapes), so
+    that the allocator is not churned, but only while cells of that shape are still to start and while the live and
+    kept buffers together stay within the most the live cells have held so far: kept buffers never raise the peak.
     """
 
     def __init__(self, samples: int, size: tuple[int, ...], patch, starts, weights, device, average_dtype=None) -> None:
@@ -198,14 +200,30 @@ class _CellAccumulator:
         self.free: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.scratch: dict[tuple[int, ...], torch.Tensor] = {}
         self.labels: torch.Tensor | None = None
+        self.live_elements = self.kept_elements = self.peak_live_elements = 0
+        self.to_start = collections.Counter(  # cell shape -> cells of that shape not started yet
+            tuple(axis.bounds[k + 1] - axis.bounds[k] for axis, k in zip(self.axes, cell, strict=True))
+            for cell in itertools.product(*(range(len(axis.bounds) - 1) for axis in self.axes))
+            for _ in range(samples)
+        )
 
     def _buffers(self, channels: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """Zeroed (total, normaliser) accumulators of a cell of ``shape``, reusing a finished cell's."""
         free = self.free.get(shape)
         if free:
             total, normaliser = free.pop()
+            self.kept_elements -= self._elements((total, normaliser))
             return total.zero_(), normaliser.zero_()
+        needed = (channels + 1) * math.prod(shape)
+        peak = max(self.peak_live_elements, self.live_elements + needed)
+        for kept in self.free.values():  # let kept buffers go where they would raise the peak
+            while kept and self.live_elements + self.kept_elements + needed > peak:
+                self.kept_elements -= self._elements(kept.pop())
         return torch.zeros((channels, *shape), device=self.device), torch.zeros(shape, device=self.device)
+
+    @staticmethod
+    def _elements(buffers: tuple[torch.Tensor, torch.Tensor]) -> int:
+        return buffers[0].numel() + buffers[1].numel()
 
     def add(
         self, sample: int, index: tuple[int, ...], box: tuple[slice, ...], values: torch.Tensor, *, weighted: bool
@@ -225,6 +243,9 @@ class _CellAccumulator:
             shape = tuple(hi - lo for lo, hi in region)
             if key not in self.live:
                 self.live[key] = self._buffers(values.shape[0], shape)
+                self.to_start[shape] -= 1
+                self.live_elements += self._elements(self.live[key])
+                self.peak_live_elements = max(self.peak_live_elements, self.live_elements)
             total, normaliser = self.live[key]
             piece = values[(slice(None), *inside)]
             if not weighted:  # weighted cell by cell: no window-sized buffer
@@ -241,7 +262,13 @@ class _CellAccumulator:
                     self.average[(sample, slice(None), *target[1:])] = total.div_(normaliser)
                 else:  # equals argmax(0), ties to the first maximum; argmax over the leading axis is a slower kernel
                     self.labels[target] = torch.max(total.div_(normaliser), 0).indices
-                self.free.setdefault(shape, []).append((total, normaliser))
+                elements = self._elements((total, normaliser))
+                self.live_elements -= elements
+                free = self.free.setdefault(shape, [])
+                fits = self.live_elements + self.kept_elements + elements <= self.peak_live_elements
+                if len(free) < self.to_start[shape] and fits:
+                    free.append((total, normaliser))
+                    self.kept_elements += elements
 
     def result(self) -> torch.Tensor:
         return self.average if self.average is not None else self.labels

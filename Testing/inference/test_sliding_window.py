@@ -213,3 +213,37 @@ def test_labels_output_needs_a_fraction_of_the_full_buffer():
     assert labels.shape == (1, *size) and labels.dtype == torch.uint8
     with torch.no_grad():  # spot check one slab against the direct (1x1 convolution) prediction
         assert torch.equal(labels[0, 70:74].long(), network(inputs[:, :, 70:74]).argmax(1)[0])
+
+
+def test_finished_cells_buffers_are_kept_only_for_cells_still_to_start(monkeypatch: pytest.MonkeyPatch):
+    """The cell accumulator reuses a finished cell's buffers for a later cell of the same shape, and lets them go
+    when no such cell is left: at the end it holds nothing, and on the way never more than the live cells' peak."""
+    from MedSegCNNLib.inference import sliding_window
+
+    held: list[tuple[int, int]] = []  # (elements of live cells, of live and kept cells) at each cell's start and end
+    accumulator = sliding_window._CellAccumulator
+    original_add, original_buffers = accumulator.add, accumulator._buffers
+
+    def record(self, starting: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        live = sum(a.numel() + b.numel() for a, b in (*self.live.values(), *([starting] if starting else [])))
+        kept = sum(a.numel() + b.numel() for buffers in self.free.values() for a, b in buffers)
+        held.append((live, live + kept))
+
+    def add(self, *args, **kwargs):
+        original_add(self, *args, **kwargs)
+        record(self)
+
+    def buffers(self, *args, **kwargs):
+        started = original_buffers(self, *args, **kwargs)
+        record(self, started)
+        return started
+
+    monkeypatch.setattr(accumulator, "add", add)
+    monkeypatch.setattr(accumulator, "_buffers", buffers)
+    network = torch.nn.Conv3d(1, 4, 1).eval()
+    inputs = torch.randn((1, 1, 37, 29, 50))
+    average = sliding_window_inference(inputs, network, (16, 16, 16), output="average", average_dtype=torch.float16)
+    assert average.shape == (1, 4, 37, 29, 50)
+    assert held[-1] == (0, 0)
+    assert max(total for _, total in held) <= max(live for live, _ in held)
+    assert any(kept > live for live, kept in held)  # buffers were kept for reuse

@@ -36,6 +36,21 @@ def test_default_resampling_matches_nnunet(case: str, order: int, order_z: int) 
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5 * np.abs(data).max())
 
 
+
+@pytest.mark.parametrize(("order", "order_z"), [(3, 0), (1, 1), (0, 0)])
+def test_resampling_in_slabs_matches_nnunet(monkeypatch: pytest.MonkeyPatch, order: int, order_z: int) -> None:
+    """Slabs of a few dozen voxels (big images are resampled in slabs): the same result as nnU-Net's."""
+    import MedSegCNNLib.data.nnunet.resampling as resampling
+
+    monkeypatch.setattr(resampling, "SLAB_ELEMENTS", 64)
+    for shape, target, current, new in (CASES["isotropic up and down"], CASES["anisotropic source"]):
+        data = (np.random.default_rng(2).normal(size=shape) * 100).astype(np.float32)
+        expected = default_resampling.resample_data_or_seg_to_shape(
+            data, target, current, new, is_seg=False, order=order, order_z=order_z, force_separate_z=None
+        )
+        ours = resample(data, target, current, new, Resampling(order=order, order_z=order_z))
+        np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5 * np.abs(data).max())
+
 def test_torch_resampling_matches_nnunet() -> None:
     resample_torch = pytest.importorskip("nnunetv2.preprocessing.resampling.resample_torch")
     for shape, target, current, new in CASES.values():

@@ -87,12 +87,12 @@ class VoxelOrder:
 def preprocess(channels: np.ndarray, spacing: tuple[float, ...], plan: NnUNetPlan) -> NnUNetCase:
     """Steps 1–4 for ``channels`` (C, z, y, x) with voxel ``spacing`` (z, y, x), mm."""
     transpose = plan.transpose_forward
-    data = np.ascontiguousarray(channels.astype(np.float32).transpose(0, *(a + 1 for a in transpose)))
+    transposed = channels.transpose(0, *(a + 1 for a in transpose))  # a view: cropped before the float32 copy
     spacing = tuple(float(spacing[a]) for a in transpose)
-    shape_before = tuple(data.shape[1:])
-    mask = _filled_nonzero_mask(data)
+    shape_before = tuple(transposed.shape[1:])
+    mask = _filled_nonzero_mask(transposed)
     box = _bounding_box(mask)
-    data, mask = data[(slice(None), *box)].copy(), mask[box]
+    data, mask = np.ascontiguousarray(transposed[(slice(None), *box)], dtype=np.float32), mask[box]
     for channel, how in zip(data, plan.normalization, strict=True):
         _normalize(channel, how, mask)
     network_spacing = plan.spacing if plan.spatial_dims == 3 else (spacing[0], *plan.spacing)

@@ -5,9 +5,12 @@ nnU-Net's default (``resample_data_or_seg_to_shape``) resizes each channel with 
 ``grid_mode=True``: output voxel ``j`` of ``m`` along an axis of ``n`` samples the input at
 ``x = (j + 0.5)·n/m − 0.5``. Order 0 takes the nearest sample, order 1 interpolates linearly, order 3 evaluates
 the cubic B-spline through the samples (coefficients from the exact mirror-boundary prefilter of the input
-extended by 12 edge voxels, as SciPy does), all in float64. A zoom is separable, so it runs one axis at a time.
-When one axis is anisotropic (:func:`~.plan.anisotropic_axis`), the other two are resized per slice with
-``order`` and that axis with ``order_z``.
+extended by 12 edge voxels, as SciPy does), all in float64. A zoom is separable, so it runs one axis at a time
+(padding, prefilter and sampling of an axis commute with those of the others), the most shrinking axis first, and
+each axis in slabs across another axis of at most :data:`SLAB_ELEMENTS` voxels: the float64 temporaries of a
+512x512x300 CT stay a few hundred MiB instead of several GiB. When one axis is anisotropic
+(:func:`~.plan.anisotropic_axis`), the other two are resized per slice with ``order`` and that axis with
+``order_z``.
 
 ``resample_torch_fornnunet`` (newer plans) is torch's linear ``interpolate`` (``align_corners=False``), with
 ``nearest-exact`` along an anisotropic axis; it is reproduced with the same torch calls, which also compute the
@@ -28,6 +31,8 @@ from .plan import Resampling, anisotropic_axis
 #: SciPy pads the input by this many edge voxels before its spline prefilter (mode "nearest").
 _SPLINE_PADDING = 12
 _CUBIC_POLE = math.sqrt(3.0) - 2.0
+SLAB_ELEMENTS = 1 << 23
+"""Most voxels (8 Mi, 64 MiB in float64) in one slab of one axis's resampling pass."""
 
 
 def new_shape(shape: Sequence[int], current: Sequence[float], new: Sequence[float]) -> tuple[int, ...]:
@@ -51,7 +56,7 @@ def resample(
         return _resample_torch(data, shape, axis)
     result = np.empty((data.shape[0], *shape), dtype=np.float32)
     for channel in range(data.shape[0]):
-        result[channel] = _resize_channel(data[channel].astype(np.float64), shape, axis, how.order, how.order_z)
+        result[channel] = _resize_channel(data[channel], shape, axis, how.order, how.order_z)
     return result
 
 
@@ -73,28 +78,43 @@ def _zoom(
     *,
     clip_axes: Sequence[int] | None,
 ) -> np.ndarray:
-    """``array`` (float64) resized along ``axes`` to ``shape`` (grid mode, edge extension), then clipped to the
+    """``array`` resized along ``axes`` to ``shape`` (grid mode, edge extension) in float64, then clipped to the
     input's range: over the whole array when ``clip_axes`` is None, else per slice across the other axes
     (scikit-image's clipping of each 2D resize). Order 0 is never clipped (it cannot leave the range)."""
     axes = [a for a in axes if array.shape[a] != shape[a]]
     if not axes:
-        return array
+        return array.astype(np.float64, copy=False)
     if order > 0:
         if clip_axes is None:
-            low, high = array.min(), array.max()
+            low, high = np.float64(array.min()), np.float64(array.max())
         else:
             others = tuple(clip_axes)
-            low, high = array.min(axis=others, keepdims=True), array.max(axis=others, keepdims=True)
+            low = array.min(axis=others, keepdims=True).astype(np.float64)
+            high = array.max(axis=others, keepdims=True).astype(np.float64)
     result = array
-    if order == 3:
-        widths = [(_SPLINE_PADDING,) * 2 if a in axes else (0, 0) for a in range(array.ndim)]
-        result = np.pad(result, widths, mode="edge")
-        for a in axes:
-            result = _cubic_coefficients(result, a)
-    for a in axes:
-        result = _resize_axis(result, a, array.shape[a], shape[a], order)
+    for a in sorted(axes, key=lambda a: shape[a] / array.shape[a]):  # the most shrinking first: smaller passes after
+        result = _zoom_axis(result, a, shape[a], order)
     if order > 0:
         np.clip(result, low, high, out=result)
+    return result
+
+
+def _zoom_axis(array: np.ndarray, axis: int, target: int, order: int) -> np.ndarray:
+    """``array`` resized along ``axis`` to ``target`` samples, float64, in slabs across the longest other axis."""
+    shape = list(array.shape)
+    shape[axis] = target
+    result = np.empty(shape, dtype=np.float64)
+    across = max((a for a in range(array.ndim) if a != axis), key=lambda a: array.shape[a])
+    padded = array.shape[axis] + (2 * _SPLINE_PADDING if order == 3 else 0)
+    per_slab = max(1, SLAB_ELEMENTS // max(1, array.size // array.shape[across] // array.shape[axis] * padded))
+    for start in range(0, array.shape[across], per_slab):
+        part = [slice(None)] * array.ndim
+        part[across] = slice(start, start + per_slab)
+        slab = array[tuple(part)].astype(np.float64)
+        if order == 3:
+            widths = [(_SPLINE_PADDING,) * 2 if a == axis else (0, 0) for a in range(array.ndim)]
+            slab = _cubic_coefficients(np.pad(slab, widths, mode="edge"), axis)
+        result[tuple(part)] = _resize_axis(slab, axis, array.shape[axis], target, order)
     return result
 
 
