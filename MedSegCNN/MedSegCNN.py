@@ -49,7 +49,8 @@ in the scene, and scores segmentations against references (Dice, IoU, HD95, ASSD
 once.</p>
 <ol>
 <li><b>Inputs</b>: select the volume to segment; a model with several input channels (e.g. T1 and FLAIR) shows one
-selector per channel, named after its model card.</li>
+selector per channel, named after its model card. A colour picture (PNG, JPEG, TIFF, BMP: a single-slice vector
+volume) gives its red, green and blue channels at once, for 2D models.</li>
 <li><b>Model</b>: choose a bundled model or a model folder (for example the output of training). The card shows
 its labels, input channels, voxel spacing and reported accuracy.</li>
 <li><b>Segment</b>: choose the device and options, then <i>Segment</i>. A new segmentation appears, one segment

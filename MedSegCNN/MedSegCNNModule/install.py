@@ -18,6 +18,8 @@ REQUIREMENTS = {
     "tqdm": "tqdm>=4.60",
     "safetensors": "safetensors>=0.4",
     "matplotlib": "matplotlib>=3.7",
+    "PIL": "Pillow>=10.0",
+    "tifffile": "tifffile>=2023.7.10",
 }
 
 #: Optional packages: import name -> pip requirement (the pyproject.toml extra of the same name).

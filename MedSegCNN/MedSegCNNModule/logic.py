@@ -14,6 +14,27 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 from .parameters import DEFAULT_MODEL, MedSegCNNParameterNode
 
 
+def channelsPerSelector(channelCount: int, volumes) -> list[int]:
+    """How many of a model's ``channelCount`` input channels each input selector the panel shows gives, in order;
+    ``volumes``: the volume of every selector (None: empty). A scalar volume or an empty selector gives one
+    channel, a vector volume one per component (a colour picture: red, green and blue); selectors are shown
+    until they give the model's channels."""
+    try:
+        from MedSegCNNLib.errors import InputError
+        from MedSegCNNLib.mrml.volumes import volume_channel_names
+    except ImportError:  # before the Python packages are installed (the panel offers to install them)
+        return [1] * min(channelCount, len(volumes))
+    counts = []
+    for volume in volumes:
+        if sum(counts) >= channelCount:
+            break
+        try:
+            counts.append(1 if volume is None else len(volume_channel_names(volume)))
+        except InputError:  # a volume without voxels: segmenting it says so
+            counts.append(1)
+    return counts
+
+
 class MedSegCNNLogic(ScriptedLoadableModuleLogic):
     """The console API: segment, evaluate and train with MRML nodes in and out (thin wrappers over
     MedSegCNNLib.mrml). Bad input raises MedSegCNNLib.errors.InputError with the scene unchanged."""
@@ -60,11 +81,14 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
         uncertainty: bool = False,
         waitForCompletion: bool = True,
     ):
-        """Segments ``inputVolumes`` (a scalar volume node, or one per model input channel in the card's order) with
-        ``model`` (a registry name or a model folder) into ``segmentationNode`` (None: a new one; one that has
-        segments is changed only with ``replace``). ``backend``: "auto" (OpenVINO on the CPU when installed), "torch"
-        or "openvino"; ``precision``: "auto", "fp32", "bf16" or "fp16" (see MedSegCNNLib.inference.options).
-        ``minSizeMm3``: components smaller than this (mm³) are removed.
+        """Segments ``inputVolumes`` with ``model`` (a registry name or a model folder) into ``segmentationNode``
+        (None: a new one; one that has segments is changed only with ``replace``). ``inputVolumes``: a volume node,
+        or several; their channels, in order, are the model's input channels in the card's order: a scalar volume
+        gives one, a vector volume one per component (a colour picture loaded from PNG/JPEG/TIFF: red, green,
+        blue). A 2D model segments a single-slice volume (a picture) as a 2D image, voxel for voxel on it.
+        ``backend``: "auto" (OpenVINO on the CPU when installed), "torch" or "openvino"; ``precision``: "auto",
+        "fp32", "bf16" or "fp16" (see MedSegCNNLib.inference.options). ``minSizeMm3``: components smaller than
+        this (mm³) are removed.
 
         Returns the SegmentationOutputs (segmentation_node, probability_nodes, uncertainty_node) when
         ``waitForCompletion``, else the started SegmentationTask (poll it; call ``finish()`` on the main thread
@@ -123,7 +147,7 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
         outputFolder,
         *,
         dataFolder=None,
-        dims: int = 3,
+        dims: int | None = None,
         epochs: int | None = None,
         timeBudgetMin: float | None = None,
         initFrom=None,
@@ -131,8 +155,10 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
         device: str = "auto",
         waitForCompletion: bool = True,
     ):
-        """Trains a ``dims``-D network on ``pairs`` [(volume node or list of volume nodes, segmentation node), ...]
-        and/or the MSD/nnU-Net dataset folder ``dataFolder``, into the new folder ``outputFolder``. ``epochs`` and
+        """Trains a ``dims``-D network (None: planned, 2D for single-slice volumes such as pictures, else 3D) on
+        ``pairs`` [(volume node or list of volume nodes, segmentation node), ...] and/or the MSD/nnU-Net dataset folder
+        ``dataFolder``, into the new folder ``outputFolder``. A vector (colour) volume gives one channel per
+        component; a single-slice volume trains a 2D model as a 2D image. ``epochs`` and
         ``timeBudgetMin`` (minutes) limit the run (None: the library's defaults); ``initFrom`` (a registry name or a
         model folder) fine-tunes that model, with its encoder frozen if ``freezeEncoder``.
 

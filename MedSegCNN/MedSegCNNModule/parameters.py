@@ -6,7 +6,13 @@
 import typing
 from typing import Annotated
 
-from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
+from slicer import (
+    vtkMRMLLabelMapVolumeNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+    vtkMRMLVectorVolumeNode,
+)
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 
 #: The bundled model the panel selects first and the self-test uses (a registry name).
@@ -24,10 +30,12 @@ class MedSegCNNParameterNode:
     """The panel's state, saved with the scene. Widgets bind to these names through their "SlicerParameterName"
     property in MedSegCNN.ui; ``model`` (a registry name or a model folder) is set by the widget."""
 
-    inputVolume0: vtkMRMLScalarVolumeNode
-    inputVolume1: vtkMRMLScalarVolumeNode
-    inputVolume2: vtkMRMLScalarVolumeNode
-    inputVolume3: vtkMRMLScalarVolumeNode
+    # the parameter node wrapper recognises typing.Union (not the | operator) for a choice of node types; a vector
+    # (colour) volume gives a model one input channel per component
+    inputVolume0: typing.Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode, None]  # noqa: UP007
+    inputVolume1: typing.Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode, None]  # noqa: UP007
+    inputVolume2: typing.Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode, None]  # noqa: UP007
+    inputVolume3: typing.Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode, None]  # noqa: UP007
     model: str = DEFAULT_MODEL
     device: Annotated[str, Choice(DEVICES)] = "auto"
     backend: Annotated[str, Choice(BACKENDS)] = "auto"
@@ -48,7 +56,6 @@ class MedSegCNNParameterNode:
     trainFineTune: bool = False
     trainFreezeEncoder: bool = False
     evalPrediction: vtkMRMLSegmentationNode
-    # the parameter node wrapper recognises typing.Union (not the | operator) for a choice of node types
     evalReference: typing.Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007
-    evalReferenceVolume: vtkMRMLScalarVolumeNode
+    evalReferenceVolume: typing.Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode, None]  # noqa: UP007
     evalTable: vtkMRMLTableNode

@@ -22,9 +22,10 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
 from .install import REQUIREMENTS, InstallLogic
-from .logic import MedSegCNNLogic
+from .logic import MedSegCNNLogic, channelsPerSelector
 
-#: Input volume selectors in the panel; a model with more input channels is used from the Python console.
+#: Input volume selectors in the panel (a vector volume fills several input channels); a model that needs more
+#: volumes is used from the Python console.
 MAX_INPUT_CHANNELS = 4
 POLL_INTERVAL_MS = 200
 #: The model list's items after the registry's: a model folder chosen in the path field below the list, and the
@@ -241,28 +242,41 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelCardTextBrowser.setHtml(card)
             self._cardShown = card
 
-    def showChannelRows(self, entry) -> int:
-        """One input selector per model input channel, labelled with the channel's name; returns their number."""
-        channels = (list(entry.channels) if entry is not None else []) or ["image"]
+    def modelChannels(self, entry) -> list:
+        """The model's input channel names (one unnamed channel without a usable model)."""
+        return (list(entry.channels) if entry is not None else []) or ["image"]
+
+    def selectorChannels(self, entry) -> list:
+        """The number of the model's input channels each input selector shown gives (channelsPerSelector)."""
+        volumes = [getattr(self._parameterNode, f"inputVolume{i}") for i in range(MAX_INPUT_CHANNELS)]
+        return channelsPerSelector(len(self.modelChannels(entry)), volumes)
+
+    def showChannelRows(self, entry) -> list:
+        """The input selectors the model's channels need, each labelled with the channels it gives; returns
+        selectorChannels(entry)."""
+        channels, counts = self.modelChannels(entry), self.selectorChannels(entry)
         browsing = not self.ui.modelComboBox.currentData
         self.ui.modelPathLabel.visible = browsing
         self.ui.modelPathLineEdit.visible = browsing
+        first = 0
         for i in range(MAX_INPUT_CHANNELS):
-            shown = i < len(channels)
+            shown = i < len(counts)
             getattr(self.ui, f"inputVolumeLabel{i}").visible = shown
             getattr(self.ui, f"inputVolumeSelector{i}").visible = shown
             if shown:
+                names = ", ".join(channels[first : first + counts[i]])
                 label = (
                     _("Input volume:")
-                    if len(channels) == 1
-                    else _("{channel} (input {number}):").format(channel=channels[i], number=i + 1)
+                    if len(counts) == 1
+                    else _("{channels} (input {number}):").format(channels=names, number=first + 1)
                 )
                 getattr(self.ui, f"inputVolumeLabel{i}").text = label
-        return len(channels)
+                first += counts[i]
+        return counts
 
-    def selectedVolumes(self, count: int) -> list:
-        """The volumes of the first ``count`` input selectors that have one."""
-        volumes = (getattr(self._parameterNode, f"inputVolume{i}") for i in range(min(count, MAX_INPUT_CHANNELS)))
+    def selectedVolumes(self, entry) -> list:
+        """The volumes of the input selectors shown that have one."""
+        volumes = (getattr(self._parameterNode, f"inputVolume{i}") for i in range(len(self.selectorChannels(entry))))
         return [volume for volume in volumes if volume is not None]
 
     # ----- state of the buttons ---------------------------------------------------------------------------
@@ -274,22 +288,23 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameters = self._parameterNode
         entry = self.selectedModelEntry()
         self.showModelCard(entry)
-        channels = self.showChannelRows(entry)
+        counts = self.showChannelRows(entry)
+        channels = len(self.modelChannels(entry))
         busy = self._task is not None
 
         if busy:
             reason = _("Wait for the running task to finish, or cancel it.")
         elif entry is None:
             reason = _("Choose a usable model (see the model card).")
-        elif channels > MAX_INPUT_CHANNELS:
-            reason = _("This model needs {count} input volumes; segment with it from the Python console.").format(
+        elif sum(counts) < channels:
+            reason = _("This model needs {count} input channels; segment with it from the Python console.").format(
                 count=channels
             )
-        elif len(self.selectedVolumes(channels)) < channels:
+        elif len(self.selectedVolumes(entry)) < len(counts):
             reason = (
                 _("Select the input volume.")
-                if channels == 1
-                else _("Select all {count} input volumes.").format(count=channels)
+                if len(counts) == 1
+                else _("Select all {count} input volumes.").format(count=len(counts))
             )
         else:
             reason = ""
@@ -310,9 +325,7 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.trainButton.enabled = not reason
         self.ui.trainButton.toolTip = reason or _("Train a model in the background.")
         self.ui.trainFreezeEncoderCheckBox.enabled = parameters.trainFineTune
-        self.ui.addPairButton.enabled = (
-            bool(self.selectedVolumes(channels)) and parameters.trainSegmentation is not None
-        )
+        self.ui.addPairButton.enabled = bool(self.selectedVolumes(entry)) and parameters.trainSegmentation is not None
         self.ui.removePairButton.enabled = self.ui.trainPairsListWidget.count > 0
 
         self.ui.computeButton.enabled = parameters.evalPrediction is not None and parameters.evalReference is not None
@@ -331,7 +344,7 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if entry is None:
                 raise ValueError(str(self._modelEntry))
             task = self.logic.segment(
-                self.selectedVolumes(len(entry.channels) or 1),
+                self.selectedVolumes(entry),
                 parameters.model,
                 segmentationNode=parameters.outputSegmentation,
                 replace=parameters.replaceSegments,
@@ -365,7 +378,7 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onAddPair(self) -> None:
         parameters = self._parameterNode
         entry = self.selectedModelEntry()
-        volumes = self.selectedVolumes(len(entry.channels) if entry is not None else 1)
+        volumes = self.selectedVolumes(entry)
         segmentation = parameters.trainSegmentation
         pair = ([volume.GetID() for volume in volumes], segmentation.GetID())
         if pair in self._trainPairs:

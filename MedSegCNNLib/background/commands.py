@@ -49,18 +49,22 @@ def python_executable() -> str:
 
 def predict_args(
     model: PathLike | Sequence[PathLike],
-    input: PathLike,
+    input: PathLike | Sequence[PathLike],
     output: PathLike,
     options: PredictOptions | None = None,
     *,
     overwrite: bool = False,
 ) -> list[str]:
-    """``predict`` arguments: one model folder (or several: an ensemble), an image or folder, the output, and the
-    prediction ``options`` (default: :class:`PredictOptions`' defaults); ``overwrite`` replaces existing files."""
+    """``predict`` arguments: one model folder (or several: an ensemble), an image or folder (or several image
+    files: one per input channel, in the model's order), the output, and the prediction ``options`` (default:
+    :class:`PredictOptions`' defaults); ``overwrite`` replaces existing files."""
     models = [model] if isinstance(model, str | os.PathLike) else list(model)
     if not models:
         raise InputError("No model given; choose a model folder (or several for an ensemble).")
-    args = ["predict", "--model", *map(_path, models), "--input", _path(input), "--output", _path(output)]
+    inputs = [input] if isinstance(input, str | os.PathLike) else list(input)
+    if not inputs:
+        raise InputError("No input given; choose an image, a folder of images, or one image per channel.")
+    args = ["predict", "--model", *map(_path, models), "--input", *map(_path, inputs), "--output", _path(output)]
     args += (options or PredictOptions()).to_argv()
     args += ["--overwrite"] if overwrite else []
     return args + PROGRESS

@@ -123,6 +123,7 @@ _CONTENT_KEYS = ("name", "network", "spatial_dims", "patch_size", "channels", "l
 _REQUIRED_CONTENT = ("network", "spatial_dims", "patch_size", "channels", "labels", "preprocessing")
 _TEXT_KEYS = ("title", "description")
 _KNOWN_KEYS = frozenset(_SAVED_KEYS + _CONTENT_KEYS + _TEXT_KEYS)
+_REPORTED_UNKNOWN: set[tuple[str, tuple[str, ...]]] = set()  # (card, unknown fields) already warned about
 
 
 @dataclass(frozen=True)
@@ -357,7 +358,8 @@ def _parse(data: Any, where: str, *, saved: bool) -> ModelCard:
             "created": check.timestamp("created", data["created"]),
         }
     unknown = sorted(set(data) - _KNOWN_KEYS)
-    if unknown:
+    if unknown and (where, tuple(unknown)) not in _REPORTED_UNKNOWN:  # once per card and process
+        _REPORTED_UNKNOWN.add((where, tuple(unknown)))
         logger.warning(
             "The model card %s has unknown field(s) %s (written by a newer MedSegCNN?); they are kept but not used.",
             where,

@@ -27,7 +27,9 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
         description=(
             "Compare predicted label maps with reference label maps: Dice/F1, IoU, precision, recall, "
             "specificity, accuracy, volumes, HD, HD95, ASSD and normalised surface Dice, per label and per "
-            "case, in physical units (mm, mL). Give two files, or two folders whose files are matched by name."
+            "case, in mm and mL, or in pixels for pictures without pixel spacing (the distance_unit column says "
+            "which). Give two files, or two folders whose files are matched by name. 2D pictures (PNG, TIFF, ...) "
+            "are label maps by the mask rule: a 0/255 mask is labels 0/1."
         ),
     )
     parser.add_argument("--pred", required=True, metavar="PATH", help="predicted label map, or a folder of them")
@@ -49,6 +51,18 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
         "--nsd-tolerance", type=float, default=1.0, metavar="MM", help="normalised surface Dice tolerance (mm)"
     )
     parser.add_argument("--no-surface", action="store_true", help="skip HD/HD95/ASSD/NSD (faster)")
+    parser.add_argument(
+        "--roi-mask",
+        metavar="FILE|DIR",
+        help="count every metric inside this mask only (non-zero: inside; e.g. a fundus field of view): one file for "
+        "every case, or a folder of masks matched to the cases by name",
+    )
+    parser.add_argument(
+        "--mask-values",
+        type=_parse_mask_values,
+        metavar="V0,V1,...",
+        help="raw values of reference pictures that are labels 0, 1, 2, ... in order, e.g. 0,128,255",
+    )
     parser.add_argument("--per-case", action="store_true", help="print every (case, label) row, not only the summary")
     parser.set_defaults(run=run)
 
@@ -60,6 +74,16 @@ def _parse_labels(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,2; got {text!r}") from None
     if not values or any(value < 0 for value in values):
         raise argparse.ArgumentTypeError(f"expected non-negative label values such as 1,2; got {text!r}")
+    return values
+
+
+def _parse_mask_values(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,128,255; got {text!r}") from None
+    if len(values) < 2 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected at least two distinct values such as 0,255; got {text!r}")
     return values
 
 
@@ -91,7 +115,7 @@ def _label_names(args: argparse.Namespace) -> dict[int, str] | None:
 def run(args: argparse.Namespace) -> int:
     if args.csv is not None:  # refused before the (possibly long) computation
         check_writable(args.csv, overwrite=args.overwrite)
-        refuse_replacing_inputs([args.csv], [args.pred, args.ref])
+        refuse_replacing_inputs([args.csv], [args.pred, args.ref, *([args.roi_mask] if args.roi_mask else [])])
     if not args.nsd_tolerance >= 0:
         raise InputError(f"--nsd-tolerance must be >= 0 mm, got {args.nsd_tolerance}.")
     with _case_progress(enabled=not args.json and not args.quiet) as on_case:
@@ -103,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
             nsd_tolerance_mm=args.nsd_tolerance,
             surface=not args.no_surface,
             on_case=on_case,
+            roi_mask=args.roi_mask,
+            mask_values=args.mask_values,
         )
     if args.csv is not None:
         result.to_csv(args.csv, overwrite=args.overwrite)

@@ -1,5 +1,12 @@
 """``medsegcnn predict``: segment one image (file or DICOM folder) or a folder of images with a trained model.
 
+The cases and their channels (``--input``, :func:`input_cases`): several files are the channels of one case, in
+the model card's channel order, named after the first file without its ``_0000`` channel suffix. A folder holds
+one case per file, except that nnU-Net's channel files (``<case>_0000``, ``<case>_0001``, ...) are grouped by case
+when the model has several channels and the first file holds one, and ``<case>_0000`` files alone are cases
+``<case>`` for a one-channel model. A folder of multi-component files (RGB pictures, 4D or vector volumes) is one
+case per file. Outputs are named by case.
+
 A case is *complete* when every output file it asks for exists (:meth:`PredictOptions.output_paths`; files are
 written atomically, so one that exists is whole), and *partial* when only some do. ``--skip-existing`` leaves the
 complete cases as they are and redoes the partial ones (replacing their files); without it, existing outputs are
@@ -22,6 +29,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -31,10 +39,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..atomic import check_writable, refuse_replacing_inputs
 from ..errors import InputError, OutputExistsError
-from ..image.io import SUPPORTED_EXTENSIONS, case_name, is_image_path
-from ..inference.options import PredictOptions
+from ..image.cases import CHANNEL_SUFFIX
+from ..image.io import SUPPORTED_EXTENSIONS, case_name, is_image_path, is_raster_path
+from ..inference.options import PredictOptions, check_label_format
 from ..inference.progress import PredictionProgress
 from ..progress import Event, EventSink, JsonLinesProgress, TqdmProgress
 
@@ -42,6 +53,8 @@ if TYPE_CHECKING:
     import torch.distributed
 
     from ..distributed import DistributedContext
+    from ..image.core import Image
+    from ..image.raster import Pages
     from ..inference.model import SegmentationModel
 
 logger = logging.getLogger(__name__)
@@ -67,10 +80,31 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
         ),
     )
     parser.add_argument("--model", required=True, nargs="+", metavar="MODEL", help="model folder(s); several: ensemble")
-    parser.add_argument("--input", required=True, metavar="FILE|DIR", help="image, DICOM folder, or folder of images")
-    parser.add_argument("--output", required=True, metavar="FILE|DIR", help="label map file, or folder for a batch")
+    parser.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        metavar="FILE|DIR",
+        help="an image, a DICOM folder or a folder of images; several files: one per input channel, in the model "
+        "card's order",
+    )
+    parser.add_argument(
+        "--output", required=True, metavar="FILE|DIR", help="label map file, or folder (outputs named by case)"
+    )
     parser.add_argument("--ref", metavar="FILE|DIR", help="reference label map(s): print Dice, HD95, ... afterwards")
     PredictOptions.add_arguments(parser)
+    parser.add_argument(
+        "--grayscale",
+        action="store_true",
+        help="give a one-channel model the luminance of colour pictures: 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601)",
+    )
+    parser.add_argument(
+        "--pages",
+        choices=("single", "stack"),
+        default="single",
+        help="multi-page TIFFs (and animated PNGs): refused (single), or their pages read as one 3D image, z = page "
+        "(stack; the label maps are then written as .nii.gz unless --format says otherwise)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument(
         "--skip-existing",
@@ -88,12 +122,13 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
 
 @dataclass(frozen=True)
 class Job:
-    """One case: its name, input image, label map (:meth:`PredictOptions.output_paths` names the other outputs)
-    and reference (``--ref``). ``skip``: complete already, left as it is; ``replace``: its existing output files
-    are replaced (``--overwrite``, or a partial case being redone)."""
+    """One case: its name, input images (one per channel, or one file with every channel), label map
+    (:meth:`PredictOptions.output_paths` names the other outputs) and reference (``--ref``). ``skip``: complete
+    already, left as it is; ``replace``: its existing output files are replaced (``--overwrite``, or a partial case
+    being redone)."""
 
     case: str
-    source: Path
+    sources: tuple[Path, ...]
     output: Path
     reference: Path | None = None
     skip: bool = False
@@ -101,14 +136,15 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         """The job as JSON values (paths as strings)."""
-        paths = {"source": str(self.source), "output": str(self.output)}
+        paths = {"sources": [str(path) for path in self.sources], "output": str(self.output)}
         reference = None if self.reference is None else str(self.reference)
         return {"case": self.case, **paths, "reference": reference, "skip": self.skip, "replace": self.replace}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
         reference = None if data["reference"] is None else Path(data["reference"])
-        return cls(data["case"], Path(data["source"]), Path(data["output"]), reference, data["skip"], data["replace"])
+        sources = tuple(map(Path, data["sources"]))
+        return cls(data["case"], sources, Path(data["output"]), reference, data["skip"], data["replace"])
 
 
 @dataclass(frozen=True)
@@ -143,28 +179,34 @@ def plan_outputs(args: argparse.Namespace, options: PredictOptions, *, skip: boo
     With ``skip`` the complete cases are skipped and the partial ones redone; otherwise existing outputs are
     refused unless ``--overwrite``. An output is never an input, whatever the flags.
     """
+    from ..checkpoint.model_card import read_model_card
     from ..registry import resolve_model_folder
 
-    source, target = Path(args.input), Path(args.output)
-    if not source.exists():
-        raise InputError(f"Input {source} does not exist.")
-    batch = source.is_dir() and any(is_image_path(p) for p in source.iterdir() if p.is_file())
-    if batch:
-        from ..image.cases import list_cases
-
-        if target.exists() and not target.is_dir():
-            raise InputError(f"The input is a folder of images, so --output must be a folder; {target} is a file.")
-        cases = [(case, path, target / f"{case}{options.output_format}") for case, path in list_cases(source).items()]
-    else:
-        if not is_image_path(target):
-            raise InputError(f"--output {target} must be a file ending in one of {', '.join(SUPPORTED_EXTENSIONS)}.")
-        cases = [(case_name(source), source, target)]
-    references = _references(args, [case for case, _, _ in cases])
     models = tuple(resolve_model_folder(path) for path in args.model)
-    outputs = {output: list(options.output_paths(output).values()) for _, _, output in cases}
+    channels = read_model_card(models[0]).channels
+    cases, batch = input_cases([Path(path) for path in args.input], channels, pages=args.pages)
+    target = Path(args.output)
+    if batch and target.exists() and not target.is_dir():
+        raise InputError(f"The input is a folder of images, so --output must be a folder; {target} is a file.")
+    to_folder = batch or target.is_dir() or args.output.endswith(("/", os.sep))
+    stack = args.pages == "stack"
+    if to_folder:
+        planned = [
+            (case, sources, target / f"{case}{options.label_extension(sources[0], stack=stack)}")
+            for case, sources in cases
+        ]
+    else:
+        check_label_format(target.name)
+        if not is_image_path(target):
+            raise InputError(
+                f"--output {target} must be a file ending in one of {', '.join(SUPPORTED_EXTENSIONS)}, or a folder."
+            )
+        planned = [(cases[0][0], cases[0][1], target)]
+    references = _references(args, [case for case, _, _ in planned])
+    outputs = {output: list(options.output_paths(output).values()) for _, _, output in planned}
     refuse_replacing_inputs(
         [path for paths in outputs.values() for path in paths],
-        [path for _, path, _ in cases] + references + list(models),
+        [path for _, sources, _ in planned for path in sources] + references + list(models),
     )
     present = {output: [path for path in paths if path.exists()] for output, paths in outputs.items()}
     existing = [str(path) for paths in present.values() for path in paths]
@@ -174,18 +216,97 @@ def plan_outputs(args: argparse.Namespace, options: PredictOptions, *, skip: boo
             "or --skip-existing to keep the cases whose outputs all exist."
         )
     jobs = []
-    for index, (case, path, output) in enumerate(cases):
+    for index, (case, sources, output) in enumerate(planned):
         complete, reference = len(present[output]) == len(outputs[output]), references[index] if references else None
         replace = args.overwrite or bool(present[output])
-        jobs.append(Job(case, path, output, reference, skip=skip and complete, replace=replace))
+        jobs.append(Job(case, sources, output, reference, skip=skip and complete, replace=replace))
     skipped = sum(job.skip for job in jobs)
     if skipped:
         logger.info("Skipping %d of %d case(s): their output files all exist.", skipped, len(jobs))
-    if batch and not target.is_dir():
+    if to_folder and not target.is_dir():
         return Plan(tuple(jobs), models, target)
     for job in jobs:
         check_writable(job.output, overwrite=True)
     return Plan(tuple(jobs), models, None)
+
+
+def input_cases(
+    inputs: Sequence[Path], channels: Sequence[str], *, pages: Pages = "single"
+) -> tuple[list[tuple[str, tuple[Path, ...]]], bool]:
+    """The cases of ``--input`` as ``(name, channel sources)`` (see the module docstring) for a model with
+    ``channels``, and whether the input is a folder of images (a batch). ``pages``: how multi-page files are read
+    (``--pages``), when one is read to tell the layout."""
+    for path in inputs:
+        if not path.exists():
+            raise InputError(f"Input {path} does not exist.")
+    if len(inputs) > 1:
+        return [_channel_files_case(inputs, channels)], False
+    source = inputs[0]
+    if not (source.is_dir() and any(is_image_path(path) for path in source.iterdir() if path.is_file())):
+        return [(case_name(source), (source,))], False
+    return _folder_cases(source, channels, pages), True
+
+
+def _channel_files_case(files: Sequence[Path], channels: Sequence[str]) -> tuple[str, tuple[Path, ...]]:
+    """The one case that several ``--input`` files make: one file per channel, in the model card's order."""
+    folder = next((path for path in files if path.is_dir()), None)
+    if folder is not None:
+        raise InputError(
+            f"Several --input paths are the channel files of one case, but {folder} is a folder; give one image "
+            "file per channel, or the folder alone."
+        )
+    if len(files) != len(channels):
+        raise InputError(
+            f"{len(files)} --input files given, but the model expects {len(channels)} input channel(s) "
+            f"({', '.join(channels)}): give one file per channel, in that order."
+        )
+    matches = [CHANNEL_SUFFIX.match(case_name(path)) for path in files]
+    if all(matches) and len({match["case"] for match in matches}) == 1:
+        numbers = [match["channel"] for match in matches]
+        if numbers != [f"{index:04d}" for index in range(len(files))]:
+            raise InputError(
+                f"The --input files are channels _{', _'.join(numbers)} of case {matches[0]['case']}; give them in "
+                f"the model's channel order ({', '.join(channels)}): _0000, _0001, ..."
+            )
+    first = matches[0]
+    return (first["case"] if first and first["channel"] == "0000" else case_name(files[0])), tuple(files)
+
+
+def _folder_cases(folder: Path, channels: Sequence[str], pages: Pages) -> list[tuple[str, tuple[Path, ...]]]:
+    """The cases of a folder of images (see the module docstring)."""
+    from ..image.cases import channel_numbers, list_cases, listing
+
+    files = list_cases(folder)
+    one_per_file = [(case, (path,)) for case, path in files.items()]
+    numbered = channel_numbers(files)
+    if numbered is None:
+        return one_per_file
+    if len(channels) == 1:
+        if all(list(numbers) == [0] for numbers in numbered.values()):
+            return [(case, (numbers[0],)) for case, numbers in numbered.items()]
+        return one_per_file
+    first = next(iter(files.values()))
+    components = _read(first, pages).num_channels
+    if components == len(channels):
+        logger.info("%s holds %d-channel images (e.g. %s): one case per file.", folder, components, first.name)
+        return one_per_file
+    wanted = range(len(channels))
+    problems = []
+    for case, numbers in numbered.items():
+        missing = [f"_{number:04d}" for number in wanted if number not in numbers]
+        extra = [f"_{number:04d}" for number in sorted(numbers) if number not in wanted]
+        text = ", ".join(
+            [f"{case} lacks {' '.join(missing)}"] * bool(missing) + [f"{case} has {' '.join(extra)}"] * bool(extra)
+        )
+        if text:
+            problems.append(text)
+    if problems:
+        raise InputError(
+            f"Channel files missing or extra in {folder}: the model expects {len(channels)} channels "
+            f"({', '.join(channels)}), one file each named <case>_0000 to <case>_{len(channels) - 1:04d}; "
+            f"{listing(problems, limit=3)}."
+        )
+    return [(case, tuple(numbers[number] for number in wanted)) for case, numbers in numbered.items()]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -203,7 +324,8 @@ def run(args: argparse.Namespace) -> int:
         model = load_segmentation_model(list(plan.models), context.device, allow_large=args.allow_large_model)
         sink = _sink(args.progress)
         with _created_folder(plan.folder):
-            _segment(plan.todo, options, model, None if sink is None else PredictionProgress(sink, len(plan.todo)))
+            progress = None if sink is None else PredictionProgress(sink, len(plan.todo))
+            _segment(plan.todo, options, model, progress, grayscale=args.grayscale, pages=args.pages)
             _report(args, plan, model, sink)
         return 0
     finally:
@@ -233,17 +355,24 @@ def _segment(
     options: PredictOptions,
     model: SegmentationModel,
     progress: PredictionProgress | CohortProgress | None,
+    *,
+    grayscale: bool = False,
+    pages: Pages = "single",
 ) -> None:
-    """Segment ``jobs`` and write every output each asks for."""
-    from ..image.io import read_image, write_image
+    """Segment ``jobs`` and write every output each asks for; ``grayscale``: colour pictures to luminance;
+    ``pages``: how multi-page files are read."""
+    from ..image.io import write_image
     from ..inference.segment import segment
+    from ..metrics.evaluate import read_label_map
     from ..visualization.overlay import save_overlay
 
     for index, job in enumerate(jobs):
-        image = read_image(job.source)
+        images = _model_inputs(
+            job, [_read(source, pages) for source in job.sources], model.channels, grayscale=grayscale
+        )
         result = segment(
-            image, model, options, progress=None if progress is None else progress.for_case(index, job.case),
-            input_name=str(job.source),
+            images, model, options, progress=None if progress is None else progress.for_case(index, job.case),
+            input_name=", ".join(map(str, job.sources)),
         )  # fmt: skip
         outputs = options.output_paths(job.output)
         write_image(result.labels, outputs["labels"], overwrite=job.replace)
@@ -252,12 +381,58 @@ def _segment(
         if options.uncertainty:
             write_image(result.uncertainty, outputs["uncertainty"], overwrite=job.replace)
         if options.overlay:
-            reference = None if job.reference is None else read_image(job.reference)
+            reference = None if job.reference is None else read_label_map(job.reference)
             save_overlay(
-                outputs["overlay"], image, result.labels, reference=reference, overwrite=job.replace, title=job.case
-            )
+                outputs["overlay"], images[0], result.labels, reference=reference, overwrite=job.replace,
+                title=job.case,
+            )  # fmt: skip
         if progress is not None:
             progress.case_done(index, job.case, job.output)
+
+
+def _read(path: Path, pages: Pages) -> Image:
+    """The input image ``path``, its pages read as ``pages`` says (``--pages``)."""
+    from ..image.io import read_image
+
+    return read_image(path, pages=pages)
+
+
+def _model_inputs(job: Job, images: list[Image], channels: Sequence[str], *, grayscale: bool) -> list[Image]:
+    """The images of ``job`` as the model's input channels: refused unless they have as many channels as the model
+    (``channels``); with ``grayscale``, a colour picture for a one-channel model becomes its luminance."""
+    what = f"{job.sources[0]}" if len(job.sources) == 1 else f"The {len(job.sources)} files of case {job.case}"
+    count = sum(image.num_channels for image in images)
+    if grayscale:
+        if len(channels) != 1:
+            raise InputError(
+                f"--grayscale makes one channel of a colour picture, but the model expects {len(channels)} channels "
+                f"({', '.join(channels)}); leave out --grayscale."
+            )
+        images = [_luminance(image) if image.num_channels == 3 else image for image in images]
+        count = sum(image.num_channels for image in images)
+    if len(channels) == 1 and len(images) == 1 and count == 3 and is_raster_path(job.sources[0]):
+        raise InputError(
+            f"{what} is a colour (RGB) picture, but the model expects 1 input channel ({channels[0]}); pass "
+            "--grayscale to give it the luminance 0.299 R + 0.587 G + 0.114 B, or use a model trained on colour."
+        )
+    if count != len(channels):
+        raise InputError(
+            f"The model expects {len(channels)} input channel(s) ({', '.join(channels)}); {what} has {count}. Give "
+            "one image per channel in that order: several --input files, or a folder of <case>_0000, <case>_0001, "
+            "... files."
+        )
+    return images
+
+
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+"""Weights of red, green and blue in the luminance that ``--grayscale`` computes (ITU-R BT.601 luma, as Pillow's
+``convert("L")``), applied to the stored values without gamma correction."""
+
+
+def _luminance(image: Image) -> Image:
+    """The luminance of a 3-channel (red, green, blue) ``image`` as one float32 channel (:data:`LUMA_WEIGHTS`)."""
+    weights = np.asarray(LUMA_WEIGHTS, dtype=np.float32)
+    return image.with_array(np.tensordot(weights, image.array.astype(np.float32, copy=False), axes=1))
 
 
 def _report(args: argparse.Namespace, plan: Plan, model: SegmentationModel, sink: EventSink | None) -> None:
@@ -312,7 +487,7 @@ def _run_distributed(args: argparse.Namespace, options: PredictOptions, context:
     try:
         if share or context.is_main:  # rank 0 also needs the labels' names for the report
             model = load_segmentation_model(list(plan.models), context.device, allow_large=args.allow_large_model)
-            _segment(share, options, model, cohort)
+            _segment(share, options, model, cohort, grayscale=args.grayscale, pages=args.pages)
     except Exception as error:
         failure = error
     failed = _failed_ranks(failure is not None, group, context.world_size, cohort)

@@ -14,6 +14,9 @@ Rules (after nnU-Net, Isensee et al., Nature Methods 18, 2021):
   others get per-image ``"zscore"``. ``modality_hint`` overrides the names, and may name a scheme directly.
 - **Patch size** (:func:`suggest_patch_size`): the median resampled shape rounded up to the network's
   divisor, shrunk along its physically longest axis until it holds at most ``max_voxels`` voxels.
+- **Dimension** (:func:`data_spatial_dims`): a dataset of 2D images (or of single-slice volumes) trains a 2D
+  model unless told otherwise; 3D volumes a 3D model. 2D images cannot train a 3D model. The plan of a 2D
+  model made from 2D images has the target spacing ``(x, y)``, one made from volumes ``(x, y, None)``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .dataset import Dataset, load_case
+from .dataset import Dataset, load_case, require_one_dimension
 from .preprocessing import NORMALIZATION_SCHEMES, NormalizationSpec, PreprocessingPlan, nonzero_box
 
 logger = logging.getLogger(__name__)
@@ -54,9 +57,10 @@ def dataset_fingerprint(
     if not dataset.cases:
         raise InputError(f"Dataset {dataset.name} has no cases to plan from; add image/label pairs.")
     rng = np.random.default_rng(seed)
-    spacings, sizes, nonzero_sizes, ratios, samples = [], [], [], [], []
+    spacings, sizes, nonzero_sizes, ratios, samples, dims = [], [], [], [], [], {}
     for case in dataset.cases:
         image, label = load_case(case)
+        dims[case.name] = image.spatial_dims
         channels = image.array
         box = nonzero_box(channels)
         spacings.append(list(image.spacing))
@@ -71,6 +75,7 @@ def dataset_fingerprint(
             total = math.prod(image.shape)
             picks = rng.choice(total, min(samples_per_case, total), replace=False)
         samples.append(channels.reshape(channels.shape[0], -1)[:, picks].astype(np.float64))
+    require_one_dimension(dataset.name, dims)
     counts = {sample.shape[0] for sample in samples}
     if len(counts) != 1:
         raise InputError(f"Cases of dataset {dataset.name} have different numbers of channels ({sorted(counts)}).")
@@ -91,19 +96,21 @@ def dataset_fingerprint(
 def plan_preprocessing(
     dataset: Dataset,
     *,
-    spatial_dims: int = 3,
+    spatial_dims: int | None = None,
     modality_hint: Sequence[str] | None = None,
     fingerprint: dict[str, Any] | None = None,
 ) -> PreprocessingPlan:
     """The :class:`PreprocessingPlan` for training a ``spatial_dims`` model on ``dataset`` (module docstring).
 
-    ``modality_hint`` gives one modality name (e.g. ``"CT"``, ``"MRI"``) or scheme (``"ct"``, ``"zscore"``,
-    ``"none"``) per channel, in place of the channel names. ``fingerprint`` reuses a
-    :func:`dataset_fingerprint` result instead of reading the dataset again.
+    ``spatial_dims`` ``None`` is the data's (:func:`data_spatial_dims`). ``modality_hint`` gives one modality
+    name (e.g. ``"CT"``, ``"MRI"``) or scheme (``"ct"``, ``"zscore"``, ``"none"``) per channel, in place of the
+    channel names. ``fingerprint`` reuses a :func:`dataset_fingerprint` result instead of reading the dataset
+    again.
     """
-    if spatial_dims not in (2, 3):
+    if spatial_dims not in (None, 2, 3):
         raise InputError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
     fingerprint = fingerprint if fingerprint is not None else dataset_fingerprint(dataset)
+    spatial_dims = data_spatial_dims(fingerprint, spatial_dims)
     names = list(modality_hint) if modality_hint is not None else list(fingerprint["channel_names"])
     intensity = fingerprint["intensity"]
     if len(names) != len(intensity):
@@ -125,6 +132,20 @@ def plan_preprocessing(
     )
     logger.info("Preprocessing plan for %s: %s", dataset.name, plan.to_dict())
     return plan
+
+
+def data_spatial_dims(fingerprint: dict[str, Any], requested: int | None = None) -> int:
+    """The dimension of the model to train on the fingerprinted data: ``requested``, or 2 for 2D images and
+    single-slice volumes and 3 otherwise. A 3D model on 2D images is refused."""
+    flat = len(fingerprint["spacings"][0]) == 2
+    if requested == 3 and flat:
+        raise InputError(
+            "These are 2D images; a 3D model needs 3D volumes. Train a 2D model (spatial_dims=2, --dims 2, the "
+            "default for 2D images)."
+        )
+    if requested is not None:
+        return requested
+    return 2 if flat or all(size[2] == 1 for size in fingerprint["sizes"]) else 3
 
 
 def resampled_median_shape(fingerprint: dict[str, Any], plan: PreprocessingPlan) -> tuple[int, ...]:

@@ -10,6 +10,9 @@ by the :class:`PreprocessingPlan` stored in the model card):
    old one by less than one new voxel. An axis whose target is ``None``, or whose spacing is within 0.1 % of
    the target, is not resampled (2D models keep the slice spacing; float32 header noise does not cause an
    interpolation). Images use linear or cubic B-spline interpolation, label maps nearest neighbour.
+   A 2D model's plan applies to 2D images and, slice by slice, to 3D volumes alike
+   (:meth:`PreprocessingPlan.target_for`): its in-plane target spacing is used, the slice axis is never
+   resampled.
 3. **Normalise** each channel (:class:`NormalizationSpec`).
 
 :func:`to_source_grid` maps an array on the preprocessed grid (a prediction) back onto the original grid:
@@ -99,7 +102,9 @@ class PreprocessingPlan:
 
     ``target_spacing`` is in ITK order (x, y, z), mm; ``None`` keeps each image's spacing, and a ``None``
     entry keeps that axis (the slice axis of 2D models). ``normalization`` has one entry per channel.
-    ``spatial_dims`` is the model's (2 or 3); 2D models are still fed slices of preprocessed 3D volumes.
+    ``spatial_dims`` is the model's (2 or 3). A 2D model's plan holds ``(x, y)`` when it was made from 2D
+    images and ``(x, y, None)`` when made from 3D volumes; either preprocesses 2D images (array ``(y, x)``) and
+    3D volumes (slice by slice along z) alike (:meth:`target_for`).
     """
 
     target_spacing: tuple[float | None, ...] | None
@@ -135,6 +140,21 @@ class PreprocessingPlan:
     def num_channels(self) -> int:
         return len(self.normalization)
 
+    def target_for(self, dims: int) -> tuple[float | None, ...] | None:
+        """The target spacing (ITK order) for an image with ``dims`` spatial axes.
+
+        A 2D model's in-plane target is used for 2D images and for 3D volumes (whose slice axis z is kept:
+        ``None``). A 3D model's plan has no 2D form: :class:`InputError`.
+        """
+        target = self.target_spacing
+        if target is None or len(target) == dims:
+            return target
+        if self.spatial_dims == 2:
+            return (*target[:2], None) if dims == 3 else target[:2]
+        raise InputError(
+            f"This plan is for a 3D model and the image is {dims}D; use a 2D model for 2D images, or a 3D volume."
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "target_spacing": None if self.target_spacing is None else list(self.target_spacing),
@@ -167,13 +187,13 @@ def _from_dict(cls: type, data: Mapping[str, Any]) -> Any:
 class PreprocessedCase:
     """One case ready for training or prediction.
 
-    ``image`` is float32 ``(C, z, y, x)``; ``label`` the integer label map ``(z, y, x)`` (uint8 when the
-    values fit, else int16/int32) or ``None``. ``spacing`` is the actual spacing in array order (mm).
-    ``crop_box`` is the box of the original grid that was kept (array order); ``source_geometry`` the
-    original grid and ``geometry`` the preprocessed one (both physical, so :func:`to_source_grid` can map
-    predictions back). ``foreground_locations`` holds array indices ``(N, ndim)`` of up to
-    :data:`FOREGROUND_SAMPLES_PER_LABEL` random voxels of every non-zero label present, grouped by label in
-    increasing order; ``foreground_labels`` (N,) gives the label of each.
+    ``image`` is float32 ``(C, z, y, x)`` (``(C, y, x)`` for a 2D image); ``label`` the integer label map
+    ``(z, y, x)`` (``(y, x)``), uint8 when the values fit, else int16/int32, or ``None``. ``spacing`` is the
+    actual spacing in array order (mm). ``crop_box`` is the box of the original grid that was kept (array
+    order); ``source_geometry`` the original grid and ``geometry`` the preprocessed one (both physical, so
+    :func:`to_source_grid` can map predictions back). ``foreground_locations`` holds array indices
+    ``(N, ndim)`` of up to :data:`FOREGROUND_SAMPLES_PER_LABEL` random voxels of every non-zero label present,
+    grouped by label in increasing order; ``foreground_labels`` (N,) gives the label of each.
     """
 
     name: str
@@ -224,7 +244,7 @@ def preprocess_case(
         _warn_lost_labels(label_array, box, name)
         label_array = np.array(label_array[box])  # a copy: the case must not keep the caller's array alive
     cropped = source.crop(box)
-    target = cropped.resampled(plan.target_spacing)
+    target = cropped.resampled(plan.target_for(image.spatial_dims))
     if not _same_grid(target, cropped):
         channels = np.stack(
             [resample_onto(cropped.image(channel), target, plan.image_interpolation).array for channel in channels]

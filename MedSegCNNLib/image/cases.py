@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..errors import InputError
-from .io import case_name, is_image_path
+from .io import SUPPORTED_EXTENSIONS, case_name, is_image_path
+
+CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+"""nnU-Net's channel files: ``<case>_0000``, ``<case>_0001``, ... (case name, then the 4-digit channel number)."""
 
 
 def list_cases(folder: str | os.PathLike[str]) -> dict[str, Path]:
-    """Map case name → file for every volume directly inside ``folder`` (not recursive), sorted by name.
+    """Map case name → file for every image file directly inside ``folder`` (not recursive), sorted by name.
 
-    The case name is the file name without its format extension (``case_001.nii.gz`` → ``case_001``).
+    Image files are those :func:`~.io.read_image` reads: volumes and 2D raster files (``.png``, ``.jpg``, ``.tif``,
+    ``.bmp``...). The case name is the file name without its format extension (``case_001.nii.gz`` → ``case_001``,
+    ``fundus_07.png`` → ``fundus_07``).
     Hidden files are ignored. Raises :class:`InputError` when the folder has no volumes or holds the same
     case twice (e.g. ``a.nii.gz`` and ``a.nrrd``).
     """
@@ -32,9 +38,33 @@ def list_cases(folder: str | os.PathLike[str]) -> dict[str, Path]:
         cases[name] = path
     if not cases:
         raise InputError(
-            f"No volumes found in {folder} (looked for .nii, .nii.gz, .nrrd, .seg.nrrd, .mha, .mhd files)."
+            f"No volumes found in {folder} (looked for files ending in {', '.join(SUPPORTED_EXTENSIONS)})."
         )
     return cases
+
+
+def channel_numbers(files: Mapping[str, Path]) -> dict[str, dict[int, Path]] | None:
+    """Case → {channel number: file} when every name of ``files`` (case name → file, as :func:`list_cases` gives)
+    ends in ``_<4 digits>`` (:data:`CHANNEL_SUFFIX`); otherwise ``None``. Cases sorted by name."""
+    numbered: dict[str, dict[int, Path]] = {}
+    for name, path in files.items():
+        match = CHANNEL_SUFFIX.match(name)
+        if match is None:
+            return None
+        numbered.setdefault(match["case"], {})[int(match["channel"])] = path
+    return dict(sorted(numbered.items()))
+
+
+def group_channel_files(files: Mapping[str, Path]) -> dict[str, tuple[Path, ...]] | None:
+    """Case → channel files (in channel order) when every name ends in ``_<4 digits>`` and every case has the
+    channels 0000, 0001, ... up to the same last one (nnU-Net's layout); otherwise ``None``."""
+    numbered = channel_numbers(files)
+    if numbered is None:
+        return None
+    counts = {len(channels) for channels in numbered.values()}
+    if len(counts) != 1 or any(sorted(channels) != list(range(len(channels))) for channels in numbered.values()):
+        return None
+    return {case: tuple(path for _, path in sorted(channels.items())) for case, channels in numbered.items()}
 
 
 def pair_cases(predictions: str | os.PathLike[str], references: str | os.PathLike[str]) -> list[tuple[str, Path, Path]]:

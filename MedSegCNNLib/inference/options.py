@@ -18,7 +18,7 @@ from typing import Any
 
 from ..atomic import full_suffix
 from ..errors import InputError
-from ..image.io import SUPPORTED_EXTENSIONS
+from ..image.io import SUPPORTED_EXTENSIONS, is_raster_path
 from ..postprocessing import PostprocessingConfig
 from ..runtime import (
     BACKENDS,
@@ -32,6 +32,12 @@ from ..runtime import (
 
 #: The files written beside the label map ``NAME.EXT`` when asked for: ``NAME_<option><extension>``, in this order.
 EXTRA_OUTPUTS = {"probabilities": ".nii.gz", "uncertainty": ".nii.gz", "overlay": ".png"}
+LOSSY_EXTENSIONS = (".jpg", ".jpeg")
+"""Formats that cannot hold a label map: JPEG's lossy compression changes values at every edge."""
+OUTPUT_FORMATS = ("auto", *(extension for extension in SUPPORTED_EXTENSIONS if extension not in LOSSY_EXTENSIONS))
+"""The choices of ``output_format``: ``auto`` (see :meth:`PredictOptions.label_extension`) or a file type."""
+VOLUME_FORMAT = ".nii.gz"
+"""The label maps' file type with ``output_format="auto"`` for inputs other than 2D pictures."""
 
 
 def _option(flag: str, help: str, *, metavar: str | None = None, choices: tuple[str, ...] | None = None) -> dict:
@@ -56,7 +62,9 @@ class PredictOptions:
       also compute and write these (:meth:`output_paths` names the files).
     - ``keep_largest``, ``min_size_mm3``, ``fill_holes``: post-processing of every label
       (:class:`~MedSegCNNLib.postprocessing.PostprocessingConfig`).
-    - ``output_format``: the file type of the label maps when a folder of images is segmented.
+    - ``output_format``: the file type of the label maps written into an output folder (one of
+      :data:`OUTPUT_FORMATS`); ``auto``: the input's own format for 2D pictures (a JPEG gives PNG), else
+      ``.nii.gz`` (:meth:`label_extension`).
     """
 
     device: Device = field(default="auto", metadata=_option("--device", "where the network runs", choices=DEVICES))
@@ -85,7 +93,12 @@ class PredictOptions:
     min_size_mm3: float = field(default=0.0, metadata=_option("--min-size", "remove smaller components", metavar="MM3"))
     fill_holes: bool = field(default=False, metadata=_option("--fill-holes", "fill holes enclosed by a label"))
     output_format: str = field(
-        default=".nii.gz", metadata=_option("--format", "file type in batch mode", choices=SUPPORTED_EXTENSIONS)
+        default="auto",
+        metadata=_option(
+            "--format",
+            "label maps' file type in an output folder; auto: the input's for 2D pictures (JPEG: .png), else .nii.gz",
+            choices=OUTPUT_FORMATS,
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -106,9 +119,10 @@ class PredictOptions:
         if isinstance(size, bool) or not isinstance(size, int | float) or not (math.isfinite(size) and size >= 0):
             raise InputError(f"The minimum component size must be a number of mm³ >= 0; got {size!r}.")
         object.__setattr__(self, "min_size_mm3", float(size))
-        if self.output_format not in SUPPORTED_EXTENSIONS:
+        check_label_format(str(self.output_format))
+        if self.output_format not in OUTPUT_FORMATS:
             raise InputError(
-                f"Unknown output format {self.output_format!r}; choose one of {', '.join(SUPPORTED_EXTENSIONS)}."
+                f"Unknown output format {self.output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}."
             )
 
     @property
@@ -132,6 +146,18 @@ class PredictOptions:
     def wants_probabilities(self) -> bool:
         """Whether the class probabilities must be kept: for themselves or for the uncertainty."""
         return self.probabilities or self.uncertainty
+
+    def label_extension(self, source: Path, *, stack: bool = False) -> str:
+        """The file type of the label map of input ``source`` in an output folder: ``output_format``, or for
+        ``auto`` the input's own format when it is a 2D picture (lower case; JPEG gives ``.png``, since its lossy
+        compression would change the labels) and :data:`VOLUME_FORMAT` for every other input, including pictures
+        read as a 3D ``stack`` of pages."""
+        if self.output_format != "auto":
+            return self.output_format
+        if stack or not is_raster_path(source):
+            return VOLUME_FORMAT
+        extension = source.suffix.lower()
+        return ".png" if extension in LOSSY_EXTENSIONS else extension
 
     def output_paths(self, labels: Path) -> dict[str, Path]:
         """The files written for the label map ``labels``: ``{"labels": labels}`` and, for each extra output asked
@@ -180,6 +206,16 @@ class PredictOptions:
         """The options of a namespace parsed with a parser that :meth:`add_arguments` set up."""
         given = vars(args)
         return cls(**{option.name: given[_destination(option)] for option in dataclasses.fields(cls)})
+
+
+def check_label_format(name: str) -> None:
+    """Refuse a label-map file name or file type (``.jpg``) in a lossy format (:data:`LOSSY_EXTENSIONS`), with the
+    reason."""
+    if name.lower().endswith(LOSSY_EXTENSIONS):
+        raise InputError(
+            f"{name}: JPEG is lossy and would change the label values at every edge; write label maps as .png (or "
+            ".tif, .nii.gz, ...)."
+        )
 
 
 def _destination(option: dataclasses.Field) -> str:

@@ -4,7 +4,8 @@ Steps: read the image (a file, a DICOM folder, an :class:`Image`, or one per cha
 card's preprocessing exactly (crop, resample to the model's spacing, normalise), predict with a sliding
 window (probabilities averaged over mirror flips and ensemble members), take the argmax, map the *label
 map* back onto the original grid (nearest neighbour, crop restored), then post-process. Probabilities and
-the uncertainty map, when asked for, are mapped back with linear interpolation.
+the uncertainty map, when asked for, are mapped back with linear interpolation. A 2D image (a picture, or a
+2D NIfTI/NRRD) gives a 2D label map on its grid; a 2D model segments a 3D volume slice by slice.
 
 Non-finite voxels (NaN, ±inf) are replaced by the channel's smallest finite value before prediction, with a
 warning that gives their number and the file. On a CUDA out-of-memory error the prediction is retried with
@@ -168,6 +169,11 @@ def _as_path_or_image(source: ImageSource) -> Image | Path:
 
 def _check_compatible(image: Image, model: SegmentationModel) -> None:
     expected = len(model.channels)
+    if expected == 1 and image.num_channels == 3 and image.spatial_dims == 2:
+        raise InputError(
+            f"The model expects 1 input channel ({model.channels[0]}); the input has 3, a colour picture. Give a "
+            "grayscale image (e.g. its luminance), or use a model trained on colour pictures."
+        )
     if image.num_channels != expected:
         raise InputError(
             f"The model expects {expected} input channel(s) ({', '.join(model.channels)}); the input has "

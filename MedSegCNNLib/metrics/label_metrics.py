@@ -30,6 +30,13 @@ to the nearest voxel of S_R. hd95 is the larger of the two *directed* 95th perce
 percentile), not the 95th percentile of the pooled distances. τ is ``nsd_tolerance_mm``. No field is ever
 NaN, except hd, hd95, assd and nsd when ``surface=False`` (they are not computed then).
 
+With a region of interest (``roi``, e.g. the field of view of a fundus photograph) every metric counts only the
+voxels inside it: P and R above become P ∩ ROI and R ∩ ROI, N becomes |ROI| (so TN counts only background inside
+the ROI), and the surfaces are those of P ∩ ROI and R ∩ ROI, where voxels outside the ROI count as outside, exactly
+as voxels outside the array do. A structure cut by the ROI's edge thus has surface along the cut in both maps
+(at distance 0 from each other where both are cut at the same place), and nothing outside the ROI moves any
+metric.
+
 Overlap counts for all labels come from one pass over both maps (:mod:`.overlap`). Surface work for a label
 is done only inside the union of the bounding boxes of P and R, which ITK's label-shape statistics give for all
 labels of a map at once: voxels outside the box are outside both masks, as the surface definition treats
@@ -99,12 +106,15 @@ def compute_label_metrics(
     *,
     nsd_tolerance_mm: float = 1.0,
     surface: bool = True,
+    roi: np.ndarray | None = None,
 ) -> dict[int, LabelMetrics]:
     """Metrics of each label in ``labels`` between integer label maps ``pred`` and ``ref`` (2D or 3D).
 
     ``spacing`` is in array axis order (mm), one entry per axis. Labels absent from a map follow the
-    empty-mask policy. ``surface=False`` skips hd, hd95, assd and nsd (they are NaN). Raises
-    :class:`InputError` for arrays of different shapes or non-integer dtype, bad spacing, labels or tolerance.
+    empty-mask policy. ``surface=False`` skips hd, hd95, assd and nsd (they are NaN). ``roi``: a boolean array
+    of the maps' shape (or integers, non-zero inside) restricting every metric to the voxels inside it (see the
+    module docstring). Raises :class:`InputError` for arrays of different shapes or non-integer dtype, bad
+    spacing, labels, tolerance or an empty ROI.
     """
     start = time.perf_counter()
     pred, ref = _validated_maps(pred, ref)
@@ -112,16 +122,21 @@ def compute_label_metrics(
     spacing = _validated_spacing(spacing, pred.ndim)
     if not (math.isfinite(nsd_tolerance_mm) and nsd_tolerance_mm >= 0):
         raise InputError(f"The NSD tolerance must be a finite number of mm >= 0, got {nsd_tolerance_mm!r}.")
+    inside = None if roi is None else _validated_roi(roi, pred.shape)
 
-    counts = confusion_counts(pred, ref, wanted)
+    counts = (
+        confusion_counts(pred, ref, wanted) if inside is None else confusion_counts(pred[inside], ref[inside], wanted)
+    )
     scores = overlap_scores(counts)
     pred_count = counts.pred_count.tolist()
     ref_count = counts.ref_count.tolist()
     pred_boxes: dict[int, Box] = {}
     ref_boxes: dict[int, Box] = {}
     if surface:
-        pred_boxes = _bounding_boxes(pred, [label for label, n in zip(wanted, pred_count, strict=True) if n > 0])
-        ref_boxes = _bounding_boxes(ref, [label for label, n in zip(wanted, ref_count, strict=True) if n > 0])
+        pred_boxes = _bounding_boxes(
+            pred, [label for label, n in zip(wanted, pred_count, strict=True) if n > 0], inside
+        )
+        ref_boxes = _bounding_boxes(ref, [label for label, n in zip(wanted, ref_count, strict=True) if n > 0], inside)
     voxel_mm3 = math.prod(spacing)
 
     results: dict[int, LabelMetrics] = {}
@@ -132,9 +147,11 @@ def compute_label_metrics(
             distances = empty_surface_metrics(pred_count[i] == 0, ref_count[i] == 0)
         else:
             box = _union(pred_boxes[label], ref_boxes[label])
-            distances = surface_metrics(
-                pred[box] == label, ref[box] == label, spacing, nsd_tolerance_mm=nsd_tolerance_mm
-            )
+            pred_mask, ref_mask = pred[box] == label, ref[box] == label
+            if inside is not None:
+                pred_mask &= inside[box]
+                ref_mask &= inside[box]
+            distances = surface_metrics(pred_mask, ref_mask, spacing, nsd_tolerance_mm=nsd_tolerance_mm)
         dice = float(scores.dice[i])
         results[label] = LabelMetrics(
             dice=dice,
@@ -218,8 +235,21 @@ def _validated_spacing(spacing: Sequence[float], ndim: int) -> tuple[float, ...]
     return values
 
 
-def _bounding_boxes(label_map: np.ndarray, labels: list[int]) -> dict[int, Box]:
-    """Bounding box (slices in array order) of each of ``labels``, all of which occur in ``label_map``.
+def _validated_roi(roi: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The region of interest as a boolean array of ``shape`` (non-zero: inside), or InputError."""
+    array = np.asarray(roi)
+    if array.shape != shape:
+        raise InputError(f"The ROI mask must have the label maps' shape {shape}, got {array.shape}.")
+    if array.dtype != bool:
+        array = integer_label_values(array, what="The ROI mask") != 0
+    if not array.any():
+        raise InputError("The ROI mask is empty: no voxel is inside it, so there is nothing to evaluate.")
+    return array
+
+
+def _bounding_boxes(label_map: np.ndarray, labels: list[int], inside: np.ndarray | None = None) -> dict[int, Box]:
+    """Bounding box (slices in array order) of each of ``labels``, all of which occur in ``label_map`` (inside
+    the boolean region ``inside`` when given; only the voxels there count).
 
     ITK's label-shape statistics (perimeter, Feret diameter and oriented box off) gives the boxes of all
     non-zero labels in one pass; label 0, ITK's background, is boxed with numpy projections.
@@ -231,7 +261,7 @@ def _bounding_boxes(label_map: np.ndarray, labels: list[int]) -> dict[int, Box]:
         statistics.ComputePerimeterOff()
         statistics.ComputeFeretDiameterOff()
         statistics.ComputeOrientedBoundingBoxOff()
-        statistics.Execute(sitk.GetImageFromArray(label_map))
+        statistics.Execute(sitk.GetImageFromArray(label_map if inside is None else np.where(inside, label_map, 0)))
         ndim = label_map.ndim
         for label in nonzero:
             box = statistics.GetBoundingBox(label)  # ITK order: start (x, y, z) then size (x, y, z)
@@ -239,6 +269,8 @@ def _bounding_boxes(label_map: np.ndarray, labels: list[int]) -> dict[int, Box]:
             boxes[label] = tuple(slice(s, s + n) for s, n in zip(starts, sizes, strict=True))
     if 0 in labels:
         background = label_map == 0
+        if inside is not None:
+            background &= inside
         axes = range(background.ndim)
         boxes[0] = tuple(_extent(background.any(axis=tuple(a for a in axes if a != axis))) for axis in axes)
     return boxes

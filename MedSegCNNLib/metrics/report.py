@@ -44,10 +44,29 @@ def format_report(result: EvaluationResult, *, per_case: bool) -> str:
         header = ["label", "name", "cases", "Dice mean ± std", *TABLE_TITLES[1:], "missed", "spurious"]
         parts.append(f"Mean over {len(result.cases)} cases:\n" + render_table(header, rows))
     parts.append(
-        f"Distances in mm (HD95: larger directed 95th percentile; NSD tolerance {result.nsd_tolerance_mm:g} mm). "
-        "'inf': label missing from prediction or reference; 'missed'/'spurious' count such cases."
+        f"{_units_text(result)} (HD95: larger directed 95th percentile; NSD tolerance {result.nsd_tolerance_mm:g} "
+        f"{_unit_name(result.distance_unit, result.nsd_tolerance_mm)}). 'inf': label missing from prediction or "
+        "reference; 'missed'/'spurious' count such cases."
+        + (" Metrics counted inside the ROI mask only." if any(case.roi_mask for case in result.cases) else "")
     )
     return "\n\n".join(parts)
+
+
+def _units_text(result: EvaluationResult) -> str:
+    """Which unit the distances are in: mm, pixels (files without physical spacing; no volumes then), or which
+    cases are in which."""
+    if result.distance_unit == "mm":
+        return "Distances in mm"
+    if result.distance_unit == "pixel":
+        return "Distances in pixels (the files have no pixel spacing; volumes not computed)"
+    pixel = [case.case for case in result.cases if case.distance_unit == "pixel"]
+    return f"Distances in mm, except in pixels for {len(pixel)} case(s) without pixel spacing (e.g. {pixel[0]})"
+
+
+def _unit_name(unit: str, amount: float) -> str:
+    """The name of the unit of ``amount`` distance units: ``mm``, ``pixel(s)``, or for a mixed result ``mm or
+    pixels (the case's unit)``."""
+    return {"mm": "mm", "pixel": "pixel" if amount == 1 else "pixels"}.get(unit, "mm or pixels (the case's unit)")
 
 
 def format_number(value: float | int | str, digits: int = 3) -> str:

@@ -54,18 +54,25 @@ ROW_KEYS = (
     "pred_empty",
     "ref_empty",
     "reference_resampled",
+    "distance_unit",
+    "roi_mask",
 )
+DISTANCE_UNITS = ("mm", "pixel")
+"""A case's distance unit: millimetres, or pixels for files without physical spacing."""
 STATISTICS = ("mean", "std", "median", "min", "max")
 
 
 @dataclass(frozen=True)
 class CaseEvaluation:
-    """The metrics of every evaluated label of one case."""
+    """The metrics of every evaluated label of one case; ``distance_unit`` (one of :data:`DISTANCE_UNITS`) and
+    ``roi_mask`` as in the rows (module docstring)."""
 
     case: str
     metrics: dict[int, LabelMetrics]
     names: dict[int, str]
     reference_resampled: bool = False
+    distance_unit: str = "mm"
+    roi_mask: bool = False
 
     def rows(self) -> list[dict[str, Any]]:
         return [
@@ -75,6 +82,8 @@ class CaseEvaluation:
                 "name": self.names[label],
                 **metrics.as_dict(),
                 "reference_resampled": self.reference_resampled,
+                "distance_unit": self.distance_unit,
+                "roi_mask": self.roi_mask,
             }
             for label, metrics in sorted(self.metrics.items())
         ]
@@ -95,6 +104,12 @@ class EvaluationResult:
     def labels(self) -> list[int]:
         """All evaluated label values, sorted."""
         return sorted({label for case in self.cases for label in case.metrics})
+
+    @property
+    def distance_unit(self) -> str:
+        """The cases' distance unit (:data:`DISTANCE_UNITS`), or ``mixed`` when cases differ in it."""
+        units = {case.distance_unit for case in self.cases}
+        return units.pop() if len(units) == 1 else "mixed"
 
     def summary(self) -> dict[int, dict[str, Any]]:
         """Per label: name, case counts and, per metric of :data:`SUMMARY_METRICS`, mean/std/median/min/max.
@@ -117,9 +132,17 @@ class EvaluationResult:
         return result
 
     def to_json_dict(self) -> dict[str, Any]:
-        """``{"rows": [...], "summary": {label: {...}}, "nsd_tolerance_mm": τ}`` with inf/nan as strings."""
+        """``{"rows": [...], "summary": {label: {...}}, "nsd_tolerance_mm": τ, "distance_unit": unit}`` with inf/nan
+        as strings (``distance_unit``: :attr:`distance_unit`; τ is in that unit)."""
         summary = {str(label): stats for label, stats in self.summary().items()}
-        return json_safe({"rows": self.to_rows(), "summary": summary, "nsd_tolerance_mm": self.nsd_tolerance_mm})
+        return json_safe(
+            {
+                "rows": self.to_rows(),
+                "summary": summary,
+                "nsd_tolerance_mm": self.nsd_tolerance_mm,
+                "distance_unit": self.distance_unit,
+            }
+        )
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_json_dict(), **kwargs)

@@ -4,8 +4,10 @@ Works inside the Slicer application and with the ``slicer-core`` wheel alike (on
 classes and VTK are used; they are imported on first use, so this package imports without Slicer). RAS↔LPS is
 handled in :mod:`.geometry` alone; every image these functions take or give is a library :class:`Image` in LPS.
 
-- :func:`image_from_volume_node`, :func:`image_from_volume_nodes`: volume node(s) → (multi-channel) image.
-- :func:`volume_node_from_image`: image (probability or uncertainty map) → scalar volume node.
+- :func:`image_from_volume_node`, :func:`image_from_volume_nodes`: scalar or vector (colour) volume node(s) →
+  (multi-channel) image; :func:`.geometry.slice_as_2d` makes a single-slice volume's image 2D.
+- :func:`volume_node_from_image`: image (probability or uncertainty map; several channels: a vector volume) →
+  volume node.
 - :func:`segmentation_from_labels`: label image → segmentation node on the input volume.
 - :func:`labels_from_segmentation`: segmentation or label map volume node → label image on a volume's grid.
 - :func:`table_from_metrics`: evaluation result → table node.

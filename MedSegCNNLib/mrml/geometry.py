@@ -82,12 +82,45 @@ def ras_from_image(image: Image) -> np.ndarray:
 
 
 def as_3d(image: Image) -> Image:
-    """A single-channel ``image`` itself if 3D; if 2D, as a 3D image with one 1 mm slice at z = 0."""
+    """``image`` itself if 3D; if 2D, as a 3D image with one 1 mm slice at z = 0 (channels kept)."""
     if image.spatial_dims == 3:
         return image
     direction = np.eye(3)
     direction[:2, :2] = image.direction
-    return Image(image.array[np.newaxis], (*image.spacing, 1.0), (*image.origin, 0.0), direction, image.labels)
+    array = image.array[:, np.newaxis] if image.is_multichannel else image.array[np.newaxis]
+    return Image(array, (*image.spacing, 1.0), (*image.origin, 0.0), direction, image.labels)
+
+
+def single_slice_axis(shape: Sequence[int]) -> int | None:
+    """The array axis (``(z, y, x)`` order) along which a 3D grid of spatial ``shape`` has a single voxel, z first;
+    None when it has several voxels along every axis."""
+    return next((axis for axis in range(3) if shape[axis] == 1), None)
+
+
+def slice_as_2d(image: Image, axis: int) -> Image:
+    """The single slice of a 3D ``image`` (channels kept) along array ``axis`` as a 2D image.
+
+    Pixel ``(row, column)`` is the voxel at index 0 along ``axis``, the other two axes in their order; the
+    spacing is theirs. When the slice's axes lie in a plane of constant LPS z (a picture file loaded in Slicer,
+    an axial slice), the 2D image keeps their LPS x, y origin and direction, as ``read_image`` places a
+    picture file; otherwise it is in the slice's own frame: origin (0, 0), identity direction.
+    :func:`slice_to_3d` puts a 2D result back.
+    """
+    kept = [index for index in range(3) if index != 2 - axis]  # ITK axes (x, y, z) of the slice, in order
+    columns = image.direction[:, kept]
+    in_plane = np.allclose(columns[2], 0.0, atol=1e-6)
+    return Image(
+        np.squeeze(image.array, axis=axis + image.is_multichannel),
+        tuple(image.spacing[index] for index in kept),
+        image.origin[:2] if in_plane else (0.0, 0.0),
+        columns[:2] if in_plane else np.eye(2),
+        image.labels,
+    )
+
+
+def slice_to_3d(array: np.ndarray, axis: int) -> np.ndarray:
+    """A 2D array ``(y, x)`` or ``(C, y, x)`` of :func:`slice_as_2d`'s slice as the 3D slice along array ``axis``."""
+    return np.expand_dims(array, array.ndim - 2 + axis)
 
 
 def shifted(ijk_to_ras_matrix: np.ndarray, index_xyz: Sequence[float]) -> np.ndarray:

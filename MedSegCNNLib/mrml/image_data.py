@@ -29,11 +29,13 @@ def array_from_image_data(image_data: Any) -> np.ndarray:
 
 
 def fill_image_data(image_data: Any, array: np.ndarray) -> Any:
-    """Set ``image_data``'s extent to ``array``'s shape ``(z, y, x)`` (from index 0) and its scalars to a copy."""
+    """Set ``image_data``'s extent to ``array``'s shape ``(z, y, x)`` (from index 0) and its scalars to a copy;
+    an array ``(z, y, x, components)`` gives that many components per voxel."""
     _, numpy_support = vtk_modules()
     dtype = _VTK_DTYPE_FALLBACK.get(array.dtype, array.dtype.newbyteorder("="))  # VTK reads native byte order
     array = np.ascontiguousarray(array, dtype=dtype)
-    depth, height, width = array.shape
+    depth, height, width = array.shape[:3]
     image_data.SetExtent(0, width - 1, 0, height - 1, 0, depth - 1)
-    image_data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.ravel(), deep=True))
+    tuples = array.reshape(depth * height * width, -1) if array.ndim == 4 else array.ravel()
+    image_data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(tuples, deep=True))
     return image_data

@@ -15,9 +15,9 @@ from typing import Any
 from ..metrics.result import ROW_KEYS, EvaluationResult
 from .runtime import slicer_module, vtk_modules
 
-_TEXT = ("case", "name")
+_TEXT = ("case", "name", "distance_unit")
 _INTEGER = ("label", "tp", "fp", "fn", "tn")
-_FLAGS = ("pred_empty", "ref_empty", "reference_resampled")
+_FLAGS = ("pred_empty", "ref_empty", "reference_resampled", "roi_mask")
 _UNITS = {"hd": "mm", "hd95": "mm", "assd": "mm", "volume_pred_ml": "mL", "volume_ref_ml": "mL"}
 _DESCRIPTIONS = {
     "case": "Case name",

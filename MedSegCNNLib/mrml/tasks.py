@@ -32,17 +32,19 @@ from ..background.commands import predict_args, train_args
 from ..errors import InputError
 from ..image.core import Image, LabelInfo
 from ..image.io import read_image, write_image
+from ..image.raster import COLOR_CHANNEL_NAMES
 from ..inference.options import PredictOptions
 from ..metrics import EvaluationResult, evaluate
 from ..progress import Event
 from ..registry import ModelEntry, find_model
 from ..training.config import TrainingConfig
-from .multi_volume import image_from_volume_nodes
+from .geometry import single_slice_axis, slice_as_2d, slice_to_3d
+from .multi_volume import image_from_volume_nodes, volume_nodes_channel_names
 from .scene_cleanup import remove_added_node
 from .segmentation_labels import labels_from_segmentation
 from .segmentations import check_replaceable, segmentation_from_labels
 from .tables import table_from_metrics
-from .volumes import volume_grid, volume_node_from_image
+from .volumes import volume_channel_names, volume_grid, volume_node_from_image
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +122,10 @@ def _read_result(path: Path) -> Image:
 
 
 class SegmentationTask(_Task):
-    """Segment ``volume_nodes`` (one per model input channel) with ``model`` (a registry name or a model folder).
+    """Segment ``volume_nodes`` with ``model`` (a registry name or a model folder): their channels, in order, are
+    the model's input channels (a scalar volume gives one, a vector volume one per component: a colour picture
+    gives red, green and blue). A 2D model segments a single-slice volume (a picture loaded in Slicer) as the 2D
+    image of its slice, and the result goes back onto that slice voxel for voxel.
 
     ``options``: device, test-time augmentation, post-processing and the probability and uncertainty volumes
     (:class:`~MedSegCNNLib.inference.options.PredictOptions`; default: its defaults). The result goes into a new
@@ -152,12 +157,16 @@ class SegmentationTask(_Task):
         if segmentation_node is not None:
             check_replaceable(segmentation_node, replace)  # before the work, not only when importing it
         self._grid = volume_grid(self.volume_nodes[0])
-        if self.model.dims == 3 and 1 in self._grid.shape:
+        self._slice_axis = single_slice_axis(self._grid.shape)
+        if self.model.dims == 3 and self._slice_axis is not None:
             raise InputError(
                 f"'{self.volume_nodes[0].GetName()}' is a single slice ({self._grid.shape[::-1]} voxels) but model "
                 f"'{self.model.name}' is 3D; choose a 2D model or a 3D volume."
             )
+        self._input_grid = self._grid if self._slice_axis is None else slice_as_2d(self._grid, self._slice_axis)
         image = image_from_volume_nodes(self.volume_nodes)
+        if self._slice_axis is not None:  # a 2D model: the slice as the 2D image it was made for
+            image = slice_as_2d(image, self._slice_axis)
         workdir = Path(tempfile.mkdtemp(prefix="MedSegCNN-segment-"))
         try:
             write_image(image, workdir / "input.nrrd")
@@ -210,21 +219,30 @@ class SegmentationTask(_Task):
         return outputs
 
     def _on_grid(self, image: Image) -> Image:
-        """``image``'s voxels with the first volume's exact geometry (the files only carry it with rounding)."""
-        shape = image.array.shape[-len(self._grid.shape) :]
-        if shape != self._grid.shape or not image.same_grid(self._grid.with_array(image.array)):
+        """``image``'s voxels with the first volume's exact geometry (the files only carry it with rounding); the
+        2D result of a single slice goes back into the slice."""
+        grid = self._input_grid
+        shape = image.array.shape[-grid.spatial_dims :]
+        if (
+            image.spatial_dims != grid.spatial_dims
+            or shape != grid.shape
+            or not image.same_grid(grid.with_array(image.array))
+        ):
             raise InputError(
-                f"The prediction's grid {image.shape} does not match the input volume's {self._grid.shape}; "
+                f"The prediction's grid {image.shape} does not match the input's {grid.shape}; "
                 "please report this, with the model and the volume's geometry."
             )
-        return self._grid.with_array(image.array)
+        array = image.array if self._slice_axis is None else slice_to_3d(image.array, self._slice_axis)
+        return self._grid.with_array(array)
 
 
 class TrainingTask(_Task):
     """Train (or fine-tune, ``config.init_from`` a model) on training ``pairs`` from the scene, or on
     ``data_folder``, as ``config`` says (default: everything planned).
 
-    ``pairs``: ``(volume nodes, segmentation or label map node)`` per case, the volumes one per input channel.
+    ``pairs``: ``(volume nodes, segmentation or label map node)`` per case, the volumes giving the input channels
+    (as in :class:`SegmentationTask`); a single-slice case (a picture) is written as the 2D image of its slice, and
+    refused for a 3D model.
     Segments are matched to labels by name across cases (the first case's segments define the labels, or the
     labels of ``init_from``'s model card when fine-tuning); ``init_from`` may be a registry name. The run is saved
     in ``output_folder`` (resumable with ``medsegcnn train --resume``). With fewer than 5 pairs and the default
@@ -264,7 +282,7 @@ class TrainingTask(_Task):
                 )
             workdir = Path(tempfile.mkdtemp(prefix="MedSegCNN-train-"))
             try:
-                data_folder = self._write_pairs(pairs, workdir / "data")
+                data_folder = self._write_pairs(pairs, workdir / "data", config.spatial_dims)
             except BaseException:
                 shutil.rmtree(workdir, ignore_errors=True)
                 raise
@@ -272,30 +290,42 @@ class TrainingTask(_Task):
         args = train_args(data_folder, self.output_folder, config, overwrite=overwrite)
         super().__init__(BackgroundRun(args, python=python, env=env, cleanup=[workdir] if workdir else []), workdir)
 
-    def _write_pairs(self, pairs: Sequence[tuple[Any, Any]], folder: Path) -> Path:
+    def _write_pairs(self, pairs: Sequence[tuple[Any, Any]], folder: Path, dims: int | None) -> Path:
+        """The training folder of the scene's pairs; a single-slice case is the 2D image of its slice (as
+        :class:`SegmentationTask` segments it), refused when the model's ``dims`` is 3 (None: planned)."""
         from ..data.export import write_training_folder
 
         labels: tuple[LabelInfo, ...] | None = None if self.init_from is None else self.init_from.labels
-        channels = None if self.init_from is None else len(self.init_from.channels)
+        channels = None if self.init_from is None else self.init_from.channels
         names: dict[int, str] = {info.value: info.name for info in labels or ()}
         cases = []
         for volumes, segmentation in pairs:
             volume_nodes = _node_list(volumes)
-            if channels is not None and len(volume_nodes) != channels:
+            given = volume_nodes_channel_names(volume_nodes)
+            if channels is not None and len(given) != len(channels):
+                source = f"model '{self.init_from.name}' takes" if self.init_from else "the first case has"
                 raise InputError(
-                    f"Each training case needs {channels} volume(s), as model '{self.init_from.name}' takes; "
-                    f"a case has {len(volume_nodes)}."
+                    f"Each training case needs {len(channels)} input channel(s) ({', '.join(channels)}), as {source}; "
+                    f"the case of '{volume_nodes[0].GetName()}' has {len(given)} ({', '.join(given)})."
                 )
-            channels = len(volume_nodes)
+            channels = channels or given
+            axis = single_slice_axis(volume_grid(volume_nodes[0]).shape)
+            if axis is not None and dims == 3:
+                raise InputError(
+                    f"'{volume_nodes[0].GetName()}' is a single slice; a 3D model trains on 3D volumes: train a 2D "
+                    "model on single-slice volumes (pictures), or leave this one out."
+                )
             label_map = labels_from_segmentation(segmentation, volume_nodes[0], labels=labels)
             labels = labels or label_map.labels or None  # unnamed label maps keep their values
             for value in np.unique(label_map.array):
                 info = label_map.label_info(int(value))
                 names.setdefault(int(value), info.name if info else f"label_{value}")
-            cases.append((image_from_volume_nodes(volume_nodes), label_map))
+            image = image_from_volume_nodes(volume_nodes)
+            cases.append(
+                (image, label_map) if axis is None else (slice_as_2d(image, axis), slice_as_2d(label_map, axis))
+            )
         names.pop(0, None)
-        channel_names = self.init_from.channels if self.init_from is not None else _channel_names(channels or 1)
-        return write_training_folder(cases, folder, labels=names, channel_names=channel_names)
+        return write_training_folder(cases, folder, labels=names, channel_names=channels)
 
     def finish(self) -> Path:
         """The trained model folder; call after ``state`` is completed."""
@@ -351,12 +381,22 @@ def _node_list(nodes: Any | Sequence[Any]) -> list[Any]:
 
 
 def _check_channels(model: ModelEntry, volume_nodes: Sequence[Any]) -> None:
-    if len(volume_nodes) != len(model.channels):
+    """Refuse volumes that do not give the model's input channels: a vector volume given to a model with fewer
+    channels with what to do about it, any other count with what the model takes."""
+    given, expected = volume_nodes_channel_names(volume_nodes), model.channels
+    if len(given) == len(expected):
+        return
+    takes = f"model '{model.name}' takes {len(expected)} input channel(s) ({', '.join(expected)})"
+    vectors = [node for node in volume_nodes if len(volume_channel_names(node)) > 1]
+    if vectors and len(given) > len(expected):
+        names = volume_channel_names(vectors[0])
+        kind = "a colour volume" if names == COLOR_CHANNEL_NAMES else "a vector volume"
         raise InputError(
-            f"Model '{model.name}' takes {len(model.channels)} input volume(s) ({', '.join(model.channels)}) but "
-            f"{len(volume_nodes)} are selected; select one volume per input, in that order."
+            f"'{vectors[0].GetName()}' is {kind} with {len(names)} channels ({', '.join(names)}) but {takes}; "
+            "choose a model made for such images, or make a single-channel volume of it first (Slicer's "
+            "'Vector to Scalar Volume' module)."
         )
-
-
-def _channel_names(count: int) -> tuple[str, ...]:
-    return ("image",) if count == 1 else tuple(f"image{index}" for index in range(count))
+    raise InputError(
+        f"The selected volumes give {len(given)} channel(s) ({', '.join(given)}) but {takes}; select one volume per "
+        "input channel in that order (a colour volume gives its red, green and blue channels)."
+    )

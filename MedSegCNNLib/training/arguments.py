@@ -13,6 +13,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from ..data.dataset import checked_mask_values
 from ..errors import InputError
 from ..runtime import DEVICES, PRECISIONS
 from .config import OPTIMIZERS, SCHEDULES, TrainingConfig
@@ -36,13 +37,30 @@ FIELD_OPTIONS = {
     "time_budget_minutes": "time_budget",
     "seed": "seed",
     "init_from": "init_from",
+    "mask_values": "mask_values",
 }
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that ``train`` and ``plan`` share: the data, device, precision and budget."""
-    parser.add_argument("--data", required=True, metavar="DIR", help="dataset folder with dataset.json")
-    parser.add_argument("--dims", type=int, choices=(2, 3), help="2D (slice-wise) or 3D network (default 3)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="dataset folder: MSD/nnU-Net (dataset.json, imagesTr, labelsTr) or images/ with masks/ (labels/, gt/...)",
+    )
+    parser.add_argument(
+        "--dims",
+        type=int,
+        choices=(2, 3),
+        help="2D (volumes slice by slice) or 3D network (default: 2 for 2D images and single-slice volumes, else 3)",
+    )
+    parser.add_argument(
+        "--mask-values",
+        type=_parse_mask_values,
+        metavar="V0,V1,...",
+        help="raw mask values of labels 0, 1, ... in order, e.g. 0,255 or 0,128,255 (default: the mask rule)",
+    )
     parser.add_argument("--network", choices=NETWORK_CHOICES, help="architecture (default unet)")
     parser.add_argument("--fold", type=_parse_fold, metavar="K|all", help="validation fold, or 'all' for no validation")
     parser.add_argument("--folds", type=int, metavar="N", help="number of cross-validation folds (default 5)")
@@ -67,7 +85,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, metavar="N", help="length without a time budget (default 100)")
     parser.add_argument("--steps-per-epoch", type=int, metavar="N")
     parser.add_argument("--batch-size", type=int, metavar="N")
-    parser.add_argument("--patch-size", type=_parse_sizes, metavar="Z,Y,X", help="patch size in voxels")
+    parser.add_argument("--patch-size", type=_parse_sizes, metavar="Z,Y,X", help="patch size in voxels (Y,X in 2D)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS)
     parser.add_argument("--lr", type=float, metavar="LR", help="initial learning rate")
     parser.add_argument("--lr-schedule", choices=SCHEDULES, help="decay after the warm-up")
@@ -94,6 +112,15 @@ def _parse_sizes(text: str) -> tuple[int, ...]:
     if any(size < 1 for size in sizes):
         raise argparse.ArgumentTypeError(f"sizes must be positive; got {text!r}")
     return sizes
+
+
+def _parse_mask_values(text: str) -> tuple[int, ...]:
+    try:
+        return checked_mask_values([int(part) for part in text.split(",")])
+    except (ValueError, InputError):
+        raise argparse.ArgumentTypeError(
+            f"expected at least two distinct raw mask values >= 0 such as 0,255 or 0,128,255; got {text!r}"
+        ) from None
 
 
 def _parse_fold(text: str) -> int | str:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.dataset import checked_mask_values
 from ..errors import InputError
 from ..runtime import DEVICES, PRECISIONS
 
@@ -25,22 +26,24 @@ SCHEDULES = ("poly", "cosine")
 class TrainingConfig:
     """Hyper-parameters of one training run. Units: learning rate per step, times in minutes.
 
-    ``None`` (and a U-Net ``network`` without ``features``) means *planned*: :mod:`.planner` chooses the value
-    for the data, the device and the time budget; a value given here is kept. ``network`` holds network
-    options (``name`` and those of :func:`MedSegCNNLib.networks.build_network`); ``spatial_dims``,
-    ``in_channels`` and ``out_channels`` are filled in from the data. ``patch_size`` is in array order
-    (z, y, x). Without a time budget the run lasts ``epochs`` × ``steps_per_epoch`` steps. With
-    ``time_budget_minutes`` the plan measures the step time and runs as many steps as fit in the budget (loading
-    and planning included), with the learning-rate schedule (``lr_schedule`` after ``warmup_steps``, see
-    :mod:`.schedule`) ending exactly at the last step, re-planned when the measured speed drifts; ``epochs``
-    is then ignored. ``precision`` ``auto`` and ``channels_last`` ``None`` are measured on CPUs.
-    ``checkpoint_minutes`` is the longest time between two resumable checkpoints. ``compile`` runs the
-    network through ``torch.compile`` (slower start, faster steps: worth it for long runs). ``fold`` selects
-    the validation fold of a ``folds``-fold split (``None``: train on all cases, validate on none).
+    ``None`` (and a U-Net ``network`` without ``features``) means *planned*: :mod:`.planner` chooses the value for
+    the data, the device and the time budget; a value given here is kept. ``network`` holds network options
+    (``name`` and those of :func:`MedSegCNNLib.networks.build_network`); ``spatial_dims``, ``in_channels`` and
+    ``out_channels`` are filled in from the data (``spatial_dims`` ``None``: 2 for 2D images and single-slice
+    volumes, 3 for volumes). ``patch_size`` is in array order (z, y, x; y, x in 2D). ``mask_values`` maps the raw
+    values of the label files to the labels 0, 1, ... in that order (e.g. ``(0, 255)`` for masks saved as 0/255
+    pictures; see :mod:`MedSegCNNLib.data.dataset`). Without a time budget the run lasts ``epochs`` ×
+    ``steps_per_epoch`` steps. With ``time_budget_minutes`` the plan measures the step time and runs as many steps
+    as fit in the budget (loading and planning included), with the learning-rate schedule (``lr_schedule`` after
+    ``warmup_steps``, see :mod:`.schedule`) ending exactly at the last step, re-planned when the measured speed
+    drifts; ``epochs`` is then ignored. ``precision`` ``auto`` and ``channels_last`` ``None`` are measured on CPUs.
+    ``checkpoint_minutes`` is the longest time between two resumable checkpoints. ``compile`` runs the network
+    through ``torch.compile`` (slower start, faster steps: worth it for long runs). ``fold`` selects the validation
+    fold of a ``folds``-fold split (``None``: train on all cases, validate on none).
     """
 
     network: Mapping[str, Any] = field(default_factory=lambda: {"name": "unet"})
-    spatial_dims: int = 3
+    spatial_dims: int | None = None
     epochs: int | None = None
     steps_per_epoch: int | None = None
     batch_size: int | None = None
@@ -70,6 +73,7 @@ class TrainingConfig:
     checkpoint_minutes: float = 5.0
     init_from: str | None = None
     freeze_encoder: bool = False
+    mask_values: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         def require(condition: bool, message: str) -> None:
@@ -77,15 +81,16 @@ class TrainingConfig:
                 raise InputError(message)
 
         require(isinstance(self.network, Mapping) and "name" in self.network, "network must be a mapping with a name.")
-        require(self.spatial_dims in (2, 3), f"spatial_dims must be 2 or 3, got {self.spatial_dims}.")
+        require(self.spatial_dims in (None, 2, 3), f"spatial_dims must be 2 or 3, got {self.spatial_dims}.")
         for name in ("epochs", "steps_per_epoch", "batch_size"):
             value = getattr(self, name)
             require(value is None or value >= 1, f"{name} must be >= 1, got {value}.")
         if self.patch_size is not None:
             patch = tuple(int(p) for p in self.patch_size)
+            dims = self.spatial_dims or len(patch)
             require(
-                len(patch) == self.spatial_dims and all(p >= 1 for p in patch),
-                f"patch_size must have {self.spatial_dims} positive sizes, got {self.patch_size}.",
+                len(patch) == dims and dims in (2, 3) and all(p >= 1 for p in patch),
+                f"patch_size must have {dims if dims in (2, 3) else '2 or 3'} positive sizes, got {self.patch_size}.",
             )
             object.__setattr__(self, "patch_size", patch)
         require(
@@ -128,6 +133,8 @@ class TrainingConfig:
             or (math.isfinite(self.time_budget_minutes) and self.time_budget_minutes > 0),
             f"time_budget_minutes must be a positive number of minutes, got {self.time_budget_minutes}.",
         )
+        if self.mask_values is not None:
+            object.__setattr__(self, "mask_values", checked_mask_values(self.mask_values))
         object.__setattr__(self, "network", dict(self.network))
         if self.augmentation is not None:
             object.__setattr__(self, "augmentation", dict(self.augmentation))
@@ -135,8 +142,9 @@ class TrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (tuples become lists)."""
         data = dataclasses.asdict(self)
-        if data["patch_size"] is not None:
-            data["patch_size"] = list(data["patch_size"])
+        for name in ("patch_size", "mask_values"):
+            if data[name] is not None:
+                data[name] = list(data[name])
         return data
 
     @classmethod
@@ -147,8 +155,9 @@ class TrainingConfig:
         if unknown:
             raise InputError(f"Unknown training options: {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
         values = dict(data)
-        if values.get("patch_size") is not None:
-            values["patch_size"] = tuple(values["patch_size"])
+        for name in ("patch_size", "mask_values"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         return cls(**values)
 
     def replace(self, **changes: Any) -> TrainingConfig:

@@ -5,6 +5,9 @@ and a time budget.
 ``None`` (or a U-Net without ``features``); a value the user gave is kept. For the same fingerprint, device,
 budget and step-time measurements it returns the same plan. The rules:
 
+0. **Dimension**: as asked, else 2D for 2D images and single-slice volumes and 3D for volumes
+   (:func:`~MedSegCNNLib.data.planning.data_spatial_dims`). A 2D model on 2D images trains on whole images
+   (or 2D patches of larger ones), on volumes on their slices.
 1. **Patch** (array order): the median case after resampling, rounded up to the network's divisor, at most
    96³ voxels (3D) / 256² (2D) on a CPU or MPS and 128³ / 512² on a CUDA GPU; the physically longest side
    shrinks first (:func:`~MedSegCNNLib.data.planning.suggest_patch_size`).
@@ -47,7 +50,13 @@ import numpy as np
 import torch
 
 from ..data.dataset import Dataset, load_dataset, validate_dataset
-from ..data.planning import dataset_fingerprint, plan_preprocessing, resampled_median_shape, suggest_patch_size
+from ..data.planning import (
+    data_spatial_dims,
+    dataset_fingerprint,
+    plan_preprocessing,
+    resampled_median_shape,
+    suggest_patch_size,
+)
 from ..data.preprocessing import PreprocessingPlan
 from ..errors import InputError
 from ..networks import build_network
@@ -111,6 +120,7 @@ class TrainingPlan:
         """``config`` with every planned value filled in (what the run executes and the model card records)."""
         return config.replace(
             network=self.network,
+            spatial_dims=self.network["spatial_dims"],
             patch_size=self.patch_size,
             batch_size=self.batch_size,
             precision=self.precision,
@@ -193,7 +203,8 @@ def plan_training(
     batch (sampling and augmentation) to add to each measured network step; ``device_memory_bytes`` the
     GPU's memory (CUDA only; read from torch when ``None``).
     """
-    dims = config.spatial_dims
+    dims = data_spatial_dims(dict(fingerprint), config.spatial_dims)
+    config = config.replace(spatial_dims=dims)
     kind = "cuda" if device.type == "cuda" else "cpu"
     budget = config.time_budget_minutes * 60 if config.time_budget_minutes is not None else None
     notes: list[str] = []
@@ -305,13 +316,14 @@ def plan_dataset(
     budget counts from the call, so reading the data counts as it does in a training run.
     """
     started = clock()
-    dataset = load_dataset(data)
+    dataset = load_dataset(data, mask_values=config.mask_values)
     validate_dataset(dataset)
     names = [case.name for case in dataset.cases]
     if config.fold is not None:
         names = make_splits(names, config.folds, seed=config.seed)[config.fold]["train"]
     subset = dataset.subset(names)
     fingerprint = dataset_fingerprint(subset)
+    config = config.replace(spatial_dims=data_spatial_dims(fingerprint, config.spatial_dims))
     preprocessing = plan_preprocessing(subset, spatial_dims=config.spatial_dims, fingerprint=fingerprint)
     device = resolve_device(config.device)
     budget = config.time_budget_minutes

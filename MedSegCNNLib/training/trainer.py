@@ -60,7 +60,7 @@ from ..checkpoint import (
 )
 from ..data.augmentation import AugmentationConfig, Augmenter
 from ..data.dataset import Dataset, load_case, load_dataset, validate_dataset
-from ..data.planning import dataset_fingerprint, plan_preprocessing
+from ..data.planning import data_spatial_dims, dataset_fingerprint, plan_preprocessing
 from ..data.preprocessing import PreprocessedCase, PreprocessingPlan, preprocess_case
 from ..data.sampling import PatchSampler
 from ..distributed import (
@@ -253,7 +253,7 @@ class _Run:
         emit = on_event if (on_event is not None and context.is_main) else (lambda _event: None)
         if config.init_from and not resume:
             _check_initial_weights(config.init_from)  # a wrong path or a pickle fails now, not after planning
-        dataset = load_dataset(data)
+        dataset = load_dataset(data, mask_values=config.mask_values)
         validate_dataset(dataset)
         labels = sorted(dataset.label_names)
         if labels != list(range(len(labels))):
@@ -272,6 +272,7 @@ class _Run:
             training_plan = TrainingPlan.from_dict(saved["plan"])
         else:
             fingerprint = dataset_fingerprint(dataset.subset(train_names))
+            config = config.replace(spatial_dims=data_spatial_dims(fingerprint, config.spatial_dims))
             plan = plan_preprocessing(
                 dataset.subset(train_names), spatial_dims=config.spatial_dims, fingerprint=fingerprint
             )

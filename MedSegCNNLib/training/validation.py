@@ -23,7 +23,8 @@ def predict_case(
     *,
     batch_size: int = 4,
 ) -> np.ndarray:
-    """Label map (array order) of a preprocessed (C, z, y, x) image; 2D models run slice by slice along z."""
+    """Label map (array order) of a preprocessed (C, z, y, x) or (C, y, x) image; a 2D model runs on a volume
+    slice by slice along z."""
     tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device)
     was_training = network.training
     network.eval()

@@ -1,12 +1,14 @@
 """Overlay montages: slices of an image with a label map drawn on top, as a PNG for a human to check.
 
-Each panel shows one slice of the image in grey, every label filled semi-transparent in its colour with its
-contour drawn solid. With a reference label map, every slice gets a pair of panels side by side: the
-prediction (left) and the reference (right), drawn the same way, so neither hides the other.
+Each panel shows one slice of the image in grey (a colour picture, e.g. an RGB photograph read from a PNG, in
+colour), every label filled semi-transparent in its colour with its contour drawn solid. With a reference label
+map, every slice gets a pair of panels side by side: the prediction (left) and the reference (right), drawn the
+same way, so neither hides the other.
 
 Slices are taken along an array axis (0 = z, axial for the usual axial scans) and drawn in array orientation
 with the physical aspect ratio from the spacing: for axis 0 rows are y and columns x (image row 0 at the top);
-for axes 1 and 2 the z axis points upwards. The image's direction matrix is not applied (no reorientation).
+for axes 1 and 2 the z axis points upwards. A 2D image (e.g. a PNG or TIFF picture) is one panel, drawn as the
+picture is (row 0 at the top). The image's direction matrix is not applied (no reorientation).
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def save_overlay(
     ``slices`` slices along array axis ``axis`` are chosen where the labels or the reference have foreground
     (:func:`select_slices`); a 2D image gives one panel (``slices`` and ``axis`` are then ignored). The
     image (its first channel if it has several) is shown in grey between ``window`` = (low, high)
-    intensities, by default its 1st and 99th percentiles. Label names and colours come from
+    intensities, by default its 1st and 99th percentiles; a colour picture (3 channels of ``uint8``: red, green,
+    blue) is shown in colour, by default with its true colours (window 0..255). Label names and colours come from
     ``labels.labels``, then ``reference.labels``, then ``image.labels``, else
     :func:`~MedSegCNNLib.image.seg_nrrd.default_label_info`; the legend lists the labels visible in the chosen
     slices. The label maps must have the image's shape (same voxel grid).
@@ -92,7 +95,11 @@ def save_overlay(
         raise InputError(f"Overlay files are PNG images; {path} must end with .png.")
     if isinstance(slices, bool) or not isinstance(slices, int) or slices < 1:
         raise InputError(f"slices must be an integer >= 1, got {slices!r}.")
-    intensities = image.array[0] if image.is_multichannel else image.array
+    colour = image.num_channels == 3 and image.array.dtype == np.uint8
+    if colour:
+        intensities = np.moveaxis(image.array, 0, -1)  # channels last, as matplotlib draws RGB
+    else:
+        intensities = image.array[0] if image.is_multichannel else image.array
     predicted = _label_array(labels, image, "labels")
     referenced = None if reference is None else _label_array(reference, image, "reference")
     if image.spatial_dims == 2:
@@ -106,7 +113,7 @@ def save_overlay(
         foreground = predicted != 0 if referenced is None else (predicted != 0) | (referenced != 0)
         indices = select_slices(foreground, slices, axis)
         spacing = image.array_spacing
-    low, high = _window(intensities, window)
+    low, high = (0.0, 255.0) if colour and window is None else _window(intensities, window)
     pairs = [(np.take(intensities, i, axis), np.take(predicted, i, axis)) for i in indices]
     truths = [] if referenced is None else [np.take(referenced, i, axis) for i in indices]
     shown = np.unique(np.concatenate([np.unique(s) for _, s in pairs] + [np.unique(s) for s in truths]))
@@ -188,7 +195,7 @@ def _montage(
     per_slice = 2 if truths else 1
     columns = math.ceil(math.sqrt(len(pairs)))
     rows = math.ceil(len(pairs) / columns)
-    height, width = pairs[0][0].shape
+    height, width = pairs[0][0].shape[:2]
     panel_height = min(max(PANEL_INCHES * aspect * height / width, 1.0), 3 * PANEL_INCHES)
     legend_inches = 0.3 * math.ceil(len(infos) / 4) if infos else 0.0
     title_inches = 0.5 if title else 0.0
@@ -207,7 +214,11 @@ def _montage(
         for offset, (label_slice, role) in enumerate(panels):
             axes = figure.add_subplot(rows, columns * per_slice, index * per_slice + offset + 1)
             origin = "lower" if z_up else "upper"
-            axes.imshow(intensity, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect, origin=origin)
+            if intensity.ndim == 3:  # colour, scaled to [0, 1] by the window
+                shown = np.clip((intensity.astype(np.float32) - window[0]) / (window[1] - window[0]), 0.0, 1.0)
+                axes.imshow(shown, aspect=aspect, origin=origin)
+            else:
+                axes.imshow(intensity, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect, origin=origin)
             axes.imshow(_rgba(label_slice, lookup_values, lookup_rgba), aspect=aspect, origin=origin)
             for value in np.unique(label_slice):
                 if value != 0:

@@ -30,11 +30,13 @@ def test_predict_args_parse_with_the_cli_parser(tmp_path):
     assert args[-2:] == ["--progress", "json"]
     parsed = _parse(args)
     assert parsed.command == "predict" and parsed.model == [str(tmp_path / "fold0"), f".{os.sep}-odd"]
-    assert (parsed.input, parsed.output, parsed.device) == (str(tmp_path / "in.nii.gz"), "out.seg.nrrd", "cpu")
+    assert (parsed.input, parsed.output, parsed.device) == ([str(tmp_path / "in.nii.gz")], "out.seg.nrrd", "cpu")
     assert parsed.tta and parsed.uncertainty and parsed.keep_largest and parsed.fill_holes and parsed.overwrite
     assert not parsed.probabilities and parsed.min_size == 12.5 and parsed.progress == "json"
     defaults = _parse(predict_args("model", "in.nii.gz", "out.nii.gz"))
     assert defaults.model == ["model"] and not defaults.tta and defaults.min_size == 0.0 and defaults.device == "auto"
+    channels = _parse(predict_args("model", ["case_0000.png", tmp_path / "-case_0001.png"], "out/"))
+    assert channels.input == ["case_0000.png", str(tmp_path / "-case_0001.png")]
 
 
 def test_predict_args_refuse_bad_options():
@@ -43,6 +45,8 @@ def test_predict_args_refuse_bad_options():
             predict_args("model", "in.nii.gz", "out.nii.gz", PredictOptions(**options))
     with pytest.raises(InputError, match="No model"):
         predict_args([], "in.nii.gz", "out.nii.gz")
+    with pytest.raises(InputError, match="No input"):
+        predict_args("model", [], "out.nii.gz")
 
 
 def test_train_args_parse_with_the_cli_parser(tmp_path):

@@ -203,8 +203,24 @@ def test_label_off_grid_and_wrong_spacing_length_are_refused():
     moved = Image(label.array, label.spacing, (0.0, 0.0, 0.0), label.direction)
     with pytest.raises(InputError, match="not on its image's grid"):
         preprocess_case(image, moved, PreprocessingPlan(None, False, NONE))
-    with pytest.raises(InputError, match="3 components but the image is 2D"):
+    with pytest.raises(InputError, match="plan is for a 3D model and the image is 2D; use a 2D model"):
         preprocess_case(Image.from_array(np.ones((4, 5), np.float32)), None, PreprocessingPlan((1, 1, 1), False, NONE))
+
+
+@pytest.mark.parametrize("target", [(0.5, 0.8), (0.5, 0.8, None)])
+def test_a_2d_plan_preprocesses_2d_images_and_3d_volumes_alike(target):
+    """A 2D model's plan, made from 2D images (x, y) or from volumes (x, y, None), resamples in-plane only."""
+    plan = PreprocessingPlan(target, False, NONE, spatial_dims=2)
+    rotated = np.array([[np.cos(0.4), -np.sin(0.4)], [np.sin(0.4), np.cos(0.4)]])
+    flat = Image(np.arange(30, dtype=np.float32).reshape(5, 6), (1.0, 1.6), (3.0, -2.5), rotated)
+    case = preprocess_case(flat, None, plan)
+    assert case.geometry.dims == 2 and case.geometry.spacing == (0.5, 0.8) and case.image.shape == (1, 10, 12)
+    np.testing.assert_allclose(_centre(case.geometry), _centre(Grid.of(flat)), atol=1e-9)
+    back = to_source_grid(np.ones(case.shape, np.uint8), case)
+    assert back.shape == flat.shape and np.all(back == 1)
+    volume, _label = _blob_case()  # spacing (0.8, 1.1, 2.0): z keeps its 2.0 mm and its 12 slices
+    stacked = preprocess_case(volume, None, plan)
+    assert stacked.geometry.spacing == (0.5, 0.8, 2.0) and stacked.image.shape == (1, 12, 19, 26)
 
 
 def test_inverse_is_voxel_exact_without_resampling():

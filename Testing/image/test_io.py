@@ -12,7 +12,15 @@ import SimpleITK as sitk
 
 from MedSegCNNLib.errors import InputError, OutputExistsError, WriteError
 from MedSegCNNLib.image.core import Image, LabelInfo
-from MedSegCNNLib.image.io import SUPPORTED_EXTENSIONS, case_name, is_image_path, read_image, write_image
+from MedSegCNNLib.image.io import (
+    RASTER_EXTENSIONS,
+    SUPPORTED_EXTENSIONS,
+    case_name,
+    is_image_path,
+    is_raster_path,
+    read_image,
+    write_image,
+)
 
 FORMATS = [".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd"]
 NIFTI = (".nii", ".nii.gz")
@@ -182,8 +190,8 @@ def test_read_errors_say_what_is_wrong(tmp_path):
 
 def test_write_errors_say_what_is_wrong(tmp_path, make_image):
     image = make_image()
-    with pytest.raises(InputError, match=r"unsupported file type.*\.mha"):
-        write_image(image, tmp_path / "x.png")
+    with pytest.raises(InputError, match=r"unsupported file type.*\.mha.*\.png"):
+        write_image(image, tmp_path / "x.gif")
     with pytest.raises(InputError, match="DICOM is not supported"):
         write_image(image, tmp_path / "x.dcm")
     with pytest.raises(InputError, match="DICOM is not supported"):
@@ -221,6 +229,13 @@ def test_a_slicer_segmentation_saved_as_plain_nrrd_is_recognised(tmp_path, make_
         ("liver.nhdr", "liver", True),
         ("ct.mha", "ct", True),
         ("ct.mhd", "ct", True),
+        ("/x/fundus_07.PNG", "fundus_07", True),
+        ("slice.tif", "slice", True),
+        ("slice.tiff", "slice", True),
+        ("photo.JPEG", "photo", True),
+        ("photo.jpg", "photo", True),
+        ("old.bmp", "old", True),
+        ("anim.gif", "anim.gif", False),
         ("/data/dicom_series_7", "dicom_series_7", False),
         ("notes.txt", "notes.txt", False),
         ("archive.gz", "archive.gz", False),
@@ -233,5 +248,7 @@ def test_case_name_and_is_image_path(path, name, is_image):
 
 
 def test_supported_extensions_are_lower_case_and_listed():
-    assert set(FORMATS) | {".seg.nrrd"} == set(SUPPORTED_EXTENSIONS)
+    assert set(FORMATS) | {".seg.nrrd"} | set(RASTER_EXTENSIONS) == set(SUPPORTED_EXTENSIONS)
+    assert set(RASTER_EXTENSIONS) == {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
     assert all(extension == extension.lower() for extension in SUPPORTED_EXTENSIONS)
+    assert is_raster_path("a/b.Tiff") and is_raster_path("c.JPG") and not is_raster_path("c.nii.gz")

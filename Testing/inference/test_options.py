@@ -63,7 +63,8 @@ def test_the_predict_parser_declares_each_field_once_with_its_default():
         ({"min_size_mm3": -1.0}, ">= 0"),
         ({"min_size_mm3": float("nan")}, ">= 0"),
         ({"min_size_mm3": True}, ">= 0"),
-        ({"output_format": ".png"}, "Unknown output format"),
+        ({"output_format": ".gif"}, "Unknown output format"),
+        ({"output_format": ".jpg"}, "JPEG is lossy"),
     ],
 )
 def test_bad_options_are_refused(values, message):
@@ -81,6 +82,16 @@ def test_output_names():
     }
     only = PredictOptions(uncertainty=True).output_paths(Path("a.b.nii.gz"))
     assert list(only.values()) == [Path("a.b.nii.gz"), Path("a.b_uncertainty.nii.gz")]
+
+
+def test_label_maps_in_a_folder_take_the_input_format_of_pictures():
+    auto = PredictOptions()
+    assert auto.label_extension(Path("in/a.nii.gz")) == ".nii.gz"
+    assert auto.label_extension(Path("in/a.PNG")) == ".png"
+    assert auto.label_extension(Path("in/a.tiff")) == ".tiff"
+    assert auto.label_extension(Path("in/a.jpg")) == ".png"  # JPEG is lossy
+    assert auto.label_extension(Path("in/a.tif"), stack=True) == ".nii.gz"  # a 3D stack of pages
+    assert PredictOptions(output_format=".seg.nrrd").label_extension(Path("in/a.png")) == ".seg.nrrd"
 
 
 def test_postprocessing_follows_the_options():

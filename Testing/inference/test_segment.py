@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 
-from MedSegCNNLib import Image
+from MedSegCNNLib import Image, read_image
 from MedSegCNNLib.checkpoint import ModelCard
 from MedSegCNNLib.data.preprocessing import NormalizationSpec, PreprocessingPlan
 from MedSegCNNLib.errors import InputError
@@ -99,6 +100,51 @@ def test_a_2d_model_runs_slice_by_slice_on_a_volume():
     assert result.labels.same_grid(image)
     assert np.array_equal(result.labels.array, (image.array > 0).astype(np.uint8))
     assert result.probabilities.num_channels == 2
+
+
+@pytest.mark.parametrize("target_spacing", [None, (0.05, 0.1), (0.05, 0.1, None)])
+def test_a_2d_picture_gives_a_2d_label_map_on_its_grid(tmp_path, target_spacing):
+    """A 16-bit PNG with 0.1 x 0.2 mm pixels (pHYs), read from its file; the plan made from pictures (x, y) or from
+    volumes (x, y, None), or none."""
+    picture = np.zeros((30, 20), np.uint16)  # rows (y), columns (x)
+    picture[8:20, 5:12] = 4000
+    path = tmp_path / "frame.png"
+    PIL.Image.fromarray(picture).save(path, dpi=(254, 127))  # 10 and 5 pixels per mm
+    image = read_image(path)
+    assert image.spacing == pytest.approx((0.1, 0.2)) and image.spatial_dims == 2
+    for source in (path, image):
+        labels = segment(source, model(dims=2, patch=(8, 8), target_spacing=target_spacing)).labels
+        assert labels.spatial_dims == 2 and labels.shape == picture.shape and labels.spacing == image.spacing
+        assert labels.origin == image.origin and np.array_equal(labels.direction, image.direction)
+        if target_spacing is None:
+            assert np.array_equal(labels.array, (picture > 0).astype(np.uint8))  # voxel-exact
+            continue
+        # resampled to 0.05 x 0.1 mm and back: the box, grown by at most a pixel where interpolation reached out
+        assert labels.array[8:20, 5:12].all() and labels.array.sum() == labels.array[7:21, 4:13].sum()
+        # the same picture as a one-slice volume, segmented slice by slice, gives the same labels
+        volume = Image.from_array(picture[None], spacing=(*image.spacing, 2.0))
+        sliced = segment(volume, model(dims=2, patch=(8, 8), target_spacing=(*target_spacing[:2], None))).labels
+        assert sliced.same_grid(volume, tolerance=0) and np.array_equal(sliced.array[0], labels.array)
+
+
+def test_a_model_trained_on_pictures_segments_an_oblique_2d_image_and_a_single_slice_volume():
+    """A 2D plan (x, y) on a rotated 2D image, and on a one-slice volume (what Slicer makes of a picture)."""
+    rotated = np.array([[np.cos(0.5), -np.sin(0.5)], [np.sin(0.5), np.cos(0.5)]]) @ np.diag([1.0, -1.0])
+    array = np.full((14, 11), -1.0, np.float32)
+    array[3:10, 2:8] = 1.0
+    flat = Image.from_array(array, spacing=(0.7, 1.3), origin=(4.5, -3.25), direction=rotated)
+    trained = model(dims=2, patch=(8, 8), target_spacing=(0.7, 1.3))
+    labels = segment(flat, trained).labels
+    assert labels.same_grid(flat, tolerance=0) and np.array_equal(labels.array, (array > 0).astype(np.uint8))
+    volume = Image.from_array(array[None], spacing=(0.7, 1.3, 3.0), origin=(4.5, -3.25, 12.0), direction=np.eye(3))
+    labels = segment(volume, trained).labels
+    assert labels.same_grid(volume, tolerance=0) and np.array_equal(labels.array, (array[None] > 0).astype(np.uint8))
+
+
+def test_a_colour_picture_for_a_one_channel_model_is_refused_saying_so():
+    colour = Image.from_array(np.zeros((3, 8, 8), np.float32), spatial_dims=2)
+    with pytest.raises(InputError, match="expects 1 input channel \\(MRI\\); the input has 3, a colour picture"):
+        segment(colour, model(dims=2, patch=(8, 8)))
 
 
 def test_non_finite_voxels_are_reported_and_replaced(caplog):

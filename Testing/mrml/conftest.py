@@ -70,6 +70,22 @@ class SceneBuilder:
             node.SetAndObserveTransformNodeID(transform.GetID())
         return node
 
+    def vector_volume(self, image: Image, name: str = "picture", vector_type: str = "ColorRGB") -> Any:
+        """A ``vtkMRMLVectorVolumeNode`` holding a 3D ``(C, z, y, x)`` ``image``, one component per channel, with
+        the voxel vector type ``vector_type`` (``ColorRGB``, ``ColorRGBA``, ``Undefined``, ...)."""
+        import vtk
+        from vtk.util import numpy_support
+
+        data = vtk.vtkImageData()
+        data.SetDimensions(*image.size)
+        voxels = np.moveaxis(image.array, 0, -1).reshape(-1, image.num_channels)  # x fastest, components last
+        data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(voxels), deep=True))
+        node = self.scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", name)
+        node.SetAndObserveImageData(data)
+        node.SetIJKToRASMatrix(vtk_matrix(LPS_TO_RAS @ image.affine))
+        node.SetVoxelVectorType(getattr(node, f"VoxelVectorType{vector_type}"))
+        return node
+
     def linear_transform(self, matrix: np.ndarray, parent: Any = None) -> Any:
         node = self.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
         node.SetMatrixTransformToParent(vtk_matrix(matrix))

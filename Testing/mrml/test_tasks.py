@@ -102,7 +102,7 @@ def test_bad_inputs_are_refused_with_the_scene_unchanged(build, scene, tmp_path)
     before = build.state()
     cases = [
         (lambda: SegmentationTask(scene, [], MODEL), "No input volume"),
-        (lambda: SegmentationTask(scene, [volume, volume], MODEL), "takes 1 input volume"),
+        (lambda: SegmentationTask(scene, [volume, volume], MODEL), r"give 2 channel\(s\) \(image0, image1\) but model"),
         (lambda: SegmentationTask(scene, volume, "no-such-model"), "No model named 'no-such-model'"),
         (lambda: SegmentationTask(scene, volume, tmp_path / "missing"), "missing"),
         (lambda: SegmentationTask(scene, volume, MODEL, segmentation_node=segmentation), "already has 1 segment"),

@@ -407,3 +407,31 @@ def test_user_errors_are_told_apart_from_bugs():
     assert helpers.isUserError(GeometryError("no overlap"))
     assert not helpers.isUserError(ValueError("a bug"))
     assert not helpers.isUserError(RuntimeError("a bug"))
+
+
+def test_a_vector_volume_fills_one_input_selector_per_component(tmp_path):
+    """The panel shows input selectors until they give the model's channels: a colour volume gives three."""
+    helpers = module_definitions("channelsPerSelector")
+    import numpy as np
+    import vtk
+    from mrml_scene import wired_scene
+    from vtk.util import numpy_support
+
+    scene = wired_scene(str(tmp_path))
+
+    def volume(node_class: str, components: int):
+        node = scene.AddNewNodeByClass(node_class)
+        data = vtk.vtkImageData()
+        data.SetDimensions(4, 3, 1)
+        data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.zeros((12, components), np.uint8), deep=True))
+        node.SetAndObserveImageData(data)
+        return node
+
+    gray, colour = volume("vtkMRMLScalarVolumeNode", 1), volume("vtkMRMLVectorVolumeNode", 3)
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")  # no voxels: segmenting it says so
+    assert helpers.channelsPerSelector(3, [colour, None, None, None]) == [3]
+    assert helpers.channelsPerSelector(3, [gray, gray, None, None]) == [1, 1, 1]
+    assert helpers.channelsPerSelector(4, [colour, gray, None, None]) == [3, 1]
+    assert helpers.channelsPerSelector(1, [colour, gray, None, None]) == [3]  # too many: segmenting says so
+    assert helpers.channelsPerSelector(2, [empty, None, None, None]) == [1, 1]
+    assert helpers.channelsPerSelector(6, [None] * 4) == [1, 1, 1, 1]  # more than the panel's selectors

@@ -15,14 +15,21 @@ def test_config_round_trip_through_json():
     config = TrainingConfig(epochs=3, patch_size=(16, 32, 32), network={"name": "unet", "features": [4, 8]})
     data = json.loads(json.dumps(config.to_dict()))
     assert TrainingConfig.from_dict(data) == config
-    assert data["patch_size"] == [16, 32, 32]
+    assert data["patch_size"] == [16, 32, 32] and data["spatial_dims"] is None  # planned from the data
+    masks = TrainingConfig(patch_size=(64, 64), mask_values=(0, 128, 255))
+    data = json.loads(json.dumps(masks.to_dict()))
+    assert data["mask_values"] == [0, 128, 255] and TrainingConfig.from_dict(data) == masks
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"epochs": 0}, "epochs"),
-        ({"patch_size": (16, 16)}, "patch_size"),
+        ({"spatial_dims": 3, "patch_size": (16, 16)}, "patch_size must have 3 positive sizes"),
+        ({"patch_size": (16,)}, "patch_size must have 2 or 3 positive sizes"),
+        ({"spatial_dims": 1}, "spatial_dims"),
+        ({"mask_values": (255,)}, "mask_values must list at least two distinct"),
+        ({"mask_values": (0, 255, 255)}, "mask_values"),
         ({"optimizer": "lbfgs"}, "optimizer"),
         ({"fold": 5}, "fold"),
         ({"learning_rate": -1.0}, "learning_rate"),
@@ -64,3 +71,19 @@ def test_splits_are_saved_and_reused(tmp_path):
         load_or_create_splits(path, names, 4)
     with pytest.raises(InputError, match="at least 5 cases"):
         make_splits(names[:3], 5)
+
+
+def test_mask_values_and_dims_on_the_command_line(capsys):
+    from MedSegCNNLib.cli.main import build_parser
+    from MedSegCNNLib.training.arguments import build_config, config_arguments
+
+    parser = build_parser()
+    parsed = parser.parse_args(["train", "--data", "d", "--output", "o", "--mask-values", "0,128,255"])
+    config = build_config(parsed)
+    assert config.mask_values == (0, 128, 255) and config.spatial_dims is None  # planned from the data
+    assert config_arguments(config) == ["--mask-values", "0,128,255"]
+    assert build_config(parser.parse_args(["plan", "--data", "d", "--dims", "2"])).spatial_dims == 2
+    for bad in ("255", "0,x", "0,255,0"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["train", "--data", "d", "--output", "o", "--mask-values", bad])
+    assert "expected" in capsys.readouterr().err

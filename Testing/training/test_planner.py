@@ -244,3 +244,31 @@ def test_cpu_flags_decide_whether_bf16_is_worth_measuring():
     assert CpuInfo("x", frozenset({"amx_bf16", "amx_tile"})).bf16_units == ("amx_bf16",)
     assert CpuInfo("x", frozenset({"avx2", "avx512f"})).bf16_units == ()
     assert "avx512f" in CpuInfo("x", frozenset({"avx512f", "sse2"})).describe()
+
+
+def flat_fingerprint(size_xy=(64, 48), spacing_xy=(1.0, 1.0), cases=200) -> dict:
+    """A fingerprint of ``cases`` identical 2D images."""
+    flat = {"spacings": [list(spacing_xy)] * cases, "sizes": [list(size_xy)] * cases, "median_size": list(size_xy)}
+    return {**fingerprint(cases=cases), **flat, "nonzero_sizes": flat["sizes"], "median_spacing": list(spacing_xy)}
+
+
+def test_2d_images_plan_a_2d_model_on_whole_images(tmp_path, with_bf16):
+    result = plan(
+        TrainingConfig(time_budget_minutes=15), tmp_path, fp=flat_fingerprint(), prep=preprocessing((1.0, 1.0), 2)
+    )
+    assert result.network["spatial_dims"] == 2 and result.patch_size == (48, 64)  # the whole (48, 64) image
+    assert result.apply(TrainingConfig()).spatial_dims == 2
+    # 2^19 voxels / 3072 per image is above 32; 5 % of 200 images is 10 images
+    assert result.batch_size == 10
+    large = plan(TrainingConfig(time_budget_minutes=15), tmp_path, fp=flat_fingerprint((1024, 768)),
+                 prep=preprocessing((1.0, 1.0), 2))  # fmt: skip
+    assert math.prod(large.patch_size) <= 256**2 and large.patch_size[1] <= 256  # a 2D patch of the picture
+
+
+def test_2d_images_cannot_train_a_3d_model_and_single_slice_volumes_default_to_2d(tmp_path, with_bf16):
+    with pytest.raises(InputError, match=r"These are 2D images; a 3D model needs 3D volumes\. Train a 2D model"):
+        plan(TrainingConfig(spatial_dims=3, time_budget_minutes=15), tmp_path, fp=flat_fingerprint(),
+             prep=preprocessing((1.0, 1.0), 2))  # fmt: skip
+    slices = plan(TrainingConfig(time_budget_minutes=15), tmp_path, fp=fingerprint((64, 48, 1)),
+                  prep=preprocessing((1.0, 1.0, None), 2))  # fmt: skip
+    assert slices.network["spatial_dims"] == 2 and slices.patch_size == (48, 64)

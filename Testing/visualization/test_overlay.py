@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.image import imread
+from PIL import Image as PillowImage
 
 from MedSegCNNLib.errors import InputError, OutputExistsError
 from MedSegCNNLib.image.core import Image, LabelInfo
+from MedSegCNNLib.image.io import read_image
 from MedSegCNNLib.visualization import save_overlay, select_slices
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -76,6 +78,24 @@ def test_2d_overlay(tmp_path):
     path = save_overlay(tmp_path / "flat.png", image, image.with_array(labels), reference=image.with_array(labels))
     pixels = read_png(path)
     assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+
+
+def test_2d_pictures_read_from_png_files(tmp_path):
+    """A colour photograph is drawn in its colours, a grayscale one in grey, each with its labels on top."""
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    rgb[:, :30, 2] = 255  # left half pure blue, right half black
+    PillowImage.fromarray(rgb).save(tmp_path / "photo.png")
+    PillowImage.fromarray(np.full((40, 60), 200, np.uint8)).save(tmp_path / "gray.png")
+    labels = np.zeros((40, 60), np.uint8)
+    labels[10:30, 40:55] = 1
+    for name in ("photo", "gray"):
+        image = read_image(tmp_path / f"{name}.png")
+        mask = image.with_array(labels, labels=[LabelInfo(1, "lesion", (1.0, 0.0, 0.0))])
+        pixels = read_png(save_overlay(tmp_path / f"{name}_overlay.png", image, mask))[..., :3]
+        red = (pixels[..., 0] > 0.5) & (pixels[..., 1] < 0.3) & (pixels[..., 2] < 0.3)
+        blue = (pixels[..., 2] > 0.9) & (pixels[..., 0] < 0.1) & (pixels[..., 1] < 0.1)
+        assert red.sum() > 100  # the label, filled and outlined in its colour
+        assert (blue.sum() > 1000) == (name == "photo")  # the picture's own colours, not its first channel in grey
 
 
 def test_float_label_map_with_whole_values_is_accepted(tmp_path, volume):
