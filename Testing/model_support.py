@@ -8,28 +8,41 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from MedSegCNNLib.checkpoint import save_model
 from MedSegCNNLib.data.preprocessing import NormalizationSpec, PreprocessingPlan
 from MedSegCNNLib.networks import build_network
 
 
-def save_tiny_model(folder: Path, labels: Sequence[str] = ("bg", "ant", "post")) -> Path:
-    """An untrained 3D U-Net [4, 8, 16] (patch 16³, 1 mm, z-score, one "MRI" channel) with ``labels`` (0 first)."""
-    network = build_network({"name": "unet", "spatial_dims": 3, "in_channels": 1, "out_channels": len(labels),
-                             "features": [4, 8, 16]})  # fmt: skip
+def save_tiny_model(
+    folder: Path,
+    labels: Sequence[str] = ("bg", "ant", "post"),
+    *,
+    channels: Sequence[str] = ("MRI",),
+    spatial_dims: int = 3,
+    features: Sequence[int] = (4, 8, 16),
+    seed: int | None = None,
+) -> Path:
+    """An untrained U-Net (``features``; weights seeded with ``seed`` when given) with ``labels`` (0 first) and one
+    input per name of ``channels``: 3D with a 16³ patch, or 2D with a 32² patch; 1 mm, z-score per channel."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    network = build_network({"name": "unet", "spatial_dims": spatial_dims, "in_channels": len(channels),
+                             "out_channels": len(labels), "features": list(features)})  # fmt: skip
     plan = PreprocessingPlan(
-        target_spacing=(1.0, 1.0, 1.0),
+        target_spacing=(1.0,) * spatial_dims,
         crop_to_nonzero=False,
-        normalization=(NormalizationSpec(scheme="zscore"),),
+        normalization=tuple(NormalizationSpec(scheme="zscore") for _ in channels),
         image_interpolation="linear",
-        spatial_dims=3,
+        spatial_dims=spatial_dims,
     )
     card = {
         "network": network.config,
-        "spatial_dims": 3,
-        "patch_size": [16, 16, 16],
-        "channels": ["MRI"],
-        "labels": {str(v): {"name": n, "color": [v / 2, 0.5, 0.2]} for v, n in enumerate(labels)},
+        "spatial_dims": spatial_dims,
+        "patch_size": [16] * 3 if spatial_dims == 3 else [32] * 2,
+        "channels": list(channels),
+        "labels": {str(v): {"name": n, "color": [v / len(labels), 0.5, 0.2]} for v, n in enumerate(labels)},
         "preprocessing": plan.to_dict(),
     }
     save_model(folder, network, card)

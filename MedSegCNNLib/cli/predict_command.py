@@ -608,16 +608,9 @@ def _references(args: argparse.Namespace, cases: list[str]) -> list[Path]:
         return [reference]
     if not reference.is_dir():
         raise InputError(f"--ref {reference} must be a label map file (one input) or a folder (a folder of inputs).")
-    from ..image.cases import list_cases, listing
+    from ..image.cases import files_for_cases
 
-    available = list_cases(reference)
-    missing = [case for case in cases if case not in available]
-    if missing:
-        raise InputError(
-            f"No reference in {reference} for {listing(missing)}; references are matched to inputs by file name "
-            "without extension."
-        )
-    return [available[case] for case in cases]
+    return files_for_cases(reference, cases, what="reference")
 
 
 def _sink(choice: str) -> EventSink | None:

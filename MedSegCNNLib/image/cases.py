@@ -83,6 +83,20 @@ def pair_cases(predictions: str | os.PathLike[str], references: str | os.PathLik
     return [(name, pred_cases[name], ref_cases[name]) for name in sorted(pred_cases)]
 
 
+def files_for_cases(folder: str | os.PathLike[str], cases: Iterable[str], *, what: str) -> list[Path]:
+    """The file of each of ``cases`` in ``folder``, matched by case name (:func:`list_cases`); ``what`` names the
+    files in the message that lists the cases without one (e.g. "reference", "ROI mask")."""
+    cases = list(cases)
+    available = list_cases(folder)
+    missing = [case for case in cases if case not in available]
+    if missing:
+        raise InputError(
+            f"No {what} in {folder} for {listing(missing)}; {what}s are matched to the cases by file name without "
+            "extension."
+        )
+    return [available[case] for case in cases]
+
+
 def require_partners(
     first: Iterable[str], second: Iterable[str], *, roles: tuple[str, str], where: str, hint: str
 ) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..image import Image, resample_labels_onto
-from ..image.cases import list_cases, listing, pair_cases
+from ..image.cases import files_for_cases, pair_cases
 from ..image.io import case_name, has_physical_spacing, is_raster_path, read_image
 from ..image.labels import as_label_array
 from ..image.masks import label_map_from_mask
@@ -211,14 +211,7 @@ def _roi_sources(roi_mask: ImageSource | Sequence[ImageSource] | None, cases: li
     path = Path(roi_mask)
     if not path.is_dir():
         return [path] * len(cases)
-    masks = list_cases(path)
-    missing = [name for name in cases if name not in masks]
-    if missing:
-        raise InputError(
-            f"No ROI mask in {path} for {listing(missing)}; masks are matched to the cases by file name without "
-            "extension (or give one mask file for every case)."
-        )
-    return [masks[name] for name in cases]
+    return list(files_for_cases(path, cases, what="ROI mask"))
 
 
 def _source_name(source: ImageSource, default: str) -> str:

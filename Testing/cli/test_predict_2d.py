@@ -9,15 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 from cli_support import assert_clean_failure, medsegcnn
+from model_support import save_tiny_model
 from PIL import Image as Picture
 
 from MedSegCNNLib import read_image, segment
-from MedSegCNNLib.checkpoint import save_model
 from MedSegCNNLib.cli.predict_command import LUMA_WEIGHTS
-from MedSegCNNLib.data.preprocessing import NormalizationSpec, PreprocessingPlan
-from MedSegCNNLib.networks import build_network
 
 SHAPE = (40, 52)  # rows, columns
 
@@ -25,26 +22,7 @@ SHAPE = (40, 52)  # rows, columns
 def save_2d_model(folder: Path, channels: tuple[str, ...]) -> Path:
     """An untrained 2D U-Net [4, 8] (patch 32², 1 mm, z-score per channel; weights seeded) with labels background
     and lesion."""
-    torch.manual_seed(0)
-    network = build_network({"name": "unet", "spatial_dims": 2, "in_channels": len(channels), "out_channels": 2,
-                             "features": [4, 8]})  # fmt: skip
-    plan = PreprocessingPlan(
-        target_spacing=(1.0, 1.0),
-        crop_to_nonzero=False,
-        normalization=tuple(NormalizationSpec(scheme="zscore") for _ in channels),
-        image_interpolation="linear",
-        spatial_dims=2,
-    )
-    card = {
-        "network": network.config,
-        "spatial_dims": 2,
-        "patch_size": [32, 32],
-        "channels": list(channels),
-        "labels": {"0": {"name": "background", "color": [0, 0, 0]}, "1": {"name": "lesion", "color": [1, 0, 0]}},
-        "preprocessing": plan.to_dict(),
-    }
-    save_model(folder, network, card)
-    return folder
+    return save_tiny_model(folder, ("background", "lesion"), channels=channels, spatial_dims=2, features=(4, 8), seed=0)
 
 
 def picture(seed: int) -> np.ndarray:

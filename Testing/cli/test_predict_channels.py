@@ -8,48 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from cli_support import SAMPLE, assert_clean_failure, medsegcnn
+from model_support import save_tiny_model
 
 from MedSegCNNLib import Image, read_image, write_image
-from MedSegCNNLib.checkpoint import save_model
 from MedSegCNNLib.cli.main import build_parser
 from MedSegCNNLib.cli.predict_command import Job, Plan, input_cases, plan_outputs
-from MedSegCNNLib.data.preprocessing import NormalizationSpec, PreprocessingPlan
 from MedSegCNNLib.errors import InputError
 from MedSegCNNLib.inference.options import PredictOptions
-from MedSegCNNLib.networks import build_network
 
 CASES = ("hippocampus_004", "hippocampus_006")
 
 
-def save_channel_model(folder: Path, channels: tuple[str, ...]) -> Path:
-    """An untrained 3D U-Net [4, 8] with one input per name of ``channels`` (z-score each; weights seeded), 3 labels."""
-    torch.manual_seed(0)
-    network = build_network({"name": "unet", "spatial_dims": 3, "in_channels": len(channels), "out_channels": 3,
-                             "features": [4, 8]})  # fmt: skip
-    plan = PreprocessingPlan(
-        target_spacing=(1.0, 1.0, 1.0),
-        crop_to_nonzero=False,
-        normalization=tuple(NormalizationSpec(scheme="zscore") for _ in channels),
-        image_interpolation="linear",
-        spatial_dims=3,
-    )
-    card = {
-        "network": network.config,
-        "spatial_dims": 3,
-        "patch_size": [16, 16, 16],
-        "channels": list(channels),
-        "labels": {str(v): {"name": n, "color": [v / 2, 0.5, 0.2]} for v, n in enumerate(("bg", "ant", "post"))},
-        "preprocessing": plan.to_dict(),
-    }
-    save_model(folder, network, card)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    return save_channel_model(tmp_path_factory.mktemp("models") / "two", ("T1", "T2"))
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "two", channels=("T1", "T2"), features=(4, 8), seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_roi_masks_from_a_folder_are_matched_by_case_and_a_file_serves_every_cas
     one = evaluate(tmp_path / "pred", tmp_path / "ref", roi_mask=tmp_path / "roi" / "a.nrrd").to_rows()
     assert [row["dice"] for row in one] == [1.0, 1.0]
     (tmp_path / "roi" / "b.nrrd").unlink()
-    with pytest.raises(InputError, match=r"No ROI mask in .* for b; masks are matched"):
+    with pytest.raises(InputError, match=r"No ROI mask in .* for b; ROI masks are matched"):
         evaluate(tmp_path / "pred", tmp_path / "ref", roi_mask=tmp_path / "roi")
 
 
