@@ -39,12 +39,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..atomic import check_writable, refuse_replacing_inputs
 from ..errors import InputError, OutputExistsError
 from ..image.cases import CHANNEL_SUFFIX
 from ..image.io import SUPPORTED_EXTENSIONS, case_name, is_image_path, is_raster_path
+from ..image.raster import luminance
 from ..inference.options import PredictOptions, check_label_format
 from ..inference.progress import PredictionProgress
 from ..progress import Event, EventSink, JsonLinesProgress, TqdmProgress
@@ -408,7 +407,7 @@ def _model_inputs(job: Job, images: list[Image], channels: Sequence[str], *, gra
                 f"--grayscale makes one channel of a colour picture, but the model expects {len(channels)} channels "
                 f"({', '.join(channels)}); leave out --grayscale."
             )
-        images = [_luminance(image) if image.num_channels == 3 else image for image in images]
+        images = [luminance(image) if image.num_channels == 3 else image for image in images]
         count = sum(image.num_channels for image in images)
     if len(channels) == 1 and len(images) == 1 and count == 3 and is_raster_path(job.sources[0]):
         raise InputError(
@@ -422,17 +421,6 @@ def _model_inputs(job: Job, images: list[Image], channels: Sequence[str], *, gra
             "... files."
         )
     return images
-
-
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-"""Weights of red, green and blue in the luminance that ``--grayscale`` computes (ITU-R BT.601 luma, as Pillow's
-``convert("L")``), applied to the stored values without gamma correction."""
-
-
-def _luminance(image: Image) -> Image:
-    """The luminance of a 3-channel (red, green, blue) ``image`` as one float32 channel (:data:`LUMA_WEIGHTS`)."""
-    weights = np.asarray(LUMA_WEIGHTS, dtype=np.float32)
-    return image.with_array(np.tensordot(weights, image.array.astype(np.float32, copy=False), axes=1))
 
 
 def _report(args: argparse.Namespace, plan: Plan, model: SegmentationModel, sink: EventSink | None) -> None:

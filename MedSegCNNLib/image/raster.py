@@ -62,6 +62,10 @@ RASTER_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", 
 COLOR_CHANNEL_NAMES: tuple[str, str, str] = ("red", "green", "blue")
 """Names of the channels of a colour picture, in array order."""
 
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+"""Weights of red, green and blue in :func:`luminance` (ITU-R BT.601 luma, as Pillow's ``convert("L")``), applied to
+the stored values without gamma correction."""
+
 FEW_VALUES = 64
 """A single-channel image with at most this many distinct values counts as a label map (JPEG refuses it)."""
 
@@ -134,6 +138,12 @@ def check_raster_options(pages: str, palette: str) -> None:
         raise InputError(f'pages must be "single" or "stack", got {pages!r}.')
     if palette not in ("refuse", "indices"):
         raise InputError(f'palette must be "refuse" or "indices", got {palette!r}.')
+
+
+def luminance(image: Image) -> Image:
+    """The luminance of a 3-channel (red, green, blue) ``image`` as one float32 channel (:data:`LUMA_WEIGHTS`)."""
+    weights = np.asarray(LUMA_WEIGHTS, dtype=np.float32)
+    return image.with_array(np.tensordot(weights, image.array.astype(np.float32, copy=False), axes=1))
 
 
 _FOLDERS_IN_PIXEL_UNITS: set[Path] = set()

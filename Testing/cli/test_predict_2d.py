@@ -14,7 +14,7 @@ from model_support import save_tiny_model
 from PIL import Image as Picture
 
 from MedSegCNNLib import read_image, segment
-from MedSegCNNLib.cli.predict_command import LUMA_WEIGHTS
+from MedSegCNNLib.image.raster import LUMA_WEIGHTS
 
 SHAPE = (40, 52)  # rows, columns
 
