@@ -22,6 +22,7 @@ import SimpleITK as sitk
 from cli_support import ROOT, SAMPLE, medsegcnn
 from fault_support import assert_unchanged, error_line, leftovers, snapshot
 
+from MedSegCNNLib import Image
 from MedSegCNNLib.atomic import is_temporary, temporary_path, write_text_atomic
 from MedSegCNNLib.errors import WriteError
 from MedSegCNNLib.image.io import RASTER_EXTENSIONS, SUPPORTED_EXTENSIONS, read_image, write_image
@@ -197,3 +198,22 @@ def test_verified_write_accepts_every_format(tmp_path, make_image):
         assert np.array_equal(read_image(tmp_path / f"ok{extension}").array, image.array)
     assert leftovers(tmp_path) == []
     assert set(FORMATS) == set(SUPPORTED_EXTENSIONS) - set(RASTER_EXTENSIONS)  # 2D pictures: test_raster_io.py
+
+
+@pytest.mark.parametrize("extension", RASTER_EXTENSIONS)
+def test_full_disk_while_writing_a_picture_keeps_the_old_file(tmp_path, extension):
+    """2D pictures (Pillow's and tifffile's writers) on a full disk: new and replacing a good file, one line each."""
+    colour = extension in (".jpg", ".jpeg", ".bmp")  # pictures these formats hold; PNG and TIFF: a 16-bit label map
+    array = np.random.default_rng(0).integers(0, 255 if colour else 300, (3, 64, 80) if colour else (64, 80))
+    image = Image.from_array(array.astype(np.uint8 if colour else np.uint16), spatial_dims=2)
+    with mounted_tmpfs(tmp_path / "disk", "size=512k") as disk:
+        old = write_image(image, disk / f"old{extension}")
+        fill(disk)
+        before = snapshot(disk)
+        for target, overwrite in ((disk / f"new{extension}", False), (old, True)):
+            with pytest.raises(WriteError) as caught:
+                write_image(image, target, overwrite=overwrite)
+            kept = f"; {target} was left as it was" if overwrite else ""
+            assert str(caught.value) == f"Could not write {target}: {NO_SPACE}{kept}; {ADVICE}."
+        assert_unchanged(before)
+        assert leftovers(disk) == []
