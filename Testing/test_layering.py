@@ -27,7 +27,8 @@ Graph = Mapping[str, set[str]]
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "_version"),  # import nothing of the library
-    ("atomic", "runtime", "progress", "distributed"),  # safe writes; devices, autocast; progress; torchrun's group
+    ("atomic", "runtime", "progress", "distributed", "folder_lock"),  # safe writes; devices, autocast; progress;
+    # torchrun's group; folder locks
     ("image", "networks", "losses"),  # images and their files; network architectures; loss functions
     ("data", "metrics", "postprocessing", "visualization"),  # datasets and preprocessing; metrics and reports
     ("checkpoint",),  # model folders, model cards, training state (uses data plans and networks)
@@ -35,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("inference",),  # loading a model and segmenting an image
     ("training",),  # the trainer; its validation uses the inference API
     ("demo",),  # train, segment and evaluate a bundled dataset end to end
+    ("annotation",),  # annotation projects: segment, correct, accept, learn in the background
     ("background",),  # running the command line in another process (for Slicer)
     ("mrml",),  # the Slicer scene
     ("cli", "__main__"),  # the command line and its entry point

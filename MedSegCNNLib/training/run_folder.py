@@ -28,7 +28,6 @@ import contextlib
 import enum
 import json
 import logging
-import os
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 
 from ..atomic import is_temporary, remove_stale_temporaries, temporary_path
 from ..errors import InputError, OutputExistsError
+from ..folder_lock import FolderLock
 from .config import TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -43,8 +43,6 @@ logger = logging.getLogger(__name__)
 LOCK_FILE = ".medsegcnn.lock"
 RUN_FILES = ("model", "checkpoints", "training_config.json", "splits.json", "training_log.csv", "training_curves.png")
 """The entries a run writes in its folder; anything else there is the user's and is never touched."""
-_WINDOWS_LOCK_OFFSET = 2**20
-"""Byte locked on Windows: beyond the process id, which other processes must still be able to read."""
 
 
 class Holding(enum.Enum):
@@ -57,109 +55,13 @@ class Holding(enum.Enum):
     FINISHED = "a finished run"
 
 
-class RunLock:
-    """The exclusive lock of a run folder (see the module docstring); :meth:`acquire` it, then :meth:`release`."""
-
-    def __init__(self, path: Path, descriptor: int, *, found_stale: bool) -> None:
-        self.path = path
-        self.descriptor = descriptor
-        self.found_stale = found_stale  # a killed run's lock file was there
-
-    @classmethod
-    def acquire(cls, folder: Path) -> RunLock:
-        """Lock ``folder`` (which must exist) or raise :class:`InputError` naming the live holder."""
-        path = folder / LOCK_FILE
-        while True:
-            try:
-                opened = _open_lock_file(path)
-            except OSError as error:
-                raise InputError(
-                    f"Cannot write to output folder {folder}: {error.strerror}; choose another folder."
-                ) from None
-            if opened is None:
-                continue  # its holder removed it between our two tries
-            descriptor, found_stale = opened
-            if not _try_lock(descriptor):
-                holder = _read_process_id(descriptor)
-                os.close(descriptor)
-                by = f" (process {holder})" if holder else ""
-                raise InputError(
-                    f"Output folder {folder} is in use by another training run{by}; wait for it to end or choose "
-                    "another folder."
-                )
-            if _still_named(path, descriptor):
-                break
-            os.close(descriptor)  # its holder removed the file while releasing it: lock the next one
-        os.ftruncate(descriptor, 0)
-        os.lseek(descriptor, 0, os.SEEK_SET)
-        os.write(descriptor, f"{os.getpid()}\n".encode())
-        return cls(path, descriptor, found_stale=found_stale)
-
-    def release(self) -> None:
-        """Unlock and remove the lock file (removed while still locked on POSIX, so no one locks a dead file)."""
-        if os.name == "nt":
-            import msvcrt
-
-            with contextlib.suppress(OSError):
-                os.lseek(self.descriptor, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
-                msvcrt.locking(self.descriptor, msvcrt.LK_UNLCK, 1)
-            os.close(self.descriptor)
-            with contextlib.suppress(OSError):  # another process may have it open; its presence never blocks
-                self.path.unlink()
-            return
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        os.close(self.descriptor)
-
-
-def _open_lock_file(path: Path) -> tuple[int, bool] | None:
-    """Open the lock file, creating it if missing: its descriptor and whether it was there already (None when
-    it vanished between the two tries)."""
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), False
-    except FileExistsError:
-        pass
-    try:
-        return os.open(path, os.O_RDWR), True
-    except FileNotFoundError:
-        return None
-
-
-def _try_lock(descriptor: int) -> bool:
-    """Take the exclusive lock without waiting; False when another process holds it."""
-    if os.name == "nt":
-        import msvcrt
-
-        os.lseek(descriptor, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
-        try:
-            msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-    import fcntl
-
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _still_named(path: Path, descriptor: int) -> bool:
-    """Whether ``path`` still names the open file (a releasing holder removes it; Windows cannot, while open)."""
-    if os.name == "nt":
-        return True
-    try:
-        return os.path.samestat(os.fstat(descriptor), path.stat())
-    except FileNotFoundError:
-        return False
-
-
-def _read_process_id(descriptor: int) -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        os.lseek(descriptor, 0, os.SEEK_SET)
-        return int(os.read(descriptor, 32).decode("ascii").strip())
-    return None
+def acquire_run_lock(folder: Path) -> FolderLock:
+    """Lock the run folder ``folder`` (which must exist) or raise :class:`InputError` naming the live holder."""
+    return FolderLock.acquire(
+        folder / LOCK_FILE,
+        in_use=f"Output folder {folder} is in use by another training run ({{holder}}); wait for it to end or "
+        "choose another folder.",
+    )
 
 
 def restore_interrupted_folder(target: Path) -> bool:
@@ -184,7 +86,7 @@ def restore_interrupted_folder(target: Path) -> bool:
 class RunFolder:
     """A run's claim on its output folder: build it with :func:`claim_run_folder`."""
 
-    def __init__(self, path: Path, *, lock: RunLock | None, created: list[Path]) -> None:
+    def __init__(self, path: Path, *, lock: FolderLock | None, created: list[Path]) -> None:
         self.path = path
         self.lock = lock
         self.created = created  # folders this run created, deepest first
@@ -209,7 +111,7 @@ class RunFolder:
             raise InputError(f"Nothing to resume in {path}: the folder does not exist; check the path.")
         created = _make_folders(path)
         try:
-            lock = RunLock.acquire(path)
+            lock = acquire_run_lock(path)
         except BaseException:
             _remove_empty(created)
             raise

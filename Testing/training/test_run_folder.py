@@ -17,7 +17,7 @@ from MedSegCNNLib.training.run_folder import (
     LOCK_FILE,
     Holding,
     RunFolder,
-    RunLock,
+    acquire_run_lock,
     claim_run_folder,
     restore_interrupted_folder,
 )
@@ -44,14 +44,14 @@ def in_use(folder: Path, pid: int) -> str:
 
 
 def test_a_held_lock_refuses_a_second_holder_and_is_free_after_release(tmp_path):
-    lock = RunLock.acquire(tmp_path)
+    lock = acquire_run_lock(tmp_path)
     assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()}\n" and not lock.found_stale
     with pytest.raises(InputError) as refused:
-        RunLock.acquire(tmp_path)  # another open file description: flock refuses it even in this process
+        acquire_run_lock(tmp_path)  # another open file description: flock refuses it even in this process
     assert str(refused.value) == in_use(tmp_path, os.getpid())
     lock.release()
     assert not (tmp_path / LOCK_FILE).exists()
-    RunLock.acquire(tmp_path).release()
+    acquire_run_lock(tmp_path).release()
 
 
 def test_the_lock_of_a_killed_process_is_free_and_its_file_does_not_block(tmp_path):
@@ -61,13 +61,13 @@ def test_the_lock_of_a_killed_process_is_free_and_its_file_does_not_block(tmp_pa
     try:
         assert holder.stdout.readline() == "locked\n"
         with pytest.raises(InputError) as refused:
-            RunLock.acquire(tmp_path)
+            acquire_run_lock(tmp_path)
         assert str(refused.value) == in_use(tmp_path, holder.pid)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.communicate(timeout=30)
     assert (tmp_path / LOCK_FILE).is_file()  # left behind by the crash
-    lock = RunLock.acquire(tmp_path)
+    lock = acquire_run_lock(tmp_path)
     assert lock.found_stale
     lock.release()
     assert list(tmp_path.iterdir()) == []
