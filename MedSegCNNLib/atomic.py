@@ -142,14 +142,14 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 
 def _abandoned(entry: Path, host: str, pid: int) -> bool:
     if host == _HOST:
-        return not _process_exists(pid)
+        return not process_exists(pid)
     try:
         return time.time() - entry.lstat().st_mtime > STALE_AFTER_S
     except OSError:
         return False
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
     """Whether a process ``pid`` runs on this host (errs on the side of "yes")."""
     if pid == os.getpid():
         return True

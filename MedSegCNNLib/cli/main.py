@@ -34,6 +34,7 @@ from . import (
     models_command,
     plan_command,
     predict_command,
+    project_command,
     quantize_command,
     train_command,
 )
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         evaluate_command,
         info_command,
         models_command,
+        project_command,
     ):
         module.add_parser(commands, [common])
     return parser

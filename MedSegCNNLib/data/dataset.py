@@ -360,7 +360,7 @@ def load_case(case: CaseSource, *, allow_non_finite: bool = False) -> tuple[Imag
         return image, None
     label = read_label(case)
     array = as_label_array(label, allow_whole_floats=True, compact=True, what=_label_text(case))
-    problem = _label_grid_problem(Grid.of(image), Grid.of(label))
+    problem = label_grid_problem(Grid.of(image), Grid.of(label))
     if problem:
         raise InputError(_geometry_message(case.name, problem))
     return image, Image(array, image.spacing, image.origin, image.direction, label.labels)
@@ -384,7 +384,7 @@ def validate_dataset(dataset: Dataset, *, in_channels: int | None = None) -> Non
         )
     wrong_channels, undeclared, misaligned, dims = [], [], [], {}
     for case in dataset.cases:
-        count, geometry = _image_information(case)
+        count, geometry = case_information(case)
         dims[case.name] = geometry.dims
         if count != expected:
             wrong_channels.append(f"{case.name} ({count})")
@@ -395,7 +395,7 @@ def validate_dataset(dataset: Dataset, *, in_channels: int | None = None) -> Non
         extra = sorted(set(values.tolist()) - set(dataset.label_names))
         if extra:
             undeclared.append(f"{case.name} ({', '.join(map(str, extra))})")
-        problem = None if label.is_multichannel else _label_grid_problem(geometry, Grid.of(label))
+        problem = None if label.is_multichannel else label_grid_problem(geometry, Grid.of(label))
         if label.is_multichannel or problem:
             misaligned.append(f"{case.name}: {problem or 'the label map has several channels'}")
     problems = []
@@ -559,7 +559,7 @@ def _label_text(case: CaseSource) -> str:
     return f"Case {case.name}: label map {_source_text(case.label)}"
 
 
-def _image_information(case: CaseSource) -> tuple[int, Grid]:
+def case_information(case: CaseSource) -> tuple[int, Grid]:
     """Number of input channels of ``case`` and the grid of its first image, from file headers."""
     count, first = 0, None
     for source in case.images:
@@ -567,6 +567,11 @@ def _image_information(case: CaseSource) -> tuple[int, Grid]:
         count += channels
         first = first or geometry
     return count, first
+
+
+def source_grid(source: Source) -> Grid:
+    """The grid of one image source (a file is read only up to its header where possible)."""
+    return _source_information(source)[1]
 
 
 def _source_information(source: Source) -> tuple[int, Grid]:
@@ -600,7 +605,7 @@ def _is_segmentation(path: Path) -> bool:
 def _default_channel_names(cases: Sequence[CaseSource]) -> tuple[str, ...]:
     """``red``, ``green``, ``blue`` when the first case is one colour picture; else ``channel_0``, ``channel_1``,
     ... for the first case's channel count (0 cases: one channel)."""
-    count = _image_information(cases[0])[0] if cases else 1
+    count = case_information(cases[0])[0] if cases else 1
     if count == len(COLOR_CHANNEL_NAMES) and len(cases[0].images) == 1 and _is_raster(cases[0].images[0]):
         return COLOR_CHANNEL_NAMES
     return tuple(f"channel_{index}" for index in range(count))
@@ -620,7 +625,7 @@ def _label_names_of(cases: Sequence[CaseSource]) -> dict[int, str]:
     return names
 
 
-def _label_grid_problem(image: Grid, label: Grid) -> str | None:
+def label_grid_problem(image: Grid, label: Grid) -> str | None:
     """``None`` when the label grid may be taken as the image's; otherwise what differs."""
     if label.size == image.size and all(
         np.allclose(getattr(label, name), getattr(image, name), rtol=_GEOMETRY_TOLERANCE, atol=_GEOMETRY_TOLERANCE)
