@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_folder
 from ..data.dataset import MASK_SUFFIXES, CaseSource, case_information, label_grid_problem, read_label
 from ..data.msd import find_dataset_json, read_label_names
 from ..errors import InputError
@@ -58,7 +57,7 @@ from .project_file import (
     relative_path,
     write_project_file,
 )
-from .versions import LATEST, MODELS_FOLDER, Versions, new_version, read_versions, write_versions
+from .versions import LATEST, MODELS_FOLDER, new_version, publish_version, read_versions
 
 logger = logging.getLogger(__name__)
 
@@ -247,15 +246,7 @@ class AnnotationProject:
                 stored = project._store_revision(state, record, read_label(CaseSource(case, (label_file,), label_file)))
                 state = state.with_case(replace(record, state=CaseState.ACCEPTED, revisions=(stored[0],)))
             if model_folder is not None:
-                version = new_version(0, source=f"initial model {model}")
-                with atomic_folder(target / version.folder, overwrite=False) as partial:
-                    for entry in model_folder.iterdir():
-                        if entry.is_file() and not entry.name.startswith("."):
-                            shutil.copy2(entry, partial / entry.name)
-                write_versions(target, Versions((version,)))
-                from .versions import point_latest
-
-                point_latest(target, version.folder)
+                publish_version(target, model_folder, new_version(0, source=f"initial model {model}"))
             write_project_file(target, state, new=True)
         except BaseException:
             project.close()

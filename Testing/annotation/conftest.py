@@ -1,0 +1,29 @@
+"""Fixtures of the annotation tests: a folder of real sample cases and projects made from it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from annotation_support import CASES
+from cli_support import SAMPLE
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """The 12 bundled Hippocampus images in their own folder."""
+    folder = tmp_path / "images"
+    shutil.copytree(SAMPLE / "imagesTr", folder)
+    return folder
+
+
+@pytest.fixture
+def labels(tmp_path: Path) -> Path:
+    """The reference label maps of the first three cases (no dataset.json beside them)."""
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    for case in CASES[:3]:
+        shutil.copy(SAMPLE / "labelsTr" / f"{case}.nii.gz", folder)
+    return folder
+

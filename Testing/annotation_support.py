@@ -1,0 +1,14 @@
+"""Helpers of the annotation tests: the bundled sample cases and their references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cli_support import SAMPLE
+
+CASES = sorted(path.name.removesuffix(".nii.gz") for path in (SAMPLE / "imagesTr").iterdir())
+
+
+def reference(case: str) -> Path:
+    """The bundled reference label map of ``case`` (plays the user's corrected segmentation)."""
+    return SAMPLE / "labelsTr" / f"{case}.nii.gz"
