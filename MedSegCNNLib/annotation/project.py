@@ -442,7 +442,8 @@ class AnnotationProject:
 
     def _learn_if_due(self) -> str:
         """Start a learner when a round is due: "started", "running" (the running learner takes the new cases in
-        its next round), "waiting" (too few accepted cases yet) or "off"."""
+        its next round), "waiting" (too few accepted cases yet) or "off". The project file already names the new
+        case, so a learner that ends its last round just now looks once more and sees it."""
         state = self.project_file
         if not state.learning:
             return "off"
