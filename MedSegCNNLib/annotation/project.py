@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import make_folder
 from ..data.dataset import MASK_SUFFIXES, CaseSource, case_information, label_grid_problem, read_label
 from ..data.msd import find_dataset_json, read_label_names
 from ..errors import InputError
@@ -474,12 +475,12 @@ class AnnotationProject:
         compact = array.astype(label_dtype(max(state.labels)), copy=False)
         stored = Image(compact, grid.spacing, grid.origin, np.asarray(grid.direction).reshape(grid.dims, grid.dims))
         folder = self.folder / LABELS_FOLDER
-        folder.mkdir(exist_ok=True)
         number = len(record.revisions) + 1
         target = folder / f"{record.id}.r{number:03d}.nii.gz"
         while target.exists():  # a killed accept's file, never listed: keep it, write the next name
             number += 1
             target = folder / f"{record.id}.r{number:03d}.nii.gz"
+        make_folder(folder, for_file=target)
         write_image(stored, target)
         return relative_path(target, self.folder), compact
 
@@ -544,10 +545,9 @@ class AnnotationProject:
         return result.labels, result.uncertainty, seconds
 
     def _write_prediction(self, record: CaseRecord, version: int, labels: Image) -> Path:
-        folder = self.folder / PREDICTIONS_FOLDER
-        folder.mkdir(exist_ok=True)
         picture = labels.spatial_dims == 2 and is_raster_path(absolute_path(record.images[0], self.folder))
-        target = folder / f"{record.id}.v{version:04d}{'.png' if picture else '.nii.gz'}"
+        target = self.folder / PREDICTIONS_FOLDER / f"{record.id}.v{version:04d}{'.png' if picture else '.nii.gz'}"
+        make_folder(target.parent, for_file=target)
         return write_image(labels, target, overwrite=True)  # derived data of the project's own, remade at will
 
     def _most_uncertain(self, state: ProjectFile, candidates: Sequence[CaseRecord],

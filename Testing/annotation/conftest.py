@@ -7,16 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from annotation_support import CASES
+from annotation_support import CASES, sample_images
 from cli_support import SAMPLE
 
 
 @pytest.fixture
 def images(tmp_path: Path) -> Path:
     """The 12 bundled Hippocampus images in their own folder."""
-    folder = tmp_path / "images"
-    shutil.copytree(SAMPLE / "imagesTr", folder)
-    return folder
+    return sample_images(tmp_path)
 
 
 @pytest.fixture
