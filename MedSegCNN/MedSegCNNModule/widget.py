@@ -210,7 +210,9 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         name = None
         if folder:
-            with slicer.util.tryWithErrorDisplay(_("The nnU-Net model could not be imported."), waitCursor=True):
+            # reportErrors shows the error and goes on (slicer.util.tryWithErrorDisplay would raise it again, out of
+            # this slot, and leave the "Import nnU-Net model..." item selected)
+            with self.reportErrors(_("The nnU-Net import")), slicer.util.WaitCursor():
                 name = self.logic.importNnUNet(folder)
         if name:
             self._parameterNode.model = name

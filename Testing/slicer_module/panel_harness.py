@@ -234,6 +234,7 @@ def open_panel(monkeypatch: pytest.MonkeyPatch, scene: Any) -> Iterator[Panel]:
         parent = wrap(qSlicerScriptedLoadableModuleWidget())
         widget = widgetModule.MedSegCNNWidget(parent)
         widget.setup()
+        unwrap(parent).show()  # offscreen: the panel is shown, as Slicer shows the module's panel
         unwrap(parent).setEntered(True)
         widget.enter()
         panel = Panel(widget, widget.ui, scene, dialogs, slotErrors)
