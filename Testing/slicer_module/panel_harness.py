@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QDir, QFile, QProcessEnvironment, Qt, QTimer
+from PySide6.QtCore import QDir, QFile, QProcessEnvironment, Qt, QTimer, QtMsgType, qInstallMessageHandler
 from PySide6.QtGui import QCursor, QTextCursor
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 from slicer_module.pythonqt import PythonQtClass, PythonQtObject, unwrap, wrap
@@ -212,6 +212,7 @@ def open_panel(monkeypatch: pytest.MonkeyPatch, scene: Any) -> Iterator[Panel]:
     dialogs = Dialogs()
     slotErrors: list[BaseException] = []
     monkeypatch.setattr(sys, "excepthook", lambda kind, error, traceback: slotErrors.append(error))
+    previousHandler = qInstallMessageHandler(_quietOffscreen)
     monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
     monkeypatch.setattr(slicer, "app", SlicerApp(), raising=False)
     standins = {
@@ -247,6 +248,13 @@ def open_panel(monkeypatch: pytest.MonkeyPatch, scene: Any) -> Iterator[Panel]:
             unwrap(parent).findChild(QWidget, "MedSegCNN").setMRMLScene(None)  # the selectors stop observing
     finally:
         _forgetPackage()
+        qInstallMessageHandler(previousHandler)
+
+
+def _quietOffscreen(kind: QtMsgType, context: Any, message: str) -> None:
+    """Qt's messages, less the offscreen platform's note on every window shown."""
+    if message != "This plugin does not support propagateSizeHints()":
+        sys.stderr.write(f"{message}\n")
 
 
 def _forgetPackage() -> None:
