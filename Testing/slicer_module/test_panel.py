@@ -409,3 +409,70 @@ def test_cancelling_the_nnunet_folder_dialog_keeps_the_model(panel):
     assert [kind for kind, _ in panel.dialogs.shown] == ["directory dialog"]
     assert panel.ui.modelComboBox.currentText == MODEL
     assert panel.widget.logic.getParameterNode().model == MODEL
+
+
+def add_tiny_pair(panel: Panel, tmp_path: Path, case: str) -> None:
+    """Loads a tiny case and its segmentation and adds them to the training pairs with the panel's buttons."""
+    image_path, labels_path = tiny_case(tmp_path, case)
+    volume = load_volume(panel.scene, image_path, case)
+    labels = load_volume(panel.scene, labels_path, f"{case} labels", label=True)
+    panel.choose("inputVolumeSelector0", volume)
+    panel.choose("trainSegmentationSelector", segmentation_of(panel.scene, labels, f"{case} segmentation"))
+    panel.ui.addPairButton.click()
+
+
+def test_cancel_a_training_makes_no_model_and_adds_only_the_live_curves(panel, tmp_path):
+    """The live plot's nodes (two tables, their series, a chart and a plot view) are made when a training starts
+    and stay (emptied and reused by the next run); nothing else is added."""
+    from MedSegCNNLib.mrml.training_curves import DICE_TABLE, LOSS_TABLE
+
+    add_tiny_pair(panel, tmp_path, "hippocampus_007")
+    run = tmp_path / "run"
+    panel.typePath("trainOutputPathLineEdit", run)
+    before = {node.GetID() for node in nodes_of_class(panel.scene, "vtkMRMLNode")}
+
+    panel.ui.trainButton.click()
+    assert panel.widget._task is not None
+    panel.ui.cancelButton.click()
+    assert panel.widget._task is None
+    assert panel.status == "Training cancelled; nothing was added to the scene."
+    added = sorted(
+        node.GetClassName() + ": " + node.GetName()
+        for node in nodes_of_class(panel.scene, "vtkMRMLNode")
+        if node.GetID() not in before
+    )
+    assert added == [
+        "vtkMRMLPlotChartNode: MedSegCNN training",
+        "vtkMRMLPlotSeriesNode: MedSegCNN loss",
+        "vtkMRMLPlotSeriesNode: MedSegCNN mean Dice",
+        "vtkMRMLPlotViewNode: MedSegCNN training view",
+        *sorted(f"vtkMRMLTableNode: {name}" for name in (LOSS_TABLE, DICE_TABLE)),
+    ]
+    assert not (run / "model").exists()
+    assert panel.widget.logic.getParameterNode().model == MODEL  # the selected model is kept
+    assert panel.dialogs.shown == [] and panel.ui.trainButton.enabled
+
+    # a second run reuses the curves
+    after_first = state(panel.scene)
+    panel.ui.trainButton.click()
+    panel.ui.cancelButton.click()
+    assert state(panel.scene) == after_first
+
+
+def test_closing_the_scene_cancels_the_running_segmentation_and_forgets_the_training_pairs(panel, tmp_path):
+    add_tiny_pair(panel, tmp_path, "hippocampus_007")
+    assert panel.ui.trainPairsListWidget.count == 1
+    panel.ui.applyButton.click()
+    assert panel.widget._task is not None
+
+    panel.scene.Clear(0)  # File > Close Scene
+    assert panel.widget._task is None
+    assert panel.status == "Segmentation cancelled; nothing was added to the scene."
+    assert nodes_of_class(panel.scene, "vtkMRMLSegmentationNode") == []
+    assert panel.ui.trainPairsListWidget.count == 0 and not panel.ui.removePairButton.enabled
+    # the panel is bound to the new scene's parameter node
+    parameters = nodes_of_class(panel.scene, "vtkMRMLScriptedModuleNode")
+    assert [node.GetAttribute("ModuleName") for node in parameters] == ["MedSegCNN"]
+    panel.ui.ttaCheckBox.click()
+    assert panel.widget.logic.getParameterNode().tta
+    assert panel.dialogs.shown == []
