@@ -179,11 +179,11 @@ class ctkCollapsibleButton(QAbstractButton):
 
     collapsed = Property(bool, _getCollapsed, _setCollapsed)
 
-    def headerHeight(self) -> int:
+    def _headerHeight(self) -> int:
         return self.fontMetrics().height() + 10
 
     def _updateMargins(self) -> None:
-        self.setContentsMargins(1, self.headerHeight() + 1, 1, 1)
+        self.setContentsMargins(1, self._headerHeight() + 1, 1, 1)
 
     def _showContents(self, expanded: bool) -> None:
         if expanded:
@@ -208,7 +208,7 @@ class ctkCollapsibleButton(QAbstractButton):
     def sizeHint(self) -> QSize:
         if self.isChecked() and self.layout() is not None:
             return super().sizeHint()
-        return QSize(self.fontMetrics().horizontalAdvance(self.text()) + 40, self.headerHeight())
+        return QSize(self.fontMetrics().horizontalAdvance(self.text()) + 40, self._headerHeight())
 
     def minimumSizeHint(self) -> QSize:
         if self.isChecked() and self.layout() is not None:
@@ -216,11 +216,11 @@ class ctkCollapsibleButton(QAbstractButton):
         return self.sizeHint()
 
     def hitButton(self, pos: QPoint) -> bool:
-        return pos.y() < self.headerHeight()
+        return pos.y() < self._headerHeight()
 
     def paintEvent(self, event) -> None:
         painter = QPainter(self)
-        header = QRect(0, 0, self.width(), self.headerHeight())
+        header = QRect(0, 0, self.width(), self._headerHeight())
         option = QStyleOptionButton()
         option.initFrom(self)
         option.rect = header

@@ -476,3 +476,39 @@ def test_closing_the_scene_cancels_the_running_segmentation_and_forgets_the_trai
     panel.ui.ttaCheckBox.click()
     assert panel.widget.logic.getParameterNode().tta
     assert panel.dialogs.shown == []
+
+
+# ----- the harness's own rules ----------------------------------------------------------------------------------
+
+
+def test_qt_properties_are_attributes_as_in_pythonqt(panel):
+    combo = panel.ui.modelComboBox
+    assert combo.count == 3 and isinstance(combo.count, int)  # the property, not the method
+    with pytest.raises(AttributeError, match="count is read-only"):
+        combo.count = 5
+    combo.somethingOfMine = 1  # not a Qt property: a Python attribute of the wrapper, as in PythonQt
+    assert combo.somethingOfMine == 1 and unwrap(combo).property("somethingOfMine") is None
+    with pytest.raises(AttributeError):
+        _ = panel.ui.applyButton.noSuchProperty
+
+
+def test_the_parameter_node_refuses_values_its_annotations_do_not_allow(panel):
+    parameters = panel.widget.logic.getParameterNode()
+    node = parameters.parameterNode
+    with pytest.raises(ValueError, match="must be in one of the following"):
+        parameters.device = "tpu"
+    with pytest.raises(TypeError):
+        parameters.inputVolume0 = panel.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    with pytest.raises(ValueError, match="within range"):
+        parameters.minSizeMm3 = -1.0
+    assert (node.GetParameter("device"), node.GetParameter("minSizeMm3")) == ("auto", "0.0")
+    assert panel.ui.deviceComboBox.currentText == "auto"
+
+
+def test_a_removed_volume_leaves_the_selector_and_the_parameter(panel):
+    volume = load_volume(panel.scene, SAMPLE / "imagesTr" / f"{CASE}.nii.gz", CASE)
+    assert panel.widget.logic.getParameterNode().inputVolume0 is volume and panel.ui.applyButton.enabled
+    panel.scene.RemoveNode(volume)
+    assert panel.ui.inputVolumeSelector0.currentNode() is None
+    assert panel.widget.logic.getParameterNode().inputVolume0 is None
+    assert not panel.ui.applyButton.enabled and panel.ui.applyButton.toolTip == "Select the input volume."

@@ -31,7 +31,7 @@ from PySide6.QtCore import (
     qInstallMessageHandler,
 )
 from PySide6.QtWidgets import QApplication, QFormLayout, QWidget
-from slicer_module.qt_standins import REAL_API, STANDINS, make_loader
+from slicer_module.qt_standins import NOT_REAL, REAL_API, STANDINS, make_loader
 from slicer_module.test_module_static import TREE, UI, is_ui_object, top_level_constant
 
 UI_TEXT = UI.read_text(encoding="utf-8")
@@ -335,6 +335,18 @@ def test_stand_ins_declare_only_members_of_the_real_classes(qapp):
         declared |= {bytes(meta.method(i).name()).decode() for i in range(meta.methodOffset(), meta.methodCount())}
         declared |= {meta.enumerator(i).name() for i in range(meta.enumeratorOffset(), meta.enumeratorCount())}
         assert declared <= real.members, f"{name} declares {sorted(declared - real.members)}"
+    # plain Python methods too (the panel harness calls currentNode(), mrmlScene(), ...): the real class's, or an
+    # override of its Qt base class, or one of the few named in NOT_REAL
+    for name, standin in STANDINS.items():
+        base = getattr(QtWidgets, REAL_API[name].base)
+        public = {
+            member
+            for cls in standin.__mro__
+            if cls.__module__ == standin.__module__
+            for member in vars(cls)
+            if not member.startswith("_") and not hasattr(base, member)
+        }
+        assert public <= REAL_API[name].members | NOT_REAL, f"{name} has {sorted(public - REAL_API[name].members)}"
     # the flag type of ctkPathLineEdit.filters, which PySide6 warns about while it builds the class
     meta = STANDINS["ctkPathLineEdit"].staticMetaObject
     filters = meta.property(meta.indexOfProperty("filters"))
