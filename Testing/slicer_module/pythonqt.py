@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QMetaObject, QObject
+
+
+def meta_object(qobject: QObject) -> QMetaObject:
+    """The meta-object of ``qobject``'s class, read from the class: PySide6 (6.11) invalidates a Python-defined
+    class's meta-object wrapper, for the rest of the process, once an instance whose ``metaObject()`` was called is
+    deleted by its parent (``staticMetaObject`` then raises "Internal C++ object already deleted")."""
+    return type(qobject).staticMetaObject
 
 
 def unwrap(value: Any) -> Any:
@@ -48,7 +55,7 @@ class PythonQtObject:
         object.__setattr__(self, "_pythonAttributes", {})
 
     def _propertyIndex(self, name: str) -> int:
-        return self._qobject.metaObject().indexOfProperty(name)
+        return meta_object(self._qobject).indexOfProperty(name)
 
     def __getattr__(self, name: str) -> Any:
         qobject = object.__getattribute__(self, "_qobject")
@@ -70,7 +77,7 @@ class PythonQtObject:
     def __setattr__(self, name: str, value: Any) -> None:
         if self._propertyIndex(name) >= 0:
             if not self._qobject.setProperty(name, unwrap(value)):
-                raise AttributeError(f"{self._qobject.metaObject().className()}.{name} is read-only or was not set")
+                raise AttributeError(f"{meta_object(self._qobject).className()}.{name} is read-only or was not set")
         else:
             self._pythonAttributes[name] = value  # PythonQt keeps other attributes on the wrapper
 
@@ -84,7 +91,7 @@ class PythonQtObject:
         return True
 
     def __repr__(self) -> str:
-        return f"<PythonQt {self._qobject.metaObject().className()} {self._qobject.objectName()!r}>"
+        return f"<PythonQt {meta_object(self._qobject).className()} {self._qobject.objectName()!r}>"
 
 
 class PythonQtClass:

@@ -512,3 +512,20 @@ def test_a_removed_volume_leaves_the_selector_and_the_parameter(panel):
     assert panel.ui.inputVolumeSelector0.currentNode() is None
     assert panel.widget.logic.getParameterNode().inputVolume0 is None
     assert not panel.ui.applyButton.enabled and panel.ui.applyButton.toolTip == "Select the input volume."
+
+
+def test_a_closed_panel_leaves_the_stand_in_classes_usable(scene, monkeypatch):
+    """The next test's panel (and the .ui loader checks) read the stand-ins' meta-objects (see
+    pythonqt.meta_object)."""
+    import gc
+
+    from slicer_module.qt_standins import STANDINS
+
+    with open_panel(monkeypatch, scene) as opened:
+        load_volume(scene, SAMPLE / "imagesTr" / f"{CASE}.nii.gz", CASE)
+        assert opened.ui.modelPathLineEdit.currentPath == "" and opened.ui.inputVolumeSelector0.currentNode()
+        opened.ui.evalTableView.setMRMLTableNode(None)
+    del opened
+    gc.collect()
+    for standin in STANDINS.values():
+        assert standin.staticMetaObject.propertyCount() > 0

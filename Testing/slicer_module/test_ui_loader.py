@@ -31,6 +31,7 @@ from PySide6.QtCore import (
     qInstallMessageHandler,
 )
 from PySide6.QtWidgets import QApplication, QFormLayout, QWidget
+from slicer_module.pythonqt import meta_object
 from slicer_module.qt_standins import NOT_REAL, REAL_API, STANDINS, make_loader
 from slicer_module.test_module_static import TREE, UI, is_ui_object, top_level_constant
 
@@ -99,8 +100,8 @@ def class_problems(root: ET.Element, form: QWidget) -> list[str]:
         built = find(form, name)
         if built is None:
             problems.append(f"{name} ({declared}) was not built once")
-        elif built.metaObject().className() != declared:
-            problems.append(f"{name} was built as {built.metaObject().className()}, not {declared}")
+        elif meta_object(built).className() != declared:
+            problems.append(f"{name} was built as {meta_object(built).className()}, not {declared}")
         elif declared in STANDINS and not isinstance(built, STANDINS[declared]):
             problems.append(f"{name} is not the stand-in for {declared}")
     for custom in root.iter("customwidget"):
@@ -149,7 +150,7 @@ def property_problems(root: ET.Element, form: QWidget) -> list[str]:
         built = find(form, element.get("name"))
         if built is None:
             continue  # reported by class_problems
-        meta = built.metaObject()
+        meta = meta_object(built)
         for prop in element.findall("property"):
             name, value = prop.get("name"), prop[0]
             where = f"{element.get('name')} ({element.get('class')}): property {name}"
@@ -269,8 +270,8 @@ def module_problems(form: QWidget) -> list[str]:
             problems.append(f"self.ui.{name} is not a widget of the form")
             continue
         for member in sorted(members):
-            if widget.metaObject().indexOfProperty(member) < 0 and not hasattr(widget, member):
-                problems.append(f"self.ui.{name}.{member}: {widget.metaObject().className()} has no {member}")
+            if meta_object(widget).indexOfProperty(member) < 0 and not hasattr(widget, member):
+                problems.append(f"self.ui.{name}.{member}: {meta_object(widget).className()} has no {member}")
     return problems
 
 
