@@ -529,3 +529,29 @@ def test_a_closed_panel_leaves_the_stand_in_classes_usable(scene, monkeypatch):
     gc.collect()
     for standin in STANDINS.values():
         assert standin.staticMetaObject.propertyCount() > 0
+
+
+def test_fine_tune_options_and_removing_training_pairs(panel, tmp_path):
+    ui = panel.ui
+    ui.trainCollapsibleButton.collapsed = False
+    for case in ("hippocampus_007", "hippocampus_020"):
+        add_tiny_pair(panel, tmp_path, case)
+    assert ui.trainPairsListWidget.count == 2 and ui.removePairButton.enabled
+    ui.removePairButton.click()  # no row selected: the last pair goes
+    assert [ui.trainPairsListWidget.item(i).text() for i in range(ui.trainPairsListWidget.count)] == [
+        "hippocampus_007  \u2192  hippocampus_007 segmentation"
+    ]
+    assert not ui.trainFreezeEncoderCheckBox.enabled  # only with fine-tuning
+    ui.trainFineTuneCheckBox.click()
+    assert ui.trainFreezeEncoderCheckBox.enabled
+    ui.trainFreezeEncoderCheckBox.click()
+    ui.trainTimeBudgetSpinBox.setValue(2.5)
+    config = panel.widget.trainingConfig()
+    assert (config.init_from, config.freeze_encoder, config.time_budget_minutes, config.epochs) == (
+        MODEL, True, 2.5, None)  # fmt: skip
+    ui.trainFineTuneCheckBox.click()  # off again: the frozen encoder goes with it
+    config = panel.widget.trainingConfig()
+    assert (config.init_from, config.freeze_encoder) == (None, False) and not ui.trainFreezeEncoderCheckBox.enabled
+    ui.removePairButton.click()
+    assert ui.trainPairsListWidget.count == 0 and not ui.removePairButton.enabled and not ui.trainButton.enabled
+    assert panel.dialogs.shown == []
