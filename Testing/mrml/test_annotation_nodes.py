@@ -269,6 +269,22 @@ def test_a_segmentation_of_another_volume_or_grid_is_refused(session, scene, bui
     assert session.status().cases["accepted"] == []
 
 
+def test_a_case_that_cannot_be_loaded_leaves_the_scene_and_the_current_case_as_they_were(session, scene, build):
+    from MedSegCNNLib.annotation import NextCase
+    from MedSegCNNLib.mrml.annotation import load_case
+
+    current = session.next_case(case="hippocampus_006")
+    before = build.state()
+    with pytest.raises(InputError):
+        session.next_case(case="no_such_case")
+    other_grid = SAMPLE / "labelsTr" / "hippocampus_007.nii.gz"
+    wrong = NextCase("hippocampus_006", (IMAGES / "hippocampus_006.nii.gz",), other_grid, 0, 0.0, "random")
+    with pytest.raises(InputError, match=r"not on the grid of case hippocampus_006's image"):
+        load_case(scene, wrong, session.labels)
+    assert build.state() == before
+    assert session.current is current and all(scene.IsNodePresent(node) for node in current.nodes)
+
+
 def test_an_empty_segmentation_is_accepted(session):
     nodes = session.next_case()
     paint(nodes.segmentation_node, lambda voxels: voxels.fill(0))
@@ -329,3 +345,30 @@ def test_a_project_from_the_bundled_model_predicts_at_once(logic, tmp_path):
     logic.createProject(tmp_path / "project", IMAGES, model="hippocampus-tiny")
     _, segmentation = logic.nextCase()
     assert layer_voxels(segmentation).any()
+
+
+def test_a_picture_case_is_a_one_slice_volume_and_its_segmentation_is_stored_as_2d(scene, tmp_path):
+    from MedSegCNNLib.image.core import Image
+    from MedSegCNNLib.image.io import write_image
+
+    images = tmp_path / "pictures"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for case in ("cells_1", "cells_2"):
+        pixels = rng.integers(0, 255, (12, 17), dtype=np.uint8)
+        write_image(Image(pixels, (1.0, 1.0), (0.0, 0.0), np.eye(2)), images / f"{case}.png")
+    opened = AnnotationSession.create(scene, tmp_path / "project", images, label_names=["cell"], learning=False)
+    try:
+        nodes = opened.next_case(case="cells_2")
+        assert nodes.spatial_dims == 2 and segment_names(nodes.segmentation_node) == ["cell"]
+        assert layer_voxels(nodes.segmentation_node).shape == (1, 12, 17)
+        paint(nodes.segmentation_node, lambda voxels: voxels.__setitem__((0, slice(2, 5), slice(3, 9)), 1))
+        result = opened.accept()
+        stored = read_image(result.file)
+        picture = read_image(images / "cells_2.png")
+        assert stored.spatial_dims == 2 and stored.same_grid(picture)
+        expected = np.zeros((12, 17), np.uint8)
+        expected[2:5, 3:9] = 1
+        np.testing.assert_array_equal(stored.array, expected)
+    finally:
+        opened.close()
