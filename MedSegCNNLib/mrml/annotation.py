@@ -349,6 +349,12 @@ class AnnotationSession:
         made on (:meth:`AnnotationProject.accept`); returns the :class:`AcceptResult`. The scene is not changed."""
         nodes = self.case_of(segmentation_node)
         node = nodes.segmentation_node if segmentation_node is None else segmentation_node
+        gone = [item.GetName() for item in (node, nodes.reference_volume) if not self.scene.IsNodePresent(item)]
+        if gone:
+            raise InputError(
+                f"'{gone[0]}' of case {nodes.case} is no longer in the scene; load the case again "
+                f"(nextCase(case='{nodes.case}')), correct it and accept it. Nothing was stored."
+            )
         labels = self.labels
         label_map = _label_map_3d(node, nodes, labels)
         result = self.project.accept(

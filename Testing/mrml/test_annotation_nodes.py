@@ -285,6 +285,16 @@ def test_a_case_that_cannot_be_loaded_leaves_the_scene_and_the_current_case_as_t
     assert session.current is current and all(scene.IsNodePresent(node) for node in current.nodes)
 
 
+def test_a_case_whose_nodes_were_removed_is_not_accepted(session, scene):
+    from MedSegCNNLib.mrml.scene_cleanup import remove_added_node
+
+    nodes = session.next_case(case="hippocampus_006")
+    remove_added_node(scene, nodes.segmentation_node)
+    with pytest.raises(InputError, match=r"'hippocampus_006 segmentation' of case hippocampus_006 is no longer in"):
+        session.accept()
+    assert session.status().cases["accepted"] == []
+
+
 def test_an_empty_segmentation_is_accepted(session):
     nodes = session.next_case()
     paint(nodes.segmentation_node, lambda voxels: voxels.fill(0))
