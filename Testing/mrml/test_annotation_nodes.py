@@ -152,11 +152,20 @@ def test_next_case_loads_the_volume_and_its_prediction_voxel_exact(session, scen
 
 
 def test_before_the_first_model_each_label_has_an_empty_segment_to_paint(scene, tmp_path):
-    opened = AnnotationSession.create(scene, tmp_path / "project", IMAGES, label_names=NAMES, learning=False)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    labelled = ["hippocampus_004", "hippocampus_008"]
+    for case in labelled:
+        shutil.copy(SAMPLE / "labelsTr" / f"{case}.nii.gz", labels)
+    shutil.copy(SAMPLE / "dataset.json", labels)  # the label names
+    opened = AnnotationSession.create(scene, tmp_path / "project", IMAGES, labels=labels, learning=False)
     try:
-        nodes = opened.next_case(case="hippocampus_006")
+        assert opened.labels == {0: "background", 1: "Anterior", 2: "Posterior"}
+        assert opened.status().cases["accepted"] == labelled
+        nodes = opened.next_case()
+        assert nodes.case not in labelled
         assert nodes.prediction is None and nodes.model_version is None
-        assert [node.GetName() for node in nodes.volume_nodes] == ["hippocampus_006"]
+        assert [node.GetName() for node in nodes.volume_nodes] == [nodes.case]
         assert segment_names(nodes.segmentation_node) == NAMES
         assert not layer_voxels(nodes.segmentation_node).any()
         assert reference_volume(nodes.segmentation_node) is nodes.volume_nodes[0]
