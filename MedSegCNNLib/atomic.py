@@ -193,6 +193,16 @@ def write_failure(target: Path, error: OSError, *, replaced: bool) -> WriteError
     return WriteError(f"Could not write {target}: {cause}{kept}; {advice}.")
 
 
+def make_folder(folder: Path, *, for_file: Path) -> Path:
+    """Create ``folder`` (and its parents) if missing, to write ``for_file`` into; a failure is the
+    :class:`WriteError` of that file (its one line names the user's file, the cause and what to do)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_failure(for_file, error, replaced=False) from None
+    return folder
+
+
 def incomplete_write(target: Path, reason: str, *, replaced: bool) -> WriteError:
     """The :class:`WriteError` for a write that failed or left a file that failed its check (``reason``). A
     nearly full disk is named as the cause, since some writers (SimpleITK) do not report it."""

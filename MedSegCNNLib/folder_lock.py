@@ -53,9 +53,10 @@ class FolderLock:
             os.close(descriptor)  # its holder removed the file while releasing it: lock the next one
         since = time.strftime("%H:%M:%S")
         description = "" if holder is None else f"{holder} on {socket.gethostname()} since {since}\n"
-        os.ftruncate(descriptor, 0)
-        os.lseek(descriptor, 0, os.SEEK_SET)
-        os.write(descriptor, f"{os.getpid()}\n{description}".encode())
+        with contextlib.suppress(OSError):  # a full disk: the lock holds all the same, the message is vaguer
+            os.ftruncate(descriptor, 0)
+            os.lseek(descriptor, 0, os.SEEK_SET)
+            os.write(descriptor, f"{os.getpid()}\n{description}".encode())
         return cls(path, descriptor, found_stale=found_stale)
 
     def release(self) -> None:

@@ -7,11 +7,16 @@ then asserts the exit code, the exact one-line message (:func:`error_line`), tha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 TEMPORARY_NAME = re.compile(r"(^\..*\.partial(\..*)?$)|(\.partial$)|(^\.medsegcnn-)|(\.tmp$)")
 """Names our temporary files and folders have (hidden, with ``.partial``), plus generic ``.tmp`` files."""
@@ -51,3 +56,28 @@ def error_line(result: subprocess.CompletedProcess[str]) -> str:
     errors = [line for line in result.stderr.splitlines() if line.startswith("medsegcnn: error: ")]
     assert len(errors) == 1, result.stderr
     return errors[0].removeprefix("medsegcnn: error: ")
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder: Path, *options: str) -> Iterator[Path]:
+    """A tmpfs mounted on ``folder`` for the block (skips the test where mounting is not allowed)."""
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root on POSIX (the monkeypatched writer covers other users)")
+    folder.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> None:
+    """Fill the file system of ``folder`` to the last byte."""
+    for name, chunk in (("filler", 4096), ("filler-tail", 1)):
+        with (folder / name).open("wb", buffering=0) as file, contextlib.suppress(OSError):
+            while True:
+                file.write(b"\0" * chunk)

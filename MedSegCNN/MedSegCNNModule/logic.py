@@ -35,6 +35,57 @@ def channelsPerSelector(channelCount: int, volumes) -> list[int]:
     return counts
 
 
+#: The console keywords of ``MedSegCNNLogic.segment`` and the PredictOptions fields they set.
+SEGMENT_KEYWORDS = {
+    "device": "device",
+    "backend": "backend",
+    "precision": "precision",
+    "tta": "tta",
+    "keepLargest": "keep_largest",
+    "minSizeMm3": "min_size_mm3",
+    "fillHoles": "fill_holes",
+    "probabilities": "probabilities",
+    "uncertainty": "uncertainty",
+}
+#: The console keywords of ``MedSegCNNLogic.train`` and the TrainingConfig fields they set.
+TRAIN_KEYWORDS = {
+    "dims": "spatial_dims",
+    "epochs": "epochs",
+    "timeBudgetMin": "time_budget_minutes",
+    "initFrom": "init_from",
+    "freezeEncoder": "freeze_encoder",
+    "device": "device",
+}
+
+
+def optionsRecord(recordClass, options, keywords: dict, names: dict[str, str]):
+    """``options`` (an instance of ``recordClass``), or, when it is None, the record that the console ``keywords``
+    give (``names``: keyword -> field; none given: the defaults). Raises TypeError for an unknown keyword or for
+    keywords given with ``options``."""
+    unknown = sorted(set(keywords) - set(names))
+    if unknown:
+        raise TypeError(
+            _("Unknown option(s) {names}; the options are {known}.").format(
+                names=", ".join(unknown), known=", ".join(names)
+            )
+        )
+    if options is None:
+        return recordClass(**{names[keyword]: value for keyword, value in keywords.items()})
+    if keywords:
+        raise TypeError(
+            _("Give the options either as options= or as keywords ({names}), not both.").format(
+                names=", ".join(sorted(keywords))
+            )
+        )
+    if not isinstance(options, recordClass):
+        raise TypeError(
+            _("options must be a {expected}, not {given}.").format(
+                expected=recordClass.__name__, given=type(options).__name__
+            )
+        )
+    return options
+
+
 class MedSegCNNLogic(ScriptedLoadableModuleLogic):
     """The console API: segment, evaluate and train with MRML nodes in and out (thin wrappers over
     MedSegCNNLib.mrml). Bad input raises MedSegCNNLib.errors.InputError with the scene unchanged."""
@@ -68,27 +119,23 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
         inputVolumes,
         model: str = DEFAULT_MODEL,
         *,
+        options=None,
         segmentationNode=None,
         replace: bool = False,
-        device: str = "auto",
-        backend: str = "auto",
-        precision: str = "auto",
-        tta: bool = False,
-        keepLargest: bool = False,
-        minSizeMm3: float = 0.0,
-        fillHoles: bool = False,
-        probabilities: bool = False,
-        uncertainty: bool = False,
         waitForCompletion: bool = True,
+        **keywords,
     ):
         """Segments ``inputVolumes`` with ``model`` (a registry name or a model folder) into ``segmentationNode``
         (None: a new one; one that has segments is changed only with ``replace``). ``inputVolumes``: a volume node,
         or several; their channels, in order, are the model's input channels in the card's order: a scalar volume
         gives one, a vector volume one per component (a colour picture loaded from PNG/JPEG/TIFF: red, green,
         blue). A 2D model segments a single-slice volume (a picture) as a 2D image, voxel for voxel on it.
-        ``backend``: "auto" (OpenVINO on the CPU when installed), "torch" or "openvino"; ``precision``: "auto",
-        "fp32", "bf16" or "fp16" (see MedSegCNNLib.inference.options). ``minSizeMm3``: components smaller than
-        this (mm³) are removed.
+
+        ``options``: how to predict, a MedSegCNNLib.inference.options.PredictOptions (the panel passes one). From the
+        console, keywords may give its fields instead (``options`` None): ``device``, ``backend`` ("auto": OpenVINO
+        on the CPU when installed, "torch" or "openvino"), ``precision`` ("auto", "fp32", "bf16" or "fp16"),
+        ``tta``, ``keepLargest``, ``minSizeMm3`` (components smaller than this, in mm³, are removed), ``fillHoles``,
+        ``probabilities`` and ``uncertainty``; e.g. ``logic.segment(volume, "hippocampus-tiny", tta=True)``.
 
         Returns the SegmentationOutputs (segmentation_node, probability_nodes, uncertainty_node) when
         ``waitForCompletion``, else the started SegmentationTask (poll it; call ``finish()`` on the main thread
@@ -96,17 +143,7 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
         from MedSegCNNLib.inference.options import PredictOptions
         from MedSegCNNLib.mrml.tasks import SegmentationTask
 
-        options = PredictOptions(
-            device=device,
-            backend=backend,
-            precision=precision,
-            tta=tta,
-            keep_largest=keepLargest,
-            min_size_mm3=minSizeMm3,
-            fill_holes=fillHoles,
-            probabilities=probabilities,
-            uncertainty=uncertainty,
-        )
+        options = optionsRecord(PredictOptions, options, keywords, SEGMENT_KEYWORDS)
         task = SegmentationTask(
             slicer.mrmlScene,
             inputVolumes,
@@ -146,34 +183,29 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
         pairs,
         outputFolder,
         *,
+        options=None,
         dataFolder=None,
-        dims: int | None = None,
-        epochs: int | None = None,
-        timeBudgetMin: float | None = None,
-        initFrom=None,
-        freezeEncoder: bool = False,
-        device: str = "auto",
         waitForCompletion: bool = True,
+        **keywords,
     ):
-        """Trains a ``dims``-D network (None: planned, 2D for single-slice volumes such as pictures, else 3D) on
-        ``pairs`` [(volume node or list of volume nodes, segmentation node), ...] and/or the MSD/nnU-Net dataset folder
-        ``dataFolder``, into the new folder ``outputFolder``. A vector (colour) volume gives one channel per
-        component; a single-slice volume trains a 2D model as a 2D image. ``epochs`` and
-        ``timeBudgetMin`` (minutes) limit the run (None: the library's defaults); ``initFrom`` (a registry name or a
-        model folder) fine-tunes that model, with its encoder frozen if ``freezeEncoder``.
+        """Trains a network on ``pairs`` [(volume node or list of volume nodes, segmentation node), ...] and/or the
+        MSD/nnU-Net dataset folder ``dataFolder``, into the new folder ``outputFolder``. A vector (colour) volume
+        gives one channel per component; a single-slice volume trains a 2D model as a 2D image.
+
+        ``options``: how to train, a MedSegCNNLib.training.config.TrainingConfig (the panel passes one; its fields
+        left None are planned). From the console, keywords may give the common ones instead (``options`` None):
+        ``dims`` (2 or 3; None: planned, 2D for single-slice volumes such as pictures, else 3D), ``epochs`` and
+        ``timeBudgetMin`` (minutes) limit the run, ``initFrom`` (a registry name or a model folder) fine-tunes that
+        model, with its encoder frozen if ``freezeEncoder``, and ``device``; e.g.
+        ``logic.train(pairs, folder, epochs=50)``.
 
         Returns the trained model folder (a Path) when ``waitForCompletion``, else the started TrainingTask."""
         from MedSegCNNLib.mrml.tasks import TrainingTask
         from MedSegCNNLib.training.config import TrainingConfig
 
-        config = TrainingConfig(
-            spatial_dims=dims,
-            epochs=epochs,
-            time_budget_minutes=timeBudgetMin,
-            init_from=None if initFrom is None else str(initFrom),
-            freeze_encoder=freezeEncoder,
-            device=device,
-        )
+        if keywords.get("initFrom") is not None:
+            keywords["initFrom"] = str(keywords["initFrom"])  # a Path too
+        config = optionsRecord(TrainingConfig, options, keywords, TRAIN_KEYWORDS)
         task = TrainingTask(
             slicer.mrmlScene,
             pairs,

@@ -210,7 +210,9 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         name = None
         if folder:
-            with slicer.util.tryWithErrorDisplay(_("The nnU-Net model could not be imported."), waitCursor=True):
+            # reportErrors shows the error and goes on (slicer.util.tryWithErrorDisplay would raise it again, out of
+            # this slot, and leave the "Import nnU-Net model..." item selected)
+            with self.reportErrors(_("The nnU-Net import")), slicer.util.WaitCursor():
                 name = self.logic.importNnUNet(folder)
         if name:
             self._parameterNode.model = name
@@ -346,20 +348,29 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             task = self.logic.segment(
                 self.selectedVolumes(entry),
                 parameters.model,
+                options=self.predictOptions(),
                 segmentationNode=parameters.outputSegmentation,
                 replace=parameters.replaceSegments,
-                device=parameters.device,
-                backend=parameters.backend,
-                precision=parameters.precision,
-                tta=parameters.tta,
-                keepLargest=parameters.keepLargest,
-                minSizeMm3=parameters.minSizeMm3,
-                fillHoles=parameters.fillHoles,
-                probabilities=parameters.probabilities,
-                uncertainty=parameters.uncertainty,
                 waitForCompletion=False,
             )
             self.runTask(task, _("Segmentation"), self.onSegmentationDone)
+
+    def predictOptions(self):
+        """The Segment section's choices as one MedSegCNNLib.inference.options.PredictOptions."""
+        from MedSegCNNLib.inference.options import PredictOptions
+
+        parameters = self._parameterNode
+        return PredictOptions(
+            device=parameters.device,
+            backend=parameters.backend,
+            precision=parameters.precision,
+            tta=parameters.tta,
+            keep_largest=parameters.keepLargest,
+            min_size_mm3=parameters.minSizeMm3,
+            fill_holes=parameters.fillHoles,
+            probabilities=parameters.probabilities,
+            uncertainty=parameters.uncertainty,
+        )
 
     def onSegmentationDone(self, task) -> None:
         outputs = task.finish()
@@ -414,18 +425,12 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onTrain(self) -> None:
         if not self.ensureRequirements(needTorch=True):
             return
-        parameters = self._parameterNode
         with self.reportErrors(_("Training")):
             task = self.logic.train(
                 self.trainingPairNodes(),
                 self.ui.trainOutputPathLineEdit.currentPath,
+                options=self.trainingConfig(),
                 dataFolder=self.ui.trainDataFolderPathLineEdit.currentPath or None,
-                dims=3 if parameters.trainDims == "3D" else 2,
-                epochs=parameters.trainEpochs or None,
-                timeBudgetMin=parameters.trainTimeBudgetMin or None,
-                initFrom=parameters.model if parameters.trainFineTune else None,
-                freezeEncoder=parameters.trainFineTune and parameters.trainFreezeEncoder,
-                device=parameters.trainDevice,
                 waitForCompletion=False,
             )
             if self._curves is None:
@@ -434,6 +439,21 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._curves = TrainingCurves(slicer.mrmlScene)
             self.ui.trainPlotWidget.setMRMLPlotViewNode(self._curves.start())
             self.runTask(task, _("Training"), self.onTrainingDone, onEvents=self._curves.add_events)
+
+    def trainingConfig(self):
+        """The Train section's choices as one MedSegCNNLib.training.config.TrainingConfig (0 epochs or minutes:
+        planned; fine-tuning starts from the selected model)."""
+        from MedSegCNNLib.training.config import TrainingConfig
+
+        parameters = self._parameterNode
+        return TrainingConfig(
+            spatial_dims=3 if parameters.trainDims == "3D" else 2,
+            epochs=parameters.trainEpochs or None,
+            time_budget_minutes=parameters.trainTimeBudgetMin or None,
+            init_from=parameters.model if parameters.trainFineTune else None,
+            freeze_encoder=parameters.trainFineTune and parameters.trainFreezeEncoder,
+            device=parameters.trainDevice,
+        )
 
     def onTrainingDone(self, task) -> None:
         modelFolder = task.finish()

@@ -56,13 +56,16 @@ MIN_CASES_TO_LEARN = 2
 """Accepted cases before the first round of a project without a model (a round from 1 case overfits it)."""
 LONGEST_PAUSE_S = 600.0
 """A pause request older than this is ignored (its process hangs): learning never waits for ever."""
+STARTING_S = 120.0
+"""A learner started this long ago that holds no lock has died before it began (its log says why)."""
 _STATE_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
 class LearningState:
-    """What ``learning/state.json`` says, and whether its learner still runs: ``state`` is running, idle, failed
-    or stopped (the file says running but no learner holds the lock: its process was killed)."""
+    """What ``learning/state.json`` says, and whether its learner still runs: ``state`` is starting (a learner was
+    started and has not begun yet), running, idle, failed or stopped (the file says running but no learner holds
+    the lock: its process was killed)."""
 
     state: str
     message: str = ""
@@ -96,7 +99,8 @@ def read_learning_state(project: Path) -> LearningState:
         return LearningState("idle")
     except (OSError, ValueError, TypeError):
         return LearningState("idle", message=f"{path} is unreadable; it is rewritten by the next round.")
-    if state.state == "running" and not learner_running(project):
+    starting = state.state == "starting" and time.time() - (state.started or 0.0) < STARTING_S
+    if state.state in ("running", "starting") and not starting and not learner_running(project):
         return LearningState("stopped", message="The learning process ended before its round did (killed?); the "
                              "next accept learns again.", version=state.version, cases=state.cases)
     return state
@@ -121,6 +125,7 @@ def start_learner(project: Path) -> bool:
         return False
     folder = learning_folder(project)
     folder.mkdir(exist_ok=True)
+    write_learning_state(project, LearningState("starting", started=time.time()))  # no learner writes it now
     environment = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}  # idle OpenMP threads sleep instead of spinning
     with (folder / LOG_FILE).open("ab") as log:
         detached: dict[str, Any] = (
@@ -364,8 +369,8 @@ def _live_pause_requests(folder: Path) -> bool:
     return live
 
 
-def _replace(state: LearningState, **changes: Any) -> LearningState:
-    return LearningState(**{**state.to_dict(), **changes})
+def _replace(learning: LearningState, **changes: Any) -> LearningState:
+    return LearningState(**{**learning.to_dict(), **changes})
 
 
 def main(argv: list[str] | None = None) -> int:

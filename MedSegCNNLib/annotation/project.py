@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_folder
+from ..atomic import make_folder
 from ..data.dataset import MASK_SUFFIXES, CaseSource, case_information, label_grid_problem, read_label
 from ..data.msd import find_dataset_json, read_label_names
 from ..errors import InputError
@@ -58,7 +58,7 @@ from .project_file import (
     relative_path,
     write_project_file,
 )
-from .versions import LATEST, MODELS_FOLDER, Versions, new_version, read_versions, write_versions
+from .versions import LATEST, MODELS_FOLDER, new_version, publish_version, read_versions
 
 logger = logging.getLogger(__name__)
 
@@ -247,15 +247,7 @@ class AnnotationProject:
                 stored = project._store_revision(state, record, read_label(CaseSource(case, (label_file,), label_file)))
                 state = state.with_case(replace(record, state=CaseState.ACCEPTED, revisions=(stored[0],)))
             if model_folder is not None:
-                version = new_version(0, source=f"initial model {model}")
-                with atomic_folder(target / version.folder, overwrite=False) as partial:
-                    for entry in model_folder.iterdir():
-                        if entry.is_file() and not entry.name.startswith("."):
-                            shutil.copy2(entry, partial / entry.name)
-                write_versions(target, Versions((version,)))
-                from .versions import point_latest
-
-                point_latest(target, version.folder)
+                publish_version(target, model_folder, new_version(0, source=f"initial model {model}"))
             write_project_file(target, state, new=True)
         except BaseException:
             project.close()
@@ -451,7 +443,8 @@ class AnnotationProject:
 
     def _learn_if_due(self) -> str:
         """Start a learner when a round is due: "started", "running" (the running learner takes the new cases in
-        its next round), "waiting" (too few accepted cases yet) or "off"."""
+        its next round), "waiting" (too few accepted cases yet) or "off". The project file already names the new
+        case, so a learner that ends its last round just now looks once more and sees it."""
         state = self.project_file
         if not state.learning:
             return "off"
@@ -482,12 +475,12 @@ class AnnotationProject:
         compact = array.astype(label_dtype(max(state.labels)), copy=False)
         stored = Image(compact, grid.spacing, grid.origin, np.asarray(grid.direction).reshape(grid.dims, grid.dims))
         folder = self.folder / LABELS_FOLDER
-        folder.mkdir(exist_ok=True)
         number = len(record.revisions) + 1
         target = folder / f"{record.id}.r{number:03d}.nii.gz"
         while target.exists():  # a killed accept's file, never listed: keep it, write the next name
             number += 1
             target = folder / f"{record.id}.r{number:03d}.nii.gz"
+        make_folder(folder, for_file=target)
         write_image(stored, target)
         return relative_path(target, self.folder), compact
 
@@ -552,10 +545,9 @@ class AnnotationProject:
         return result.labels, result.uncertainty, seconds
 
     def _write_prediction(self, record: CaseRecord, version: int, labels: Image) -> Path:
-        folder = self.folder / PREDICTIONS_FOLDER
-        folder.mkdir(exist_ok=True)
         picture = labels.spatial_dims == 2 and is_raster_path(absolute_path(record.images[0], self.folder))
-        target = folder / f"{record.id}.v{version:04d}{'.png' if picture else '.nii.gz'}"
+        target = self.folder / PREDICTIONS_FOLDER / f"{record.id}.v{version:04d}{'.png' if picture else '.nii.gz'}"
+        make_folder(target.parent, for_file=target)
         return write_image(labels, target, overwrite=True)  # derived data of the project's own, remade at will
 
     def _most_uncertain(self, state: ProjectFile, candidates: Sequence[CaseRecord],

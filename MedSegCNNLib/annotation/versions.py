@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_folder, temporary_path, write_text_atomic
+from ..atomic import atomic_folder, make_folder, temporary_path, write_text_atomic
 from ..errors import InputError
 
 VERSIONS_FILE = "versions.json"
@@ -116,7 +116,7 @@ def publish_version(project: Path, model_folder: Path, version: ModelVersion) ->
     """Copy the model folder ``model_folder`` to ``version.folder``, list it in ``versions.json`` and point
     ``models/latest`` at it; returns the new list. The folder is complete before the list names it."""
     target = project / version.folder
-    target.parent.mkdir(exist_ok=True)
+    make_folder(target.parent, for_file=target)
     with atomic_folder(target, overwrite=True) as partial:  # a folder left by a killed round is replaced
         for entry in model_folder.iterdir():
             if entry.is_file() and not entry.name.startswith("."):

@@ -8,19 +8,16 @@ process killed while writing (its temporary file is removed by the next write th
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from cli_support import ROOT, SAMPLE, medsegcnn
-from fault_support import assert_unchanged, error_line, leftovers, snapshot
+from fault_support import assert_unchanged, error_line, fill, leftovers, mounted_tmpfs, snapshot
 
 from MedSegCNNLib import Image
 from MedSegCNNLib.atomic import is_temporary, temporary_path, write_text_atomic
@@ -32,31 +29,6 @@ IMAGE = SAMPLE / "imagesTr" / "hippocampus_004.nii.gz"
 FORMATS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd")
 NO_SPACE = "no space left on the device"
 ADVICE = "free some space or write elsewhere"
-
-
-@contextlib.contextmanager
-def mounted_tmpfs(folder: Path, *options: str) -> Iterator[Path]:
-    """A tmpfs mounted on ``folder`` for the block (skips the test where mounting is not allowed)."""
-    if os.name != "posix" or os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root on POSIX (the monkeypatched writer covers other users)")
-    folder.mkdir()
-    mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs", str(folder)], capture_output=True, text=True
-    )
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def fill(folder: Path) -> None:
-    """Fill the file system of ``folder`` to the last byte."""
-    for name, chunk in (("filler", 4096), ("filler-tail", 1)):
-        with (folder / name).open("wb", buffering=0) as file, contextlib.suppress(OSError):
-            while True:
-                file.write(b"\0" * chunk)
 
 
 def predict(output: Path, *extra: str) -> subprocess.CompletedProcess[str]:

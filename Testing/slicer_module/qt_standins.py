@@ -1,12 +1,20 @@
 """Stand-ins for the Slicer and CTK widget classes of MedSegCNN/Resources/UI/MedSegCNN.ui, so that Qt's own UI
 loader (PySide6's QUiLoader, Qt 6) can build the panel outside the Slicer app: for the loader checks
-(Testing/slicer_module/test_ui_loader.py) and the catalog preview (Resources/Screenshots/render_panel_preview.py).
+(Testing/slicer_module/test_ui_loader.py), the catalog preview (Resources/Screenshots/render_panel_preview.py) and
+the panel harness (Testing/slicer_module/panel_harness.py), which runs the panel's code on a real MRML scene.
 
 Each stand-in derives from the Qt class its real class derives from, has the real class's name, and declares as Qt
 properties, signals and slots only members the real class has (:data:`REAL_API` names them and the header they
 were read from). Qt's loader turns a property it cannot find into a silent dynamic property, so a property the .ui
 sets that the real class lacks stays visible as one that the stand-in lacks too. The widgets' looks are rough
-imitations for the preview; of the real widgets' behaviour only collapsing is imitated.
+imitations for the preview. Of the real widgets' behaviour, collapsing is imitated, and what the panel harness
+needs: the node selectors list the nodes of a real ``vtkMRMLScene`` (given with ``setMRMLScene``) and select one,
+the table view shows its table node's rows. Their plain Python methods (``currentNode``, ``mrmlScene``, ...) are
+the real classes' too (:data:`REAL_API`), except those named in :data:`NOT_REAL`.
+
+PySide6 cannot pass a VTK object through Qt's meta-call (a ``vtkMRMLScene*`` argument is an unknown type to it), so
+the .ui's ``mrmlSceneChanged(vtkMRMLScene*)`` connections are made by Qt's loader but replayed in Python
+(:func:`replay_scene_connections`), and ``qMRMLNodeComboBox.currentNodeChanged`` carries a Python object.
 """
 
 # Qt and Slicer names (ctkPathLineEdit, setMRMLScene, currentPath) must be spelled as in C++.
@@ -16,7 +24,8 @@ from __future__ import annotations
 
 import enum
 import warnings
-from typing import NamedTuple
+import xml.etree.ElementTree as ET
+from typing import Any, NamedTuple
 
 from PySide6.QtCore import Property, QEvent, QFlag, QPoint, QRect, QSize, Qt, Signal, Slot
 from PySide6.QtGui import QColor, QPainter, QPalette, QPen
@@ -29,7 +38,10 @@ from PySide6.QtWidgets import (
     QStyle,
     QStyleOptionButton,
     QTableView,
+    QTableWidget,
+    QTableWidgetItem,
     QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -46,7 +58,8 @@ class RealClass(NamedTuple):
 #: The real classes' members the stand-ins declare, checked against the Slicer and CTK sources:
 #: commontk/CTK Libs/Widgets/ctkCollapsibleButton.h, Libs/Widgets/ctkPathLineEdit.h; Slicer/Slicer
 #: Libs/MRML/Widgets/qMRMLWidget.h, qMRMLNodeComboBox.h, qMRMLAbstractViewWidget.h, qMRMLPlotWidget.h,
-#: qMRMLTableView.h. Inherited Qt members (text, toolTip, minimumSize, ...) come from the real Qt base class.
+#: qMRMLTableView.h, Base/QTGUI/qSlicerAbstractModuleWidget.h. Inherited Qt members (text, toolTip, minimumSize, ...)
+#: come from the real Qt base class.
 REAL_API: dict[str, RealClass] = {
     # class ctkCollapsibleButton : public QAbstractButton; Q_PROPERTY(bool collapsed ... NOTIFY contentsCollapsed)
     "ctkCollapsibleButton": RealClass(
@@ -60,13 +73,18 @@ REAL_API: dict[str, RealClass] = {
         "CTK Libs/Widgets/ctkPathLineEdit.h",
         frozenset({"Filters", "filters", "currentPath", "settingKey", "currentPathChanged", "setCurrentPath"}),
     ),
-    # class qMRMLWidget : public QWidget; slot setMRMLScene(vtkMRMLScene*); signal mrmlSceneChanged(vtkMRMLScene*)
+    # class qMRMLWidget : public QWidget; slot setMRMLScene(vtkMRMLScene*); signal mrmlSceneChanged(vtkMRMLScene*);
+    # Q_INVOKABLE vtkMRMLScene* mrmlScene() const
     "qMRMLWidget": RealClass(
-        "QWidget", "Slicer Libs/MRML/Widgets/qMRMLWidget.h", frozenset({"setMRMLScene", "mrmlSceneChanged"})
+        "QWidget",
+        "Slicer Libs/MRML/Widgets/qMRMLWidget.h",
+        frozenset({"setMRMLScene", "mrmlSceneChanged", "mrmlScene"}),
     ),
     # class qMRMLNodeComboBox : public QWidget; Q_PROPERTY(QStringList nodeTypes ...), bool showChildNodeTypes,
-    # bool noneEnabled, bool addEnabled, bool removeEnabled, bool renameEnabled, QString noneDisplay;
-    # slot setMRMLScene(vtkMRMLScene*)
+    # bool noneEnabled, bool addEnabled, bool removeEnabled, bool renameEnabled, QString noneDisplay,
+    # QString currentNodeID; slots setMRMLScene(vtkMRMLScene*), setCurrentNode(vtkMRMLNode*),
+    # setCurrentNodeID(const QString&); signal currentNodeChanged(vtkMRMLNode*); Q_INVOKABLE currentNode(),
+    # nodeCount(), nodeFromIndex(int); mrmlScene() (Q_INVOKABLE in qMRMLNodeComboBox.h)
     "qMRMLNodeComboBox": RealClass(
         "QWidget",
         "Slicer Libs/MRML/Widgets/qMRMLNodeComboBox.h",
@@ -80,24 +98,39 @@ REAL_API: dict[str, RealClass] = {
                 "renameEnabled",
                 "noneDisplay",
                 "setMRMLScene",
+                "currentNodeID",
+                "setCurrentNode",
+                "setCurrentNodeID",
+                "currentNodeChanged",
+                "currentNode",
+                "nodeCount",
+                "nodeFromIndex",
+                "mrmlScene",
             }
         ),
     ),
     # class qMRMLPlotWidget : public qMRMLAbstractViewWidget (: public qMRMLWidget);
-    # slot setMRMLPlotViewNode(vtkMRMLPlotViewNode*)
+    # slot setMRMLPlotViewNode(vtkMRMLPlotViewNode*); Q_INVOKABLE mrmlPlotViewNode(); mrmlScene()
     "qMRMLPlotWidget": RealClass(
         "QWidget",
         "Slicer Libs/MRML/Widgets/qMRMLPlotWidget.h, qMRMLAbstractViewWidget.h",
-        frozenset({"setMRMLScene", "mrmlSceneChanged", "setMRMLPlotViewNode"}),
+        frozenset({"setMRMLScene", "mrmlSceneChanged", "setMRMLPlotViewNode", "mrmlPlotViewNode", "mrmlScene"}),
     ),
     # class qMRMLTableView : public QTableView; slots setMRMLScene(vtkMRMLScene*), setMRMLTableNode(vtkMRMLTableNode*);
-    # signal mrmlSceneChanged(vtkMRMLScene*)
+    # signal mrmlSceneChanged(vtkMRMLScene*); Q_INVOKABLE mrmlTableNode(), mrmlScene()
     "qMRMLTableView": RealClass(
         "QTableView",
         "Slicer Libs/MRML/Widgets/qMRMLTableView.h",
-        frozenset({"setMRMLScene", "mrmlSceneChanged", "setMRMLTableNode"}),
+        frozenset({"setMRMLScene", "mrmlSceneChanged", "setMRMLTableNode", "mrmlTableNode", "mrmlScene"}),
+    ),
+    # class qSlicerScriptedLoadableModuleWidget : public qSlicerAbstractModuleWidget (: qSlicerWidget : QWidget);
+    # Q_PROPERTY(bool isEntered READ isEntered) in qSlicerAbstractModuleWidget.h: the panel's ``self.parent``
+    "qSlicerScriptedLoadableModuleWidget": RealClass(
+        "QWidget", "Slicer Base/QTGUI/qSlicerAbstractModuleWidget.h", frozenset({"isEntered"})
     ),
 }
+#: Stand-in methods that the real classes lack, for the preview and the harness.
+NOT_REAL = frozenset({"showNodeName", "setEntered"})
 
 _LINE = 0.5  # pen width of the stand-ins' outlines (px)
 
@@ -107,9 +140,21 @@ class qMRMLWidget(QWidget):
 
     mrmlSceneChanged = Signal("vtkMRMLScene*")
 
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._scene: Any = None
+        self._sceneReceivers: list[QWidget] = []  # filled by replay_scene_connections
+
     @Slot("vtkMRMLScene*")
     def setMRMLScene(self, scene) -> None:
-        """No scene outside Slicer: declared so that the .ui's connections are made as in Slicer."""
+        """Keeps ``scene`` and gives it to the widgets that the .ui connects to mrmlSceneChanged (see the module's
+        docstring: the connections Qt's loader made are replayed in Python)."""
+        self._scene = scene
+        for receiver in self._sceneReceivers:
+            receiver.setMRMLScene(scene)
+
+    def mrmlScene(self) -> Any:
+        return self._scene
 
 
 class ctkCollapsibleButton(QAbstractButton):
@@ -134,11 +179,11 @@ class ctkCollapsibleButton(QAbstractButton):
 
     collapsed = Property(bool, _getCollapsed, _setCollapsed)
 
-    def headerHeight(self) -> int:
+    def _headerHeight(self) -> int:
         return self.fontMetrics().height() + 10
 
     def _updateMargins(self) -> None:
-        self.setContentsMargins(1, self.headerHeight() + 1, 1, 1)
+        self.setContentsMargins(1, self._headerHeight() + 1, 1, 1)
 
     def _showContents(self, expanded: bool) -> None:
         if expanded:
@@ -163,7 +208,7 @@ class ctkCollapsibleButton(QAbstractButton):
     def sizeHint(self) -> QSize:
         if self.isChecked() and self.layout() is not None:
             return super().sizeHint()
-        return QSize(self.fontMetrics().horizontalAdvance(self.text()) + 40, self.headerHeight())
+        return QSize(self.fontMetrics().horizontalAdvance(self.text()) + 40, self._headerHeight())
 
     def minimumSizeHint(self) -> QSize:
         if self.isChecked() and self.layout() is not None:
@@ -171,11 +216,11 @@ class ctkCollapsibleButton(QAbstractButton):
         return self.sizeHint()
 
     def hitButton(self, pos: QPoint) -> bool:
-        return pos.y() < self.headerHeight()
+        return pos.y() < self._headerHeight()
 
     def paintEvent(self, event) -> None:
         painter = QPainter(self)
-        header = QRect(0, 0, self.width(), self.headerHeight())
+        header = QRect(0, 0, self.width(), self._headerHeight())
         option = QStyleOptionButton()
         option.initFrom(self)
         option.rect = header
@@ -273,7 +318,13 @@ with warnings.catch_warnings():
 
 
 class qMRMLNodeComboBox(QWidget):
-    """A node selector: shows one item, the "none" item or a node name given with :meth:`showNodeName`."""
+    """A node selector. Without a scene it shows one item, the "none" item or a node name given with
+    :meth:`showNodeName` (the preview); with a real scene it lists the scene's nodes of its ``nodeTypes`` (not
+    those hidden from editors; subclasses only with ``showChildNodeTypes``) after the "none" item if
+    ``noneEnabled``, follows nodes being added and removed, and selects the first node when "none" is not
+    allowed. A user picks a node in its inner combo box."""
+
+    currentNodeChanged = Signal(object)  # vtkMRMLNode* in the real class (see the module's docstring)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -287,10 +338,14 @@ class qMRMLNodeComboBox(QWidget):
         }
         self._noneDisplay = "None"
         self._nodeName = ""
+        self._scene: Any = None
+        self._observerTags: list[int] = []
+        self._currentNodeID = ""
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self._combo = QComboBox(self)
         self._combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self._combo.currentIndexChanged.connect(self._onItemChosen)
         layout.addWidget(self._combo)
         self._showItem()
 
@@ -300,15 +355,118 @@ class qMRMLNodeComboBox(QWidget):
         self._showItem()
 
     def _showItem(self) -> None:
+        if self._scene is not None:
+            self._listNodes()
+            return
+        self._combo.blockSignals(True)
         self._combo.clear()
         text = self._nodeName or (self._noneDisplay if self._flags["noneEnabled"] else "")
         self._combo.addItem(text)
+        self._combo.blockSignals(False)
+
+    # ----- on a real scene ---------------------------------------------------------------------------------------
+
+    def _nodes(self) -> list[Any]:
+        """The scene's nodes this selector offers, in the scene's order."""
+        nodes = []
+        for index in range(self._scene.GetNumberOfNodes()):
+            node = self._scene.GetNthNode(index)
+            if node.GetHideFromEditors():
+                continue
+            if self._flags["showChildNodeTypes"]:
+                offered = any(node.IsA(node_type) for node_type in self._nodeTypes)
+            else:
+                offered = node.GetClassName() in self._nodeTypes
+            if offered:
+                nodes.append(node)
+        return nodes
+
+    def _listNodes(self) -> None:
+        """Lists the nodes again, keeping the current one if it is still there."""
+        ids = [node.GetID() for node in self._nodes()]
+        current = self._currentNodeID if self._currentNodeID in ids else ""
+        if not current and not self._flags["noneEnabled"] and ids:
+            current = ids[0]
+        self._combo.blockSignals(True)
+        self._combo.clear()
+        if self._flags["noneEnabled"]:
+            self._combo.addItem(self._noneDisplay, "")
+        for node_id in ids:
+            self._combo.addItem(self._scene.GetNodeByID(node_id).GetName(), node_id)
+        self._combo.setCurrentIndex(self._combo.findData(current))
+        self._combo.blockSignals(False)
+        self._select(current)
+
+    def _select(self, node_id: str) -> None:
+        if node_id != self._currentNodeID:
+            self._currentNodeID = node_id
+            self.currentNodeChanged.emit(self.currentNode())
+
+    def _onItemChosen(self, index: int) -> None:
+        if self._scene is not None:
+            self._select(self._combo.itemData(index) or "" if index >= 0 else "")
+
+    def _onSceneChanged(self, caller: Any, event: str) -> None:
+        self._listNodes()
+
+    @Slot("vtkMRMLScene*")
+    def setMRMLScene(self, scene) -> None:
+        """Observes ``scene`` (None: forgets the scene) and lists its nodes."""
+        if self._scene is not None:
+            for tag in self._observerTags:
+                self._scene.RemoveObserver(tag)
+        self._observerTags = []
+        self._scene = scene
+        if scene is None:
+            self._currentNodeID = ""
+            self._showItem()
+            return
+        for event in (scene.NodeAddedEvent, scene.NodeRemovedEvent, scene.EndCloseEvent, scene.EndImportEvent):
+            self._observerTags.append(scene.AddObserver(event, self._onSceneChanged))
+        self._listNodes()
+
+    def mrmlScene(self) -> Any:
+        return self._scene
+
+    def currentNode(self) -> Any:
+        """The selected node, or None."""
+        if self._scene is None or not self._currentNodeID:
+            return None
+        return self._scene.GetNodeByID(self._currentNodeID)
+
+    def setCurrentNode(self, node: Any) -> None:
+        self.setCurrentNodeID(node.GetID() if node is not None else "")
+
+    def _getCurrentNodeID(self) -> str:
+        return self._currentNodeID
+
+    @Slot(str)
+    def setCurrentNodeID(self, node_id: str) -> None:
+        """Selects the node ``node_id``; one that is not offered selects none (as in the real class)."""
+        index = self._combo.findData(node_id) if node_id else -1
+        node_id = node_id if index >= 0 else ""
+        self._combo.blockSignals(True)
+        self._combo.setCurrentIndex(self._combo.findData(node_id))
+        self._combo.blockSignals(False)
+        self._select(node_id)
+
+    currentNodeID = Property(str, _getCurrentNodeID, setCurrentNodeID)
+
+    def nodeCount(self) -> int:
+        return len(self._nodes()) if self._scene is not None else 0
+
+    def nodeFromIndex(self, index: int) -> Any:
+        nodes = self._nodes() if self._scene is not None else []
+        return nodes[index] if 0 <= index < len(nodes) else None
+
+    # ----- properties --------------------------------------------------------------------------------------------
 
     def _getNodeTypes(self) -> list[str]:
         return list(self._nodeTypes)
 
     def _setNodeTypes(self, types: list[str]) -> None:
         self._nodeTypes = list(types)
+        self._showItem()
 
     nodeTypes = Property("QStringList", _getNodeTypes, _setNodeTypes)
 
@@ -338,17 +496,20 @@ class qMRMLNodeComboBox(QWidget):
     removeEnabled = _flag("removeEnabled")
     renameEnabled = _flag("renameEnabled")
 
-    @Slot("vtkMRMLScene*")
-    def setMRMLScene(self, scene) -> None:
-        """No scene outside Slicer: declared so that the .ui's connections are made as in Slicer."""
-
 
 class qMRMLPlotWidget(qMRMLWidget):
-    """An empty plot: a white canvas with two axes."""
+    """An empty plot: a white canvas with two axes; keeps the plot view node it is given."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._plotViewNode: Any = None
 
     @Slot("vtkMRMLPlotViewNode*")
     def setMRMLPlotViewNode(self, node) -> None:
-        """No plot view node outside Slicer."""
+        self._plotViewNode = node
+
+    def mrmlPlotViewNode(self) -> Any:
+        return self._plotViewNode
 
     def paintEvent(self, event) -> None:
         painter = QPainter(self)
@@ -362,23 +523,85 @@ class qMRMLPlotWidget(qMRMLWidget):
 
 
 class qMRMLTableView(QTableView):
-    """The spreadsheet of a table node; empty."""
+    """The spreadsheet of a table node: its cells as text, one row per table row, its columns' names as headers."""
 
     mrmlSceneChanged = Signal("vtkMRMLScene*")
 
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._scene: Any = None
+        self._tableNode: Any = None
+
     @Slot("vtkMRMLScene*")
     def setMRMLScene(self, scene) -> None:
-        """No scene outside Slicer: declared so that the .ui's connections are made as in Slicer."""
+        self._scene = scene
+
+    def mrmlScene(self) -> Any:
+        return self._scene
 
     @Slot("vtkMRMLTableNode*")
     def setMRMLTableNode(self, node) -> None:
-        """No table node outside Slicer."""
+        self._tableNode = node
+        cells = QTableWidget(self)  # its model holds the cells
+        if node is not None:
+            table = node.GetTable()
+            cells.setRowCount(table.GetNumberOfRows())
+            cells.setColumnCount(table.GetNumberOfColumns())
+            cells.setHorizontalHeaderLabels([table.GetColumnName(c) for c in range(table.GetNumberOfColumns())])
+            for row in range(table.GetNumberOfRows()):
+                for column in range(table.GetNumberOfColumns()):
+                    cells.setItem(row, column, QTableWidgetItem(table.GetValue(row, column).ToString()))
+        cells.hide()
+        self.setModel(cells.model())
+
+    def mrmlTableNode(self) -> Any:
+        return self._tableNode
+
+
+class qSlicerScriptedLoadableModuleWidget(QWidget):
+    """The module panel's frame (the scripted widget's ``self.parent``), with a vertical layout; ``isEntered``
+    while the module is shown."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._entered = False
+        QVBoxLayout(self)
+
+    def _getEntered(self) -> bool:
+        return self._entered
+
+    isEntered = Property(bool, _getEntered)
+
+    def setEntered(self, entered: bool) -> None:
+        """The harness's (the real property is set by the module manager): the module is shown or left."""
+        self._entered = entered
+
+
+def replay_scene_connections(form: QWidget, ui_root: ET.Element) -> int:
+    """Makes ``form`` (a :class:`qMRMLWidget` built from the .ui ``ui_root``) give its scene to the widgets that
+    the .ui connects to its ``mrmlSceneChanged(vtkMRMLScene*)`` signal; returns how many."""
+    form._sceneReceivers = [
+        form.findChild(QWidget, connection.findtext("receiver"))
+        for connection in ui_root.iter("connection")
+        if connection.findtext("sender") == form.objectName()
+        and connection.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+        and connection.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
+    ]
+    return len(form._sceneReceivers)
 
 
 #: The stand-ins, by the class name the .ui uses.
 STANDINS: dict[str, type[QWidget]] = {
     cls.__name__: cls
-    for cls in (ctkCollapsibleButton, ctkPathLineEdit, qMRMLNodeComboBox, qMRMLPlotWidget, qMRMLTableView, qMRMLWidget)
+    for cls in (
+        ctkCollapsibleButton,
+        ctkPathLineEdit,
+        qMRMLNodeComboBox,
+        qMRMLPlotWidget,
+        qMRMLTableView,
+        qMRMLWidget,
+        qSlicerScriptedLoadableModuleWidget,
+    )
 }
 
 

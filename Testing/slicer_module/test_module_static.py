@@ -139,7 +139,7 @@ def module_definitions(*names: str) -> types.SimpleNamespace:
         or (isinstance(node, ast.Assign) and any(getattr(t, "id", None) in names for t in node.targets))
     ]
     assert {getattr(n, "name", None) or n.targets[0].id for n in body} == set(names)
-    namespace = {"html": html, "sys": sys, "slicer": slicer, "vtk": vtk}
+    namespace = {"html": html, "sys": sys, "slicer": slicer, "vtk": vtk, "_": lambda text: text}
     exec(compile(ast.Module(body=body, type_ignores=[]), str(MODULE), "exec"), namespace)
     return types.SimpleNamespace(**namespace)
 
@@ -435,3 +435,47 @@ def test_a_vector_volume_fills_one_input_selector_per_component(tmp_path):
     assert helpers.channelsPerSelector(1, [colour, gray, None, None]) == [3]  # too many: segmenting says so
     assert helpers.channelsPerSelector(2, [empty, None, None, None]) == [1, 1]
     assert helpers.channelsPerSelector(6, [None] * 4) == [1, 1, 1, 1]  # more than the panel's selectors
+
+
+def test_the_panel_passes_the_logic_one_options_record():
+    """The widget builds a PredictOptions / TrainingConfig and passes it as ``options=``, not the console keywords
+    one by one."""
+    helpers = module_definitions("SEGMENT_KEYWORDS", "TRAIN_KEYWORDS")
+    calls = [
+        node
+        for node in ast.walk(top_level_class("MedSegCNNWidget"))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "attr", None) in {"segment", "train"}
+        and ast.unparse(node.func.value) == "self.logic"
+    ]
+    assert sorted(call.func.attr for call in calls) == ["segment", "train"]
+    for call in calls:
+        keywords = {keyword.arg for keyword in call.keywords}
+        assert "options" in keywords, call.func.attr
+        assert not keywords & (set(helpers.SEGMENT_KEYWORDS) | set(helpers.TRAIN_KEYWORDS)), ast.unparse(call)
+
+
+def test_console_keywords_build_the_options_record():
+    """``logic.segment(volume, tta=True)`` and ``logic.train(pairs, folder, epochs=5)`` still work from the console:
+    the keywords build the record; mixing them with ``options=`` or an unknown keyword is refused."""
+    helpers = module_definitions("optionsRecord", "SEGMENT_KEYWORDS", "TRAIN_KEYWORDS")
+    from MedSegCNNLib.inference.options import PredictOptions
+    from MedSegCNNLib.training.config import TrainingConfig
+
+    options = helpers.optionsRecord(
+        PredictOptions, None, {"tta": True, "keepLargest": True, "minSizeMm3": 5.0}, helpers.SEGMENT_KEYWORDS
+    )
+    assert options == PredictOptions(tta=True, keep_largest=True, min_size_mm3=5.0)
+    assert helpers.optionsRecord(PredictOptions, None, {}, helpers.SEGMENT_KEYWORDS) == PredictOptions()
+    config = helpers.optionsRecord(
+        TrainingConfig, None, {"dims": 2, "timeBudgetMin": 3.0, "initFrom": "m"}, helpers.TRAIN_KEYWORDS
+    )
+    assert (config.spatial_dims, config.time_budget_minutes, config.init_from) == (2, 3.0, "m")
+    given = PredictOptions(device="cpu")
+    assert helpers.optionsRecord(PredictOptions, given, {}, helpers.SEGMENT_KEYWORDS) is given
+    with pytest.raises(TypeError, match="not both"):
+        helpers.optionsRecord(PredictOptions, given, {"tta": True}, helpers.SEGMENT_KEYWORDS)
+    with pytest.raises(TypeError, match="keep_largest"):
+        helpers.optionsRecord(PredictOptions, None, {"keep_largest": True}, helpers.SEGMENT_KEYWORDS)
+    with pytest.raises(TypeError, match="PredictOptions"):
+        helpers.optionsRecord(PredictOptions, TrainingConfig(), {}, helpers.SEGMENT_KEYWORDS)

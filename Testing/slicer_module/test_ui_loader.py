@@ -31,7 +31,8 @@ from PySide6.QtCore import (
     qInstallMessageHandler,
 )
 from PySide6.QtWidgets import QApplication, QFormLayout, QWidget
-from slicer_module.qt_standins import REAL_API, STANDINS, make_loader
+from slicer_module.pythonqt import meta_object
+from slicer_module.qt_standins import NOT_REAL, REAL_API, STANDINS, make_loader
 from slicer_module.test_module_static import TREE, UI, is_ui_object, top_level_constant
 
 UI_TEXT = UI.read_text(encoding="utf-8")
@@ -99,8 +100,8 @@ def class_problems(root: ET.Element, form: QWidget) -> list[str]:
         built = find(form, name)
         if built is None:
             problems.append(f"{name} ({declared}) was not built once")
-        elif built.metaObject().className() != declared:
-            problems.append(f"{name} was built as {built.metaObject().className()}, not {declared}")
+        elif meta_object(built).className() != declared:
+            problems.append(f"{name} was built as {meta_object(built).className()}, not {declared}")
         elif declared in STANDINS and not isinstance(built, STANDINS[declared]):
             problems.append(f"{name} is not the stand-in for {declared}")
     for custom in root.iter("customwidget"):
@@ -149,7 +150,7 @@ def property_problems(root: ET.Element, form: QWidget) -> list[str]:
         built = find(form, element.get("name"))
         if built is None:
             continue  # reported by class_problems
-        meta = built.metaObject()
+        meta = meta_object(built)
         for prop in element.findall("property"):
             name, value = prop.get("name"), prop[0]
             where = f"{element.get('name')} ({element.get('class')}): property {name}"
@@ -269,8 +270,8 @@ def module_problems(form: QWidget) -> list[str]:
             problems.append(f"self.ui.{name} is not a widget of the form")
             continue
         for member in sorted(members):
-            if widget.metaObject().indexOfProperty(member) < 0 and not hasattr(widget, member):
-                problems.append(f"self.ui.{name}.{member}: {widget.metaObject().className()} has no {member}")
+            if meta_object(widget).indexOfProperty(member) < 0 and not hasattr(widget, member):
+                problems.append(f"self.ui.{name}.{member}: {meta_object(widget).className()} has no {member}")
     return problems
 
 
@@ -335,6 +336,18 @@ def test_stand_ins_declare_only_members_of_the_real_classes(qapp):
         declared |= {bytes(meta.method(i).name()).decode() for i in range(meta.methodOffset(), meta.methodCount())}
         declared |= {meta.enumerator(i).name() for i in range(meta.enumeratorOffset(), meta.enumeratorCount())}
         assert declared <= real.members, f"{name} declares {sorted(declared - real.members)}"
+    # plain Python methods too (the panel harness calls currentNode(), mrmlScene(), ...): the real class's, or an
+    # override of its Qt base class, or one of the few named in NOT_REAL
+    for name, standin in STANDINS.items():
+        base = getattr(QtWidgets, REAL_API[name].base)
+        public = {
+            member
+            for cls in standin.__mro__
+            if cls.__module__ == standin.__module__
+            for member in vars(cls)
+            if not member.startswith("_") and not hasattr(base, member)
+        }
+        assert public <= REAL_API[name].members | NOT_REAL, f"{name} has {sorted(public - REAL_API[name].members)}"
     # the flag type of ctkPathLineEdit.filters, which PySide6 warns about while it builds the class
     meta = STANDINS["ctkPathLineEdit"].staticMetaObject
     filters = meta.property(meta.indexOfProperty("filters"))

@@ -1,0 +1,137 @@
+"""Faults of the annotation loop through the command line: a second driver, a corrupt project file, a full disk,
+kill -9 during accept, segmentations that do not fit, images that moved. Each gives one clear line (or a warning
+where accepting is right) and loses nothing already stored."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from annotation_support import CASES, reference, sample_images
+from cli_support import ROOT, medsegcnn
+from fault_support import assert_unchanged, error_line, fill, leftovers, mounted_tmpfs, snapshot
+
+from MedSegCNNLib import read_image, write_image
+from MedSegCNNLib.annotation import AnnotationProject, CaseState
+from MedSegCNNLib.annotation.project_file import PROJECT_FILE
+
+
+@pytest.fixture
+def images(tmp_path):
+    return sample_images(tmp_path)
+
+
+@pytest.fixture
+def project(tmp_path, images):
+    """A project of the 12 sample cases starting from the bundled model, learning off, closed again."""
+    folder = tmp_path / "project"
+    AnnotationProject.create(folder, images, model="hippocampus-tiny", learning=False).close()
+    return folder
+
+
+def test_a_second_driver_is_refused_naming_the_holder(project):
+    before = snapshot(project)
+    with AnnotationProject.open(project, holder="3D Slicer"):
+        for args in (("next", project), ("accept", project, CASES[0], reference(CASES[0])), ("status", project)):
+            result = medsegcnn("project", *args)
+            assert result.returncode == 1, result.stderr
+            line = error_line(result)
+            holder = f"in use by process {os.getpid()} (3D Slicer on "
+            assert line.startswith(f"The annotation project {project} is {holder}")
+            assert line.endswith("; close it there (or wait for that command to end) and try again.")
+    assert_unchanged(before)
+
+
+def test_a_corrupt_project_file_is_refused_with_its_path_and_kept(project):
+    path = project / PROJECT_FILE
+    path.write_bytes(path.read_bytes()[:-40])
+    before = snapshot(project)
+    result = medsegcnn("project", "status", project)
+    assert result.returncode == 1
+    assert error_line(result).startswith(f"The project file {path} is corrupt (")
+    assert error_line(result).endswith("restore it from a backup. It was not changed.")
+    assert_unchanged(before)
+
+
+def test_segmentations_that_do_not_fit_are_refused_and_an_empty_one_is_accepted(project, tmp_path):
+    case = CASES[3]
+    truth = read_image(reference(case))
+    other_grid = truth.__class__(truth.array, truth.spacing, truth.origin, truth.direction @ np.diag([1, -1, -1]))
+    write_image(other_grid, tmp_path / "turned.nii.gz")
+    write_image(truth.with_array(np.where(truth.array > 0, 7, 0).astype(np.uint8)), tmp_path / "seven.nii.gz")
+    write_image(truth.with_array(np.zeros_like(truth.array)), tmp_path / "empty.nii.gz")
+    before = snapshot(project)
+    turned = medsegcnn("project", "accept", project, case, tmp_path / "turned.nii.gz")
+    assert turned.returncode == 1 and "is on another grid than its image: label direction" in error_line(turned)
+    seven = medsegcnn("project", "accept", project, case, tmp_path / "seven.nii.gz")
+    assert seven.returncode == 1
+    assert error_line(seven) == (
+        f"The segmentation of case {case} holds label value(s) [7] that this project does not have (its labels: "
+        "0 background, 1 Anterior, 2 Posterior); relabel them. Nothing was stored."
+    )
+    assert_unchanged(before)
+    assert leftovers(project) == []
+    empty = medsegcnn("project", "accept", project, case, tmp_path / "empty.nii.gz")
+    assert empty.returncode == 0, empty.stderr
+    assert f"medsegcnn: WARNING: Case {case} was accepted with an empty segmentation" in empty.stderr
+
+
+def test_moved_images_are_named_by_status_and_passed_over_by_next(project, images):
+    gone = images / f"{CASES[0]}.nii.gz"
+    gone.unlink()
+    status = medsegcnn("project", "status", project)
+    assert status.returncode == 0, status.stderr
+    assert f"case {CASES[0]}: image(s) moved or vanished: {gone}" in status.stdout
+    picked = medsegcnn("project", "next", project, "--case", CASES[0])
+    assert picked.returncode == 1 and error_line(picked).startswith(f"The images of case {CASES[0]} moved or vanished")
+
+
+def test_a_full_disk_during_accept_keeps_the_project(tmp_path, images):
+    with mounted_tmpfs(tmp_path / "disk", "size=1m") as disk:
+        folder = disk / "project"
+        AnnotationProject.create(folder, images, label_names={1: "anterior", 2: "posterior"}, learning=False).close()
+        fill(disk)
+        before = snapshot(folder)
+        result = medsegcnn("project", "accept", folder, CASES[1], reference(CASES[1]))
+        assert result.returncode == 1
+        target = folder / "labels" / f"{CASES[1]}.r001.nii.gz"
+        assert error_line(result) == (
+            f"Could not write {target}: no space left on the device; free some space or write elsewhere."
+        )
+        assert_unchanged(before)
+        assert leftovers(folder) == [] and not target.exists()
+        for filler in ("filler", "filler-tail"):
+            (disk / filler).unlink()
+        accepted = medsegcnn("project", "accept", folder, CASES[1], reference(CASES[1]))
+        assert accepted.returncode == 0, accepted.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+def test_kill_9_during_accept_stores_the_case_whole_or_not_at_all(project):
+    """Accepts killed at spread-out moments: each time the project file reads, and the case is either accepted
+    with a complete revision or not accepted; the next accept always works."""
+    case = CASES[7]
+    outcomes = []
+    for delay in (0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 2.2, 3.0):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "MedSegCNNLib", "project", "accept", str(project), case, str(reference(case))],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        with AnnotationProject.open(project) as opened:
+            record = opened.project_file.case(case)
+            for revision in record.revisions:
+                assert np.array_equal(read_image(project / revision).array, read_image(reference(case)).array)
+            outcomes.append(record.state is CaseState.ACCEPTED)
+    finished = medsegcnn("project", "accept", project, case, reference(case), "--json")
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads(finished.stdout)["revision"] == sum(outcomes) + 1
+    assert leftovers(project) == []
