@@ -1,11 +1,8 @@
 """The annotation loop in a real ``slicer-core`` scene: cases in as nodes, edited segmentations out as accepted
 revisions (``MedSegCNNLib.mrml.annotation``), and the module logic's console API over it.
 
-Projects are made from the bundled hippocampus cases. A project from a model cannot be created yet
-(``AnnotationProject.create(model=...)`` fails: ``models/`` is not made before version 0 is written; see the xfail
-test below), so :func:`with_model` publishes the bundled model as version 0 through the project's own
-``versions.publish_version``, which is what ``create`` means to do. Learning is off (or has too few cases) so that
-no background learner runs.
+Projects are made from the bundled hippocampus cases, with the bundled model as version 0 where a prediction is
+needed. Learning is off (or has too few cases) so that no background learner runs.
 """
 
 from __future__ import annotations
@@ -24,14 +21,12 @@ import pytest
 from cli_support import SAMPLE
 
 from MedSegCNNLib.annotation import AnnotationProject
-from MedSegCNNLib.annotation.versions import new_version, publish_version
 from MedSegCNNLib.errors import InputError
 from MedSegCNNLib.image.core import LabelInfo
 from MedSegCNNLib.image.io import read_image
 from MedSegCNNLib.image.seg_nrrd import default_label_info
 from MedSegCNNLib.mrml import labels_from_segmentation, segmentation_from_labels, volume_node_from_image
 from MedSegCNNLib.mrml.annotation import AnnotationSession
-from MedSegCNNLib.registry import resolve_model
 
 pytest.importorskip("slicer")
 
@@ -40,17 +35,10 @@ MODULE_PACKAGE = Path(__file__).resolve().parents[2] / "MedSegCNN" / "MedSegCNNM
 NAMES = ["Anterior", "Posterior"]
 
 
-def with_model(project: AnnotationProject) -> AnnotationProject:
-    """Publish the bundled model as the project's version 0 (what ``create(model=...)`` should do)."""
-    publish_version(project.folder, resolve_model("hippocampus-tiny"), new_version(0, source="initial model"))
-    return project
-
-
 @pytest.fixture
 def session(scene, tmp_path) -> Any:
     """A project of the 12 sample cases with the bundled model as version 0, learning off, driven from ``scene``."""
-    opened = AnnotationSession.create(scene, tmp_path / "project", IMAGES, label_names=NAMES, learning=False)
-    with_model(opened.project)
+    opened = AnnotationSession.create(scene, tmp_path / "project", IMAGES, model="hippocampus-tiny", learning=False)
     yield opened
     opened.close()
 
@@ -355,15 +343,12 @@ def test_the_console_api_runs_the_loop(logic, scene, tmp_path, build):
     assert status.cases["accepted"] == ["hippocampus_006"]
 
 
-@pytest.mark.xfail(
-    raises=InputError,
-    strict=True,
-    reason="MedSegCNNLib.annotation: AnnotationProject.create(model=...) writes models/v0000 before models/ exists",
-)
 def test_a_project_from_the_bundled_model_predicts_at_once(logic, tmp_path):
-    logic.createProject(tmp_path / "project", IMAGES, model="hippocampus-tiny")
-    _, segmentation = logic.nextCase()
-    assert layer_voxels(segmentation).any()
+    status = logic.createProject(tmp_path / "project", IMAGES, model="hippocampus-tiny")
+    assert [entry["version"] for entry in status.versions] == [0] and status.learning["state"] == "idle"
+    volumes, segmentation = logic.nextCase()
+    assert segment_names(segmentation) == NAMES and layer_voxels(segmentation).any()
+    assert reference_volume(segmentation) is volumes[0]
 
 
 def test_a_picture_case_is_a_one_slice_volume_and_its_segmentation_is_stored_as_2d(scene, tmp_path):
