@@ -303,7 +303,9 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
         """Loads the next case (``strategy`` "random" or "entropy", or the case ``case``) with the newest model's
         prediction (empty segments before the first model) into the scene; returns (volume nodes, segmentation
         node). The earlier cases' nodes are removed unless their segmentation changed since it was loaded or
-        accepted and the case was not skipped (then they stay, and acceptCase still takes them)."""
+        accepted and the case was not skipped: then they stay, acceptCase still takes them, and when the next case
+        is that case again (a case comes again until it is accepted or skipped) its nodes are returned as they are.
+        """
         nodes = self._annotationSession().next_case(strategy=strategy, case=case)
         return list(nodes.volume_nodes), nodes.segmentation_node
 

@@ -301,20 +301,20 @@ class AnnotationSession:
         Then the nodes of the cases loaded before are taken out of the scene when nothing of the user's is lost:
         the case was skipped, or its segmentation is as it was loaded (the prediction, kept in the project) or as it
         was last accepted (stored in the project). A segmentation changed since, and not accepted, stays with its
-        volumes (a warning names it); :meth:`accept` still takes it. Nodes the user removed are forgotten.
+        volumes (a warning names it); :meth:`accept` still takes it, and when the next case is that case again
+        (the project gives the same case until it is accepted or skipped) those nodes are the ones returned, not
+        a second copy. Nodes the user removed are forgotten.
         """
         labels = self.labels
         shown = self.project.next_case(strategy=strategy, case=case)
-        nodes = load_case(self.scene, shown, labels, self.project.project_file.channels)
+        edited = [earlier for earlier in self.loaded if self._present(earlier) and self._has_edits(earlier, labels)]
+        again = next((earlier for earlier in edited if earlier.case == shown.case), None)
+        nodes = again or load_case(self.scene, shown, labels, self.project.project_file.channels)
         kept = []
         for earlier in self.loaded:
-            if not all(self.scene.IsNodePresent(node) for node in earlier.nodes):
-                continue  # the user removed some: leave the rest alone
-            unchanged = earlier.fingerprint is not None and _fingerprint(earlier, labels) == earlier.fingerprint
-            if earlier.skipped or unchanged:
-                for node in reversed(earlier.nodes):
-                    remove_added_node(self.scene, node)
-            else:
+            if earlier is nodes or not self._present(earlier):
+                continue  # the user removed some of its nodes: leave the rest alone
+            if earlier in edited:
                 logger.warning(
                     "Segmentation '%s' of case %s has changes that were not accepted; it stays in the scene (accept "
                     "it, or remove it yourself).",
@@ -322,9 +322,22 @@ class AnnotationSession:
                     earlier.case,
                 )
                 kept.append(earlier)
+            else:
+                for node in reversed(earlier.nodes):
+                    remove_added_node(self.scene, node)
         self.loaded = [*kept, nodes]
         self.current = nodes
         return nodes
+
+    def _present(self, nodes: CaseNodes) -> bool:
+        return all(self.scene.IsNodePresent(node) for node in nodes.nodes)
+
+    @staticmethod
+    def _has_edits(nodes: CaseNodes, labels: Mapping[int, str]) -> bool:
+        """Whether the case's segmentation holds changes that are not in the project (and the case is not skipped)."""
+        if nodes.skipped:
+            return False
+        return nodes.fingerprint is None or _fingerprint(nodes, labels) != nodes.fingerprint
 
     def case_of(self, segmentation_node: Any) -> CaseNodes:
         """The loaded case whose volume ``segmentation_node`` was made on (default: the current case's)."""

@@ -218,19 +218,32 @@ def test_next_case_removes_what_is_stored_and_keeps_unaccepted_edits(session, sc
         third = session.next_case(case="hippocampus_007")  # the edit was not accepted: it stays
     assert all(scene.IsNodePresent(node) for node in second.nodes)
     assert f"'{second.case} segmentation'" in caplog.text
-    assert node_names(scene, "vtkMRMLSegmentationNode") == [f"{second.case} segmentation", f"{third.case} segmentation"]
+    paint(third.segmentation_node, lambda voxels: voxels.__setitem__((0, 0, 0), 2))
 
-    result = session.accept(second.segmentation_node)  # the kept case is still accepted as itself
+    again = session.next_case(case=second.case)  # an edited case once more: its nodes, not a second copy
+    assert again is second and session.current is second
+    assert node_names(scene, "vtkMRMLSegmentationNode") == [f"{second.case} segmentation", f"{third.case} segmentation"]
+    result = session.accept()
     assert result.case == second.case
     assert read_image(result.file).array[0:2, 0, 0].tolist() == [1, 1]
 
-    paint(third.segmentation_node, lambda voxels: voxels.__setitem__((0, 0, 0), 2))
+    assert session.next_case(case=third.case) is third  # the accepted one goes, the edited one is current
+    assert not any(scene.IsNodePresent(node) for node in second.nodes)
     assert session.skip() == third.case  # skipping gives up the edit
     fourth = session.next_case()
-    assert not any(scene.IsNodePresent(node) for node in (*second.nodes, *third.nodes))
+    assert not any(scene.IsNodePresent(node) for node in third.nodes)
     assert node_names(scene, "vtkMRMLSegmentationNode") == [f"{fourth.case} segmentation"]
     status = session.status()
     assert status.cases["accepted"] == [second.case] and status.cases["skipped"] == [third.case]
+
+
+def test_a_kept_case_is_accepted_by_its_own_segmentation(session, scene):
+    kept = session.next_case(case="hippocampus_006")
+    paint(kept.segmentation_node, lambda voxels: voxels.__setitem__((0, 0, slice(0, 3)), 2))
+    current = session.next_case(case="hippocampus_007")
+    result = session.accept(kept.segmentation_node)  # not the current case: the one it was made on
+    assert result.case == "hippocampus_006" and session.current is current
+    assert read_image(result.file).array[0, 0, 0:3].tolist() == [2, 2, 2]
 
 
 # ----- bad input ------------------------------------------------------------------------------------------------
