@@ -328,6 +328,11 @@ def test_the_console_api_runs_the_loop(logic, scene, tmp_path, build):
         logic.acceptCase()
     assert build.state() == before
 
+    with pytest.raises(InputError):
+        logic.openProject(tmp_path)  # no project there
+    with pytest.raises(InputError, match="learning budget"):
+        logic.createProject(tmp_path / "project", IMAGES, labelNames=NAMES, learnBudgetS=0)
+    assert build.state() == before and not (tmp_path / "project").exists()
     status = logic.createProject(tmp_path / "project", IMAGES, labelNames=NAMES, learnBudgetS=20)
     assert status.cases["unlabelled"] and status.latest_model is None
     with pytest.raises(InputError, match="is open; close it first"):
