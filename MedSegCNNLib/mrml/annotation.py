@@ -359,7 +359,8 @@ class AnnotationSession:
 
     def accept(self, segmentation_node: Any = None, *, learn_budget_s: float | None = None, wait: bool = False) -> Any:
         """Store ``segmentation_node`` (default: the current case's) as the accepted segmentation of the case it was
-        made on (:meth:`AnnotationProject.accept`); returns the :class:`AcceptResult`. The scene is not changed."""
+        made on (:meth:`AnnotationProject.accept`); returns the :class:`AcceptResult`. The scene is not changed. With
+        ``wait``, a learning round that fails raises :class:`InputError` after the segmentation was stored."""
         nodes = self.case_of(segmentation_node)
         node = nodes.segmentation_node if segmentation_node is None else segmentation_node
         gone = [item.GetName() for item in (node, nodes.reference_volume) if not self.scene.IsNodePresent(item)]
@@ -370,13 +371,27 @@ class AnnotationSession:
             )
         labels = self.labels
         label_map = _label_map_3d(node, nodes, labels)
-        result = self.project.accept(
-            nodes.case, _as_case_dims(label_map, nodes), learn_budget_s=learn_budget_s, wait=wait
-        )
+        stored = self._revisions(nodes.case)
+        try:
+            result = self.project.accept(
+                nodes.case, _as_case_dims(label_map, nodes), learn_budget_s=learn_budget_s, wait=wait
+            )
+        except InputError:
+            if self._revisions(nodes.case) > stored:  # stored; the learning ``wait`` waited for failed
+                self._accepted(nodes, node, label_map)
+            raise
+        self._accepted(nodes, node, label_map)
+        return result
+
+    def _revisions(self, case: str) -> int:
+        return len(self.project.project_file.case(case).revisions)
+
+    @staticmethod
+    def _accepted(nodes: CaseNodes, node: Any, label_map: Image) -> None:
+        """Note that ``node``'s ``label_map`` is stored as the case's segmentation."""
         if node is nodes.segmentation_node:
             nodes.fingerprint = _digest(label_map.array)
         nodes.accepted = True
-        return result
 
     def skip(self) -> str:
         """Skip the current case (its nodes go when the next case comes); returns its ID."""

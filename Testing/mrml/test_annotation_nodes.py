@@ -394,3 +394,22 @@ def test_a_picture_case_is_a_one_slice_volume_and_its_segmentation_is_stored_as_
         np.testing.assert_array_equal(stored.array, expected)
     finally:
         opened.close()
+
+
+def test_a_learning_round_that_fails_after_accept_wait_still_counts_the_case_as_stored(scene, tmp_path):
+    """The one test that starts the real background learner: a budget far too short for a round, so it fails fast
+    and says why; the accepted segmentation is stored all the same, and its nodes go with the next case."""
+    learning = AnnotationSession.create(
+        scene, tmp_path / "project", IMAGES, model="hippocampus-tiny", learn_budget_s=1.0
+    )
+    try:
+        nodes = learning.next_case(case="hippocampus_006")
+        paint(nodes.segmentation_node, lambda voxels: voxels.__setitem__((0, 0, 0), 1))
+        with pytest.raises(InputError, match="too short"):
+            learning.accept(wait=True)
+        status = learning.status()
+        assert status.cases["accepted"] == ["hippocampus_006"] and [v["version"] for v in status.versions] == [0]
+        learning.next_case(case="hippocampus_007")
+        assert not any(scene.IsNodePresent(node) for node in nodes.nodes)
+    finally:
+        learning.close()
