@@ -75,7 +75,8 @@ def project_label_infos(labels: Mapping[int, str]) -> tuple[LabelInfo, ...]:
 
 
 def label_names_mapping(names: Sequence[str] | Mapping[int, str] | None) -> dict[int, str] | None:
-    """Foreground label names as ``{value: name}``: a sequence names 1, 2, ... in order; a mapping is kept."""
+    """Foreground label names as ``{value: name}``: a sequence (or a comma-separated string) names 1, 2, ... in
+    order; a mapping is kept."""
     if names is None:
         return None
     if isinstance(names, Mapping):
