@@ -229,3 +229,97 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
         error = MedSegCNNError(task.error or _("The background run was {state}.").format(state=state))
         error.add_note(_("Process log:\n{log}").format(log=task.log))
         raise error
+
+    # ----- annotation projects (issue 22): thin wrappers over MedSegCNNLib.mrml.annotation.AnnotationSession -----
+
+    def _annotationSession(self):
+        """The open annotation session; InputError when no project is open."""
+        session = getattr(self, "_annotation", None)
+        if session is None:
+            from MedSegCNNLib.errors import InputError
+
+            raise InputError(_("No annotation project is open; create one (createProject) or open one (openProject)."))
+        return session
+
+    def _startAnnotationSession(self, start):
+        """Refuses a second project while one is open; else keeps the session ``start()`` returns."""
+        if getattr(self, "_annotation", None) is not None:
+            from MedSegCNNLib.errors import InputError
+
+            raise InputError(
+                _("Annotation project {folder} is open; close it first (closeProject).").format(
+                    folder=self._annotation.project.folder
+                )
+            )
+        self._annotation = start()
+        return self._annotation.status()
+
+    def createProject(
+        self,
+        folder,
+        imagesFolder,
+        *,
+        labelsFolder=None,
+        model=None,
+        dims: int | None = None,
+        labelNames=None,
+        learnBudgetS: float = 60.0,
+    ):
+        """Creates an annotation project in the new (or empty) ``folder`` from the images in ``imagesFolder`` and
+        opens it (this Slicer is its one driver until closeProject). ``labelsFolder``: label maps of some cases,
+        matched by case name, accepted at once; ``model``: a registry name or model folder to start from (version
+        0); ``labelNames``: the foreground labels' names (a list for 1, 2, ..., or {value: name}) when neither gives
+        them; ``learnBudgetS``: seconds of background learning per round. Returns the ProjectStatus."""
+        from MedSegCNNLib.mrml.annotation import AnnotationSession
+
+        return self._startAnnotationSession(
+            lambda: AnnotationSession.create(
+                slicer.mrmlScene,
+                folder,
+                imagesFolder,
+                labels=labelsFolder,
+                model=model,
+                dims=dims,
+                label_names=labelNames,
+                learn_budget_s=learnBudgetS,
+            )
+        )
+
+    def openProject(self, folder):
+        """Opens the annotation project in ``folder`` (refused while another driver holds it); returns its
+        ProjectStatus."""
+        from MedSegCNNLib.mrml.annotation import AnnotationSession
+
+        return self._startAnnotationSession(lambda: AnnotationSession.open(slicer.mrmlScene, folder))
+
+    def closeProject(self) -> None:
+        """Closes the open annotation project (its background learning goes on; the case nodes stay)."""
+        session = getattr(self, "_annotation", None)
+        self._annotation = None
+        if session is not None:
+            session.close()
+
+    def nextCase(self, strategy: str = "random", case=None):
+        """Loads the next case (``strategy`` "random" or "entropy", or the case ``case``) with the newest model's
+        prediction (empty segments before the first model) into the scene; returns (volume nodes, segmentation
+        node). The earlier cases' nodes are removed unless their segmentation changed since it was loaded or
+        accepted and the case was not skipped: then they stay, acceptCase still takes them, and when the next case
+        is that case again (a case comes again until it is accepted or skipped) its nodes are returned as they are.
+        """
+        nodes = self._annotationSession().next_case(strategy=strategy, case=case)
+        return list(nodes.volume_nodes), nodes.segmentation_node
+
+    def acceptCase(self, segmentationNode=None, learnBudgetS: float | None = None, wait: bool = False):
+        """Stores ``segmentationNode`` (default: the current case's) as the accepted segmentation of the case whose
+        volume it was made on, and starts learning (``learnBudgetS``: seconds per round from now; ``wait``: return
+        once a version has learned it). Segments are matched to the project's labels by name. Returns the
+        AcceptResult."""
+        return self._annotationSession().accept(segmentationNode, learn_budget_s=learnBudgetS, wait=wait)
+
+    def skipCase(self) -> str:
+        """Skips the current case (its nodes go when the next case comes); returns its case ID."""
+        return self._annotationSession().skip()
+
+    def projectStatus(self):
+        """The open project's ProjectStatus (cases by state, versions with their running Dice, learning)."""
+        return self._annotationSession().status()
