@@ -56,6 +56,10 @@ MIN_CASES_TO_LEARN = 2
 """Accepted cases before the first round of a project without a model (a round from 1 case overfits it)."""
 LONGEST_PAUSE_S = 600.0
 """A pause request older than this is ignored (its process hangs): learning never waits for ever."""
+STRETCH_LIMIT = 3.0
+"""A round whose budget is too short for the planner's fewest steps learns for the shortest budget that fits them
+(logged, and recorded as the version's budget) when that is at most this many times the budget; else it fails and
+says what budget to give."""
 STARTING_S = 120.0
 """A learner started this long ago that holds no lock has died before it began (its log says why)."""
 _STATE_EVERY_S = 1.0
@@ -277,6 +281,7 @@ def _learn_round(project: Path, project_file: ProjectFile, cases: dict[str, int]
     """One round: train on ``cases``, publish the next version; False (and the reason recorded) when it fails."""
     from ..data.dataset import CaseSource, Dataset
     from ..training import train
+    from ..training.planner import BudgetTooShortError
 
     versions = read_versions(project)
     newest = versions.newest
@@ -303,7 +308,21 @@ def _learn_round(project: Path, project_file: ProjectFile, cases: dict[str, int]
             raise InputError("no accepted case has its image files (moved or deleted?)")
         dataset = Dataset(project.name, project_file.channels, project_file.labels, tuple(sources))
         config = _round_config(project, project_file, newest, budget, number)
-        result = train(dataset, run, config, on_event=watch, clock=watch.clock)
+        try:
+            result = train(dataset, run, config, on_event=watch, clock=watch.clock)
+        except BudgetTooShortError as error:  # the planner's minimum: loading, planning and its fewest steps
+            if error.needed_seconds > STRETCH_LIMIT * budget:
+                raise InputError(
+                    f"a round needs at least {math.ceil(error.needed_seconds)} s on this machine (loading, planning "
+                    f"and the fewest steps worth taking), far beyond the learning budget of {budget:g} s; give a "
+                    "longer learning budget (--learn-budget)"
+                ) from None
+            budget = float(math.ceil(error.needed_seconds * 1.1))
+            logger.warning("A round needs at least %.0f s on this machine: this one learns for %.0f s.",
+                           error.needed_seconds, budget)
+            watch.state = _replace(watch.state, budget_s=budget)
+            result = train(dataset, run, config.replace(time_budget_minutes=budget / 60), on_event=watch,
+                           clock=watch.clock)
         if result.model is None or result.status not in ("completed", "time_budget"):
             raise InputError(f"the round ended {result.status}")
         _check_finite(result.network)

@@ -89,6 +89,14 @@ DEFAULT_RECIPE = {"optimizer": "sgd", "learning_rate": 0.01, "weight_decay": 3e-
 DEFAULT_EPOCHS, DEFAULT_STEPS_PER_EPOCH = 100, 250
 
 
+class BudgetTooShortError(InputError):
+    """A time budget too short for :data:`MIN_STEPS` steps; ``needed_seconds`` is the shortest that fits them."""
+
+    def __init__(self, message: str, needed_seconds: float) -> None:
+        super().__init__(message)
+        self.needed_seconds = needed_seconds
+
+
 @dataclass(frozen=True)
 class TrainingPlan:
     """A planned run (module docstring). Times in seconds; ``step_seconds`` includes the data pipeline."""
@@ -265,10 +273,11 @@ def plan_training(
         total = math.floor(usable / seconds) if usable > 0 else 0
         if total < MIN_STEPS:
             needed = (budget - usable) + MIN_STEPS * seconds + reserve
-            raise InputError(
+            raise BudgetTooShortError(
                 f"The time budget of {budget / 60:g} min is too short: loading and planning left "
                 f"{max(usable, 0):.0f} s for training, and {MIN_STEPS} steps of {seconds:.2f} s each need "
-                f"{MIN_STEPS * seconds:.0f} s; give --time-budget {math.ceil(needed / 60)} or more."
+                f"{MIN_STEPS * seconds:.0f} s; give --time-budget {math.ceil(needed / 60)} or more.",
+                needed_seconds=needed,
             )
         if config.epochs is not None:
             notes.append(f"the time budget decides the number of steps ({total}); epochs={config.epochs} is ignored")
