@@ -17,7 +17,8 @@ learner does all the learning:
    started runs in the background; the driver pauses it while it predicts). ``ready_s`` = seconds from ``t0`` to
    the next prediction ("from Accept to the next prediction"). Then the user corrects that next case while the
    model learns: ``project.wait_for(case, revision)`` returns when the version that learned the accepted case
-   exists.
+   exists. A round whose learning fails (or times out) is recorded with its reason and the loop goes on with the
+   newest version, as a user would (the next accept learns again); a failure before version 1 ends the arm.
 3. Per round, from ``project.status()`` (written by accept): the Dice of the prediction before correction (mean
    and per label), the voxels changed against the voxels to paint from scratch, and the version that predicted it.
 
@@ -46,14 +47,17 @@ Arms (``--arms``, comma-separated; default all):
 Output: the CPU model and flags, library versions, a table per arm, a summary and the issue's goals with PASS or
 MISS as measured (never asserted); ``Testing/Benchmarks/results/annotation_loop-<UTC date-time>.json`` (command,
 commit, CPU, versions, settings, split, every per-round and per-held-out-case number), rewritten after every arm,
-and a PNG of the curves beside it with the same stem. Run by hand on the machine to measure, alone (about
-2 h 15 min with the defaults on 2 cores; about 3 h 30 min with ``--budgets 30,60,120``)::
+and a PNG of the curves beside it with the same stem (``--smoke`` runs end in ``-smoke``, which git ignores). Run by
+hand on the machine to measure, alone. Expect on 2 cores about 1 h 30 min with the defaults and about 2 h 45 min with
+``--budgets 30,60,120``: a round took about three quarters of its budget plus 2 s in the smoke run (the planner keeps
+a reserve), and scoring one version takes about 1 s per held-out case::
 
     python Testing/Benchmarks/bench_annotation_loop.py [--arms random,entropy,no-learning,train-at-end]
         [--budgets 30,60,120] [--rounds 20] [--work DIR --keep]
 
-A quick end-to-end check (2 rounds, 20 s budgets, 2 initial cases, 3 held-out cases, a pool of 12; a few minutes):
-``--smoke``.
+A quick end-to-end check (2 rounds, 40 s budgets, 2 initial cases, 3 held-out cases, a pool of 12; about 5 min):
+``--smoke``. (20 s is too short: the training planner refuses a budget that leaves fewer than 50 steps after loading
+and planning.)
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ from MedSegCNNLib.annotation import learner as annotation_learner
 from MedSegCNNLib.annotation.project_file import CaseState, absolute_path, read_project_file
 from MedSegCNNLib.annotation.versions import read_versions
 from MedSegCNNLib.data.msd import read_label_names
-from MedSegCNNLib.errors import MedSegCNNError
+from MedSegCNNLib.errors import InputError, MedSegCNNError
 from MedSegCNNLib.image import Image
 from MedSegCNNLib.image.io import read_image, write_image
 from MedSegCNNLib.inference.model import load_segmentation_model
@@ -103,12 +107,13 @@ RESULTS = ROOT / "Testing" / "Benchmarks" / "results"
 SUFFIX = ".nii.gz"
 ARMS = ("random", "entropy", "no-learning", "train-at-end")
 OPTIONS = PredictOptions(backend="torch", precision="fp32")
-SMOKE = {"rounds": 2, "budgets": [20.0], "reference_budget": 20.0, "hold_out": 3, "initial": 2, "pool": 12}
+SMOKE = {"rounds": 2, "budgets": [40.0], "reference_budget": 40.0, "hold_out": 3, "initial": 2, "pool": 12}
 GOAL_HELD_OUT = 0.85  # held-out mean Dice after initial + 20 at 60 s
 GOAL_LATE = 0.83  # mean pre-correction Dice of rounds 11-20
 LATE_ROUNDS = (11, 20)
 GOAL_READY_S = 3.0
 GOAL_MARGIN = 0.01  # the loop never worse than one training at the end by more than this
+LOG_TAIL = 12  # lines of a failed arm's learner log printed
 
 
 # ----- arguments -------------------------------------------------------------------------------------------
@@ -298,6 +303,14 @@ def make_project_inputs(folder: Path, split: dict[str, Any]) -> tuple[Path, Path
     return images, labels
 
 
+def learner_log_tail(project: Path, lines: int = LOG_TAIL) -> list[str]:
+    """The last lines of the project's learner log (why a round failed), or none."""
+    log = project / annotation_learner.LEARNING_FOLDER / annotation_learner.LOG_FILE
+    with contextlib.suppress(OSError):
+        return log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    return []
+
+
 def wait_for_learner_exit(project: Path, timeout_s: float) -> None:
     """Let the project's learner process end (it ends once every accepted case is learned), so that it uses no
     processor during the scoring or the next arm."""
@@ -335,15 +348,21 @@ def run_loop(arm: str, strategy: str, budget: float, args: argparse.Namespace, s
             accept_s = time.perf_counter() - t0
             following = project.next_case(strategy)
             ready_s = time.perf_counter() - t0
-            learned = project.wait_for(shown.case, accepted.revision, timeout_s=timeout)
+            try:
+                learned, learning_error = project.wait_for(shown.case, accepted.revision, timeout_s=timeout), None
+            except InputError as error:  # the round failed; the next accept learns again (module docstring)
+                newest = read_versions(project_folder).newest
+                learned, learning_error = (None if newest is None else newest.version), str(error)
+                logger.warning("%s round %d: learning failed (%s); going on with version %s", arm, number, error,
+                               learned)  # fmt: skip
             rounds.append({
                 "round": number, "case": shown.case, "shown_version": shown.model_version,
                 "shown_uncertainty": shown.uncertainty, "accept_s": round(accept_s, 3), "ready_s": round(ready_s, 3),
                 "next_case": following.case, "next_predict_s": round(following.seconds, 3),
-                "learning": accepted.learning, "learned_version": learned,
+                "learning": accepted.learning, "learned_version": learned, "learning_error": learning_error,
                 "wait_for_learning_s": round(time.perf_counter() - t0 - ready_s, 2),
             })  # fmt: skip
-            logger.info("%s round %d: %s (shown by v%s), ready in %.2f s, learned by v%d", arm, number, shown.case,
+            logger.info("%s round %d: %s (shown by v%s), ready in %.2f s, newest v%s", arm, number, shown.case,
                         shown.model_version, ready_s, learned)  # fmt: skip
             shown = following
         status = project.status().to_dict()
@@ -447,7 +466,7 @@ def late_rounds(rounds: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]],
     if len(rounds) >= high:
         return [entry for entry in rounds if low <= entry["round"] <= high], f"rounds {low}-{high}"
     start = len(rounds) // 2 + 1
-    label = f"rounds {start}-{len(rounds)} (too few rounds for {low}-{high})"
+    label = f"rounds {start}-{len(rounds)}"
     return [entry for entry in rounds if entry["round"] >= start], label
 
 
@@ -465,6 +484,7 @@ def loop_summary(result: dict[str, Any]) -> dict[str, Any]:
         "ready_max_s": max(ready) if ready else None,
         "ready_median_s": statistics.median(ready) if ready else None,
         "total_learn_s": result["total_learn_s"],
+        "failed_rounds": [entry["round"] for entry in rounds if entry.get("learning_error")],
         "changed_fraction": round(sum(e["voxels_changed"] or 0 for e in rounds)
                                   / max(1, sum(e["voxels_to_paint"] for e in rounds)), 4),
     }
@@ -477,7 +497,11 @@ def print_loop(result: dict[str, Any], names: Sequence[str], initial: int) -> No
     print(f"version {first} ({initial} initial cases) after {result['first_version_s']:.0f} s; loop "
           f"{result['loop_s']:.0f} s; learning {result['total_learn_s']:.0f} s in all; project {result['project']}")
     if result["failures"]:
-        print(f"learning failures: {result['failures']}")
+        print(f"learning failures (versions.json): {result['failures']}")
+    for entry in result["rounds"]:
+        if entry.get("learning_error"):
+            print(f"round {entry['round']}: learning failed ({entry['learning_error']}); the newest version stayed "
+                  f"v{entry['learned_version']} and the next accept learned again")
     label_names = " / ".join(names)
     print(f"| round | case | predicted by | Dice before correction, mean ({label_names}) | voxels changed / to paint "
           f"| ready s | newest version | its held-out Dice, mean ({label_names}) |")  # fmt: skip
@@ -553,6 +577,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, (held_axis, shown_axis) = plt.subplots(1, 2, figsize=(13, 5))
     for name, arm in report["arms"].items():
@@ -582,6 +607,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
                   xlabel="round (cases accepted after the initial ones)", ylabel="mean Dice")  # fmt: skip
     shown_axis.set(title="Prediction of the round's case before correction", xlabel="round", ylabel="mean Dice")
     for axis in (held_axis, shown_axis):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.suptitle(f"Annotation loop, hippocampus; {report['machine']['cpu_model']}", fontsize=10)
@@ -648,11 +674,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                 result["summary"] = loop_summary(result)
             except (MedSegCNNError, OSError, RuntimeError, ValueError) as error:
                 logger.exception("arm %s failed", arm)
-                result = {"arm": arm, "error": f"{type(error).__name__}: {error}"}
+                result = {"arm": arm, "error": f"{type(error).__name__}: {error}",
+                          "learner_log_tail": learner_log_tail(work / arm / "project")}
             report["arms"][arm] = result
             write_report(report, json_path)
             if "error" in result:
-                print(f"\n## {arm}: FAILED ({result['error']})")
+                print(f"\n## {arm}: FAILED ({result['error']})\nits learner log ends:")
+                print("\n".join(f"    {line}" for line in result["learner_log_tail"]))
             else:
                 print_loop(result, names, len(split["initial"]))
         base = report["arms"].get(reference) if reference else None
@@ -685,6 +713,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             elif "held_out" in result:
                 print(f"| {arm} | - | {result['held_out']['dice']['mean']:.4f} | - | - | "
                       f"{fmt(result.get('budget_s'), '.0f')} | - |")
+            else:
+                print(f"| {arm} | FAILED: {result.get('error')} | | | | | |")
         report["goals"] = print_goals(report, reference, args.rounds)
         write_report(report, json_path)
         plot(report, png_path)
