@@ -7,9 +7,10 @@ round trains (``MedSegCNNLib.training.train``) on all accepted cases (their newe
 ``learning/run/``, starting from the newest version with its network, for the project's learning budget, planned
 and re-planned by the budget planner; then the model is checked (finite weights) and published as the next
 version (:mod:`.versions`). Cases accepted while a round runs are learned in the next round, which starts at
-once. A round that diverges (a loss that is not finite) or fails publishes nothing: the previous version stays,
-the reason is recorded in ``versions.json`` and ``learning/state.json``, and the learner stops until the next
-accept. A learner killed at any moment loses its round only: the next accept starts another.
+once; an idle learner waits :data:`LINGER_S` for the next accept before it ends. A round that diverges (a loss
+that is not finite) or fails publishes nothing: the previous version stays, the reason is recorded in
+``versions.json`` and ``learning/state.json``, and the learner stops until the next accept. A learner killed at
+any moment loses its round only: the next accept starts another.
 
 **Yielding the processor.** Segmenting the next case must not wait for learning (:func:`paused_learning`). On
 POSIX the driver stops the learner's process group (SIGSTOP) while it predicts and lets it go on (SIGCONT)
@@ -56,6 +57,8 @@ MIN_CASES_TO_LEARN = 2
 """Accepted cases before the first round of a project without a model (a round from 1 case overfits it)."""
 LONGEST_PAUSE_S = 600.0
 """A pause request older than this is ignored (its process hangs): learning never waits for ever."""
+LINGER_S, LINGER_POLL_S = 120.0, 0.25
+"""How long an idle learner waits for the next accept before it ends, and how often it looks."""
 STRETCH_LIMIT = 3.0
 """A round whose budget is too short for the planner's fewest steps learns for the shortest budget that fits them
 (logged, and recorded as the version's budget) when that is at most this many times the budget; else it fails and
@@ -80,6 +83,7 @@ class LearningState:
     started: float | None = None
     budget_s: float | None = None
     paused_s: float = 0.0
+    pid: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.__dataclass_fields__}
@@ -129,7 +133,6 @@ def start_learner(project: Path) -> bool:
         return False
     folder = learning_folder(project)
     folder.mkdir(exist_ok=True)
-    write_learning_state(project, LearningState("starting", started=time.time()))  # no learner writes it now
     environment = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}  # idle OpenMP threads sleep instead of spinning
     with (folder / LOG_FILE).open("ab") as log:
         detached: dict[str, Any] = (
@@ -137,10 +140,12 @@ def start_learner(project: Path) -> bool:
             if os.name == "nt"
             else {"start_new_session": True}
         )
-        subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", "MedSegCNNLib.annotation", str(project.resolve())],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=environment, **detached,
         )
+    # no learner writes the state now; the new one overwrites it once it holds the lock
+    write_learning_state(project, LearningState("starting", started=time.time(), pid=process.pid))
     return True
 
 
@@ -172,13 +177,18 @@ def resume_learner(project: Path) -> None:
 
 
 def _learner_process_group(project: Path) -> int | None:
-    """The learner's process group (it leads its own session), or None when no learner holds the lock."""
+    """The learner's process group (it leads its own session): the lock holder's, or that of a learner just
+    started that has not taken the lock yet; None when there is none."""
     lock = learning_folder(project) / LEARNER_LOCK
-    if not lock_is_held(lock):
-        return None
     try:
-        pid = int(lock.read_text(encoding="utf-8").splitlines()[0])
-        return os.getpgid(pid) if os.getpgid(pid) == pid else None
+        if lock_is_held(lock):
+            pid = int(lock.read_text(encoding="utf-8").splitlines()[0])
+        else:
+            state = read_learning_state(project)
+            if state.state != "starting" or state.pid is None:
+                return None
+            pid = state.pid
+        return pid if os.getpgid(pid) == pid else None
     except (OSError, ValueError, IndexError):
         return None
 
@@ -267,14 +277,24 @@ def run_learner(project: Path) -> int:
 
 
 def _learn_until_done(project: Path) -> bool:
+    """Rounds while cases are pending; idle, the learner lingers :data:`LINGER_S` for the next accept (it then
+    starts its round at once, without a new process's start-up), polling the project file."""
+    idle_since = None
     while True:
         project_file = read_project_file(project)
         cases = pending_cases(project_file, project)
-        if not cases:
-            write_learning_state(project, LearningState("idle", message="Every accepted case is learned."))
+        if cases:
+            if not _learn_round(project, project_file, cases):
+                return False
+            idle_since = None
+            continue
+        if idle_since is None:
+            idle_since = time.monotonic()
+            idle = LearningState("idle", message="Every accepted case is learned.", pid=os.getpid())
+            write_learning_state(project, idle)
+        if time.monotonic() - idle_since >= LINGER_S:
             return True
-        if not _learn_round(project, project_file, cases):
-            return False
+        time.sleep(LINGER_POLL_S)
 
 
 def _learn_round(project: Path, project_file: ProjectFile, cases: dict[str, int]) -> bool:
@@ -287,7 +307,8 @@ def _learn_round(project: Path, project_file: ProjectFile, cases: dict[str, int]
     newest = versions.newest
     number = 1 if newest is None else newest.version + 1
     budget = project_file.learn_budget_s
-    state = LearningState("running", version=number, cases=len(cases), started=time.time(), budget_s=budget)
+    state = LearningState("running", version=number, cases=len(cases), started=time.time(), budget_s=budget,
+                          pid=os.getpid())
     write_learning_state(project, state)
     run = learning_folder(project) / RUN_FOLDER
     shutil.rmtree(run, ignore_errors=True)  # what a killed round left
