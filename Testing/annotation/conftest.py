@@ -1,14 +1,12 @@
-"""Fixtures of the annotation tests: a folder of real sample cases and projects made from it."""
+"""Fixtures of the annotation tests: a folder of real sample cases, some of their labels, no stray learner."""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from annotation_support import CASES, sample_images
-from cli_support import SAMPLE
+from annotation_support import kill_learners, sample_images, sample_labels
 
 
 @pytest.fixture
@@ -20,25 +18,11 @@ def images(tmp_path: Path) -> Path:
 @pytest.fixture
 def labels(tmp_path: Path) -> Path:
     """The reference label maps of the first three cases (no dataset.json beside them)."""
-    folder = tmp_path / "labels"
-    folder.mkdir()
-    for case in CASES[:3]:
-        shutil.copy(SAMPLE / "labelsTr" / f"{case}.nii.gz", folder)
-    return folder
-
+    return sample_labels(tmp_path)
 
 
 @pytest.fixture(autouse=True)
-def _no_learner_outlives_its_test(tmp_path: Path):
-    """Kill every background learner of the test's projects when the test ends (a failing test leaves none)."""
+def _no_learner_outlives_its_test(tmp_path: Path) -> Iterator[None]:
+    """Kill every background learner of the test's projects when the test ends."""
     yield
-    import os
-    import signal
-
-    from MedSegCNNLib.annotation.learner import LEARNER_LOCK
-    from MedSegCNNLib.folder_lock import lock_is_held
-
-    for lock in tmp_path.rglob(LEARNER_LOCK):
-        if os.name == "posix" and lock_is_held(lock):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                os.killpg(int(lock.read_text().splitlines()[0]), signal.SIGKILL)
+    kill_learners(tmp_path)

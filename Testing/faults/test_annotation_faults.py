@@ -1,6 +1,6 @@
 """Faults of the annotation loop through the command line: a second driver, a corrupt project file, a full disk,
-kill -9 during accept, segmentations that do not fit, images that moved. Each gives one clear line (or a warning
-where accepting is right) and loses nothing already stored."""
+kill -9 during accept and during learning, a learning round that cannot run, segmentations that do not fit, images
+that moved. Each gives one clear line (or a warning where accepting is right) and loses nothing already stored."""
 
 from __future__ import annotations
 
@@ -13,18 +13,32 @@ import time
 
 import numpy as np
 import pytest
-from annotation_support import CASES, reference, sample_images
+from annotation_support import CASES, kill_learners, reference, sample_images, sample_labels
 from cli_support import ROOT, medsegcnn
 from fault_support import assert_unchanged, error_line, fill, leftovers, mounted_tmpfs, snapshot
 
 from MedSegCNNLib import read_image, write_image
 from MedSegCNNLib.annotation import AnnotationProject, CaseState
+from MedSegCNNLib.annotation.learner import LEARNER_LOCK, learning_folder, read_learning_state
 from MedSegCNNLib.annotation.project_file import PROJECT_FILE
+from MedSegCNNLib.annotation.versions import read_versions
+from MedSegCNNLib.checkpoint import read_model_card
 
 
 @pytest.fixture
 def images(tmp_path):
     return sample_images(tmp_path)
+
+
+@pytest.fixture
+def labels(tmp_path):
+    return sample_labels(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _no_learner_outlives_its_test(tmp_path):
+    yield
+    kill_learners(tmp_path)
 
 
 @pytest.fixture
@@ -135,3 +149,71 @@ def test_kill_9_during_accept_stores_the_case_whole_or_not_at_all(project):
     assert finished.returncode == 0, finished.stderr
     assert json.loads(finished.stdout)["revision"] == sum(outcomes) + 1
     assert leftovers(project) == []
+
+
+# ----- the background learner, for real ----------------------------------------------------------------------
+
+BUDGET_S = "45"
+"""Enough for the planner's 50 steps after it measures the step time on a fresh cache, on 2 busy cores."""
+
+
+def wait_until(condition, timeout_s: float = 300.0, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def run_json(*args: str | os.PathLike[str]) -> dict:
+    result = medsegcnn("project", *args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="kills the learner's process group with SIGKILL")
+def test_the_loop_in_processes_survives_a_killed_learner(tmp_path, images, labels):
+    folder = tmp_path / "project"
+    init = run_json("init", folder, "--images", images, "--labels", labels, "--learn-budget", BUDGET_S)
+    assert init["cases"] == {"unlabelled": 9, "predicted": 0, "accepted": 3, "skipped": 0}
+    wait_until(lambda: read_learning_state(folder).state == "running", what="the learner to start")
+    pid = int((learning_folder(folder) / LEARNER_LOCK).read_text().splitlines()[0])
+    os.killpg(pid, signal.SIGKILL)  # kill -9 during learning
+    wait_until(lambda: run_json("status", folder)["learning"]["state"] == "stopped", what="the stopped learner")
+    status = run_json("status", folder)
+    assert status["versions"] == [] and "the next accept learns again" in status["learning"]["message"]
+    shown = run_json("next", folder)
+    assert shown["prediction"] is None and shown["model_version"] is None  # nothing half-learned is used
+    accepted = run_json("accept", folder, shown["case"], reference(shown["case"]), "--wait")
+    assert accepted["learning"] == "started" and accepted["version"] == 1
+    assert accepted["round"]["model_version"] is None and accepted["round"]["voxels_to_paint"] > 0
+    newest = read_versions(folder).newest
+    assert newest.cases == {**{name: 1 for name in CASES[:3]}, shown["case"]: 1} and newest.steps > 0
+    card = read_model_card(folder / "models" / "latest", require_weights=True)
+    assert [label.name for label in card.labels] == ["background", "label_1", "label_2"]
+    assert not (learning_folder(folder) / "run").exists()  # the round's working folder is gone
+    following = run_json("next", folder)
+    assert following["model_version"] == 1 and following["case"] != shown["case"]
+    assert read_image(following["prediction"]).size == read_image(following["images"][0]).size
+    final = run_json("status", folder)
+    assert final["learning"]["state"] == "idle" and final["latest_model"].endswith("v0001")
+
+
+def test_a_round_that_cannot_run_keeps_the_previous_version_and_says_why(tmp_path, images):
+    folder = tmp_path / "project"
+    with AnnotationProject.create(folder, images, model="hippocampus-tiny", learn_budget_s=float(BUDGET_S)) as project:
+        case = project.next_case().case
+        result = project.accept(case, reference(case))
+        assert result.learning == "started"
+        (images / f"{case}.nii.gz").rename(tmp_path / f"{case}.nii.gz")  # before the learner reads it
+        with pytest.raises(Exception, match="no accepted case has its image files"):
+            project.wait_for(case, 1, timeout_s=120)
+        state = project.status().to_dict()
+        assert state["learning"]["state"] == "failed"
+        assert state["learning"]["message"] == (
+            "Learning round 1 failed: no accepted case has its image files (moved or deleted?); version 0 is kept. "
+            "The next accept learns again."
+        )
+        assert state["failures"][-1]["reason"] == "no accepted case has its image files (moved or deleted?)"
+        assert [version["version"] for version in state["versions"]] == [0]
+        assert state["missing_images"] == {case: [str(images / f"{case}.nii.gz")]}
+        assert project.next_case().model_version == 0  # the kept version still predicts
