@@ -37,6 +37,7 @@ import numpy as np
 from ..atomic import make_folder
 from ..data.dataset import MASK_SUFFIXES, CaseSource, case_information, label_grid_problem, read_label
 from ..data.msd import find_dataset_json, read_label_names
+from ..data.nnunet.plan import NnUNetPlan
 from ..errors import InputError
 from ..folder_lock import FolderLock
 from ..image import Image
@@ -48,6 +49,7 @@ from ..metrics.overlap import confusion_counts, overlap_scores
 from ..registry import resolve_model
 from . import learner
 from .project_file import (
+    PROJECT_FILE,
     CaseRecord,
     CaseState,
     Prediction,
@@ -224,12 +226,12 @@ class AnnotationProject:
             raise InputError(f"The model is {card.spatial_dims}D but dims {project_dims} was asked for.")
         given = _label_files(Path(labels), cases) if labels is not None else {}
         names = _label_names(card, label_names, Path(labels) if labels is not None else None, given, cases)
-        nnunet = card is not None and type(card.preprocessing).__name__ == "NnUNetPlan"
+        nnunet = card is not None and isinstance(card.preprocessing, NnUNetPlan)
         if nnunet and learning:
             logger.warning("The model is an imported nnU-Net model: it predicts, but MedSegCNN does not fine-tune "
                            "it, so this project stores accepted cases without learning.")
         created = not target.exists()
-        target.mkdir(parents=True, exist_ok=True)
+        make_folder(target, for_file=target / PROJECT_FILE)
         try:
             lock = _lock(target, holder)
         except BaseException:
@@ -244,7 +246,7 @@ class AnnotationProject:
                                 learn_budget_s=float(learn_budget_s), seed=seed)
             for case, label_file in given.items():
                 record = state.case(case)
-                stored = project._store_revision(state, record, read_label(CaseSource(case, (label_file,), label_file)))
+                stored = project._store_revision(state, record, read_label(CaseSource(case, cases[case], label_file)))
                 state = state.with_case(replace(record, state=CaseState.ACCEPTED, revisions=(stored[0],)))
             if model_folder is not None:
                 publish_version(target, model_folder, new_version(0, source=f"initial model {model}"))
