@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 from pathlib import Path
 
 from cli_support import SAMPLE
@@ -20,3 +23,14 @@ def sample_images(tmp_path: Path) -> Path:
     folder = tmp_path / "images"
     shutil.copytree(SAMPLE / "imagesTr", folder)
     return folder
+
+
+def kill_learners(folder: Path) -> None:
+    """Kill every background learner of the projects below ``folder`` (each leads its own process group)."""
+    from MedSegCNNLib.annotation.learner import LEARNER_LOCK
+    from MedSegCNNLib.folder_lock import lock_is_held
+
+    for lock in folder.rglob(LEARNER_LOCK):
+        if os.name == "posix" and lock_is_held(lock):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                os.killpg(int(lock.read_text().splitlines()[0]), signal.SIGKILL)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 from pathlib import Path
 
 import pytest
-from annotation_support import CASES, sample_images
+from annotation_support import CASES, kill_learners, sample_images
 from cli_support import SAMPLE
 
 
@@ -27,18 +26,8 @@ def labels(tmp_path: Path) -> Path:
     return folder
 
 
-
 @pytest.fixture(autouse=True)
 def _no_learner_outlives_its_test(tmp_path: Path):
     """Kill every background learner of the test's projects when the test ends (a failing test leaves none)."""
     yield
-    import os
-    import signal
-
-    from MedSegCNNLib.annotation.learner import LEARNER_LOCK
-    from MedSegCNNLib.folder_lock import lock_is_held
-
-    for lock in tmp_path.rglob(LEARNER_LOCK):
-        if os.name == "posix" and lock_is_held(lock):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                os.killpg(int(lock.read_text().splitlines()[0]), signal.SIGKILL)
+    kill_learners(tmp_path)

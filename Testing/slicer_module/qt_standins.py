@@ -58,8 +58,8 @@ class RealClass(NamedTuple):
 #: The real classes' members the stand-ins declare, checked against the Slicer and CTK sources:
 #: commontk/CTK Libs/Widgets/ctkCollapsibleButton.h, Libs/Widgets/ctkPathLineEdit.h; Slicer/Slicer
 #: Libs/MRML/Widgets/qMRMLWidget.h, qMRMLNodeComboBox.h, qMRMLAbstractViewWidget.h, qMRMLPlotWidget.h,
-#: qMRMLTableView.h, Base/QTGUI/qSlicerAbstractModuleWidget.h. Inherited Qt members (text, toolTip, minimumSize, ...)
-#: come from the real Qt base class.
+#: qMRMLTableView.h, Base/QTGUI/qSlicerAbstractModuleWidget.h, Modules/Loadable/Segmentations/Widgets/
+#: qMRMLSegmentEditorWidget.h. Inherited Qt members (text, toolTip, minimumSize, ...) come from the real Qt base class.
 REAL_API: dict[str, RealClass] = {
     # class ctkCollapsibleButton : public QAbstractButton; Q_PROPERTY(bool collapsed ... NOTIFY contentsCollapsed)
     "ctkCollapsibleButton": RealClass(
@@ -115,6 +115,33 @@ REAL_API: dict[str, RealClass] = {
         "QWidget",
         "Slicer Libs/MRML/Widgets/qMRMLPlotWidget.h, qMRMLAbstractViewWidget.h",
         frozenset({"setMRMLScene", "mrmlSceneChanged", "setMRMLPlotViewNode", "mrmlPlotViewNode", "mrmlScene"}),
+    ),
+    # class qMRMLSegmentEditorWidget : public qMRMLWidget (Modules/Loadable/Segmentations/Widgets/, Slicer >= 5.2);
+    # Q_PROPERTY(bool segmentationNodeSelectorVisible ...), Q_PROPERTY(bool sourceVolumeNodeSelectorVisible ...);
+    # slots setMRMLScene(vtkMRMLScene*), setMRMLSegmentEditorNode(vtkMRMLSegmentEditorNode*),
+    # setSegmentationNode(vtkMRMLNode*), setSourceVolumeNode(vtkMRMLNode*); Q_INVOKABLE mrmlSegmentEditorNode(),
+    # segmentationNode(), sourceVolumeNode(), setupViewObservations(), removeViewObservations(); mrmlSceneChanged and
+    # mrmlScene() from qMRMLWidget
+    "qMRMLSegmentEditorWidget": RealClass(
+        "QWidget",
+        "Slicer Modules/Loadable/Segmentations/Widgets/qMRMLSegmentEditorWidget.h",
+        frozenset(
+            {
+                "segmentationNodeSelectorVisible",
+                "sourceVolumeNodeSelectorVisible",
+                "setMRMLScene",
+                "mrmlSceneChanged",
+                "mrmlScene",
+                "setMRMLSegmentEditorNode",
+                "mrmlSegmentEditorNode",
+                "setSegmentationNode",
+                "segmentationNode",
+                "setSourceVolumeNode",
+                "sourceVolumeNode",
+                "setupViewObservations",
+                "removeViewObservations",
+            }
+        ),
     ),
     # class qMRMLTableView : public QTableView; slots setMRMLScene(vtkMRMLScene*), setMRMLTableNode(vtkMRMLTableNode*);
     # signal mrmlSceneChanged(vtkMRMLScene*); Q_INVOKABLE mrmlTableNode(), mrmlScene()
@@ -522,6 +549,66 @@ class qMRMLPlotWidget(qMRMLWidget):
         painter.end()
 
 
+class qMRMLSegmentEditorWidget(qMRMLWidget):
+    """The Segment Editor embedded in a panel: keeps the parameter node, segmentation and source volume it is given
+    (the harness checks them); its effects are not imitated (tests paint the segmentation's voxels directly)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._editorNode: Any = None
+        self._segmentationNode: Any = None
+        self._sourceVolumeNode: Any = None
+        self._selectorsVisible = {"segmentation": True, "source": True}
+        self._observingViews = False  # the slice views' events reach the effects (setupViewObservations)
+
+    @Slot("vtkMRMLSegmentEditorNode*")
+    def setMRMLSegmentEditorNode(self, node) -> None:
+        self._editorNode = node
+
+    def mrmlSegmentEditorNode(self) -> Any:
+        return self._editorNode
+
+    @Slot("vtkMRMLNode*")
+    def setSegmentationNode(self, node) -> None:
+        """As the real widget: the segmentation goes into its parameter node (which must be set first)."""
+        if self._editorNode is None:
+            raise RuntimeError("qMRMLSegmentEditorWidget: set the segment editor node first")
+        self._segmentationNode = node
+        self._editorNode.SetAndObserveSegmentationNode(node)
+
+    def segmentationNode(self) -> Any:
+        return self._segmentationNode
+
+    @Slot("vtkMRMLNode*")
+    def setSourceVolumeNode(self, node) -> None:
+        if self._editorNode is None:
+            raise RuntimeError("qMRMLSegmentEditorWidget: set the segment editor node first")
+        self._sourceVolumeNode = node
+        self._editorNode.SetAndObserveSourceVolumeNode(node)
+
+    def sourceVolumeNode(self) -> Any:
+        return self._sourceVolumeNode
+
+    def setupViewObservations(self) -> None:
+        self._observingViews = True
+
+    def removeViewObservations(self) -> None:
+        self._observingViews = False
+
+    @staticmethod
+    def _visibility(name: str) -> Property:
+        def get(self) -> bool:
+            return self._selectorsVisible[name]
+
+        def set_(self, visible: bool) -> None:
+            self._selectorsVisible[name] = bool(visible)
+
+        return Property(bool, get, set_)
+
+    segmentationNodeSelectorVisible = _visibility("segmentation")
+    sourceVolumeNodeSelectorVisible = _visibility("source")
+
+
 class qMRMLTableView(QTableView):
     """The spreadsheet of a table node: its cells as text, one row per table row, its columns' names as headers."""
 
@@ -598,6 +685,7 @@ STANDINS: dict[str, type[QWidget]] = {
         ctkPathLineEdit,
         qMRMLNodeComboBox,
         qMRMLPlotWidget,
+        qMRMLSegmentEditorWidget,
         qMRMLTableView,
         qMRMLWidget,
         qSlicerScriptedLoadableModuleWidget,
