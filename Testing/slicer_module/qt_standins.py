@@ -550,14 +550,13 @@ class qMRMLPlotWidget(qMRMLWidget):
 
 
 class qMRMLSegmentEditorWidget(qMRMLWidget):
-    """The Segment Editor embedded in a panel: keeps the parameter node, segmentation and source volume it is given
-    (the harness checks them); its effects are not imitated (tests paint the segmentation's voxels directly)."""
+    """The Segment Editor embedded in a panel: keeps its parameter node (a real ``vtkMRMLSegmentEditorNode``), which
+    holds the segmentation and source volume it is given; its effects are not imitated (tests paint the
+    segmentation's voxels directly)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._editorNode: Any = None
-        self._segmentationNode: Any = None
-        self._sourceVolumeNode: Any = None
         self._selectorsVisible = {"segmentation": True, "source": True}
         self._observingViews = False  # the slice views' events reach the effects (setupViewObservations)
 
@@ -568,26 +567,26 @@ class qMRMLSegmentEditorWidget(qMRMLWidget):
     def mrmlSegmentEditorNode(self) -> Any:
         return self._editorNode
 
-    @Slot("vtkMRMLNode*")
-    def setSegmentationNode(self, node) -> None:
-        """As the real widget: the segmentation goes into its parameter node (which must be set first)."""
+    def _editor(self) -> Any:
+        """The parameter node, which the real widget needs before a segmentation or volume is set."""
         if self._editorNode is None:
             raise RuntimeError("qMRMLSegmentEditorWidget: set the segment editor node first")
-        self._segmentationNode = node
-        self._editorNode.SetAndObserveSegmentationNode(node)
+        return self._editorNode
+
+    @Slot("vtkMRMLNode*")
+    def setSegmentationNode(self, node) -> None:
+        self._editor().SetAndObserveSegmentationNode(node)
 
     def segmentationNode(self) -> Any:
-        return self._segmentationNode
+        """As the real widget: the segmentation of its parameter node."""
+        return None if self._editorNode is None else self._editorNode.GetSegmentationNode()
 
     @Slot("vtkMRMLNode*")
     def setSourceVolumeNode(self, node) -> None:
-        if self._editorNode is None:
-            raise RuntimeError("qMRMLSegmentEditorWidget: set the segment editor node first")
-        self._sourceVolumeNode = node
-        self._editorNode.SetAndObserveSourceVolumeNode(node)
+        self._editor().SetAndObserveSourceVolumeNode(node)
 
     def sourceVolumeNode(self) -> Any:
-        return self._sourceVolumeNode
+        return None if self._editorNode is None else self._editorNode.GetSourceVolumeNode()
 
     def setupViewObservations(self) -> None:
         self._observingViews = True
