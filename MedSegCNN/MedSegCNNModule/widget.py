@@ -577,7 +577,9 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with self.reportErrors(_("Opening the project")), slicer.util.WaitCursor():
             status = self.logic.openProject(self.ui.annotateProjectPathLineEdit.currentPath)
-            self._parameterNode.annotateLearnBudgetS = float(status.learning["budget_per_round_s"])
+            budget = float(status.learning["budget_per_round_s"])
+            if 1.0 <= budget <= 86400.0:  # the spin box's range; Accept passes its value
+                self._parameterNode.annotateLearnBudgetS = budget
             self.projectOpened(_("Opened"))
 
     def projectOpened(self, verb: str) -> None:
@@ -655,7 +657,7 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.annotateStatusLabel.text = str(error)
             return
         summary = project_summary(status)
-        self.ui.annotateStatusLabel.text = _(
+        text = _(
             "Model: {version}. Accepted: {accepted} of {total} cases. Last round's Dice before correction: {dice}."
         ).format(
             version=_("none yet")
@@ -665,6 +667,9 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             total=summary.total,
             dice="-" if summary.last_dice is None else f"{summary.last_dice:.3f}",
         )
+        if summary.learning in ("failed", "stopped") and summary.message:  # the previous version stays in use
+            text += " " + _("Learning {state}: {message}").format(state=summary.learning, message=summary.message)
+        self.ui.annotateStatusLabel.text = text
         self.showLearning(summary)
         if summary.last_dice is not None or self._roundCurve is not None:
             if self._roundCurve is None:

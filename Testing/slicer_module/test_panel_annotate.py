@@ -135,6 +135,16 @@ def test_create_a_project_from_the_selected_model_show_a_case_in_the_segment_edi
         AnnotationProject.open(project)  # this panel drives it
     assert panel.widget.logic.projectStatus().learning["budget_per_round_s"] == 600.0
 
+    # a learning round that failed (as the learner reports it): the bar and the status line say why
+    from MedSegCNNLib.annotation.learner import LearningState, learning_folder, write_learning_state
+
+    learning_folder(project).mkdir(exist_ok=True)
+    write_learning_state(project, LearningState("failed", message="the loss diverged (not finite at step 7)"))
+    panel.widget.refreshAnnotation()  # as the section's timer does
+    assert ui.annotateProgressBar.format == "failed"
+    assert ui.annotateProgressBar.toolTip == "the loss diverged (not finite at step 7)"
+    assert ui.annotateStatusLabel.text.endswith(" Learning failed: the loss diverged (not finite at step 7)")
+
     panel.chooseItem("annotateStrategyComboBox", "entropy")
     assert panel.widget.logic.getParameterNode().annotateStrategy == "entropy"
     ui.annotateNextButton.click()
