@@ -9,7 +9,8 @@ were read from). Qt's loader turns a property it cannot find into a silent dynam
 sets that the real class lacks stays visible as one that the stand-in lacks too. The widgets' looks are rough
 imitations for the preview. Of the real widgets' behaviour, collapsing is imitated, and what the panel harness
 needs: the node selectors list the nodes of a real ``vtkMRMLScene`` (given with ``setMRMLScene``) and select one,
-the table view shows its table node's rows. Their plain Python methods (``currentNode``, ``mrmlScene``, ...) are
+the table view shows its table node's rows, the Segment Editor keeps its segmentation and source volume in its real
+parameter node. Their plain Python methods (``currentNode``, ``mrmlScene``, ...) are
 the real classes' too (:data:`REAL_API`), except those named in :data:`NOT_REAL`.
 
 PySide6 cannot pass a VTK object through Qt's meta-call (a ``vtkMRMLScene*`` argument is an unknown type to it), so
