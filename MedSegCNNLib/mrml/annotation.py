@@ -10,6 +10,9 @@
   over it). It tracks the nodes it loaded and takes a case's nodes back out of the scene when the next case comes,
   unless the user changed them since they were loaded or accepted and did not skip the case (see
   :meth:`AnnotationSession.next_case`).
+- For the Slicer panel's Annotate section: :func:`project_summary` (what its status line and learning bar show),
+  :func:`segment_editor_node` (the parameter node of its embedded Segment Editor); its Dice curve is
+  :mod:`.annotation_curves`.
 """
 
 from __future__ import annotations
