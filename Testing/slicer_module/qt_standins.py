@@ -345,6 +345,20 @@ with warnings.catch_warnings():
         currentPath = Property(str, _getCurrentPath, setCurrentPath, user=True)
 
 
+def _flag_property(name: str, after: str = "") -> Property:
+    """A bool Qt property kept in the widget's ``_flags[name]``; ``after``: a method the setter calls next."""
+
+    def get(self) -> bool:
+        return self._flags[name]
+
+    def set_(self, value: bool) -> None:
+        self._flags[name] = bool(value)
+        if after:
+            getattr(self, after)()
+
+    return Property(bool, get, set_)
+
+
 class qMRMLNodeComboBox(QWidget):
     """A node selector. Without a scene it shows one item, the "none" item or a node name given with
     :meth:`showNodeName` (the preview); with a real scene it lists the scene's nodes of its ``nodeTypes`` (not
@@ -507,22 +521,11 @@ class qMRMLNodeComboBox(QWidget):
 
     noneDisplay = Property(str, _getNoneDisplay, _setNoneDisplay)
 
-    @staticmethod
-    def _flag(name: str) -> Property:
-        def get(self) -> bool:
-            return self._flags[name]
-
-        def set_(self, value: bool) -> None:
-            self._flags[name] = bool(value)
-            self._showItem()
-
-        return Property(bool, get, set_)
-
-    showChildNodeTypes = _flag("showChildNodeTypes")
-    noneEnabled = _flag("noneEnabled")
-    addEnabled = _flag("addEnabled")
-    removeEnabled = _flag("removeEnabled")
-    renameEnabled = _flag("renameEnabled")
+    showChildNodeTypes = _flag_property("showChildNodeTypes", "_showItem")
+    noneEnabled = _flag_property("noneEnabled", "_showItem")
+    addEnabled = _flag_property("addEnabled", "_showItem")
+    removeEnabled = _flag_property("removeEnabled", "_showItem")
+    renameEnabled = _flag_property("renameEnabled", "_showItem")
 
 
 class qMRMLPlotWidget(qMRMLWidget):
@@ -558,7 +561,7 @@ class qMRMLSegmentEditorWidget(qMRMLWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._editorNode: Any = None
-        self._selectorsVisible = {"segmentation": True, "source": True}
+        self._flags = {"segmentationNodeSelectorVisible": True, "sourceVolumeNodeSelectorVisible": True}
         self._observingViews = False  # the slice views' events reach the effects (setupViewObservations)
 
     @Slot("vtkMRMLSegmentEditorNode*")
@@ -595,18 +598,8 @@ class qMRMLSegmentEditorWidget(qMRMLWidget):
     def removeViewObservations(self) -> None:
         self._observingViews = False
 
-    @staticmethod
-    def _visibility(name: str) -> Property:
-        def get(self) -> bool:
-            return self._selectorsVisible[name]
-
-        def set_(self, visible: bool) -> None:
-            self._selectorsVisible[name] = bool(visible)
-
-        return Property(bool, get, set_)
-
-    segmentationNodeSelectorVisible = _visibility("segmentation")
-    sourceVolumeNodeSelectorVisible = _visibility("source")
+    segmentationNodeSelectorVisible = _flag_property("segmentationNodeSelectorVisible")
+    sourceVolumeNodeSelectorVisible = _flag_property("sourceVolumeNodeSelectorVisible")
 
 
 class qMRMLTableView(QTableView):
