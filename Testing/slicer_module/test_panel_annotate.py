@@ -23,7 +23,7 @@ pytest.importorskip("PySide6")
 
 from annotation_support import kill_learners
 from cli_support import SAMPLE
-from slicer_module.panel_harness import Panel, open_panel
+from slicer_module.panel_harness import TASK_DEADLINE_S, Panel, open_panel
 from slicer_module.pythonqt import unwrap
 from slicer_module.test_panel import LABELS, MODEL, nodes_of_class, segment_names, state
 
@@ -271,7 +271,10 @@ def test_the_learning_progress_follows_the_background_learner(panel, tmp_path, i
     assert ui.annotateProgressBar.format in ("learning: starting", "learning: step %v of %m")
 
     summary = project_summary(panel.widget.logic.projectStatus())
+    deadline = time.monotonic() + TASK_DEADLINE_S  # the harness's limit for background work, not a test of speed
     while summary.learning == "starting" or (summary.learning == "running" and summary.total_steps == 0):
+        if time.monotonic() > deadline:
+            raise TimeoutError((tmp_path / "project" / "learning" / "learner.log").read_text(errors="replace"))
         time.sleep(0.2)
         panel.widget.refreshAnnotation()  # as the section's timer does, until the learner has planned its round
         summary = project_summary(panel.widget.logic.projectStatus())
