@@ -61,6 +61,12 @@ dataset folder, choose an empty output folder, then <i>Train</i>. The loss and t
 live. <i>Fine-tune</i> starts from the selected model.</li>
 <li><b>Evaluate</b>: choose a segmentation and its reference (a segmentation or a labelmap), then <i>Compute</i>:
 one row per label in the table (also a table node in the scene); <i>Export CSV</i> saves it.</li>
+<li><b>Annotate</b>: the annotation loop, which learns from every correction. Create a project (a new folder, a
+folder of images, optionally labelled cases and the selected model to start from) or open one. <i>Next case</i>
+loads a case with the newest model's prediction into the Segment Editor of the section; correct it there, then
+<i>Accept</i> (or <i>Skip</i>). Learning runs in the background within the learning budget and gives the next
+cases a better model; the status line, the learning bar and the curve of the Dice before correction per round
+show how it goes.</li>
 </ol>
 <p>Segmenting and training run in a background process: the panel stays usable, the bar shows the stage and the
 time left, and <i>Cancel</i> stops the run without adding anything to the scene. On first use the module offers to
@@ -73,6 +79,9 @@ logic = MedSegCNN.MedSegCNNLogic()
 outputs = logic.segment(volumeNode, "hippocampus-tiny")
 result, tableNode = logic.evaluate(outputs.segmentation_node, referenceNode)
 modelFolder = logic.train([(volumeNode, segmentationNode)], "/path/to/new/run", epochs=50)
+logic.createProject("/path/to/project", "/path/to/images", model="hippocampus-tiny")  # or logic.openProject(folder)
+volumeNodes, segmentationNode = logic.nextCase()  # correct it, then:
+logic.acceptCase(segmentationNode)  # or logic.skipCase(); logic.projectStatus(); logic.closeProject()
 </pre>
 """)
         self.parent.acknowledgementText = _("""

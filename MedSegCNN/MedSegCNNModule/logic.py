@@ -323,3 +323,22 @@ class MedSegCNNLogic(ScriptedLoadableModuleLogic):
     def projectStatus(self):
         """The open project's ProjectStatus (cases by state, versions with their running Dice, learning)."""
         return self._annotationSession().status()
+
+    def projectFolder(self):
+        """The open annotation project's folder (a Path), or None when none is open."""
+        session = getattr(self, "_annotation", None)
+        return None if session is None else session.project.folder
+
+    def shownCase(self):
+        """(volume nodes, segmentation node) of the case that acceptCase and skipCase act on, or None (no project,
+        no case loaded, the case skipped, or its nodes removed)."""
+        session = getattr(self, "_annotation", None)
+        nodes = None if session is None else session.shown_case()
+        return None if nodes is None else (list(nodes.volume_nodes), nodes.segmentation_node)
+
+    @staticmethod
+    def segmentEditorNode():
+        """The scene's Segment Editor parameter node for the Annotate section (made when there is none)."""
+        from MedSegCNNLib.mrml.annotation import segment_editor_node
+
+        return segment_editor_node(slicer.mrmlScene)

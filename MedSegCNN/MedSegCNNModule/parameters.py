@@ -23,6 +23,8 @@ DEVICES = ["auto", "cpu", "cuda", "mps"]
 #: MedSegCNNLib.runtime.BACKENDS and PRECISIONS, written out for the same reason.
 BACKENDS = ["auto", "torch", "openvino"]
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+#: MedSegCNNLib.annotation.project.STRATEGIES, written out for the same reason.
+STRATEGIES = ["random", "entropy"]
 
 
 @parameterNodeWrapper
@@ -59,3 +61,6 @@ class MedSegCNNParameterNode:
     evalReference: typing.Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007
     evalReferenceVolume: typing.Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode, None]  # noqa: UP007
     evalTable: vtkMRMLTableNode
+    annotateFromModel: bool = True
+    annotateLearnBudgetS: Annotated[float, WithinRange(1.0, 86400.0)] = 60.0
+    annotateStrategy: Annotated[str, Choice(STRATEGIES)] = "random"

@@ -28,6 +28,8 @@ from .logic import MedSegCNNLogic, channelsPerSelector
 #: volumes is used from the Python console.
 MAX_INPUT_CHANNELS = 4
 POLL_INTERVAL_MS = 200
+#: How often the Annotate section reads the open project's status (the background learning's progress).
+ANNOTATE_POLL_INTERVAL_MS = 1000
 #: The model list's items after the registry's: a model folder chosen in the path field below the list, and the
 #: import of an nnU-Net v2 results folder into the user's models folder.
 BROWSE_ITEM = _("Model folder...")
@@ -70,6 +72,8 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastEvaluation = None
         self._curves = None  # MedSegCNNLib.mrml.training_curves.TrainingCurves, made on the first training
         self._pollTimer = None
+        self._roundCurve = None  # MedSegCNNLib.mrml.annotation_curves.RoundDiceCurve, made on the first round
+        self._annotateTimer = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -80,6 +84,9 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.timeout.connect(self.onPoll)
+        self._annotateTimer = qt.QTimer()
+        self._annotateTimer.setInterval(ANNOTATE_POLL_INTERVAL_MS)
+        self._annotateTimer.timeout.connect(self.refreshAnnotation)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -96,6 +103,14 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.computeButton.clicked.connect(self.onCompute)
         self.ui.exportCsvButton.clicked.connect(self.onExportCsv)
         self.ui.cancelButton.clicked.connect(self.onCancel)
+        self.ui.annotateProjectPathLineEdit.currentPathChanged.connect(self.updateGUIState)
+        self.ui.annotateImagesPathLineEdit.currentPathChanged.connect(self.updateGUIState)
+        self.ui.annotateCreateButton.clicked.connect(self.onCreateProject)
+        self.ui.annotateOpenButton.clicked.connect(self.onOpenProject)
+        self.ui.annotateCloseButton.clicked.connect(self.onCloseProject)
+        self.ui.annotateNextButton.clicked.connect(self.onNextCase)
+        self.ui.annotateAcceptButton.clicked.connect(self.onAcceptCase)
+        self.ui.annotateSkipButton.clicked.connect(self.onSkipCase)
 
         self.fillModelComboBox()
         self.initializeParameterNode()
@@ -107,6 +122,9 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._task = None
         if self._pollTimer is not None:
             self._pollTimer.stop()
+        if self._annotateTimer is not None:
+            self._annotateTimer.stop()
+        self.logic.closeProject()  # releases the project's lock; its background learning goes on
         self.removeObservers()
 
     def onReload(self) -> None:
@@ -120,8 +138,11 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        if self.ui.annotateSegmentEditorWidget.mrmlSegmentEditorNode() is not None:
+            self.ui.annotateSegmentEditorWidget.setupViewObservations()  # the effects get the views' events
 
     def exit(self) -> None:
+        self.ui.annotateSegmentEditorWidget.removeViewObservations()
         self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
@@ -333,6 +354,38 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.computeButton.enabled = parameters.evalPrediction is not None and parameters.evalReference is not None
         self.ui.exportCsvButton.enabled = self._lastEvaluation is not None
         self.ui.cancelButton.enabled = busy
+        self.updateAnnotateButtons()
+
+    def updateAnnotateButtons(self) -> None:
+        """The Annotate section's buttons: enabled when they can work, else the tooltip says why."""
+        projectOpen = self.logic.projectFolder() is not None
+        projectPath = self.ui.annotateProjectPathLineEdit.currentPath
+        if projectOpen:
+            reason = _("Close the open project first.")
+        elif not projectPath:
+            reason = _("Choose the project folder.")
+        else:
+            reason = ""
+        self.ui.annotateOpenButton.enabled = not reason
+        self.ui.annotateOpenButton.toolTip = reason or _("Open the annotation project in this folder.")
+        if not reason and not self.ui.annotateImagesPathLineEdit.currentPath:
+            reason = _("Choose the folder of images to annotate.")
+        self.ui.annotateCreateButton.enabled = not reason
+        self.ui.annotateCreateButton.toolTip = reason or _("Create an annotation project of these images here.")
+        self.ui.annotateCloseButton.enabled = projectOpen
+        self.ui.annotateNextButton.enabled = projectOpen
+        self.ui.annotateNextButton.toolTip = (
+            _("Load the next case and its predicted segmentation into the Segment Editor below.")
+            if projectOpen
+            else _("Create or open a project first.")
+        )
+        shown = self.logic.shownCase() is not None
+        for button, action in (
+            (self.ui.annotateAcceptButton, _("Store the corrected segmentation and learn from it in the background.")),
+            (self.ui.annotateSkipButton, _("Leave this case out; the next case comes with Next case.")),
+        ):
+            button.enabled = shown
+            button.toolTip = action if shown else _("Load a case with Next case first.")
 
     # ----- actions ----------------------------------------------------------------------------------------
 
@@ -501,6 +554,149 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.WaitCursor():
             self._task.cancel()
         self.onPoll()
+
+    # ----- annotate ---------------------------------------------------------------------------------------
+
+    def onCreateProject(self) -> None:
+        if not self.ensureRequirements(needTorch=True):
+            return
+        parameters = self._parameterNode
+        with self.reportErrors(_("Creating the project")), slicer.util.WaitCursor():
+            self.logic.createProject(
+                self.ui.annotateProjectPathLineEdit.currentPath,
+                self.ui.annotateImagesPathLineEdit.currentPath,
+                labelsFolder=self.ui.annotateLabelsPathLineEdit.currentPath or None,
+                model=parameters.model if parameters.annotateFromModel else None,
+                labelNames=self.ui.annotateLabelNamesLineEdit.text.strip() or None,
+                learnBudgetS=parameters.annotateLearnBudgetS,
+            )
+            self.projectOpened(_("Created"))
+
+    def onOpenProject(self) -> None:
+        if not self.ensureRequirements(needTorch=True):
+            return
+        with self.reportErrors(_("Opening the project")), slicer.util.WaitCursor():
+            status = self.logic.openProject(self.ui.annotateProjectPathLineEdit.currentPath)
+            budget = float(status.learning["budget_per_round_s"])
+            if 1.0 <= budget <= 86400.0:  # the spin box's range; Accept passes its value
+                self._parameterNode.annotateLearnBudgetS = budget
+            self.projectOpened(_("Opened"))
+
+    def projectOpened(self, verb: str) -> None:
+        """Shows the project just created or opened (``verb`` says which) and follows its learning."""
+        self.setStatus(
+            _("{verb} the annotation project {folder}.").format(verb=verb, folder=self.logic.projectFolder())
+        )
+        self._annotateTimer.start()
+        self.refreshAnnotation()
+
+    def onCloseProject(self) -> None:
+        folder = self.logic.projectFolder()
+        self.logic.closeProject()
+        self._annotateTimer.stop()
+        self.setStatus(_("Closed the annotation project {folder}; its cases' nodes stay.").format(folder=folder))
+        self.refreshAnnotation()
+
+    def onNextCase(self) -> None:
+        with self.reportErrors(_("Next case")), slicer.util.WaitCursor():
+            volumes, segmentation = self.logic.nextCase(strategy=self._parameterNode.annotateStrategy)
+            editor = self.ui.annotateSegmentEditorWidget
+            editor.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
+            editor.setSegmentationNode(segmentation)
+            editor.setSourceVolumeNode(volumes[0])
+            editor.setupViewObservations()
+            slicer.util.setSliceViewerLayers(background=volumes[0], fit=True)
+            self.setStatus(
+                _('Case "{case}": correct its segmentation in the Segment Editor, then Accept (or Skip).').format(
+                    case=volumes[0].GetName()
+                )
+            )
+        self.refreshAnnotation()
+
+    def onAcceptCase(self) -> None:
+        """Stores the Segment Editor's segmentation; learning runs in the background (never waited for here)."""
+        with self.reportErrors(_("Accept")), slicer.util.WaitCursor():
+            result = self.logic.acceptCase(
+                self.ui.annotateSegmentEditorWidget.segmentationNode(),
+                learnBudgetS=self._parameterNode.annotateLearnBudgetS,
+            )
+            dice = result.round.mean_dice
+            self.setStatus(
+                _(
+                    "Accepted case {case} (revision {revision}; Dice before correction {dice}); learning: {learning}."
+                ).format(
+                    case=result.case,
+                    revision=result.revision,
+                    dice="-" if dice is None else f"{dice:.3f}",
+                    learning=result.learning,
+                )
+            )
+        self.refreshAnnotation()
+
+    def onSkipCase(self) -> None:
+        with self.reportErrors(_("Skip")):
+            case = self.logic.skipCase()
+            self.setStatus(_("Skipped case {case}; Next case loads another.").format(case=case))
+        self.refreshAnnotation()
+
+    def refreshAnnotation(self) -> None:
+        """Shows the open project's status line, learning progress and Dice curve (the timer calls this while a
+        project is open); the buttons follow."""
+        if self.logic.projectFolder() is None:
+            self.ui.annotateStatusLabel.text = _("No project is open.")
+            self.showLearning(None)
+            self._annotateTimer.stop()
+            self.updateGUIState()
+            return
+        from MedSegCNNLib.mrml.annotation import project_summary
+
+        try:
+            status = self.logic.projectStatus()
+        except Exception as error:  # e.g. its project file was damaged meanwhile: say so once, stop polling
+            self._annotateTimer.stop()
+            self.ui.annotateStatusLabel.text = str(error)
+            return
+        summary = project_summary(status)
+        text = _(
+            "Model: {version}. Accepted: {accepted} of {total} cases. Last round's Dice before correction: {dice}."
+        ).format(
+            version=_("none yet")
+            if summary.newest_version is None
+            else _("version {number}").format(number=summary.newest_version),
+            accepted=summary.accepted,
+            total=summary.total,
+            dice="-" if summary.last_dice is None else f"{summary.last_dice:.3f}",
+        )
+        if summary.learning in ("failed", "stopped") and summary.message:  # the previous version stays in use
+            text += " " + _("Learning {state}: {message}").format(state=summary.learning, message=summary.message)
+        self.ui.annotateStatusLabel.text = text
+        self.showLearning(summary)
+        if summary.last_dice is not None or self._roundCurve is not None:
+            if self._roundCurve is None:
+                from MedSegCNNLib.mrml.annotation_curves import RoundDiceCurve
+
+                self._roundCurve = RoundDiceCurve(slicer.mrmlScene)
+            view = self._roundCurve.show(status.rounds)
+            if self.ui.annotatePlotWidget.mrmlPlotViewNode() is not view:
+                self.ui.annotatePlotWidget.setMRMLPlotViewNode(view)
+        self.updateGUIState()
+
+    def showLearning(self, summary) -> None:
+        """The learning progress bar: steps while a round runs, a busy bar while it starts, else its state."""
+        bar = self.ui.annotateProgressBar
+        active = summary is not None and summary.learning in ("starting", "running")
+        if active and summary.total_steps > 0:
+            bar.setRange(0, summary.total_steps)
+            bar.value = min(summary.step, summary.total_steps)
+            bar.format = _("learning: step %v of %m")
+        elif active:  # the learner starts, or plans its round
+            bar.setRange(0, 0)
+            bar.format = _("learning: starting")
+        else:
+            bar.setRange(0, 1)
+            bar.value = 0
+            bar.format = _("no project") if summary is None else summary.learning
+        bar.toolTip = summary.message if summary is not None and summary.message else ""
 
     # ----- background tasks -------------------------------------------------------------------------------
 

@@ -10,6 +10,9 @@
   over it). It tracks the nodes it loaded and takes a case's nodes back out of the scene when the next case comes,
   unless the user changed them since they were loaded or accepted and did not skip the case (see
   :meth:`AnnotationSession.next_case`).
+- For the Slicer panel's Annotate section: :func:`project_summary` (what its status line and learning bar show),
+  :func:`segment_editor_node` (the parameter node of its embedded Segment Editor); its Dice curve is
+  :mod:`.annotation_curves`.
 """
 
 from __future__ import annotations
@@ -394,6 +397,13 @@ class AnnotationSession:
             nodes.fingerprint = _digest(label_map.array)
         nodes.accepted = True
 
+    def shown_case(self) -> CaseNodes | None:
+        """The current case while Accept and Skip can act on it: loaded, not skipped, its nodes in the scene."""
+        nodes = self.current
+        if nodes is None or nodes.skipped or not self._present(nodes):
+            return None
+        return nodes
+
     def skip(self) -> str:
         """Skip the current case (its nodes go when the next case comes); returns its ID."""
         if self.current is None:
@@ -405,3 +415,57 @@ class AnnotationSession:
     def status(self) -> Any:
         """The project's :class:`ProjectStatus`."""
         return self.project.status()
+
+
+SEGMENT_EDITOR_TAG = "MedSegCNNAnnotate"
+"""The singleton tag of the Segment Editor parameter node of the panel's Annotate section."""
+
+
+def segment_editor_node(scene: Any, tag: str = SEGMENT_EDITOR_TAG) -> Any:
+    """The scene's ``vtkMRMLSegmentEditorNode`` with the singleton ``tag``, added when there is none (an embedded
+    Segment Editor widget needs its own parameter node)."""
+    node = scene.GetSingletonNode(tag, "vtkMRMLSegmentEditorNode")
+    if node is None:
+        node = scene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+        node.UnRegister(None)
+        node.SetSingletonTag(tag)
+        node.SetName(scene.GenerateUniqueName("MedSegCNN segment editor"))
+        node = scene.AddNode(node)
+    return node
+
+
+@dataclass(frozen=True)
+class ProjectSummary:
+    """What the panel's status line and learning progress show of a :class:`ProjectStatus`.
+
+    ``newest_version``: None before the first model. ``last_dice``: the mean Dice before correction of the newest
+    round that has one. ``learning``: idle, starting, running, failed, stopped, or "off" for a project that does not
+    learn; ``step``/``total_steps`` while it runs; ``message``: the learner's last word (why it failed)."""
+
+    newest_version: int | None
+    accepted: int
+    total: int
+    rounds: int
+    last_dice: float | None
+    learning: str
+    step: int
+    total_steps: int
+    message: str
+
+
+def project_summary(status: Any) -> ProjectSummary:
+    """The :class:`ProjectSummary` of a :class:`~MedSegCNNLib.annotation.ProjectStatus`."""
+    versions = [entry["version"] for entry in status.versions]
+    scored = [entry["mean_dice"] for entry in status.rounds if entry.get("mean_dice") is not None]
+    learning = status.learning
+    return ProjectSummary(
+        newest_version=max(versions) if versions else None,
+        accepted=len(status.cases.get("accepted", [])),
+        total=sum(len(cases) for cases in status.cases.values()),
+        rounds=len(status.rounds),
+        last_dice=float(scored[-1]) if scored else None,
+        learning=str(learning.get("state", "idle")) if learning.get("enabled", True) else "off",
+        step=int(learning.get("step") or 0),
+        total_steps=int(learning.get("total_steps") or 0),
+        message=str(learning.get("message") or ""),
+    )

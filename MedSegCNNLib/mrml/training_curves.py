@@ -85,13 +85,18 @@ class TrainingCurves:
         self.view.SetPlotChartNodeID(self.chart.GetID())
 
     def _table(self, name: str, column: str) -> Any:
-        vtk, _ = vtk_modules()
-        node = self.scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-        for column_name in ("epoch", column):
-            array = vtk.vtkDoubleArray()
-            array.SetName(column_name)
-            node.AddColumn(array)
-        return node
+        return new_table(self.scene, name, ("epoch", column))
+
+
+def new_table(scene: Any, name: str, columns: Iterable[str]) -> Any:
+    """A table node ``name`` added to ``scene`` with an empty double column for each of ``columns``."""
+    vtk, _ = vtk_modules()
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    for column_name in columns:
+        array = vtk.vtkDoubleArray()
+        array.SetName(column_name)
+        node.AddColumn(array)
+    return node
 
 
 def _append(table: Any, epoch: float, value: float | str) -> None:

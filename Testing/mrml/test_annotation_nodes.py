@@ -317,6 +317,43 @@ def test_a_second_driver_is_refused_naming_3d_slicer(session):
         AnnotationProject.open(session.project.folder)
 
 
+# ----- what the panel shows ---------------------------------------------------------------------------------
+
+
+def test_the_round_dice_curve_has_a_point_per_scored_round_and_is_remade_when_its_nodes_go(scene):
+    from MedSegCNNLib.mrml.annotation_curves import RoundDiceCurve
+
+    curve = RoundDiceCurve(scene)
+    rounds = [{"round": 1, "mean_dice": None}, {"round": 2, "mean_dice": 0.5}, {"round": 3, "mean_dice": 0.75}]
+    view = curve.show(rounds)
+    assert curve.points() == [(2, 0.5), (3, 0.75)]  # a round before the first model has no Dice
+    chart = scene.GetNodeByID(view.GetPlotChartNodeID())
+    series = scene.GetNodeByID(chart.GetPlotSeriesNodeID())
+    assert (series.GetXColumnName(), series.GetYColumnName()) == ("round", "mean Dice")
+    assert series.GetTableNodeID() == curve.table.GetID()
+    modified = curve.table.GetMTime()
+    assert curve.show(rounds) is view and curve.table.GetMTime() == modified  # the same points: not rewritten
+    nodes = scene.GetNumberOfNodes()
+    scene.RemoveNode(curve.table)
+    remade = curve.show([*rounds, {"round": 4, "mean_dice": 0.8}])
+    assert remade is not view and curve.points() == [(2, 0.5), (3, 0.75), (4, 0.8)]
+    assert scene.GetNumberOfNodes() == nodes - 1 + 4  # new table, chart, series and view
+
+
+def test_the_project_summary_counts_cases_and_gives_the_last_rounds_dice(session):
+    from MedSegCNNLib.mrml.annotation import project_summary
+
+    summary = project_summary(session.status())
+    assert (summary.newest_version, summary.accepted, summary.total, summary.rounds) == (0, 0, 12, 0)
+    assert summary.last_dice is None and summary.learning == "off"
+    nodes = session.next_case(case="hippocampus_006")
+    paint(nodes.segmentation_node, lambda voxels: voxels.__setitem__((slice(0, 3), slice(0, 3), slice(0, 3)), 2))
+    result = session.accept()
+    summary = project_summary(session.status())
+    assert (summary.accepted, summary.rounds) == (1, 1)
+    assert summary.last_dice == pytest.approx(result.round.mean_dice) and 0 < summary.last_dice < 1
+
+
 # ----- the console API --------------------------------------------------------------------------------------
 
 

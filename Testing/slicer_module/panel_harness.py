@@ -121,6 +121,11 @@ class SlicerApp:
     def startupEnvironment(self) -> QProcessEnvironment:
         return QProcessEnvironment.systemEnvironment()
 
+    def layoutManager(self) -> None:
+        """No view layout here (the Slicer app without a main window returns None too): slice views are the
+        scene's slice composite nodes only."""
+        return None
+
 
 class PanelUiLoader:
     """``qt.QUiLoader``: Qt's loader with the Slicer and CTK stand-ins; the form it builds gives its scene to the

@@ -9,7 +9,8 @@ were read from). Qt's loader turns a property it cannot find into a silent dynam
 sets that the real class lacks stays visible as one that the stand-in lacks too. The widgets' looks are rough
 imitations for the preview. Of the real widgets' behaviour, collapsing is imitated, and what the panel harness
 needs: the node selectors list the nodes of a real ``vtkMRMLScene`` (given with ``setMRMLScene``) and select one,
-the table view shows its table node's rows. Their plain Python methods (``currentNode``, ``mrmlScene``, ...) are
+the table view shows its table node's rows, the Segment Editor keeps its segmentation and source volume in its real
+parameter node. Their plain Python methods (``currentNode``, ``mrmlScene``, ...) are
 the real classes' too (:data:`REAL_API`), except those named in :data:`NOT_REAL`.
 
 PySide6 cannot pass a VTK object through Qt's meta-call (a ``vtkMRMLScene*`` argument is an unknown type to it), so
@@ -58,8 +59,8 @@ class RealClass(NamedTuple):
 #: The real classes' members the stand-ins declare, checked against the Slicer and CTK sources:
 #: commontk/CTK Libs/Widgets/ctkCollapsibleButton.h, Libs/Widgets/ctkPathLineEdit.h; Slicer/Slicer
 #: Libs/MRML/Widgets/qMRMLWidget.h, qMRMLNodeComboBox.h, qMRMLAbstractViewWidget.h, qMRMLPlotWidget.h,
-#: qMRMLTableView.h, Base/QTGUI/qSlicerAbstractModuleWidget.h. Inherited Qt members (text, toolTip, minimumSize, ...)
-#: come from the real Qt base class.
+#: qMRMLTableView.h, Base/QTGUI/qSlicerAbstractModuleWidget.h, Modules/Loadable/Segmentations/Widgets/
+#: qMRMLSegmentEditorWidget.h. Inherited Qt members (text, toolTip, minimumSize, ...) come from the real Qt base class.
 REAL_API: dict[str, RealClass] = {
     # class ctkCollapsibleButton : public QAbstractButton; Q_PROPERTY(bool collapsed ... NOTIFY contentsCollapsed)
     "ctkCollapsibleButton": RealClass(
@@ -115,6 +116,33 @@ REAL_API: dict[str, RealClass] = {
         "QWidget",
         "Slicer Libs/MRML/Widgets/qMRMLPlotWidget.h, qMRMLAbstractViewWidget.h",
         frozenset({"setMRMLScene", "mrmlSceneChanged", "setMRMLPlotViewNode", "mrmlPlotViewNode", "mrmlScene"}),
+    ),
+    # class qMRMLSegmentEditorWidget : public qMRMLWidget (Modules/Loadable/Segmentations/Widgets/, Slicer >= 5.2);
+    # Q_PROPERTY(bool segmentationNodeSelectorVisible ...), Q_PROPERTY(bool sourceVolumeNodeSelectorVisible ...);
+    # slots setMRMLScene(vtkMRMLScene*), setMRMLSegmentEditorNode(vtkMRMLSegmentEditorNode*),
+    # setSegmentationNode(vtkMRMLNode*), setSourceVolumeNode(vtkMRMLNode*); Q_INVOKABLE mrmlSegmentEditorNode(),
+    # segmentationNode(), sourceVolumeNode(), setupViewObservations(), removeViewObservations(); mrmlSceneChanged and
+    # mrmlScene() from qMRMLWidget
+    "qMRMLSegmentEditorWidget": RealClass(
+        "QWidget",
+        "Slicer Modules/Loadable/Segmentations/Widgets/qMRMLSegmentEditorWidget.h",
+        frozenset(
+            {
+                "segmentationNodeSelectorVisible",
+                "sourceVolumeNodeSelectorVisible",
+                "setMRMLScene",
+                "mrmlSceneChanged",
+                "mrmlScene",
+                "setMRMLSegmentEditorNode",
+                "mrmlSegmentEditorNode",
+                "setSegmentationNode",
+                "segmentationNode",
+                "setSourceVolumeNode",
+                "sourceVolumeNode",
+                "setupViewObservations",
+                "removeViewObservations",
+            }
+        ),
     ),
     # class qMRMLTableView : public QTableView; slots setMRMLScene(vtkMRMLScene*), setMRMLTableNode(vtkMRMLTableNode*);
     # signal mrmlSceneChanged(vtkMRMLScene*); Q_INVOKABLE mrmlTableNode(), mrmlScene()
@@ -317,6 +345,20 @@ with warnings.catch_warnings():
         currentPath = Property(str, _getCurrentPath, setCurrentPath, user=True)
 
 
+def _flag_property(name: str, after: str = "") -> Property:
+    """A bool Qt property kept in the widget's ``_flags[name]``; ``after``: a method the setter calls next."""
+
+    def get(self) -> bool:
+        return self._flags[name]
+
+    def set_(self, value: bool) -> None:
+        self._flags[name] = bool(value)
+        if after:
+            getattr(self, after)()
+
+    return Property(bool, get, set_)
+
+
 class qMRMLNodeComboBox(QWidget):
     """A node selector. Without a scene it shows one item, the "none" item or a node name given with
     :meth:`showNodeName` (the preview); with a real scene it lists the scene's nodes of its ``nodeTypes`` (not
@@ -479,22 +521,11 @@ class qMRMLNodeComboBox(QWidget):
 
     noneDisplay = Property(str, _getNoneDisplay, _setNoneDisplay)
 
-    @staticmethod
-    def _flag(name: str) -> Property:
-        def get(self) -> bool:
-            return self._flags[name]
-
-        def set_(self, value: bool) -> None:
-            self._flags[name] = bool(value)
-            self._showItem()
-
-        return Property(bool, get, set_)
-
-    showChildNodeTypes = _flag("showChildNodeTypes")
-    noneEnabled = _flag("noneEnabled")
-    addEnabled = _flag("addEnabled")
-    removeEnabled = _flag("removeEnabled")
-    renameEnabled = _flag("renameEnabled")
+    showChildNodeTypes = _flag_property("showChildNodeTypes", "_showItem")
+    noneEnabled = _flag_property("noneEnabled", "_showItem")
+    addEnabled = _flag_property("addEnabled", "_showItem")
+    removeEnabled = _flag_property("removeEnabled", "_showItem")
+    renameEnabled = _flag_property("renameEnabled", "_showItem")
 
 
 class qMRMLPlotWidget(qMRMLWidget):
@@ -520,6 +551,55 @@ class qMRMLPlotWidget(qMRMLWidget):
         painter.drawLine(30, area.bottom() - 20, area.right() - 10, area.bottom() - 20)
         painter.drawLine(30, 10, 30, area.bottom() - 20)
         painter.end()
+
+
+class qMRMLSegmentEditorWidget(qMRMLWidget):
+    """The Segment Editor embedded in a panel: keeps its parameter node (a real ``vtkMRMLSegmentEditorNode``), which
+    holds the segmentation and source volume it is given; its effects are not imitated (tests paint the
+    segmentation's voxels directly)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._editorNode: Any = None
+        self._flags = {"segmentationNodeSelectorVisible": True, "sourceVolumeNodeSelectorVisible": True}
+        self._observingViews = False  # the slice views' events reach the effects (setupViewObservations)
+
+    @Slot("vtkMRMLSegmentEditorNode*")
+    def setMRMLSegmentEditorNode(self, node) -> None:
+        self._editorNode = node
+
+    def mrmlSegmentEditorNode(self) -> Any:
+        return self._editorNode
+
+    def _editor(self) -> Any:
+        """The parameter node, which the real widget needs before a segmentation or volume is set."""
+        if self._editorNode is None:
+            raise RuntimeError("qMRMLSegmentEditorWidget: set the segment editor node first")
+        return self._editorNode
+
+    @Slot("vtkMRMLNode*")
+    def setSegmentationNode(self, node) -> None:
+        self._editor().SetAndObserveSegmentationNode(node)
+
+    def segmentationNode(self) -> Any:
+        """As the real widget: the segmentation of its parameter node."""
+        return None if self._editorNode is None else self._editorNode.GetSegmentationNode()
+
+    @Slot("vtkMRMLNode*")
+    def setSourceVolumeNode(self, node) -> None:
+        self._editor().SetAndObserveSourceVolumeNode(node)
+
+    def sourceVolumeNode(self) -> Any:
+        return None if self._editorNode is None else self._editorNode.GetSourceVolumeNode()
+
+    def setupViewObservations(self) -> None:
+        self._observingViews = True
+
+    def removeViewObservations(self) -> None:
+        self._observingViews = False
+
+    segmentationNodeSelectorVisible = _flag_property("segmentationNodeSelectorVisible")
+    sourceVolumeNodeSelectorVisible = _flag_property("sourceVolumeNodeSelectorVisible")
 
 
 class qMRMLTableView(QTableView):
@@ -598,6 +678,7 @@ STANDINS: dict[str, type[QWidget]] = {
         ctkPathLineEdit,
         qMRMLNodeComboBox,
         qMRMLPlotWidget,
+        qMRMLSegmentEditorWidget,
         qMRMLTableView,
         qMRMLWidget,
         qSlicerScriptedLoadableModuleWidget,

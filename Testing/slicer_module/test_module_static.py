@@ -247,7 +247,8 @@ def test_metadata_names_the_module_category_and_data_attribution():
     assert values["title"] == "MedSegCNN"
     assert values["categories"] == ["Segmentation"]
     assert values["contributors"]
-    for section in ("Inputs", "Model", "Segment", "Train", "Evaluate", "Cancel", "logic.segment("):
+    for section in ("Inputs", "Model", "Segment", "Train", "Evaluate", "Annotate", "Cancel", "logic.segment(",
+                    "logic.nextCase("):  # fmt: skip
         assert section in values["helpText"]
     for attribution in ("CC-BY-SA 4.0", "Medical Segmentation Decathlon", "Antonelli", "Simpson"):
         assert attribution in values["acknowledgementText"]
@@ -325,7 +326,7 @@ def test_ui_has_the_panel_sections():
         for widget in UI_ROOT.iter("widget")
         if widget.get("class") == "ctkCollapsibleButton"
     }
-    assert {"Inputs", "Model", "Segment", "Train", "Evaluate", "Log"} <= titles
+    assert {"Inputs", "Model", "Segment", "Train", "Evaluate", "Annotate", "Log"} <= titles
 
 
 def test_every_ui_name_the_module_uses_exists():

@@ -20,28 +20,12 @@ pytest.importorskip("slicer")
 pytest.importorskip("PySide6")
 
 from cli_support import PRED, SAMPLE
-from mrml_scene import wired_scene
 from slicer_module.panel_harness import Panel, open_panel
 from slicer_module.pythonqt import unwrap
 
 MODEL = "hippocampus-tiny"
 LABELS = ["Anterior", "Posterior"]
 CASE = "hippocampus_020"  # held out when the bundled model was trained
-
-
-@pytest.fixture
-def scene(tmp_path: Path) -> Any:
-    import slicer
-
-    home = tmp_path / "slicer-home"
-    home.mkdir()
-    scene = wired_scene(str(home))
-    application, colors = (
-        scene.logics[0],
-        next(logic for logic in scene.logics if isinstance(logic, slicer.vtkSlicerColorLogic)),
-    )
-    application.SetModuleLogic("Colors", colors)  # for label map volumes' colour tables, as Slicer's startup does
-    return scene
 
 
 @pytest.fixture
