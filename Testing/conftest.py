@@ -1,5 +1,6 @@
 """Shared fixtures: images with awkward but valid geometry (oblique or flipped axes, non-zero origin,
-anisotropic spacing), so that code which mixes up axis orders or ignores the direction fails."""
+anisotropic spacing), so that code which mixes up axis orders or ignores the direction fails; and a real nnU-Net v2
+results folder, built once per session (the nnU-Net tests and the fault suite use it)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import numpy.typing as npt
 import pytest
+from nnunet_support import FAST_VARIANT, NnunetResults, build_nnunet_results, nnunet_available
 
 from MedSegCNNLib.image.core import Image, LabelInfo
 
@@ -27,6 +29,16 @@ def _private_user_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def nnunet_results(tmp_path_factory: pytest.TempPathFactory) -> NnunetResults:
+    """The fast representative (``FAST_VARIANT``: 3d_fullres, fold 0, nnUNetTrainer with mirroring, nnUNetPlans at
+    2 mm, 40 training iterations; about 20-25 s on 2 shared cores), with its three held-out hippocampus cases."""
+    reason = nnunet_available()
+    if reason is not None:
+        pytest.skip(reason)
+    return build_nnunet_results(tmp_path_factory.mktemp("nnunet-fast"), FAST_VARIANT)
 
 
 def rotation(angles: Sequence[float]) -> np.ndarray:

@@ -6,6 +6,8 @@
   reading of model ``.zip`` files), without torch (for listing models).
 - :mod:`.training_state`: resumable training checkpoints (model, optimizer, scheduler, GradScaler, RNG states).
 - :mod:`.state_codec`: the encoding of nested state into tensors and JSON, and atomic folder writes.
+- :mod:`.weights_file`: what a weights file of another tool is (torch.save zip or legacy, pickle, zip,
+  safetensors), told by its first bytes.
 
 The names below are imported from their modules on first use, so that reading a model card does not import torch.
 """

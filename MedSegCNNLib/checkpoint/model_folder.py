@@ -43,6 +43,7 @@ from .model_card import (
     opened_model,
 )
 from .state_codec import read_tensors, storable_tensors, write_tensors
+from .weights_file import foreign_weights_problem, weights_file_kind
 
 logger = logging.getLogger(__name__)
 
@@ -151,14 +152,19 @@ def zip_model(folder: str | os.PathLike[str], zip_path: str | os.PathLike[str], 
 
 
 def import_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read plain PyTorch weights: a ``.safetensors`` file, or a file that ``torch.load(weights_only=True)``
-    reads (PyTorch's restricted unpickler, which refuses arbitrary objects) holding a flat ``name -> tensor``
-    mapping or a ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper of one. Returns CPU tensors."""
+    """Read plain PyTorch weights: a safetensors file (by its name or content), or a ``torch.save`` file (either
+    format) that ``torch.load(weights_only=True)`` reads (PyTorch's restricted unpickler, which refuses arbitrary
+    objects) holding a flat ``name -> tensor`` mapping or a ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper of
+    one; plain pickles and other zips are refused by their kind (:mod:`.weights_file`). Returns CPU tensors."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Weights file {path} does not exist; check the path.")
-    if path.suffix.lower() == ".safetensors":
+    kind = weights_file_kind(path)
+    if path.suffix.lower() == ".safetensors" or kind == "safetensors":
         return read_tensors(path, sha256=None, what="weights", record="")
+    problem = foreign_weights_problem(path, kind, "a PyTorch state dict")
+    if problem is not None:
+        raise InputError(problem)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
             warnings.simplefilter("ignore")

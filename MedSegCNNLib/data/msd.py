@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from ..errors import InputError
@@ -86,9 +86,11 @@ def is_nnunet_v2(description: dict[str, Any]) -> bool:
 def read_training_cases(description: dict[str, Any], folder: Path) -> list[tuple[str, tuple[Path, ...], Path]]:
     """``(case name, image files, label file)`` for each entry of an MSD ``"training"`` list.
 
-    Paths are relative to ``folder``. An image entry naming ``x.nii.gz`` that is absent but stored as
-    channel files ``x_0000.nii.gz``, ``x_0001.nii.gz``, ... (nnU-Net v1) is read as those channels.
-    Every file must exist; otherwise :class:`InputError` lists the missing ones.
+    Paths are relative to ``folder`` and must stay inside it as written: an absolute path, or one whose ``..``
+    climbs out of ``folder``, is refused by its location (before anything is opened); symlinks inside ``folder``
+    are followed wherever they point (datasets are often linked in). An image entry naming ``x.nii.gz`` that is
+    absent but stored as channel files ``x_0000.nii.gz``, ``x_0001.nii.gz``, ... (nnU-Net v1) is read as those
+    channels. Every file must exist; otherwise :class:`InputError` lists the missing ones.
     """
     entries = description.get("training")
     if not isinstance(entries, list):
@@ -99,7 +101,7 @@ def read_training_cases(description: dict[str, Any], folder: Path) -> list[tuple
             raise InputError(f'{folder / DATASET_JSON}: training entry {entry!r} needs an "image" path.')
         if not isinstance(entry.get("label"), str):
             raise InputError(f'{folder / DATASET_JSON}: training entry {entry["image"]!r} needs a "label" path.')
-        image, label = folder / entry["image"], folder / entry["label"]
+        image, label = (_inside(folder, entry[key], key) for key in ("image", "label"))
         images = (image,) if image.exists() else _channel_files(image)
         missing += [str(path) for path in (*images, label) if not path.exists()]
         cases.append((case_name(image), images, label))
@@ -109,6 +111,18 @@ def read_training_cases(description: dict[str, Any], folder: Path) -> list[tuple
             f"{folder / DATASET_JSON} lists files that do not exist: {shown}. Restore them or remove their entries."
         )
     return cases
+
+
+def _inside(folder: Path, written: str, key: str) -> Path:
+    """``folder / written``, or :class:`InputError` when the path ``written`` (an ``"image"`` or ``"label"`` entry)
+    is absolute or climbs out of ``folder`` (judged on the text, symlinks not resolved)."""
+    relative = PurePath(written)
+    if relative.anchor or PurePath(os.path.normpath(relative)).parts[:1] == (os.pardir,):
+        raise InputError(
+            f'{folder / DATASET_JSON}: the {key} path "{written}" points outside the dataset folder {folder}; '
+            "list files inside it by paths relative to it (a symlink inside it may point elsewhere)."
+        )
+    return folder / relative
 
 
 def _channel_files(image: Path) -> tuple[Path, ...]:

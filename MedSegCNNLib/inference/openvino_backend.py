@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..atomic import flush_to_disk
+from ..checkpoint.state_codec import sha256_file
 from ..errors import InputError
 from ..runtime import OPENVINO_INSTALL, openvino_version
 from .cache import load_or_build, weights_sha256
@@ -41,6 +42,8 @@ PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 IR_LAYOUT = 1
 #: A model folder's int8 version (written by :mod:`.quantization`): the folder, its record and its network.
 INT8_FOLDER, INT8_RECORD, INT8_NETWORK = "int8", "int8.json", "network.xml"
+#: The files of the int8 network (the IR's graph and its weights).
+INT8_FILES = (INT8_NETWORK, "network.bin")
 
 
 class ConversionError(RuntimeError):
@@ -220,7 +223,36 @@ def int8_model(source: Path, network: torch.nn.Module, input_shape: Sequence[int
         raise InputError(f"The int8 record {record_path} is unreadable; {remedy} --overwrite.") from None
     if made_for != (weights_sha256(network), tuple(input_shape)):
         raise InputError(f"The int8 version in {source} was made from other weights or windows; {remedy} --overwrite.")
-    return Int8Version(openvino_core().read_model(source / INT8_FOLDER / INT8_NETWORK), accepted, lowest, required)
+    return Int8Version(_read_int8_network(source / INT8_FOLDER, record, remedy), accepted, lowest, required)
+
+
+def int8_files_sha256(folder: Path) -> dict[str, str]:
+    """SHA-256 of each file of the int8 network in ``folder`` (``network.xml`` and ``network.bin``), by name: what
+    its record keeps (``"files"``) to detect a damaged or replaced file."""
+    return {name: sha256_file(folder / name) for name in INT8_FILES}
+
+
+def _read_int8_network(folder: Path, record: dict[str, Any], remedy: str) -> Any:
+    """The OpenVINO model in the int8 ``folder``: its files must exist, match the SHA-256 its ``record`` keeps
+    (records made before they were kept have none) and parse; otherwise an error naming the file and the ``remedy``."""
+    for name in INT8_FILES:
+        if not (folder / name).is_file():
+            raise InputError(f"The int8 version in {folder} lacks {name}; {remedy} --overwrite.")
+    kept = record.get("files")
+    if kept is not None:
+        digests = int8_files_sha256(folder).items()
+        damaged = [name for name, digest in digests if not isinstance(kept, dict) or kept.get(name) != digest]
+        if damaged:
+            names = " and ".join(str(folder / name) for name in damaged)
+            raise InputError(f"{names} changed since it was quantised (damaged or replaced?); {remedy} --overwrite.")
+    try:
+        return openvino_core().read_model(folder / INT8_NETWORK)
+    except RuntimeError as error:  # OpenVINO reports unparsable IR files as RuntimeError
+        reason = next((line.strip() for line in reversed(str(error).splitlines()) if line.strip()), "unreadable")
+        raise InputError(
+            f"The int8 version in {folder} cannot be read ({reason.rstrip('.!')}): it is truncated or damaged; "
+            f"{remedy} --overwrite."
+        ) from None
 
 
 def convert(network: torch.nn.Module, input_shape: tuple[int, ...]) -> Any:

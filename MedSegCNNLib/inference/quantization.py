@@ -6,7 +6,8 @@ than the window padded as the sliding window pads them). It quantises with the "
 activations, which fit LeakyReLU's negative side) and leaves the classifier (the last convolution) in fp32.
 The int8 IR goes into ``<model folder>/int8/`` (``network.xml``/``.bin``) with ``int8.json``, the record that
 keys it: the weights' SHA-256 and the input shape, as the cache keys its entries, plus the OpenVINO and NNCF
-versions, the calibration cases and the check of int8 against fp32 on them.
+versions, the calibration cases, the check of int8 against fp32 on them and the SHA-256 of the two IR files
+(a damaged or replaced file is refused).
 :func:`~.openvino_backend.int8_model` finds it for prediction (``--precision int8``) and refuses one made from
 other weights or for another window. NNCF is an optional extra (``medsegcnn[int8]``),
 imported here only; its usage telemetry is off, as OpenVINO's (:func:`~.openvino_backend.import_openvino`).
@@ -37,12 +38,14 @@ from .cache import weights_sha256
 from .engine import Engine, engine_for
 from .model import SegmentationModel, load_segmentation_model
 from .openvino_backend import (
+    INT8_FILES,
     INT8_FOLDER,
     INT8_NETWORK,
     INT8_RECORD,
     compile_model,
     convert,
     import_openvino,
+    int8_files_sha256,
     openvino_core,
     without_telemetry,
 )
@@ -99,9 +102,10 @@ def quantize_model(
         quantized = quantize_network(network, shape, windows)
         record["check"] = _check(loaded, quantized, preprocessed, cache_folder or user_cache_folder())
         ov.save_model(quantized, partial / INT8_NETWORK, compress_to_fp16=False)
-        for written in (INT8_NETWORK, INT8_NETWORK.replace(".xml", ".bin")):
+        for written in INT8_FILES:
             flush_to_disk(partial / written)
         openvino_core().read_model(partial / INT8_NETWORK)  # read back before the folder is renamed into place
+        record["files"] = int8_files_sha256(partial)
         write_text_atomic(partial / INT8_RECORD, json.dumps(record, indent=1))
     return folder / INT8_FOLDER
 

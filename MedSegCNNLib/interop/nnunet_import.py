@@ -22,7 +22,7 @@ from ..checkpoint import save_model
 from ..data.nnunet.plan import CONFIGURATIONS, NORMALIZATIONS, ChannelNormalization, NnUNetPlan, Resampling
 from ..errors import InputError, OutputExistsError
 from ..networks import build_network
-from ..networks.nnunet_unet import network_config_from_plans, state_dict_from_nnunet
+from ..networks.nnunet_unet import network_config_from_plans, nnunet_weights_channels, state_dict_from_nnunet
 from .nnunet_results import (
     ARCHITECTURE_TRAINERS,
     CHECKPOINTS,
@@ -77,6 +77,8 @@ def import_nnunet(
     labels = _labels(folder)
     channels = _channels(folder)
     outputs = len(labels) if plan.regions_class_order is None else len(plan.regions_class_order)
+    _check_against_weights(folder, len(channels), outputs, plan.regions_class_order is not None, checkpoints)
+    _check_channels_against_plans(folder, channels)
     architecture = folder.configuration["architecture"]
     member = network_config_from_plans(
         str(architecture["network_class_name"]),
@@ -259,15 +261,40 @@ def _labels(folder: ResultsFolder) -> dict[int, str]:
 
 
 def _channels(folder: ResultsFolder) -> list[str]:
+    """The input channel names of dataset.json (``channel_names``, or ``modality``), in channel order."""
     names = folder.dataset.get("channel_names", folder.dataset.get("modality"))
     order = sorted(names, key=lambda key: int(key) if str(key).isdigit() else 0)
-    channels = [str(names[key]) for key in order]
+    return [str(names[key]) for key in order]
+
+
+def _check_channels_against_plans(folder: ResultsFolder, channels: list[str]) -> None:
     if len(channels) != len(folder.configuration.get("normalization_schemes", channels)):
         raise InputError(
             f"dataset.json names {len(channels)} channel(s) but the plans normalise "
             f"{len(folder.configuration['normalization_schemes'])}: the plans and dataset.json do not match."
         )
-    return channels
+
+
+def _check_against_weights(
+    folder: ResultsFolder, channels: int, outputs: int, regions: bool, checkpoints: list[Checkpoint]
+) -> None:
+    """dataset.json's ``channels`` and ``outputs`` (labels, or ``regions``) must be the network's input channels and
+    outputs as its weights show them: a dataset.json of another dataset is named as such, not as a plans mismatch."""
+    path = folder.path / "dataset.json"
+    fix = "restore the dataset.json the model was trained with (from its nnU-Net results folder)"
+    for entry in checkpoints:
+        inputs, heads = nnunet_weights_channels(entry.network_weights)
+        if heads is not None and heads != outputs:
+            what = "regions" if regions else "labels (background included)"
+            raise InputError(
+                f"{path} lists {outputs} {what} but the network in {entry.path} has {heads} outputs: they do not "
+                f"belong together; {fix}."
+            )
+        if inputs is not None and inputs != channels:
+            raise InputError(
+                f"{path} names {channels} input channel(s) (channel_names) but the network in {entry.path} takes "
+                f"{inputs}: they do not belong together; {fix}."
+            )
 
 
 def _state_dict(checkpoints: list[Checkpoint], member: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -2,7 +2,8 @@
 nnunetv2 and without unpickling anything outside an explicit allow-list.
 
 The folder holds ``dataset.json``, ``plans.json`` and ``fold_K/checkpoint_final.pth`` (or ``_best``) per trained
-fold. A checkpoint is a ``torch.save`` pickle: it is read with ``torch.load(weights_only=True)``, whose restricted
+fold. A checkpoint is a ``torch.save`` pickle (zip, or the legacy format; other files are refused by their kind,
+:mod:`~MedSegCNNLib.checkpoint.weights_file`): it is read with ``torch.load(weights_only=True)``, whose restricted
 unpickler builds only tensors, containers and plain values, plus exactly the numpy globals nnU-Net writes into
 its checkpoints (:data:`CHECKPOINT_GLOBALS`: numpy scalars in its training logs). A checkpoint needing anything
 else is refused, naming the global. ``postprocessing.pkl`` is never read.
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoint.weights_file import foreign_weights_problem, weights_file_kind
 from ..errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -179,9 +181,13 @@ def read_checkpoint(folder: ResultsFolder, fold: str, checkpoint: str) -> Checkp
     size = path.stat().st_size
     if size > MAX_CHECKPOINT_BYTES:
         raise InputError(f"{path} is {size / 2**30:.1f} GiB, more than an nnU-Net checkpoint can be; not read.")
+    kind = weights_file_kind(path)
+    problem = foreign_weights_problem(path, kind, "an nnU-Net checkpoint")
+    if problem is not None:
+        raise InputError(problem)
     try:
-        with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
-            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):  # the legacy format cannot be memory-mapped
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=kind != "torch-legacy")
     except pickle.UnpicklingError as error:
         found = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(error))
         what = found.group(1) if found else str(error).splitlines()[0]

@@ -556,6 +556,8 @@ _ENCODER_NAMES = {
 """nnU-Net name prefix -> MedSegCNN name prefix (``{x}``: a number, kept); the rest of a name is the same."""
 _TRAINING_HEAD = re.compile(r"^decoder\.seg_layers\.(\d+)\.")
 """nnU-Net's logits of decoder stage k; all but the last serve deep supervision in training."""
+_FIRST_CONVOLUTIONS = ("encoder.stages.0.0.convs.0.conv.weight", "encoder.stem.convs.0.conv.weight")
+"""The weights of the first convolution of nnU-Net's PlainConvUNet and ResidualEncoderUNet (its input channels)."""
 
 
 def state_dict_from_nnunet(
@@ -609,6 +611,17 @@ def state_dict_from_nnunet(
     if problems:
         raise InputError(f"The nnU-Net weights do not fit the {name} of the plans: {problems}.")
     return {own: converted[own][1] for own in expected}
+
+
+def nnunet_weights_channels(network_weights: Mapping[str, torch.Tensor]) -> tuple[int | None, int | None]:
+    """``(input channels, outputs)`` of the nnU-Net network whose ``network_weights`` these are: the input
+    channels of its first convolution (PlainConvUNet's first stage, ResidualEncoderUNet's stem) and the outputs of
+    its logit heads (``decoder.seg_layers.k``); None for either that the weights do not show."""
+    weights = _unwrapped(network_weights)
+    first = next((weights[key] for key in _FIRST_CONVOLUTIONS if key in weights), None)
+    heads = [tensor for key, tensor in weights.items() if _TRAINING_HEAD.match(key) and key.endswith(".weight")]
+    inputs = int(first.shape[1]) if first is not None and first.ndim > 1 else None
+    return inputs, int(heads[0].shape[0]) if heads and heads[0].ndim > 0 else None
 
 
 def _unwrapped(network_weights: Mapping[str, Any]) -> dict[str, torch.Tensor]:

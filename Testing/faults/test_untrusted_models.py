@@ -271,9 +271,9 @@ def test_init_from_a_pickle_is_refused_without_torchs_unsafe_hint(tmp_path, scra
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert error_line(result) == (
-        f"{evil} is not a plain PyTorch state dict that MedSegCNN can read safely (it holds other objects, which "
-        "could run code when unpickled, or it is damaged); save only model.state_dict() with torch.save, or as "
-        "safetensors."
+        f"{evil} is a plain pickle file, not a PyTorch state dict saved with torch.save; it is not read, since "
+        "unpickling it could run code. Only if you trust it: load it with pickle in a trusted environment and save "
+        "the weights again with torch.save (or as safetensors)."
     )
     assert "weights_only" not in result.stderr
     assert not marker.exists()

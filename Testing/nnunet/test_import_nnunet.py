@@ -177,8 +177,11 @@ def test_missing_folds(copy: Path, tmp_path: Path) -> None:
 
 
 def test_plans_and_dataset_that_do_not_match(copy: Path, tmp_path: Path) -> None:
-    _edit_json(copy / "dataset.json", lambda d: d["channel_names"].update({"1": "T2"}))
-    _refused(copy, "do not match", tmp_path)
+    _edit_json(
+        copy / "plans.json",
+        lambda d: d["configurations"]["3d_fullres"]["normalization_schemes"].append("ZScoreNormalization"),
+    )
+    _refused(copy, "the plans normalise 2: the plans and dataset.json do not match", tmp_path)
 
 
 def test_plans_without_this_configuration(copy: Path, tmp_path: Path) -> None:
