@@ -116,7 +116,8 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
     parser.add_argument(
         "--skip-existing",
         action="store_true",
-        help="keep the cases whose output files all exist, redo those with only some (the default under torchrun)",
+        help="keep the cases whose output files all exist and read back whole, redo the others (a truncated output "
+        "is redone, with a warning; the default under torchrun)",
     )
     parser.add_argument(
         "--allow-large-model",
