@@ -49,12 +49,11 @@ def finished(tmp_path_factory) -> tuple[Path, Path]:
     return images, output
 
 
-def test_dangling_link_as_output_is_an_existing_output(tmp_path, finished):
-    images, done = finished
+def test_dangling_link_as_output_is_an_existing_output(tmp_path):
     output = tmp_path / "out.nii.gz"
     output.symlink_to(tmp_path / "missing.nii.gz")
     before = snapshot(tmp_path)
-    result = predict(images / f"{CASES[0]}.nii.gz", output)
+    result = predict(SAMPLE / "imagesTr" / f"{CASES[0]}.nii.gz", output)
     assert result.returncode == 1, result.stderr
     assert error_line(result) == (
         f"1 output file(s) exist already (e.g. {output} (a link to a missing file)); pass --overwrite to replace "
@@ -64,6 +63,11 @@ def test_dangling_link_as_output_is_an_existing_output(tmp_path, finished):
     assert_unchanged(before)
     assert sorted(tmp_path.iterdir()) == [output]
 
+
+def test_overwrite_replaces_a_dangling_link_itself(tmp_path, finished):
+    images, done = finished
+    output = tmp_path / "out.nii.gz"
+    output.symlink_to(tmp_path / "missing.nii.gz")
     result = predict(images / f"{CASES[0]}.nii.gz", output, "--overwrite")
     assert result.returncode == 0, result.stderr
     assert (
