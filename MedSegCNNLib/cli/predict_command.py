@@ -195,10 +195,11 @@ def plan_outputs(args: argparse.Namespace, options: PredictOptions, *, skip: boo
     cases, batch = input_cases([Path(path) for path in args.input], channels, pages=args.pages)
     target = Path(args.output)
     to_folder = batch or target.is_dir() or args.output.endswith(("/", os.sep))
-    if to_folder and occupied(target) and not target.is_dir():
+    blocker = next((path for path in (target, *target.parents) if occupied(path) and not path.is_dir()), None)
+    if to_folder and blocker is not None:  # the folder (or one of its parents, to be created) is a file or link
         why = "The input is a folder of images, so --output must be a folder" if batch else "--output names a folder"
-        what = "a link to a missing file" if not target.exists() else "a file"
-        raise InputError(f"{why}; {target} is {what}.")
+        what = "a link to a missing file" if not blocker.exists() else "a file"
+        raise InputError(f"{why}; {blocker} is {what}.")
     stack = args.pages == "stack"
     if to_folder:
         planned = [

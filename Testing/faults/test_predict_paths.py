@@ -78,8 +78,7 @@ def test_overwrite_replaces_a_dangling_link_itself(tmp_path, finished):
 
 
 def test_dangling_link_as_extra_output_in_a_folder(tmp_path, finished):
-    """Sibling: ``--probabilities`` in folder mode, its file a link to a missing file; and a dangling link as the
-    output folder itself."""
+    """Sibling: ``--probabilities`` in folder mode, its file a link to a missing file."""
     images, _ = finished
     output = tmp_path / "out"
     output.mkdir()
@@ -94,16 +93,21 @@ def test_dangling_link_as_extra_output_in_a_folder(tmp_path, finished):
     )
     assert extra.is_symlink() and sorted(output.iterdir()) == [extra]
     assert_unchanged(before)
+    assert leftovers(tmp_path) == []
 
-    folder = tmp_path / "linked"
-    folder.symlink_to(tmp_path / "no-such-folder")
-    result = predict(images, folder)
+
+@pytest.mark.parametrize("where", ["folder", "parent"])
+def test_dangling_link_as_output_folder(tmp_path, finished, where):
+    """Sibling: a link to a missing folder as the output folder of a folder of inputs, or as its parent."""
+    images, _ = finished
+    link = tmp_path / "linked"
+    link.symlink_to(tmp_path / "no-such-folder")
+    result = predict(images, link if where == "folder" else link / "out")
     assert result.returncode == 1, result.stderr
     assert error_line(result) == (
-        f"The input is a folder of images, so --output must be a folder; {folder} is a link to a missing file."
+        f"The input is a folder of images, so --output must be a folder; {link} is a link to a missing file."
     )
-    assert folder.is_symlink() and not (tmp_path / "no-such-folder").exists()
-    assert leftovers(tmp_path) == []
+    assert sorted(tmp_path.iterdir()) == [link] and not (tmp_path / "no-such-folder").exists()
 
 
 def test_skip_existing_redoes_truncated_and_empty_outputs(tmp_path, finished):
