@@ -15,6 +15,7 @@ temporary left behind.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from cli_support import ROOT, SAMPLE, medsegcnn
 from fault_support import assert_unchanged, error_line, leftovers, snapshot
 from PIL import Image as PillowImage
 
+from MedSegCNNLib.errors import InputError
+from MedSegCNNLib.image.integrity import check_image_file
 from MedSegCNNLib.image.io import SUPPORTED_EXTENSIONS, read_image, write_image
 
 MODEL = ROOT / "Resources" / "Models" / "hippocampus-tiny"
@@ -203,3 +206,19 @@ def test_non_ascii_detached_headers(tmp_path, finished, source, target):
     data_files = sorted(path.name for path in folder.iterdir() if path.name.startswith("Ergebnis ü."))
     assert data_files == sorted([target, "Ergebnis ü.raw.gz" if target.endswith(".nhdr") else "Ergebnis ü.zraw"])
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file names as bytes (not UTF-8) exist on POSIX only")
+def test_detached_header_naming_its_data_file_in_latin1(tmp_path):
+    """A header whose data file name is not UTF-8 (written by a tool in a Latin-1 locale) still names its file:
+    the check reads the name's bytes as the file system keeps them, and a missing one is named as such."""
+    source = read_image(SAMPLE / "imagesTr" / f"{CASES[0]}.nii.gz")
+    write_image(source, tmp_path / "plain.nhdr", compress=False)
+    header = (tmp_path / "plain.nhdr").read_bytes().replace(b"data file: plain.raw", b"data file: Bild \xf6.raw")
+    data = tmp_path / os.fsdecode(b"Bild \xf6.raw")  # the name's bytes as the file system keeps them
+    (tmp_path / "plain.raw").rename(data)
+    (tmp_path / "plain.nhdr").write_bytes(header)
+    check_image_file(tmp_path / "plain.nhdr")
+    data.unlink()
+    with pytest.raises(InputError, match=r"its data file .*Bild .* is missing"):
+        check_image_file(tmp_path / "plain.nhdr")
