@@ -9,6 +9,9 @@ A file appears under its final name complete and checked, or not at all:
 - only then does it replace the target; an existing target is replaced only when ``overwrite`` is true and
   stays untouched when anything fails.
 
+A symbolic link at the target counts as an existing target (:func:`occupied`), even one whose file is missing:
+it is refused without ``overwrite``, and with it the rename replaces the link itself, never the file it points to.
+
 Any failure (no space, read-only file system, permission denied, a check that fails) raises
 :class:`~MedSegCNNLib.errors.WriteError`: one line that names the user's path (never the temporary one), the
 cause and what to do. The temporary file is removed.
@@ -50,13 +53,19 @@ Verifier = Callable[[Path], None]
 """A check of a freshly written temporary file; raises :class:`InputError` (the reason) when it is not right."""
 
 
+def occupied(path: Path) -> bool:
+    """Whether something is at ``path``: a file, a folder or a symbolic link, also one whose target is missing
+    (:meth:`Path.exists` follows links, so it misses those)."""
+    return os.path.lexists(path)
+
+
 def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
-    """Return ``path`` as a :class:`Path` after refusing an existing file (unless ``overwrite``)
+    """Return ``path`` as a :class:`Path` after refusing an existing file or link (unless ``overwrite``)
     and a missing parent folder."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"Output path {path} is a folder; give a file name.")
-    if path.exists() and not overwrite:
+    if occupied(path) and not overwrite:
         raise OutputExistsError(f"Output file {path} already exists; choose another name or pass --overwrite.")
     if not path.parent.is_dir():
         raise InputError(f"Output folder {path.parent} does not exist; create it first.")
@@ -228,7 +237,7 @@ def atomic_path(
     """Yield a temporary path with the same extension as ``path``; when the body succeeds, check, flush and
     rename it to ``path`` (see the module docstring). ``verify`` checks the written file's content."""
     target = check_writable(path, overwrite=overwrite)
-    replaced = target.exists()
+    replaced = occupied(target)
     remove_stale_temporaries(target.parent)
     tmp = temporary_path(target, suffix=full_suffix(target))
     try:
@@ -244,7 +253,7 @@ def atomic_path(
                 reason = f"the file written failed its check: {_without(str(error), tmp, target)}"
                 raise incomplete_write(target, reason, replaced=replaced) from None
         flush_to_disk(tmp)
-        if target.exists() and not overwrite:  # created by someone else meanwhile
+        if occupied(target) and not overwrite:  # created by someone else meanwhile
             raise OutputExistsError(f"Output file {target} appeared while writing; nothing was replaced.")
         tmp.replace(target)
     except MedSegCNNError:
@@ -268,8 +277,8 @@ def atomic_folder(path: str | os.PathLike[str], *, overwrite: bool, keep_other_e
     body checks and flushes what it writes (e.g. with :func:`atomic_path` inside the folder).
     """
     target = Path(path)
-    if target.exists() and not target.is_dir():
-        raise InputError(f"{target} is a file; give a folder name.")
+    if occupied(target) and not target.is_dir():
+        raise InputError(f"{target} exists and is not a folder; give a folder name.")
     if not overwrite and _non_empty(target):
         raise OutputExistsError(f"Folder {target} already exists and is not empty; choose another or overwrite it.")
     if not target.parent.is_dir():

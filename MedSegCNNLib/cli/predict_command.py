@@ -7,10 +7,17 @@ when the model has several channels and the first file holds one, and ``<case>_0
 ``<case>`` for a one-channel model. A folder of multi-component files (RGB pictures, 4D or vector volumes) is one
 case per file. Outputs are named by case.
 
-A case is *complete* when every output file it asks for exists (:meth:`PredictOptions.output_paths`; files are
-written atomically, so one that exists is whole), and *partial* when only some do. ``--skip-existing`` leaves the
-complete cases as they are and redoes the partial ones (replacing their files); without it, existing outputs are
-refused unless ``--overwrite``.
+A case is *complete* when every output file it asks for exists (:meth:`PredictOptions.output_paths`) and reads
+back whole (the integrity checks of every read), and *partial* when only some do. ``--skip-existing`` leaves the
+complete cases as they are and redoes the partial ones (replacing their files); a truncated or corrupt output
+(say, from a copy that broke off) makes its case partial, with a warning naming the file: ``--skip-existing`` asks
+for the folder to be completed, and such a file holds no segmentation worth keeping. Without ``--skip-existing``,
+existing outputs are refused unless ``--overwrite``. A symbolic link counts as an existing output, also one to a
+missing file; ``--overwrite`` replaces the link itself, never the file it points to.
+
+Before anything is written, every input of the cases to segment is read and checked against the model (readable
+and complete, channels, 2D or 3D), so that a bad file among good ones stops the run with nothing written (each
+input is read twice; under torchrun each process checks its own share of the cases).
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1, on one machine or several) the processes share out the cases. Rank 0
 lists them, skips the complete ones (the default there, so that rerunning the same command continues a run that
@@ -39,9 +46,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..atomic import check_writable, refuse_replacing_inputs
+from ..atomic import check_writable, occupied, refuse_replacing_inputs, verify_png
 from ..errors import InputError, OutputExistsError
 from ..image.cases import CHANNEL_SUFFIX
+from ..image.dicom import may_hold_dicom
 from ..image.io import SUPPORTED_EXTENSIONS, case_name, is_image_path, is_raster_path
 from ..image.raster import luminance
 from ..inference.options import PredictOptions, check_label_format
@@ -108,7 +116,8 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
     parser.add_argument(
         "--skip-existing",
         action="store_true",
-        help="keep the cases whose output files all exist, redo those with only some (the default under torchrun)",
+        help="keep the cases whose output files all exist and read back whole, redo the others (a truncated output "
+        "is redone, with a warning; the default under torchrun)",
     )
     parser.add_argument(
         "--allow-large-model",
@@ -185,9 +194,12 @@ def plan_outputs(args: argparse.Namespace, options: PredictOptions, *, skip: boo
     channels = read_model_card(models[0]).channels
     cases, batch = input_cases([Path(path) for path in args.input], channels, pages=args.pages)
     target = Path(args.output)
-    if batch and target.exists() and not target.is_dir():
-        raise InputError(f"The input is a folder of images, so --output must be a folder; {target} is a file.")
     to_folder = batch or target.is_dir() or args.output.endswith(("/", os.sep))
+    blocker = next((path for path in (target, *target.parents) if occupied(path) and not path.is_dir()), None)
+    if to_folder and blocker is not None:  # the folder (or one of its parents, to be created) is a file or link
+        why = "The input is a folder of images, so --output must be a folder" if batch else "--output names a folder"
+        what = "a link to a missing file" if not blocker.exists() else "a file"
+        raise InputError(f"{why}; {blocker} is {what}.")
     stack = args.pages == "stack"
     if to_folder:
         planned = [
@@ -207,8 +219,9 @@ def plan_outputs(args: argparse.Namespace, options: PredictOptions, *, skip: boo
         [path for paths in outputs.values() for path in paths],
         [path for _, sources, _ in planned for path in sources] + references + list(models),
     )
-    present = {output: [path for path in paths if path.exists()] for output, paths in outputs.items()}
-    existing = [str(path) for paths in present.values() for path in paths]
+    present = {output: [path for path in paths if occupied(path)] for output, paths in outputs.items()}
+    existing = [f"{path}{'' if path.exists() else ' (a link to a missing file)'}" for paths in present.values()
+                for path in paths]  # fmt: skip
     if existing and not (skip or args.overwrite):
         raise OutputExistsError(
             f"{len(existing)} output file(s) exist already (e.g. {existing[0]}); pass --overwrite to replace them, "
@@ -216,7 +229,8 @@ def plan_outputs(args: argparse.Namespace, options: PredictOptions, *, skip: boo
         )
     jobs = []
     for index, (case, sources, output) in enumerate(planned):
-        complete, reference = len(present[output]) == len(outputs[output]), references[index] if references else None
+        complete = len(present[output]) == len(outputs[output]) and (not skip or _whole(case, options, output))
+        reference = references[index] if references else None
         replace = args.overwrite or bool(present[output])
         jobs.append(Job(case, sources, output, reference, skip=skip and complete, replace=replace))
     skipped = sum(job.skip for job in jobs)
@@ -227,6 +241,32 @@ def plan_outputs(args: argparse.Namespace, options: PredictOptions, *, skip: boo
     for job in jobs:
         check_writable(job.output, overwrite=True)
     return Plan(tuple(jobs), models, None)
+
+
+def _whole(case: str, options: PredictOptions, output: Path) -> bool:
+    """Whether every output file of ``case`` (label map ``output``), all present, reads back whole; warns naming
+    the first that does not (the case is then redone)."""
+    for kind, path in options.output_paths(output).items():
+        try:
+            _check_output(kind, path)
+        except InputError as error:
+            logger.warning("Case %s is not complete and is segmented again, its output files replaced: %s", case, error)
+            return False
+    return True
+
+
+def _check_output(kind: str, path: Path) -> None:
+    """Refuse (:class:`InputError`) the existing output ``path`` of ``kind`` (a key of
+    :meth:`PredictOptions.output_paths`) unless it reads back whole, with the checks of every read."""
+    from ..image.io import read_image
+
+    if kind == "overlay":
+        try:
+            verify_png(path)
+        except InputError as error:
+            raise InputError(f"{path} is truncated or corrupt: {error}") from None
+    else:
+        read_image(path)
 
 
 def input_cases(
@@ -241,7 +281,15 @@ def input_cases(
     if len(inputs) > 1:
         return [_channel_files_case(inputs, channels)], False
     source = inputs[0]
-    if not (source.is_dir() and any(is_image_path(path) for path in source.iterdir() if path.is_file())):
+    if not source.is_dir():
+        return [(case_name(source), (source,))], False
+    files = [path for path in source.iterdir() if path.is_file() and not path.name.startswith(".")]
+    if not any(is_image_path(path) for path in files):
+        if not may_hold_dicom(source):
+            raise InputError(
+                f"Input folder {source} holds no images: no files ending in {', '.join(SUPPORTED_EXTENSIONS)} "
+                "(hidden files are ignored) and no DICOM series; give a folder of images, a DICOM folder or a file."
+            )
         return [(case_name(source), (source,))], False
     return _folder_cases(source, channels, pages), True
 
@@ -321,6 +369,7 @@ def run(args: argparse.Namespace) -> int:
             return _run_distributed(args, options, context)
         plan = plan_outputs(args, options, skip=args.skip_existing)
         model = load_segmentation_model(list(plan.models), context.device, allow_large=args.allow_large_model)
+        _check_inputs(plan.todo, model, grayscale=args.grayscale, pages=args.pages)
         sink = _sink(args.progress)
         with _created_folder(plan.folder):
             progress = None if sink is None else PredictionProgress(sink, len(plan.todo))
@@ -349,6 +398,22 @@ def _created_folder(folder: Path | None) -> Iterator[None]:
         raise
 
 
+def _check_inputs(jobs: Sequence[Job], model: SegmentationModel, *, grayscale: bool, pages: Pages) -> None:
+    """Read the inputs of every one of ``jobs`` as :func:`_segment` does and refuse (:class:`InputError`, naming
+    the file) the first that cannot be read whole or does not fit ``model``, before anything is written."""
+    from ..inference.segment import load_checked_input
+
+    for job in jobs:
+        images = _model_inputs(job, [_read(source, pages) for source in job.sources], model.channels,
+                               grayscale=grayscale)  # fmt: skip
+        load_checked_input(images, model, _input_name(job))
+
+
+def _input_name(job: Job) -> str:
+    """How messages name the input of ``job``: its file(s)."""
+    return ", ".join(map(str, job.sources))
+
+
 def _segment(
     jobs: Sequence[Job],
     options: PredictOptions,
@@ -371,7 +436,7 @@ def _segment(
         )
         result = segment(
             images, model, options, progress=None if progress is None else progress.for_case(index, job.case),
-            input_name=", ".join(map(str, job.sources)),
+            input_name=_input_name(job),
         )  # fmt: skip
         outputs = options.output_paths(job.output)
         write_image(result.labels, outputs["labels"], overwrite=job.replace)
@@ -475,6 +540,7 @@ def _run_distributed(args: argparse.Namespace, options: PredictOptions, context:
     try:
         if share or context.is_main:  # rank 0 also needs the labels' names for the report
             model = load_segmentation_model(list(plan.models), context.device, allow_large=args.allow_large_model)
+            _check_inputs(share, model, grayscale=args.grayscale, pages=args.pages)
             _segment(share, options, model, cohort, grayscale=args.grayscale, pages=args.pages)
     except Exception as error:
         failure = error

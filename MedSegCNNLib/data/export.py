@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_folder, write_text_atomic
+from ..atomic import atomic_folder, occupied, write_text_atomic
 from ..errors import InputError, OutputExistsError
 from ..image.cases import listing
 from ..image.core import Image, LabelInfo
@@ -77,8 +77,8 @@ def write_training_folder(
 
 
 def _check_target(folder: Path, *, overwrite: bool) -> Path:
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"{folder} is a file; give a folder for the training data.")
+    if occupied(folder) and not folder.is_dir():
+        raise InputError(f"{folder} is a file (or a link to a missing one); give a folder for the training data.")
     if not folder.parent.is_dir():
         raise InputError(f"Folder {folder.parent} does not exist; create it first.")
     entries = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []

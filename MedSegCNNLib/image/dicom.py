@@ -7,6 +7,7 @@ or corrupt, and a series whose slices ITK finds unevenly spaced or missing is re
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -64,6 +65,17 @@ def read_dicom_series(folder: str | os.PathLike[str], *, series_uid: str | None 
             "slices first (e.g. in Slicer)."
         )
     return from_sitk(volume)
+
+
+def may_hold_dicom(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` may hold a DICOM series for :func:`read_dicom_series` (which says what is wrong with
+    it): a file directly in it has the DICOM magic, or else GDCM finds a series (files without the preamble)."""
+    folder = Path(folder)
+    with contextlib.suppress(OSError):  # an unreadable file: the reader names it
+        if any(file.is_file() and _has_dicom_magic(file) for file in folder.iterdir()):
+            return True
+    with captured_native_stderr():
+        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
 
 
 def _refuse_unparsable_files(folder: Path, uids: list[str]) -> None:

@@ -630,13 +630,20 @@ def _read_text_header(path: Path, take: Callable[[str, dict[str, str]], bool]) -
     fields: dict[str, str] = {}
     with path.open("rb") as stream:
         for raw_line in _lines(stream):
-            line = raw_line.decode("latin-1").rstrip("\r\n")
+            line = _header_text(raw_line).rstrip("\r\n")
             if not take(line, fields):
                 break
         end = stream.tell()
         detached = path.suffix.lower() in (".nhdr", ".mhd")
-        trailing = stream.read(1 << 20).decode("latin-1").split() if detached else []
+        trailing = _header_text(stream.read(1 << 20)).split() if detached else []
     return fields, end, trailing
+
+
+def _header_text(data: bytes) -> str:
+    """Header bytes as text: UTF-8, as ITK writes the non-ASCII names of data files (the bytes of the name it was
+    given); bytes that are not UTF-8 are kept as the file system's own names keep them (surrogate escapes), so a
+    name written in another encoding still names its file."""
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _lines(stream: BinaryIO) -> Iterator[bytes]:

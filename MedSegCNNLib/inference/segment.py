@@ -84,9 +84,8 @@ def segment(
         loaded = model
     else:
         loaded = load_segmentation_model(model, resolve_device(options.device_choice))
-    source = _load_input(image)
-    _check_compatible(source, loaded)
     what = input_name or _input_text(image)
+    source = load_checked_input(image, loaded, what)
     if isinstance(loaded.plan, NnUNetPlan):
         return _segment_imported_nnunet(_finite(source, what), loaded, options, what, overlap, batch_size, progress)
     case = preprocess_case(_finite(source, what), None, loaded.plan, name="input")
@@ -146,6 +145,14 @@ def _segment_imported_nnunet(
     )
 
 
+def load_checked_input(image: ImageSource | Sequence[ImageSource], model: SegmentationModel, what: str) -> Image:
+    """The input of :func:`segment` read (channels stacked on the first one's grid) and checked against ``model``:
+    its channels and its dimension (a 2D image for a 3D model is refused). ``what`` names the input in messages."""
+    source = _load_input(image)
+    _check_compatible(source, model, what)
+    return source
+
+
 def _load_input(image: ImageSource | Sequence[ImageSource]) -> Image:
     sources = list(image) if isinstance(image, list | tuple) else [image]
     if not sources:
@@ -167,7 +174,7 @@ def _as_path_or_image(source: ImageSource) -> Image | Path:
     return source if isinstance(source, Image) else Path(source)
 
 
-def _check_compatible(image: Image, model: SegmentationModel) -> None:
+def _check_compatible(image: Image, model: SegmentationModel, what: str) -> None:
     expected = len(model.channels)
     if expected == 1 and image.num_channels == 3 and image.spatial_dims == 2:
         raise InputError(
@@ -180,7 +187,7 @@ def _check_compatible(image: Image, model: SegmentationModel) -> None:
             f"{image.num_channels}. Give one image per channel in that order."
         )
     if model.spatial_dims == 3 and image.spatial_dims == 2:
-        raise InputError("This is a 3D model and the input is a 2D image; use a 2D model or a 3D volume.")
+        raise InputError(f"{what} is a 2D image, but this is a 3D model; use a 2D model or a 3D volume.")
 
 
 def _finite(image: Image, what: str) -> Image:

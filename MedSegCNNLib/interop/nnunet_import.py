@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..atomic import occupied
 from ..checkpoint import save_model
 from ..data.nnunet.plan import CONFIGURATIONS, NORMALIZATIONS, ChannelNormalization, NnUNetPlan, Resampling
 from ..errors import InputError, OutputExistsError
@@ -66,7 +67,7 @@ def import_nnunet(
     if checkpoint not in CHECKPOINTS:
         raise InputError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}; got {checkpoint!r}.")
     target = Path(output).expanduser()
-    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
+    if occupied(target) and not overwrite and (not target.is_dir() or any(target.iterdir())):
         raise OutputExistsError(f"{target} exists; choose another output folder or pass --overwrite.")
     folder = open_results_folder(results_folder)
     _check_supported(folder)

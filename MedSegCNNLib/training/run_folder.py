@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..atomic import is_temporary, remove_stale_temporaries, temporary_path
+from ..atomic import is_temporary, occupied, remove_stale_temporaries, temporary_path
 from ..errors import InputError, OutputExistsError
 from ..folder_lock import FolderLock
 from .config import TrainingConfig
@@ -105,8 +105,8 @@ class RunFolder:
             raise InputError("Choose either resume (continue the saved run) or overwrite (start again), not both.")
         if not resume:
             _refuse_inputs_among_run_files(path, inputs)
-        if path.exists() and not path.is_dir():
-            raise InputError(f"Output {path} is a file; give a folder for the model.")
+        if occupied(path) and not path.is_dir():
+            raise InputError(f"Output {path} is a file (or a link to a missing one); give a folder for the model.")
         if resume and not path.is_dir():
             raise InputError(f"Nothing to resume in {path}: the folder does not exist; check the path.")
         created = _make_folders(path)
