@@ -371,7 +371,7 @@ def _segment(
         )
         result = segment(
             images, model, options, progress=None if progress is None else progress.for_case(index, job.case),
-            input_name=", ".join(map(str, job.sources)),
+            input_name=[str(source) for source in job.sources],
         )  # fmt: skip
         outputs = options.output_paths(job.output)
         write_image(result.labels, outputs["labels"], overwrite=job.replace)
