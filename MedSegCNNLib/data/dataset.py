@@ -346,13 +346,12 @@ def load_case(
     ``names`` names the image sources in messages, one each (default: their files; e.g. the files in-memory
     images were read from).
 
-    Further channels on another grid are resampled onto the first one (:func:`~..image.geometry.channel_onto`:
-    linear; 0 outside, refused when more than 1 % of the first channel is outside unless the case's
-    ``allow_partial_channels``). The label map
-    is cast to the smallest fitting integer type (float files with whole values are accepted). A label map
-    whose grid differs from the image's only by header rounding (same size; spacing, origin and direction
-    within 1e-3 relative, 1e-3 absolute) takes the image's grid; any other difference raises
-    :class:`InputError`.
+    Further channels on another grid are resampled onto the first one
+    (:func:`~MedSegCNNLib.image.geometry.channel_onto`: linear; 0 outside, refused when more than 1 % of the first
+    channel is outside unless the case's ``allow_partial_channels``). The label map is cast to the smallest
+    fitting integer type (float files with whole values are accepted). A label map whose grid differs from the
+    image's only by header rounding (same size; spacing, origin and direction within 1e-3 relative, 1e-3
+    absolute) takes the image's grid; any other difference raises :class:`InputError`.
     """
     channels = [_read(source) for source in case.images]
     if not allow_non_finite:
