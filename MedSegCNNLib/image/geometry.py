@@ -243,7 +243,7 @@ def grid_difference(grid: Grid, reference: Grid) -> str:
     parts = []
     if grid.size != reference.size:
         parts.append(f"size {_tuple_text(grid.size)} vs {_tuple_text(reference.size)}")
-    if not np.allclose(grid.spacing, reference.spacing, rtol=0, atol=_SAME):
+    if grid.dims != reference.dims or not np.allclose(grid.spacing, reference.spacing, rtol=0, atol=_SAME):
         parts.append(f"spacing {_tuple_text(grid.spacing)} vs {_tuple_text(reference.spacing)} mm")
     if grid.dims == reference.dims:
         distance = float(np.linalg.norm(np.subtract(grid.origin, reference.origin)))
