@@ -251,13 +251,13 @@ def grid_difference(grid: Grid, reference: Grid) -> str:
             parts.append(
                 f"origin {distance:.3g} mm apart ({_tuple_text(grid.origin)} vs {_tuple_text(reference.origin)} mm)"
             )
-        angle = axis_angle(grid, reference)
+        angle = _axis_angle(grid, reference)
         if angle > _SAME:
             parts.append(f"direction: axes turned by up to {angle:.3g}°")
     return ", ".join(parts)
 
 
-def axis_angle(grid: Grid, reference: Grid) -> float:
+def _axis_angle(grid: Grid, reference: Grid) -> float:
     """The largest angle between an axis of ``grid`` and the same axis of ``reference``, in degrees."""
     cosines = np.sum(grid.direction_matrix * reference.direction_matrix, axis=0)
     norms = np.linalg.norm(grid.direction_matrix, axis=0) * np.linalg.norm(reference.direction_matrix, axis=0)
@@ -289,8 +289,9 @@ def uncovered_fraction(image: Image, reference: Image | Grid) -> float:
 def channel_onto(
     channel: Image, reference: Image, *, what: str, reference_what: str, allow_partial: bool = False
 ) -> Image:
-    """Another input channel of a case (``what`` names it, e.g. "Image 1 (t2.nii.gz) of case c") as float32 on the
-    grid of its first channel ``reference`` (``reference_what``), resampled linearly when the grids differ.
+    """Another input channel of a case (``what`` names it in messages, e.g. "Case c: image 1 (t2.nii.gz)") on the
+    grid of its first channel ``reference`` (``reference_what``): unchanged on the same grid, else resampled
+    linearly as float32.
 
     Voxels of ``reference`` outside ``channel`` would be 0: any is warned about with their share and how the grids
     differ; more than :data:`PARTIAL_CHANNEL_LIMIT` of them raise :class:`InputError` unless ``allow_partial``

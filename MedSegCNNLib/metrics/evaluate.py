@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..image import Image, resample_labels_onto
-from ..image.cases import files_for_cases, pair_cases
+from ..image.cases import files_for_cases, listing, pair_cases
 from ..image.geometry import Grid, grid_difference
 from ..image.io import case_name, has_physical_spacing, is_raster_path, read_image
 from ..image.labels import as_label_array
@@ -200,7 +200,7 @@ def warn_about_label_values(name: str, maps: Sequence[tuple[str, ImageSource, Im
         )
         logger.warning(
             "Case %s: the %s %sholds one label, %d, the largest %s integer: a binary mask saved white on "
-            "black? Its rows are label_%d; %s.",
+            "black? It is evaluated as label %d; %s.",
             name, role, _where(source), value, _TYPE_MAXIMA[value], value, advice,
         )  # fmt: skip
     (_, prediction, _), (_, reference, _) = maps
@@ -210,7 +210,7 @@ def warn_about_label_values(name: str, maps: Sequence[tuple[str, ImageSource, Im
             "Case %s: the prediction %shas labels %s and the reference %shas labels %s: none in common, so every Dice "
             "is 0. Check that both use the same label values (--mask-values maps the references' raw values to "
             "labels 0, 1, 2, ...).",
-            name, _where(prediction), _values_text(predicted), _where(reference), _values_text(referenced),
+            name, _where(prediction), _label_listing(predicted), _where(reference), _label_listing(referenced),
         )  # fmt: skip
 
 
@@ -221,10 +221,9 @@ _TYPE_MAXIMA = {
 """The largest value of each integer type → how messages name the type ("16-bit", "32-bit signed")."""
 
 
-def _values_text(values: set[int], limit: int = 5) -> str:
-    """Up to ``limit`` label values in ascending order, joined by commas, then ``...``."""
-    ordered = sorted(values)
-    return ", ".join(map(str, ordered[:limit])) + (", ..." if len(ordered) > limit else "")
+def _label_listing(values: set[int]) -> str:
+    """Label values in ascending order, as :func:`~MedSegCNNLib.image.cases.listing` lists names."""
+    return listing([str(value) for value in sorted(values)])
 
 
 def _case_pairs(

@@ -168,7 +168,7 @@ def test_evaluate_warns_about_a_reference_saved_white_on_black(tmp_path):
     only_our_lines(result.stderr)
     assert warnings_of(result.stderr) == [
         f"Case {CASE}: the reference {reference} holds one label, 65535, the largest 16-bit integer: a binary mask "
-        "saved white on black? Its rows are label_65535; pass --mask-values 0,65535 (Python: mask_values=(0, "
+        "saved white on black? It is evaluated as label 65535; pass --mask-values 0,65535 (Python: mask_values=(0, "
         "65535)) to read it as labels 0/1."
     ]
     mapped = medsegcnn("evaluate", "--pred", prediction, "--ref", reference, "--mask-values", "0,65535", "--json")
@@ -185,7 +185,7 @@ def test_evaluate_warns_about_any_type_maximum(tmp_path, caplog, value, dtype, b
         result = evaluate(prediction, reference, surface=False)
     assert [record.getMessage() for record in caplog.records] == [
         f"Case prediction: the {role} {path} holds one label, {value}, the largest {bits} integer: a binary mask "
-        f"saved white on black? Its rows are label_{value}; {advice}."
+        f"saved white on black? It is evaluated as label {value}; {advice}."
         for role, path, advice in (
             ("prediction", prediction, "--mask-values maps the references only, so save the prediction as labels 0/1"),
             ("reference", reference, f"pass --mask-values 0,{value} (Python: mask_values=(0, {value})) to read it "
