@@ -61,7 +61,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
         "--mask-values",
         type=_parse_mask_values,
         metavar="V0,V1,...",
-        help="raw values of reference pictures that are labels 0, 1, 2, ... in order, e.g. 0,128,255",
+        help="raw values of the references that are labels 0, 1, 2, ... in order, e.g. 0,255 or 0,128,255",
     )
     parser.add_argument("--per-case", action="store_true", help="print every (case, label) row, not only the summary")
     parser.set_defaults(run=run)

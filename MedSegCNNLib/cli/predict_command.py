@@ -369,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
             return _run_distributed(args, options, context)
         plan = plan_outputs(args, options, skip=args.skip_existing)
         model = load_segmentation_model(list(plan.models), context.device, allow_large=args.allow_large_model)
-        _check_inputs(plan.todo, model, grayscale=args.grayscale, pages=args.pages)
+        _check_inputs(plan.todo, model, options, grayscale=args.grayscale, pages=args.pages)
         sink = _sink(args.progress)
         with _created_folder(plan.folder):
             progress = None if sink is None else PredictionProgress(sink, len(plan.todo))
@@ -398,7 +398,9 @@ def _created_folder(folder: Path | None) -> Iterator[None]:
         raise
 
 
-def _check_inputs(jobs: Sequence[Job], model: SegmentationModel, *, grayscale: bool, pages: Pages) -> None:
+def _check_inputs(
+    jobs: Sequence[Job], model: SegmentationModel, options: PredictOptions, *, grayscale: bool, pages: Pages
+) -> None:
     """Read the inputs of every one of ``jobs`` as :func:`_segment` does and refuse (:class:`InputError`, naming
     the file) the first that cannot be read whole or does not fit ``model``, before anything is written."""
     from ..inference.segment import load_checked_input
@@ -406,12 +408,8 @@ def _check_inputs(jobs: Sequence[Job], model: SegmentationModel, *, grayscale: b
     for job in jobs:
         images = _model_inputs(job, [_read(source, pages) for source in job.sources], model.channels,
                                grayscale=grayscale)  # fmt: skip
-        load_checked_input(images, model, _input_name(job))
-
-
-def _input_name(job: Job) -> str:
-    """How messages name the input of ``job``: its file(s)."""
-    return ", ".join(map(str, job.sources))
+        names = [str(source) for source in job.sources]
+        load_checked_input(images, model, names, allow_partial_channels=options.allow_partial_channels)
 
 
 def _segment(
@@ -436,7 +434,7 @@ def _segment(
         )
         result = segment(
             images, model, options, progress=None if progress is None else progress.for_case(index, job.case),
-            input_name=_input_name(job),
+            input_name=[str(source) for source in job.sources],
         )  # fmt: skip
         outputs = options.output_paths(job.output)
         write_image(result.labels, outputs["labels"], overwrite=job.replace)
@@ -540,7 +538,7 @@ def _run_distributed(args: argparse.Namespace, options: PredictOptions, context:
     try:
         if share or context.is_main:  # rank 0 also needs the labels' names for the report
             model = load_segmentation_model(list(plan.models), context.device, allow_large=args.allow_large_model)
-            _check_inputs(share, model, grayscale=args.grayscale, pages=args.pages)
+            _check_inputs(share, model, options, grayscale=args.grayscale, pages=args.pages)
             _segment(share, options, model, cohort, grayscale=args.grayscale, pages=args.pages)
     except Exception as error:
         failure = error

@@ -40,7 +40,7 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..image.cases import group_channel_files, list_cases, listing, require_partners
 from ..image.core import Image
-from ..image.geometry import Grid, physical_overlap, resample_onto
+from ..image.geometry import Grid, channel_onto, grid_difference
 from ..image.integrity import check_header_geometry
 from ..image.io import COLOR_CHANNEL_NAMES, case_name, is_image_path, is_raster_path, read_image
 from ..image.labels import as_label_array
@@ -77,12 +77,15 @@ class CaseSource:
 
     ``mask_values`` maps the raw values of the label map to labels: the i-th value becomes label i (see the
     module docstring); ``None``: the mask rule for pictures, other label maps as stored.
+    ``allow_partial_channels``: further channels may leave more than 1 % of the first one uncovered (filled with
+    0; see :func:`load_case`).
     """
 
     name: str
     images: tuple[Source, ...]
     label: Source | None = None
     mask_values: tuple[int, ...] | None = None
+    allow_partial_channels: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -166,14 +169,26 @@ class Dataset:
 
 
 def load_dataset(
-    path_or_dataset: str | os.PathLike[str] | Dataset, *, mask_values: Sequence[int] | None = None
+    path_or_dataset: str | os.PathLike[str] | Dataset,
+    *,
+    mask_values: Sequence[int] | None = None,
+    allow_partial_channels: bool = False,
 ) -> Dataset:
     """A :class:`Dataset`; a folder with ``dataset.json`` (or that file) via :func:`load_msd_dataset`; a folder
     without one that holds an image folder and a mask folder (:func:`find_folder_pair`: ``images/`` +
     ``masks/``, ``imagesTr/`` + ``labelsTr/``, ...) via :func:`dataset_from_folders`.
 
-    ``mask_values`` (see the module docstring) applies to every case, also of a :class:`Dataset` given.
+    ``mask_values`` (see the module docstring) applies to every case, also of a :class:`Dataset` given;
+    ``allow_partial_channels`` (see :class:`CaseSource`) is set on every case when true.
     """
+    dataset = _loaded_dataset(path_or_dataset, mask_values)
+    if not allow_partial_channels:
+        return dataset
+    return replace(dataset, cases=tuple(replace(case, allow_partial_channels=True) for case in dataset.cases))
+
+
+def _loaded_dataset(path_or_dataset: str | os.PathLike[str] | Dataset, mask_values: Sequence[int] | None) -> Dataset:
+    """:func:`load_dataset` without ``allow_partial_channels``."""
     if isinstance(path_or_dataset, Dataset):
         if mask_values is None:
             return path_or_dataset
@@ -320,23 +335,29 @@ def dataset_from_pairs(
 # ----- loading and checking --------------------------------------------------------------------------------
 
 
-def load_case(case: CaseSource, *, allow_non_finite: bool = False) -> tuple[Image, Image | None]:
+def load_case(
+    case: CaseSource, *, allow_non_finite: bool = False, names: Sequence[str] | None = None
+) -> tuple[Image, Image | None]:
     """The case's image as float32 ``(C, z, y, x)`` (a 2D case: ``(C, y, x)``) on its first channel's grid, and
     its integer label map (:func:`read_label`).
 
     An image with NaN or ±inf voxels raises :class:`InputError` naming the case and file (training cannot use
     it) unless ``allow_non_finite`` (prediction, which replaces them); a label map with them always does.
+    ``names`` names the image sources in messages, one each (default: their files; e.g. the files in-memory
+    images were read from).
 
-    Further channels on another grid are resampled onto the first one (linear; 0 outside). The label map
-    is cast to the smallest fitting integer type (float files with whole values are accepted). A label map
-    whose grid differs from the image's only by header rounding (same size; spacing, origin and direction
-    within 1e-3 relative, 1e-3 absolute) takes the image's grid; any other difference raises
-    :class:`InputError`.
+    Further channels on another grid are resampled onto the first one
+    (:func:`~MedSegCNNLib.image.geometry.channel_onto`: linear; 0 outside, refused when more than 1 % of the first
+    channel is outside unless the case's ``allow_partial_channels``). The label map is cast to the smallest
+    fitting integer type (float files with whole values are accepted). A label map whose grid differs from the
+    image's only by header rounding (same size; spacing, origin and direction within 1e-3 relative, 1e-3
+    absolute) takes the image's grid; any other difference raises :class:`InputError`.
     """
     channels = [_read(source) for source in case.images]
     if not allow_non_finite:
         for source, channel in zip(case.images, channels, strict=True):
             require_finite(channel.array, f"case {case.name}: image {_source_text(source)}")
+    texts = list(names) if names is not None else [_source_text(source) for source in case.images]
     reference = channels[0]
     arrays = []
     for index, channel in enumerate(channels):
@@ -345,14 +366,14 @@ def load_case(case: CaseSource, *, allow_non_finite: bool = False) -> tuple[Imag
                 f"Image {index} of case {case.name} is {channel.spatial_dims}D but image 0 is "
                 f"{reference.spatial_dims}D; all channels of a case must have the same dimension."
             )
-        if not channel.same_grid(reference):
-            if not physical_overlap(channel, reference):
-                raise InputError(
-                    f"Image {index} of case {case.name} does not overlap image 0 in physical space; "
-                    "check that both belong to the same case and that their headers are right."
-                )
-            logger.info("Case %s: image %d resampled onto the grid of image 0.", case.name, index)
-            channel = resample_onto(channel, reference, "linear", dtype=np.float32)
+        if index:
+            channel = channel_onto(
+                channel,
+                reference,
+                what=f"Case {case.name}: image {index} ({texts[index]})",
+                reference_what=f"image 0 ({texts[0]})",
+                allow_partial=case.allow_partial_channels,
+            )
         arrays.append(channel.array if channel.is_multichannel else channel.array[None])
     stacked = np.concatenate([array.astype(np.float32, copy=False) for array in arrays], axis=0)
     image = Image(stacked, reference.spacing, reference.origin, reference.direction)
@@ -632,12 +653,7 @@ def label_grid_problem(image: Grid, label: Grid) -> str | None:
         for name in ("spacing", "origin", "direction")
     ):
         return None
-    parts = [
-        f"{name} {_rounded(getattr(label, name))} vs {_rounded(getattr(image, name))}"
-        for name in ("size", "spacing", "origin", "direction")
-        if getattr(label, name) != getattr(image, name)
-    ]
-    return "label " + ", ".join(parts) + " (image)"
+    return f"label vs image: {grid_difference(label, image)}"
 
 
 def _geometry_message(case: str, problem: str) -> str:
@@ -645,7 +661,3 @@ def _geometry_message(case: str, problem: str) -> str:
         f"label and image geometry differ for case {case}: {problem}. Resample the label map onto its image "
         "(e.g. in Slicer) or fix the file headers."
     )
-
-
-def _rounded(values: tuple[float, ...]) -> tuple[float, ...]:
-    return tuple(round(value, 4) for value in values)

@@ -27,6 +27,7 @@ from ..atomic import atomic_folder, occupied, write_text_atomic
 from ..errors import InputError, OutputExistsError
 from ..image.cases import listing
 from ..image.core import Image, LabelInfo
+from ..image.geometry import Grid, grid_difference
 from ..image.io import write_image
 from ..image.labels import as_label_array
 from .msd import DATASET_JSON
@@ -159,9 +160,8 @@ def _check_pairs(
             continue
         if not label.same_grid(image):
             problems.append(
-                f"{case}: the label map's grid (size {label.size}, spacing {_rounded(label.spacing)}, origin "
-                f"{_rounded(label.origin)}) differs from the image's (size {image.size}, spacing "
-                f"{_rounded(image.spacing)}, origin {_rounded(image.origin)}); resample the segmentation onto "
+                f"{case}: the label map's grid differs from the image's (label map vs image: "
+                f"{grid_difference(Grid.of(label), Grid.of(image))}); resample the segmentation onto "
                 "its image (in Slicer: export it with the volume as reference geometry)"
             )
         array = as_label_array(label, allow_whole_floats=True, compact=True, what=f"The label map of case {case}")
@@ -207,7 +207,3 @@ def _write_folder(
         ],
     }
     write_text_atomic(folder / DATASET_JSON, json.dumps(description, indent=2) + "\n")
-
-
-def _rounded(values: tuple[float, ...]) -> tuple[float, ...]:
-    return tuple(round(value, 3) for value in values)

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..image.core import Image
-from ..image.geometry import Grid, resample_onto
+from ..image.geometry import Grid, grid_difference, resample_onto
 from ..image.labels import as_label_array
 
 logger = logging.getLogger(__name__)
@@ -231,7 +231,8 @@ def preprocess_case(
     if label is not None:
         if label.is_multichannel or not label.same_grid(image, tolerance=1e-3):
             raise InputError(
-                f"Label map of case {name or '?'} ({label!r}) is not on its image's grid ({image!r}); "
+                f"Label map of case {name or '?'} is not on its image's grid (label vs image: "
+                f"{grid_difference(Grid.of(label), Grid.of(image))}); "
                 "load cases with load_case, which aligns them."
             )
         label_array = as_label_array(

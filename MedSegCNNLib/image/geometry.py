@@ -1,8 +1,10 @@
-"""Voxel grids: the :class:`Grid` type, overlap tests, and :func:`resample_onto`, the one way to put an image's
-voxels onto another grid."""
+"""Voxel grids: the :class:`Grid` type, overlap tests, :func:`resample_onto`, the one way to put an image's
+voxels onto another grid, :func:`grid_difference`, the one wording of how two grids differ, and
+:func:`channel_onto`, the one way to put a further input channel of a case onto its first channel's grid."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +19,8 @@ from .sitk_bridge import from_sitk, to_sitk
 
 Interpolation = Literal["nearest", "linear", "bspline"]
 """How :func:`resample_onto` interpolates: nearest neighbour (label maps), linear, or cubic B-spline."""
+
+logger = logging.getLogger(__name__)
 
 _SITK_INTERPOLATORS = {
     "nearest": sitk.sitkNearestNeighbor,
@@ -227,3 +231,93 @@ def resample_labels_onto(labels: Image, grid: Image) -> Image:
             "that origin and direction are right)."
         )
     return resample_onto(labels, grid, "nearest")
+
+
+def grid_difference(grid: Grid, reference: Grid) -> str:
+    """How ``grid`` differs from ``reference``, the one wording of every "on another grid" message.
+
+    One phrase per property that differs (by more than 1e-6): size and spacing (mm) with both values (``grid``'s
+    first), the origin by the distance between the two origins in mm (with both origins), the direction by the
+    largest angle between corresponding axes, in degrees. Empty when nothing differs.
+    """
+    parts = []
+    if grid.size != reference.size:
+        parts.append(f"size {_tuple_text(grid.size)} vs {_tuple_text(reference.size)}")
+    if grid.dims != reference.dims or not np.allclose(grid.spacing, reference.spacing, rtol=0, atol=_SAME):
+        parts.append(f"spacing {_tuple_text(grid.spacing)} vs {_tuple_text(reference.spacing)} mm")
+    if grid.dims == reference.dims:
+        distance = float(np.linalg.norm(np.subtract(grid.origin, reference.origin)))
+        if distance > _SAME:
+            parts.append(
+                f"origin {distance:.3g} mm apart ({_tuple_text(grid.origin)} vs {_tuple_text(reference.origin)} mm)"
+            )
+        angle = _axis_angle(grid, reference)
+        if angle > _SAME:
+            parts.append(f"direction: axes turned by up to {angle:.3g}°")
+    return ", ".join(parts)
+
+
+def _axis_angle(grid: Grid, reference: Grid) -> float:
+    """The largest angle between an axis of ``grid`` and the same axis of ``reference``, in degrees."""
+    cosines = np.sum(grid.direction_matrix * reference.direction_matrix, axis=0)
+    norms = np.linalg.norm(grid.direction_matrix, axis=0) * np.linalg.norm(reference.direction_matrix, axis=0)
+    return float(np.degrees(np.arccos(np.clip(cosines / norms, -1.0, 1.0))).max())
+
+
+_SAME = 1e-6  # differences up to this (mm, direction cosines, degrees) are float noise in messages
+
+
+def _tuple_text(values: Sequence[float]) -> str:
+    """``(1, 0.5, 2.25)``: values rounded to 4 decimals, without trailing zeros."""
+    return "(" + ", ".join(f"{round(float(value), 4):g}" for value in values) + ")"
+
+
+PARTIAL_CHANNEL_LIMIT = 0.01
+"""The largest fraction of the first channel's voxels that another channel of a case may leave uncovered (1 %)
+without ``allow_partial_channels``; more is refused, any uncovered voxel is warned about."""
+
+
+def uncovered_fraction(image: Image, reference: Image | Grid) -> float:
+    """The fraction (0..1) of ``reference``'s voxels whose centres lie outside ``image``'s voxel region (the box
+    of its voxels' outer faces): the voxels :func:`resample_onto` fills with 0."""
+    target = Grid.of(reference) if isinstance(reference, Image) else reference
+    ones = Grid.of(image).image(np.ones(Grid.of(image).shape, dtype=np.uint8))
+    inside = resample_onto(ones, target, "nearest")
+    return 1.0 - float(np.count_nonzero(inside.array)) / inside.array.size
+
+
+def channel_onto(
+    channel: Image, reference: Image, *, what: str, reference_what: str, allow_partial: bool = False
+) -> Image:
+    """Another input channel of a case (``what`` names it in messages, e.g. "Case c: image 1 (t2.nii.gz)") on the
+    grid of its first channel ``reference`` (``reference_what``): unchanged on the same grid, else resampled
+    linearly as float32.
+
+    Voxels of ``reference`` outside ``channel`` would be 0: any is warned about with their share and how the grids
+    differ; more than :data:`PARTIAL_CHANNEL_LIMIT` of them raise :class:`InputError` unless ``allow_partial``
+    (then only the warning). Channels that do not overlap at all are always refused.
+    """
+    if channel.same_grid(reference):
+        return channel
+    difference = grid_difference(Grid.of(channel), Grid.of(reference))
+    if not physical_overlap(channel, reference):
+        raise InputError(
+            f"{what} does not overlap {reference_what} in physical space ({difference}); check that both belong to "
+            "the same case and that their headers are right."
+        )
+    uncovered = uncovered_fraction(channel, reference)
+    if uncovered > 0:
+        text = (
+            f"{what} does not cover {uncovered:.1%} of the voxels of {reference_what} ({difference}); those voxels "
+            "get 0 in this channel"
+        )
+        if uncovered > PARTIAL_CHANNEL_LIMIT and not allow_partial:
+            raise InputError(
+                f"{text}, more than the {PARTIAL_CHANNEL_LIMIT:.0%} allowed. Give channels that show the same region "
+                "(check the files and their headers), or pass --allow-partial-channels (Python: "
+                "allow_partial_channels=True) to go on with the zeros."
+            )
+        logger.warning("%s.", text)
+    else:
+        logger.info("%s resampled onto the grid of %s (%s).", what, reference_what, difference)
+    return resample_onto(channel, reference, "linear", dtype=np.float32)

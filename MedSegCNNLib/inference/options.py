@@ -62,6 +62,8 @@ class PredictOptions:
       also compute and write these (:meth:`output_paths` names the files).
     - ``keep_largest``, ``min_size_mm3``, ``fill_holes``: post-processing of every label
       (:class:`~MedSegCNNLib.postprocessing.PostprocessingConfig`).
+    - ``allow_partial_channels``: go on when a further input channel leaves more than 1 % of the first channel's
+      voxels uncovered (they get 0; :func:`~MedSegCNNLib.image.geometry.channel_onto`); otherwise refused.
     - ``output_format``: the file type of the label maps written into an output folder (one of
       :data:`OUTPUT_FORMATS`); ``auto``: the input's own format for 2D pictures (a JPEG gives PNG), else
       ``.nii.gz`` (:meth:`label_extension`).
@@ -92,6 +94,13 @@ class PredictOptions:
     )
     min_size_mm3: float = field(default=0.0, metadata=_option("--min-size", "remove smaller components", metavar="MM3"))
     fill_holes: bool = field(default=False, metadata=_option("--fill-holes", "fill holes enclosed by a label"))
+    allow_partial_channels: bool = field(
+        default=False,
+        metadata=_option(
+            "--allow-partial-channels",
+            "go on when a further channel leaves over 1 percent of the first uncovered (0 there)",
+        ),
+    )
     output_format: str = field(
         default="auto",
         metadata=_option(

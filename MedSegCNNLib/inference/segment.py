@@ -62,7 +62,7 @@ def segment(
     overlap: float = 0.5,
     batch_size: int = 2,
     progress: Progress | None = None,
-    input_name: str | None = None,
+    input_name: str | Sequence[str] | None = None,
 ) -> SegmentationResult:
     """Segment ``image`` with ``model`` (a model folder, several folders for an ensemble, or a loaded model).
 
@@ -73,8 +73,8 @@ def segment(
             grid); see :class:`PredictOptions`. Its file options (``overlay``, ``output_format``) are the caller's.
         overlap, batch_size: of the sliding window (:func:`.sliding_window.sliding_window_inference`).
         progress: called with (windows done, windows in total) after every batch of windows.
-        input_name: how messages name the input (e.g. the file an in-memory image was read from); default:
-            the input file(s), or "The input image".
+        input_name: how messages name the input: one name, or one per input image (e.g. the files in-memory
+            images were read from); default: the input file(s), or "The input image".
 
     Example:
         >>> result = segment("case.nii.gz", "models/hippo", PredictOptions(tta=True))  # doctest: +SKIP
@@ -84,8 +84,9 @@ def segment(
         loaded = model
     else:
         loaded = load_segmentation_model(model, resolve_device(options.device_choice))
-    what = input_name or _input_text(image)
-    source = load_checked_input(image, loaded, what)
+    names = [input_name] if isinstance(input_name, str) else None if input_name is None else list(input_name)
+    what = ", ".join(names) if names else _input_text(image)
+    source = load_checked_input(image, loaded, names, allow_partial_channels=options.allow_partial_channels)
     if isinstance(loaded.plan, NnUNetPlan):
         return _segment_imported_nnunet(_finite(source, what), loaded, options, what, overlap, batch_size, progress)
     case = preprocess_case(_finite(source, what), None, loaded.plan, name="input")
@@ -145,21 +146,39 @@ def _segment_imported_nnunet(
     )
 
 
-def load_checked_input(image: ImageSource | Sequence[ImageSource], model: SegmentationModel, what: str) -> Image:
-    """The input of :func:`segment` read (channels stacked on the first one's grid) and checked against ``model``:
-    its channels and its dimension (a 2D image for a 3D model is refused). ``what`` names the input in messages."""
-    source = _load_input(image)
-    _check_compatible(source, model, what)
+def load_checked_input(
+    image: ImageSource | Sequence[ImageSource],
+    model: SegmentationModel,
+    names: Sequence[str] | None = None,
+    *,
+    allow_partial_channels: bool = False,
+) -> Image:
+    """The input of :func:`segment` read (channels on the first one's grid) and checked against ``model``: its
+    channels and its dimension (a 2D image for a 3D model is refused). ``names``: how messages name the input
+    images, one each (else their files)."""
+    source = _load_input(image, names, allow_partial_channels=allow_partial_channels)
+    _check_compatible(source, model, ", ".join(names) if names else _input_text(image))
     return source
 
 
-def _load_input(image: ImageSource | Sequence[ImageSource]) -> Image:
+def _load_input(
+    image: ImageSource | Sequence[ImageSource], names: Sequence[str] | None, *, allow_partial_channels: bool
+) -> Image:
+    """The input channels as one image on the first one's grid (:func:`~MedSegCNNLib.data.dataset.load_case`);
+    ``names``: how messages name the input images, one each (else their files)."""
     sources = list(image) if isinstance(image, list | tuple) else [image]
     if not sources:
         raise InputError("No input image given.")
-    name = case_name(sources[0]) if not isinstance(sources[0], Image) else "input"
-    case = CaseSource(name=name, images=tuple(_as_path_or_image(s) for s in sources), label=None)
-    loaded, _label = load_case(case, allow_non_finite=True)
+    first = names[0] if names else sources[0]
+    name = case_name(first) if not isinstance(first, Image) else "input"
+    case = CaseSource(
+        name=name,
+        images=tuple(_as_path_or_image(s) for s in sources),
+        allow_partial_channels=allow_partial_channels,
+    )
+    loaded, _label = load_case(
+        case, allow_non_finite=True, names=names if names is not None and len(names) == len(sources) else None
+    )
     return loaded
 
 

@@ -26,7 +26,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..image import Image, resample_labels_onto
-from ..image.cases import files_for_cases, pair_cases
+from ..image.cases import files_for_cases, listing, pair_cases
+from ..image.geometry import Grid, grid_difference
 from ..image.io import case_name, has_physical_spacing, is_raster_path, read_image
 from ..image.labels import as_label_array
 from ..image.masks import label_map_from_mask
@@ -69,12 +70,16 @@ def evaluate(
         roi_mask: the region where the metrics are counted (non-zero inside; e.g. a fundus photograph's field of
             view): one mask (image or file) for every case, a folder of masks matched to the cases by name, or
             a sequence with one per case. See :mod:`.label_metrics` for how each metric is restricted.
-        mask_values: raw values of reference pictures mapped to labels 0, 1, 2, ... in order (e.g. ``(0, 128,
-            255)``), for masks outside :func:`~MedSegCNNLib.image.labels.label_map_from_mask`'s rule.
+        mask_values: raw values of the references (files of any format, or images) mapped to labels 0, 1, 2, ...
+            in order (e.g. ``(0, 128, 255)``), for masks outside
+            :func:`~MedSegCNNLib.image.labels.label_map_from_mask`'s rule.
 
     A reference on a different voxel grid is resampled (nearest neighbour) onto the prediction's grid when
     the two overlap physically; this is logged and flagged in the rows (``reference_resampled``). Images
     that do not overlap raise :class:`~MedSegCNNLib.errors.GeometryError`. Units: see the module docstring.
+    Label values that look like a mistake are warned about (:func:`warn_about_label_values`): a map whose one
+    foreground value is the largest of an integer type (a mask saved white on black, e.g. 0/65535), and a prediction
+    and a reference without a label in common.
     See :mod:`MedSegCNNLib.metrics.label_metrics` for the exact metric definitions and the empty-mask policy.
 
     Example:
@@ -133,6 +138,8 @@ def evaluate_case(
         if not inside.any():
             raise InputError(f"Case {name}: the ROI mask {_where(roi_mask)}is empty (no voxel inside); nothing to "
                              "evaluate. Check the mask, or leave out the ROI.")  # fmt: skip
+    warn_about_label_values(name, (("prediction", prediction, pred), ("reference", reference, ref)),
+                            mapped=mask_values is not None)  # fmt: skip
     evaluated = labels if labels is not None else sorted(_present_labels(pred.array, inside)
                                                          | _present_labels(ref.array, inside))  # fmt: skip
     metrics = compute_label_metrics(
@@ -162,12 +169,61 @@ def evaluate_case(
 
 def read_label_map(source: str | os.PathLike[str], *, mask_values: Sequence[int] | None = None) -> Image:
     """The label map in the file ``source``: a 2D picture (PNG, TIFF, ...; palette pictures as their indices)
-    through :func:`~MedSegCNNLib.image.labels.label_map_from_mask` (``mask_values`` as there), any other file as
-    :func:`~MedSegCNNLib.image.io.read_image` reads it."""
+    through :func:`~MedSegCNNLib.image.labels.label_map_from_mask`, any other file as
+    :func:`~MedSegCNNLib.image.io.read_image` reads it, or with ``mask_values`` mapped by them (as there)."""
     path = Path(source)
     if not is_raster_path(path):
-        return read_image(path)
+        image = read_image(path)
+        return image if mask_values is None else label_map_from_mask(image, mask_values=mask_values, source=str(path))
     return label_map_from_mask(read_image(path, palette="indices"), mask_values=mask_values, source=str(path))
+
+
+def warn_about_label_values(name: str, maps: Sequence[tuple[str, ImageSource, Image]], *, mapped: bool) -> None:
+    """Warn about label values of case ``name`` that look like a mistake; ``maps``: (role, source, label map) of the
+    prediction and the reference, ``mapped``: the reference's values were mapped by ``mask_values``.
+
+    A map whose only non-zero value is the largest value of an integer type (255, 65535, 2**31 - 1, ...: a binary
+    mask saved white on black) gets a warning that names ``--mask-values``; otherwise, a prediction and a reference
+    that both have labels but none in common get one (every Dice would be 0).
+    """
+    present = {role: _present_labels(image.array) for role, _, image in maps}
+    white = False
+    for role, source, _ in maps:
+        values = present[role]
+        if len(values) != 1 or (value := next(iter(values))) not in _TYPE_MAXIMA or (role == "reference" and mapped):
+            continue
+        white = True
+        advice = (
+            f"pass --mask-values 0,{value} (Python: mask_values=(0, {value})) to read it as labels 0/1"
+            if role == "reference"
+            else "--mask-values maps the references only, so save the prediction as labels 0/1"
+        )
+        logger.warning(
+            "Case %s: the %s %sholds one label, %d, the largest %s integer: a binary mask saved white on "
+            "black? It is evaluated as label %d; %s.",
+            name, role, _where(source), value, _TYPE_MAXIMA[value], value, advice,
+        )  # fmt: skip
+    (_, prediction, _), (_, reference, _) = maps
+    predicted, referenced = present["prediction"], present["reference"]
+    if not white and predicted and referenced and not predicted & referenced:
+        logger.warning(
+            "Case %s: the prediction %shas labels %s and the reference %shas labels %s: none in common, so every Dice "
+            "is 0. Check that both use the same label values (--mask-values maps the references' raw values to "
+            "labels 0, 1, 2, ...).",
+            name, _where(prediction), _label_listing(predicted), _where(reference), _label_listing(referenced),
+        )  # fmt: skip
+
+
+_TYPE_MAXIMA = {
+    int(np.iinfo(dtype).max): f"{np.iinfo(dtype).bits}-bit{'' if np.iinfo(dtype).min == 0 else ' signed'}"
+    for dtype in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64)
+}
+"""The largest value of each integer type → how messages name the type ("16-bit", "32-bit signed")."""
+
+
+def _label_listing(values: set[int]) -> str:
+    """Label values in ascending order, as :func:`~MedSegCNNLib.image.cases.listing` lists names."""
+    return listing([str(value) for value in sorted(values)])
 
 
 def _case_pairs(
@@ -284,9 +340,9 @@ def _onto_grid(name: str, image: tuple[str, Image, bool], pred: Image, pred_phys
     if picture.same_grid(pred):
         return picture, False
     logger.warning(
-        "Case %s: the %s (size %s, spacing %s) is on another grid than the prediction (size %s, spacing %s); "
-        "resampling the %s onto the prediction's grid (nearest neighbour).",
-        name, role, picture.size, _fmt(picture.spacing), pred.size, _fmt(pred.spacing), role,
+        "Case %s: the %s is on another grid than the prediction (%s vs prediction: %s); resampling the %s onto the "
+        "prediction's grid (nearest neighbour).",
+        name, role, role, grid_difference(Grid.of(picture), Grid.of(pred)), role,
     )  # fmt: skip
     return resample_labels_onto(picture, pred), True
 
@@ -328,7 +384,3 @@ def _label_name(label: int, names: Mapping[int, str] | None, reference: Image, p
         if info is not None:
             return info.name
     return f"label_{label}"
-
-
-def _fmt(values: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:g}" for v in values) + ")"

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..image.core import Image, LabelInfo
+from ..image.geometry import Grid, grid_difference
 from .geometry import ijk_to_ras, single_slice_axis, slice_as_2d, to_numpy, to_world
 from .runtime import slicer_module, vtk_modules
 from .scene_cleanup import remove_added_node
@@ -107,7 +108,9 @@ def load_case(scene: Any, next_case: Any, labels: Mapping[int, str], channels: S
         if not prediction.same_grid(spatial_grid):
             raise InputError(
                 f"The prediction {next_case.prediction} is not on the grid of case {next_case.case}'s image "
-                f"{next_case.images[0]}; remove it from the project's predictions folder to have it made again."
+                f"{next_case.images[0]} (prediction vs image: "
+                f"{grid_difference(Grid.of(prediction), Grid.of(spatial_grid))}); remove it "
+                "from the project's predictions folder to have it made again."
             )
         label_image = prediction.with_array(array, labels=project_label_infos(labels))
     else:

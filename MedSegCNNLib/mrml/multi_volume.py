@@ -3,12 +3,13 @@
 The channels are those of the volumes in order: one per scalar volume, one per component of a vector (colour)
 volume (:mod:`.volumes`). Every channel lies on the first volume's voxel grid: a volume whose world grid differs
 (size, spacing, origin or direction, after its parent transforms) is resampled onto it with linear
-interpolation, and first-grid voxels outside it get 0. Volumes that share the grid keep their voxels exactly.
+interpolation, and first-grid voxels outside it get 0: warned about, and refused when more than 1 % of the first
+volume's voxels unless ``allow_partial_channels`` (:func:`~MedSegCNNLib.image.geometry.channel_onto`). Volumes
+that share the grid keep their voxels exactly.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,18 +17,17 @@ import numpy as np
 
 from ..errors import InputError
 from ..image.core import Image
-from ..image.geometry import physical_overlap, resample_onto
+from ..image.geometry import channel_onto
 from .volumes import image_from_volume_node, volume_channel_names
 
-logger = logging.getLogger(__name__)
 
-
-def image_from_volume_nodes(volume_nodes: Sequence[Any]) -> Image:
+def image_from_volume_nodes(volume_nodes: Sequence[Any], *, allow_partial_channels: bool = False) -> Image:
     """A ``(C, z, y, x)`` image of the channels of the volume nodes, on the first volume's grid (see module
     docstring).
 
     The array type is the common type of the volumes' types (float32 for resampled channels).
-    Raises :class:`InputError` for no volumes, or a volume that does not overlap the first one in space.
+    Raises :class:`InputError` for no volumes, or a volume that does not overlap the first one in space or leaves
+    too much of it uncovered (module docstring).
     """
     nodes = list(volume_nodes)
     if not nodes or any(node is None for node in nodes):
@@ -36,15 +36,13 @@ def image_from_volume_nodes(volume_nodes: Sequence[Any]) -> Image:
     channels = _channels(grid)
     for node in nodes[1:]:
         image = image_from_volume_node(node)
-        if not image.same_grid(grid):
-            if not physical_overlap(image, grid):
-                raise InputError(
-                    f"Volume '{node.GetName()}' does not overlap volume '{nodes[0].GetName()}' in space; the input "
-                    "volumes must show the same region (check that they belong to the same case, and their "
-                    "transforms)."
-                )
-            logger.info("Resampling volume '%s' onto the grid of '%s' (linear).", node.GetName(), nodes[0].GetName())
-            image = resample_onto(image, grid, "linear", dtype=np.float32)
+        image = channel_onto(
+            image,
+            grid,
+            what=f"Volume '{node.GetName()}'",
+            reference_what=f"volume '{nodes[0].GetName()}'",
+            allow_partial=allow_partial_channels,
+        )
         channels += _channels(image)
     dtype = np.result_type(*(channel.dtype for channel in channels))
     return grid.with_array(np.stack([channel.astype(dtype, copy=False) for channel in channels]))

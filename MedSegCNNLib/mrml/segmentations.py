@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..image.core import Image, LabelInfo
+from ..image.geometry import Grid, grid_difference
 from ..image.labels import as_label_array, label_dtype
 from ..image.seg_nrrd import default_label_info
 from .geometry import as_3d, ijk_to_ras, to_vtk
@@ -54,8 +55,8 @@ def segmentation_from_labels(
     grid = volume_grid(reference_volume_node)
     if not labels.same_grid(grid):
         raise InputError(
-            f"The label map is not on the voxel grid of volume '{reference_volume_node.GetName()}' (label map: "
-            f"{_describe(labels)}; volume: {_describe(grid)}); resample it onto the volume first "
+            f"The label map is not on the voxel grid of volume '{reference_volume_node.GetName()}' (label map vs "
+            f"volume: {grid_difference(Grid.of(labels), Grid.of(grid))}); resample it onto the volume first "
             "(MedSegCNNLib.image.resample_labels_onto)."
         )
     if segmentation_node is not None:
@@ -89,12 +90,6 @@ def _checked_label_map(image: Image) -> Image:
     array = as_label_array(image, allow_whole_floats=False, what="The label map for the segmentation")
     top = max([int(array.max(initial=0)), *(info.value for info in image.labels)])
     return as_3d(image.with_array(array.astype(label_dtype(top), copy=False)))
-
-
-def _describe(image: Image) -> str:
-    spacing = ", ".join(f"{s:g}" for s in image.spacing)
-    origin = ", ".join(f"{o:.4g}" for o in image.origin)
-    return f"size {image.size}, spacing ({spacing}) mm, origin ({origin}) LPS"
 
 
 def check_replaceable(segmentation_node: Any, replace: bool) -> None:

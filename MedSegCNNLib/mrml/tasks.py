@@ -164,7 +164,7 @@ class SegmentationTask(_Task):
                 f"'{self.model.name}' is 3D; choose a 2D model or a 3D volume."
             )
         self._input_grid = self._grid if self._slice_axis is None else slice_as_2d(self._grid, self._slice_axis)
-        image = image_from_volume_nodes(self.volume_nodes)
+        image = image_from_volume_nodes(self.volume_nodes, allow_partial_channels=self.options.allow_partial_channels)
         if self._slice_axis is not None:  # a 2D model: the slice as the 2D image it was made for
             image = slice_as_2d(image, self._slice_axis)
         workdir = Path(tempfile.mkdtemp(prefix="MedSegCNN-segment-"))
@@ -282,7 +282,9 @@ class TrainingTask(_Task):
                 )
             workdir = Path(tempfile.mkdtemp(prefix="MedSegCNN-train-"))
             try:
-                data_folder = self._write_pairs(pairs, workdir / "data", config.spatial_dims)
+                data_folder = self._write_pairs(
+                    pairs, workdir / "data", config.spatial_dims, allow_partial_channels=config.allow_partial_channels
+                )
             except BaseException:
                 shutil.rmtree(workdir, ignore_errors=True)
                 raise
@@ -290,9 +292,12 @@ class TrainingTask(_Task):
         args = train_args(data_folder, self.output_folder, config, overwrite=overwrite)
         super().__init__(BackgroundRun(args, python=python, env=env, cleanup=[workdir] if workdir else []), workdir)
 
-    def _write_pairs(self, pairs: Sequence[tuple[Any, Any]], folder: Path, dims: int | None) -> Path:
+    def _write_pairs(
+        self, pairs: Sequence[tuple[Any, Any]], folder: Path, dims: int | None, *, allow_partial_channels: bool
+    ) -> Path:
         """The training folder of the scene's pairs; a single-slice case is the 2D image of its slice (as
-        :class:`SegmentationTask` segments it), refused when the model's ``dims`` is 3 (None: planned)."""
+        :class:`SegmentationTask` segments it), refused when the model's ``dims`` is 3 (None: planned); channels as
+        :func:`~.multi_volume.image_from_volume_nodes` assembles them."""
         from ..data.export import write_training_folder
 
         labels: tuple[LabelInfo, ...] | None = None if self.init_from is None else self.init_from.labels
@@ -320,7 +325,7 @@ class TrainingTask(_Task):
             for value in np.unique(label_map.array):
                 info = label_map.label_info(int(value))
                 names.setdefault(int(value), info.name if info else f"label_{value}")
-            image = image_from_volume_nodes(volume_nodes)
+            image = image_from_volume_nodes(volume_nodes, allow_partial_channels=allow_partial_channels)
             cases.append(
                 (image, label_map) if axis is None else (slice_as_2d(image, axis), slice_as_2d(label_map, axis))
             )

@@ -61,6 +61,11 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="V0,V1,...",
         help="raw mask values of labels 0, 1, ... in order, e.g. 0,255 or 0,128,255 (default: the mask rule)",
     )
+    parser.add_argument(
+        "--allow-partial-channels",
+        action="store_true",
+        help="go on when a further channel of a case leaves over 1 percent of its first uncovered (0 there)",
+    )
     parser.add_argument("--network", choices=NETWORK_CHOICES, help="architecture (default unet)")
     parser.add_argument("--fold", type=_parse_fold, metavar="K|all", help="validation fold, or 'all' for no validation")
     parser.add_argument("--folds", type=int, metavar="N", help="number of cross-validation folds (default 5)")
@@ -157,8 +162,9 @@ def build_config(args: argparse.Namespace) -> TrainingConfig:
         values["fold"] = None if args.fold == "all" else args.fold
     if args.network is not None:
         values["network"] = {**values.get("network", {}), "name": args.network}
-    if given.get("compile"):
-        values["compile"] = True
+    for name in ("compile", "allow_partial_channels"):
+        if given.get(name):
+            values[name] = True
     if given.get("freeze_encoder"):
         if not values.get("init_from"):
             raise InputError("--freeze-encoder needs --init-from MODEL (a pretrained encoder to keep).")
@@ -195,7 +201,12 @@ def config_arguments(config: TrainingConfig) -> list[str]:
     if "network" in changed and set(config.network) == {"name"}:
         args += ["--network", config.network["name"]]
         changed.discard("network")
-    for name, flag in (("compile", "--compile"), ("freeze_encoder", "--freeze-encoder")):
+    flags = (
+        ("compile", "--compile"),
+        ("freeze_encoder", "--freeze-encoder"),
+        ("allow_partial_channels", "--allow-partial-channels"),
+    )
+    for name, flag in flags:
         if name in changed and getattr(config, name):
             args.append(flag)
             changed.discard(name)

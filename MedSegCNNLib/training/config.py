@@ -26,20 +26,21 @@ SCHEDULES = ("poly", "cosine")
 class TrainingConfig:
     """Hyper-parameters of one training run. Units: learning rate per step, times in minutes.
 
-    ``None`` (and a U-Net ``network`` without ``features``) means *planned*: :mod:`.planner` chooses the value for
-    the data, the device and the time budget; a value given here is kept. ``network`` holds network options
-    (``name`` and those of :func:`MedSegCNNLib.networks.build_network`); ``spatial_dims``, ``in_channels`` and
-    ``out_channels`` are filled in from the data (``spatial_dims`` ``None``: 2 for 2D images and single-slice
-    volumes, 3 for volumes). ``patch_size`` is in array order (z, y, x; y, x in 2D). ``mask_values`` maps the raw
-    values of the label files to the labels 0, 1, ... in that order (e.g. ``(0, 255)`` for masks saved as 0/255
-    pictures; see :mod:`MedSegCNNLib.data.dataset`). Without a time budget the run lasts ``epochs`` ×
-    ``steps_per_epoch`` steps. With ``time_budget_minutes`` the plan measures the step time and runs as many steps
-    as fit in the budget (loading and planning included), with the learning-rate schedule (``lr_schedule`` after
-    ``warmup_steps``, see :mod:`.schedule`) ending exactly at the last step, re-planned when the measured speed
-    drifts; ``epochs`` is then ignored. ``precision`` ``auto`` and ``channels_last`` ``None`` are measured on CPUs.
-    ``checkpoint_minutes`` is the longest time between two resumable checkpoints. ``compile`` runs the network
-    through ``torch.compile`` (slower start, faster steps: worth it for long runs). ``fold`` selects the validation
-    fold of a ``folds``-fold split (``None``: train on all cases, validate on none).
+    ``None`` (and a U-Net ``network`` without ``features``) means *planned*: :mod:`.planner` chooses the value for the
+    data, the device and the time budget; a value given here is kept. ``network`` holds network options (``name`` and
+    those of :func:`MedSegCNNLib.networks.build_network`); ``spatial_dims``, ``in_channels`` and ``out_channels`` are
+    filled in from the data (``spatial_dims`` ``None``: 2 for 2D images and single-slice volumes, 3 for volumes).
+    ``patch_size`` is in array order (z, y, x; y, x in 2D). ``mask_values`` maps the raw values of the label files to
+    the labels 0, 1, ... in that order (e.g. ``(0, 255)`` for masks saved as 0/255 pictures; see
+    :mod:`MedSegCNNLib.data.dataset`); ``allow_partial_channels`` lets a case's further channels leave more than 1 % of
+    its first channel uncovered (filled with 0; :func:`MedSegCNNLib.data.dataset.load_case`). Without a time budget the
+    run lasts ``epochs`` × ``steps_per_epoch`` steps. With ``time_budget_minutes`` the plan measures the step time and
+    runs as many steps as fit in the budget (loading and planning included), with the learning-rate schedule
+    (``lr_schedule`` after ``warmup_steps``, see :mod:`.schedule`) ending exactly at the last step, re-planned when the
+    measured speed drifts; ``epochs`` is then ignored. ``precision`` ``auto`` and ``channels_last`` ``None`` are
+    measured on CPUs. ``checkpoint_minutes`` is the longest time between two resumable checkpoints. ``compile`` runs the
+    network through ``torch.compile`` (slower start, faster steps: worth it for long runs). ``fold`` selects the
+    validation fold of a ``folds``-fold split (``None``: train on all cases, validate on none).
     """
 
     network: Mapping[str, Any] = field(default_factory=lambda: {"name": "unet"})
@@ -74,6 +75,7 @@ class TrainingConfig:
     init_from: str | None = None
     freeze_encoder: bool = False
     mask_values: tuple[int, ...] | None = None
+    allow_partial_channels: bool = False
 
     def __post_init__(self) -> None:
         def require(condition: bool, message: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_path, verify_png, write_text_atomic
+from ..visualization.figures import quiet_matplotlib
 
 
 @dataclass
@@ -51,30 +52,33 @@ class TrainingHistory:
         self.plot(folder / "training_curves.png")
 
     def plot(self, path: Path) -> None:
-        import matplotlib
+        """The loss (and validation Dice) curves as a PNG at ``path``, drawn by matplotlib kept quiet
+        (:func:`~MedSegCNNLib.visualization.figures.quiet_matplotlib`)."""
+        with quiet_matplotlib():
+            import matplotlib
 
-        matplotlib.use("Agg")
-        from matplotlib.figure import Figure
+            matplotlib.use("Agg")
+            from matplotlib.figure import Figure
 
-        figure = Figure(figsize=(7, 4), dpi=100)
-        loss_axis = figure.add_subplot()
-        epochs = [row["epoch"] for row in self.rows]
-        loss_axis.plot(epochs, [row["train_loss"] for row in self.rows], color="tab:blue", label="training loss")
-        loss_axis.set_xlabel("epoch")
-        loss_axis.set_ylabel("training loss", color="tab:blue")
-        validated = [row for row in self.rows if not math.isnan(row.get("val_mean_dice", math.nan))]
-        if validated:
-            dice_axis = loss_axis.twinx()
-            dice_axis.plot(
-                [row["epoch"] for row in validated],
-                [row["val_mean_dice"] for row in validated],
-                color="tab:orange",
-                marker="o",
-                markersize=3,
-                label="validation mean Dice",
-            )
-            dice_axis.set_ylabel("validation mean Dice", color="tab:orange")
-            dice_axis.set_ylim(0, 1)
-        figure.tight_layout()
-        with atomic_path(path, overwrite=True, verify=verify_png) as tmp:
-            figure.savefig(tmp, format="png")
+            figure = Figure(figsize=(7, 4), dpi=100)
+            loss_axis = figure.add_subplot()
+            epochs = [row["epoch"] for row in self.rows]
+            loss_axis.plot(epochs, [row["train_loss"] for row in self.rows], color="tab:blue", label="training loss")
+            loss_axis.set_xlabel("epoch")
+            loss_axis.set_ylabel("training loss", color="tab:blue")
+            validated = [row for row in self.rows if not math.isnan(row.get("val_mean_dice", math.nan))]
+            if validated:
+                dice_axis = loss_axis.twinx()
+                dice_axis.plot(
+                    [row["epoch"] for row in validated],
+                    [row["val_mean_dice"] for row in validated],
+                    color="tab:orange",
+                    marker="o",
+                    markersize=3,
+                    label="validation mean Dice",
+                )
+                dice_axis.set_ylabel("validation mean Dice", color="tab:orange")
+                dice_axis.set_ylim(0, 1)
+            figure.tight_layout()
+            with atomic_path(path, overwrite=True, verify=verify_png) as tmp:
+                figure.savefig(tmp, format="png")

@@ -325,7 +325,7 @@ def plan_dataset(
     budget counts from the call, so reading the data counts as it does in a training run.
     """
     started = clock()
-    dataset = load_dataset(data, mask_values=config.mask_values)
+    dataset = load_dataset(data, mask_values=config.mask_values, allow_partial_channels=config.allow_partial_channels)
     validate_dataset(dataset)
     names = [case.name for case in dataset.cases]
     if config.fold is not None:

@@ -253,7 +253,9 @@ class _Run:
         emit = on_event if (on_event is not None and context.is_main) else (lambda _event: None)
         if config.init_from and not resume:
             _check_initial_weights(config.init_from)  # a wrong path or a pickle fails now, not after planning
-        dataset = load_dataset(data, mask_values=config.mask_values)
+        dataset = load_dataset(
+            data, mask_values=config.mask_values, allow_partial_channels=config.allow_partial_channels
+        )
         validate_dataset(dataset)
         labels = sorted(dataset.label_names)
         if labels != list(range(len(labels))):

@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..image.core import Image, LabelInfo
 from ..image.labels import as_label_array
 from ..image.seg_nrrd import default_label_info
+from .figures import drawable_text, quiet_matplotlib
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -119,18 +120,19 @@ def save_overlay(
     shown = np.unique(np.concatenate([np.unique(s) for _, s in pairs] + [np.unique(s) for s in truths]))
     infos = [_label_info(int(v), (labels, reference, image)) for v in shown if v != 0]
     row_spacing, column_spacing = (s for a, s in enumerate(spacing) if a != axis)
-    figure = _montage(
-        pairs,
-        truths,
-        infos,
-        names=[f"{'zyx'[axis]} = {i}" for i in indices] if image.spatial_dims == 3 else [""],
-        window=(low, high),
-        aspect=row_spacing / column_spacing,
-        z_up=image.spatial_dims == 3 and axis != 0,
-        title=title,
-    )
-    with atomic_path(path, overwrite=overwrite, verify=verify_png) as tmp:
-        figure.savefig(tmp, format="png", dpi=DPI)
+    with quiet_matplotlib():
+        figure = _montage(
+            pairs,
+            truths,
+            infos,
+            names=[f"{'zyx'[axis]} = {i}" for i in indices] if image.spatial_dims == 3 else [""],
+            window=(low, high),
+            aspect=row_spacing / column_spacing,
+            z_up=image.spatial_dims == 3 and axis != 0,
+            title=title,
+        )
+        with atomic_path(path, overwrite=overwrite, verify=verify_png) as tmp:
+            figure.savefig(tmp, format="png", dpi=DPI)
     return path
 
 
@@ -187,7 +189,9 @@ def _montage(
     z_up: bool,
     title: str | None,
 ) -> Figure:
-    """The figure (Agg canvas, no pyplot): a grid of slices, each a panel or a prediction/reference pair."""
+    """The figure (Agg canvas, no pyplot): a grid of slices, each a panel or a prediction/reference pair; to be
+    drawn inside :func:`~.figures.quiet_matplotlib`. Label names and the title are drawn by
+    :func:`~.figures.drawable_text`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -228,12 +232,13 @@ def _montage(
             axes.set_axis_off()
     if infos:
         handles = [
-            Patch(facecolor=info.color, edgecolor=info.color, label=f"{info.value}: {info.name}") for info in infos
+            Patch(facecolor=info.color, edgecolor=info.color, label=drawable_text(f"{info.value}: {info.name}"))
+            for info in infos
         ]
         figure.legend(handles=handles, loc="lower center", ncols=min(len(handles), 4), fontsize=8, frameon=False)
     total_height = figure.get_figheight()
     if title:
-        figure.suptitle(title, fontsize=10, y=1 - 0.08 / total_height, va="top")
+        figure.suptitle(drawable_text(title), fontsize=10, y=1 - 0.08 / total_height, va="top")
     figure.subplots_adjust(
         left=0.01,
         right=0.99,

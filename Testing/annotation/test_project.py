@@ -98,7 +98,7 @@ def test_refused_segmentations_leave_the_project_as_it_was(project, tmp_path, ca
     listing = sorted(project.folder.rglob("*"))
     shifted = truth.__class__(truth.array, truth.spacing, tuple(o + 3.0 for o in truth.origin), truth.direction)
     write_image(shifted, tmp_path / "shifted.nii.gz")
-    with pytest.raises(InputError, match=r"on another grid than its image: label origin .* \(image\)"):
+    with pytest.raises(InputError, match=r"its image: label vs image: origin 5.2 mm apart \(.*\) mm\)"):
         project.accept(case, tmp_path / "shifted.nii.gz")
     extra = truth.with_array(np.where(truth.array == 2, 5, truth.array).astype(np.uint8))
     write_image(extra, tmp_path / "extra.nii.gz")

@@ -248,12 +248,17 @@ def test_undeclared_label_values_are_named():
 def test_label_geometry_mismatch():
     image = _image()
     shifted = Image(_label(image).array, image.spacing, (-10.0, 5.0, 7.5), np.eye(3))
-    with pytest.raises(InputError, match="label and image geometry differ for case c: label origin"):
+    with pytest.raises(
+        InputError,
+        match=r"label and image geometry differ for case c: label vs image: origin 5 mm apart \(\(-10, 5, 7.5\) vs",
+    ):
         load_case(CaseSource("c", (image,), shifted))
     other_size = Image(np.zeros((4, 5, 7), np.uint8), image.spacing, image.origin, np.eye(3))
-    with pytest.raises(InputError, match="label and image geometry differ for case c: label size"):
+    with pytest.raises(
+        InputError, match=r"label and image geometry differ for case c: label vs image: size \(7, 5, 4\) vs"
+    ):
         load_case(CaseSource("c", (image,), other_size))
-    with pytest.raises(InputError, match="geometry differ for case_000: label origin"):
+    with pytest.raises(InputError, match="geometry differ for case_000: label vs image: origin"):
         validate_dataset(dataset_from_pairs([(image, shifted)], label_names={1: "a", 2: "b"}))
 
 

@@ -82,7 +82,7 @@ def test_segmentations_that_do_not_fit_are_refused_and_an_empty_one_is_accepted(
     write_image(truth.with_array(np.zeros_like(truth.array)), tmp_path / "empty.nii.gz")
     before = snapshot(project)
     turned = medsegcnn("project", "accept", project, case, tmp_path / "turned.nii.gz")
-    assert turned.returncode == 1 and "is on another grid than its image: label direction" in error_line(turned)
+    assert turned.returncode == 1 and "label vs image: direction: axes turned by up to 180°" in error_line(turned)
     seven = medsegcnn("project", "accept", project, case, tmp_path / "seven.nii.gz")
     assert seven.returncode == 1
     assert error_line(seven) == (

@@ -7,7 +7,14 @@ import pytest
 
 from MedSegCNNLib.errors import GeometryError
 from MedSegCNNLib.image.core import Image, LabelInfo
-from MedSegCNNLib.image.geometry import Grid, physical_overlap, resample_labels_onto, resample_onto
+from MedSegCNNLib.image.geometry import (
+    Grid,
+    grid_difference,
+    physical_overlap,
+    resample_labels_onto,
+    resample_onto,
+    uncovered_fraction,
+)
 
 ROTATION_45_Z = np.array([[1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 2**0.5]]) / 2**0.5
 
@@ -98,3 +105,25 @@ def test_a_grid_round_trips_through_sitk_and_keeps_the_centre_when_resampled(mak
     np.testing.assert_allclose(
         coarse.index_to_physical([(n - 1) / 2 for n in coarse.size]), grid.index_to_physical(centre)
     )
+
+
+def test_grid_difference_says_what_differs_in_mm_and_degrees():
+    reference = Grid.of(box((10, 10, 10), (0.0, 0.0, 0.0)))
+    assert grid_difference(reference, reference) == ""
+    moved = Grid.of(box((10, 10, 8), (3.0, 0.0, 4.0), spacing=(1.0, 1.0, 1.25)))
+    assert grid_difference(moved, reference) == (
+        "size (10, 10, 8) vs (10, 10, 10), spacing (1, 1, 1.25) vs (1, 1, 1) mm, origin 5 mm apart ((3, 0, 4) vs "
+        "(0, 0, 0) mm)"
+    )
+    turned = Grid.of(box((10, 10, 10), (0.0, 0.0, 0.0), ROTATION_45_Z))
+    assert grid_difference(turned, reference) == "direction: axes turned by up to 45°"
+    flat = Grid((10, 10), (1.0, 1.0), (0.0, 0.0), (1.0, 0.0, 0.0, 1.0))
+    assert grid_difference(flat, reference) == "size (10, 10) vs (10, 10, 10), spacing (1, 1) vs (1, 1, 1) mm"
+
+
+def test_uncovered_fraction_counts_first_grid_voxel_centres_outside_the_other_image():
+    reference = box((10, 10, 10), (0.0, 0.0, 0.0))
+    assert uncovered_fraction(reference, reference) == 0.0
+    assert uncovered_fraction(box((10, 10, 10), (0.5, 0.0, 0.0)), reference) == 0.0  # a half voxel: centres inside
+    assert uncovered_fraction(box((10, 10, 10), (3.0, 0.0, 0.0)), reference) == pytest.approx(0.3)
+    assert uncovered_fraction(box((10, 10, 4), (0.0, 0.0, 0.0)), reference) == pytest.approx(0.6)

@@ -126,7 +126,10 @@ def test_a_volume_on_another_grid_is_resampled_onto_the_first(build, make_image)
     second = make_image(dtype=np.float32, seed=2)
     # The second volume is shifted by one voxel along x: its voxel i lies on the first's voxel i + 1.
     shifted = Image(second.array, second.spacing, second.index_to_physical([1, 0, 0]), second.direction)
-    image = image_from_volume_nodes([build.volume(first), build.volume(shifted)])
+    nodes = [build.volume(first), build.volume(shifted, name="shifted")]
+    with pytest.raises(InputError, match=r"Volume 'shifted' does not cover 16.7% of the voxels of volume 'volume' \("):
+        image_from_volume_nodes(nodes)  # a sixth of the first volume would be 0: only when asked for
+    image = image_from_volume_nodes(nodes, allow_partial_channels=True)
     np.testing.assert_allclose(image.array[1, :, :, 1:], second.array[:, :, :-1], atol=1e-5)
     np.testing.assert_array_equal(image.array[1, :, :, 0], 0.0)  # outside the second volume
 

@@ -3,6 +3,7 @@ chosen where there is foreground; existing files are kept unless overwriting is 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,20 @@ def test_select_slices_few_or_no_foreground_slices():
     assert select_slices(np.zeros((9, 4, 4), dtype=bool), 5) == [4]
     with pytest.raises(InputError):
         select_slices(foreground, 0)
+
+
+def test_text_without_glyphs_and_matplotlib_warnings_stay_off_stderr(caplog):
+    """A character the default font lacks is drawn as ``?``; matplotlib's warnings become DEBUG log records."""
+    import warnings
+
+    from MedSegCNNLib.visualization.figures import drawable_text, quiet_matplotlib
+
+    with caplog.at_level(logging.DEBUG, logger="MedSegCNNLib"), quiet_matplotlib():
+        assert drawable_text("Fall_Ω_中文 case") == "Fall_Ω_?? case"
+        warnings.warn("Glyph 20013 missing from font(s) DejaVu Sans.", UserWarning, stacklevel=1)
+        logging.getLogger("matplotlib.font_manager").warning("Matplotlib is building the font cache")
+    assert [record.getMessage() for record in caplog.records] == [
+        "matplotlib.font_manager: Matplotlib is building the font cache",
+        "matplotlib: Glyph 20013 missing from font(s) DejaVu Sans.",
+    ]
+    assert all(record.levelno == logging.DEBUG for record in caplog.records)
