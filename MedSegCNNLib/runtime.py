@@ -221,3 +221,28 @@ def describe_device(device: torch.device) -> str:
     if device.type == "mps":
         return "Apple GPU (MPS)"
     return f"{cpu_info().describe()}, {torch.get_num_threads()} torch threads"
+
+
+def device_memory_bytes(device: torch.device) -> int | None:
+    """The memory a run on ``device`` can use, in bytes: a CUDA GPU's memory, else the machine's physical memory
+    (``None`` where it cannot be read)."""
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    if sys.platform == "win32":
+        import ctypes
+
+        class MemoryStatus(ctypes.Structure):
+            _fields_ = [("length", ctypes.c_ulong), ("load", ctypes.c_ulong), ("total", ctypes.c_ulonglong)]
+            _fields_ += [
+                (name, ctypes.c_ulonglong) for name in ("free", "page", "free_page", "virtual", "free_virtual")
+            ]
+            _fields_ += [("extended", ctypes.c_ulonglong)]
+
+        status = MemoryStatus(length=ctypes.sizeof(MemoryStatus))
+        return int(status.total) if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)) else None
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -247,21 +247,10 @@ def _sized_network(
     parameters = sum(parameter.numel() for parameter in network.parameters())
     if not allow_large:
         check_model_size(path, card, parameters=parameters, feature_bytes=None)
-    feature_bytes = 0
+    from ..networks.base import feature_map_bytes  # imported here, as build_network is
 
-    def add_output(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        nonlocal feature_bytes
-        for tensor in output if isinstance(output, list | tuple) else (output,):
-            if isinstance(tensor, torch.Tensor):
-                feature_bytes += tensor.numel() * tensor.element_size()
-
-    for module in network.modules():
-        if next(module.children(), None) is None:
-            module.register_forward_hook(add_output)
-    window = torch.empty((1, len(card.channels), *card.patch_size), device="meta")
     try:
-        with torch.no_grad():
-            network(window)
+        feature_bytes = feature_map_bytes(network, (len(card.channels), *card.patch_size))
     except (InputError, RuntimeError, OverflowError) as error:
         raise InputError(
             f"Invalid model card {where}: patch_size {list(card.patch_size)} does not fit its network: "

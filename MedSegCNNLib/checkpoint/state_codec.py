@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -196,12 +197,23 @@ def sha256_file(path: Path) -> str:
 
 def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> str:
     """Write ``tensors`` (CPU, contiguous, not sharing memory) to a safetensors file, flush it to disk and
-    return its SHA-256."""
-    save_file(dict(tensors), str(path), metadata={"format": "pt"})
+    return its SHA-256. A failed write raises :class:`OSError` with the operating system's error number (which
+    safetensors reports only in its message), for the caller's :func:`~MedSegCNNLib.atomic.write_failure`."""
+    try:
+        save_file(dict(tensors), str(path), metadata={"format": "pt"})
+    except SafetensorError as error:
+        raise _as_os_error(error, path) from None
     path.chmod(0o666 & ~_umask())  # safetensors creates 0600 files; give it a new file's usual mode
     flush_to_disk(path)
     _check_complete(path)
     return sha256_file(path)
+
+
+def _as_os_error(error: SafetensorError, path: Path) -> OSError:
+    """The :class:`OSError` behind safetensors' ``error`` ("... (os error 28)"); ``EIO`` when it names none."""
+    found = re.search(r"os error (\d+)", str(error))
+    code = int(found.group(1)) if found else errno.EIO
+    return OSError(code, os.strerror(code), str(path))
 
 
 def _check_complete(path: Path) -> None:

@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from .._version import __version__
-from ..atomic import atomic_folder, incomplete_write
+from ..atomic import atomic_folder, incomplete_write, make_folder
 from ..errors import InputError
 from .json_file import read_json, write_json
 from .model_folder import weights_mismatch
@@ -85,7 +85,7 @@ def save_training_state(
     }
     tree, tensors = encode_state(state)
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(folder.parent, for_file=folder)
     with atomic_folder(folder, overwrite=overwrite) as partial:
         sha256 = write_tensors(partial / TENSORS_FILE, tensors)
         document = {

@@ -118,6 +118,32 @@ class SegmentationNetwork(nn.Module):
 # Validation of option values; each raises InputError naming the network, the option and what is allowed.
 
 
+def feature_map_bytes(network: nn.Module, window: Sequence[int]) -> int:
+    """Bytes of every leaf layer's output (float32) for one input of shape ``window`` (channels, then the spatial
+    sizes), counted exactly by running ``network`` (built on torch's "meta" device: shapes only, nothing
+    allocated). A window the network cannot take raises its own error (``RuntimeError``, ...)."""
+    total = 0
+
+    def add_output(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        nonlocal total
+        for tensor in output if isinstance(output, list | tuple) else (output,):
+            if isinstance(tensor, torch.Tensor):
+                total += tensor.numel() * tensor.element_size()
+
+    hooks = [
+        module.register_forward_hook(add_output)
+        for module in network.modules()
+        if next(module.children(), None) is None
+    ]
+    try:
+        with torch.no_grad():
+            network(torch.empty((1, *window), device="meta"))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
 def check_choice(network: str, option: str, value: Any, choices: Sequence[Any]) -> None:
     if isinstance(value, bool) or value not in choices:
         raise InputError(f"{network} option {option!r} must be one of {list(choices)}; got {value!r}.")

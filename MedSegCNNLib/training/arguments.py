@@ -42,7 +42,7 @@ FIELD_OPTIONS = {
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that ``train`` and ``plan`` share: the data, device, precision and budget."""
+    """The options that ``train`` and ``plan`` share: the data, device, precision, budget, patch and batch."""
     parser.add_argument(
         "--data",
         required=True,
@@ -79,6 +79,8 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MIN",
         help="minutes for the whole run: the steps, network and schedule are planned to fill it (wins over --epochs)",
     )
+    parser.add_argument("--patch-size", type=_parse_sizes, metavar="Z,Y,X", help="patch size in voxels (Y,X in 2D)")
+    parser.add_argument("--batch-size", type=int, metavar="N")
     parser.add_argument("--config", type=Path, metavar="JSON", help="a JSON file of TrainingConfig fields")
     parser.add_argument(
         "--config-json", metavar="TEXT", help="TrainingConfig fields as a JSON object (over --config, under options)"
@@ -89,8 +91,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The further options of ``train`` that set :class:`TrainingConfig` fields."""
     parser.add_argument("--epochs", type=int, metavar="N", help="length without a time budget (default 100)")
     parser.add_argument("--steps-per-epoch", type=int, metavar="N")
-    parser.add_argument("--batch-size", type=int, metavar="N")
-    parser.add_argument("--patch-size", type=_parse_sizes, metavar="Z,Y,X", help="patch size in voxels (Y,X in 2D)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS)
     parser.add_argument("--lr", type=float, metavar="LR", help="initial learning rate")
     parser.add_argument("--lr-schedule", choices=SCHEDULES, help="decay after the warm-up")

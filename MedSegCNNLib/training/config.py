@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from ..runtime import DEVICES, PRECISIONS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("poly", "cosine")
+_AXES = {3: "z,y,x", 2: "y,x"}
 
 
 @dataclass(frozen=True)
@@ -86,15 +88,20 @@ class TrainingConfig:
         require(self.spatial_dims in (None, 2, 3), f"spatial_dims must be 2 or 3, got {self.spatial_dims}.")
         for name in ("epochs", "steps_per_epoch", "batch_size"):
             value = getattr(self, name)
-            require(value is None or value >= 1, f"{name} must be >= 1, got {value}.")
-        if self.patch_size is not None:
-            patch = tuple(int(p) for p in self.patch_size)
-            dims = self.spatial_dims or len(patch)
             require(
-                len(patch) == dims and dims in (2, 3) and all(p >= 1 for p in patch),
-                f"patch_size must have {dims if dims in (2, 3) else '2 or 3'} positive sizes, got {self.patch_size}.",
+                value is None or _whole(value, 1),
+                f"{name} (--{name.replace('_', '-')}) must be a whole number >= 1, got {value!r}.",
             )
-            object.__setattr__(self, "patch_size", patch)
+        if self.patch_size is not None:
+            given = self.patch_size
+            sizes = tuple(given) if isinstance(given, list | tuple) else ()
+            dims = self.spatial_dims or len(sizes)
+            require(
+                len(sizes) == dims and dims in (2, 3) and all(_whole(size, 1) for size in sizes),
+                f"patch_size (--patch-size) must be {dims if dims in (2, 3) else '2 or 3'} whole numbers >= 1 "
+                f"(voxels, array order {_AXES.get(dims, 'z,y,x or y,x')}), got {given!r}.",
+            )
+            object.__setattr__(self, "patch_size", tuple(int(size) for size in sizes))
         require(
             self.optimizer is None or self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}."
         )
@@ -110,7 +117,7 @@ class TrainingConfig:
             self.lr_schedule is None or self.lr_schedule in SCHEDULES,
             f"lr_schedule must be one of {', '.join(SCHEDULES)}.",
         )
-        require(self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps must be >= 0.")
+        require(self.warmup_steps is None or _whole(self.warmup_steps, 0), "warmup_steps must be a whole number >= 0.")
         require(
             math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes > 0, "checkpoint_minutes must be > 0."
         )
@@ -158,9 +165,14 @@ class TrainingConfig:
             raise InputError(f"Unknown training options: {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
         values = dict(data)
         for name in ("patch_size", "mask_values"):
-            if values.get(name) is not None:
+            if isinstance(values.get(name), list):
                 values[name] = tuple(values[name])
         return cls(**values)
 
     def replace(self, **changes: Any) -> TrainingConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _whole(value: Any, minimum: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) of at least ``minimum``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum

@@ -18,6 +18,9 @@ budget and step-time measurements it returns the same plan. The rules:
 3. **Batch**: on a CPU, ``2^19`` voxels per batch, clamped to 2..4 samples (3D) or 2..32 (2D); on a CUDA GPU
    the largest batch whose estimated activations (:func:`activation_bytes`) use at most 60 % of the GPU's
    memory, at least 2; everywhere at most 5 % of the training voxels per batch (nnU-Net's cap), at least 2.
+   **Memory bound**: a patch or batch the user gave is refused before anything is allocated when a training
+   step would need more than 60 % of the device's memory (a GPU's, else the machine's;
+   :func:`training_memory_bytes`); the message gives the largest patch or batch that fits.
 4. **Precision and memory layout**: measured (:mod:`.speed`) for each candidate width: on a CPU fp32 and, where
    the CPU has bf16 units, bf16 autocast, each in channels-last and contiguous layout; the fastest with a
    finite loss wins. CUDA: bf16, else fp16, channels-last; MPS: fp32.
@@ -60,7 +63,9 @@ from ..data.planning import (
 from ..data.preprocessing import PreprocessingPlan
 from ..errors import InputError
 from ..networks import build_network
+from ..networks.base import feature_map_bytes
 from ..runtime import describe_device, resolve_device
+from ..runtime import device_memory_bytes as machine_memory_bytes
 from .config import TrainingConfig
 from .speed import StepTimer, candidate_modes, fastest_mode
 from .splits import make_splits
@@ -75,7 +80,7 @@ MIN_AXIS_SIZE = 8
 ANISOTROPY = 2.0
 CPU_BATCH_VOXELS = 2**19
 CPU_BATCH_LIMITS = {2: (2, 32), 3: (2, 4)}
-GPU_MEMORY_FRACTION = 0.6
+MEMORY_FRACTION = 0.6
 DATASET_BATCH_FRACTION = 0.05
 DEFAULT_WIDTH = 32
 WIDTH_LADDER = (8, 16, 24, 32)
@@ -209,7 +214,7 @@ def plan_training(
     ``available_seconds`` is the time left for training steps (the budget minus what loading, preprocessing
     and planning already took; ``None`` without a budget); ``pipeline_seconds`` the data pipeline's time per
     batch (sampling and augmentation) to add to each measured network step; ``device_memory_bytes`` the
-    GPU's memory (CUDA only; read from torch when ``None``).
+    device's memory (read from the device or the machine when ``None``).
     """
     dims = data_spatial_dims(dict(fingerprint), config.spatial_dims)
     config = config.replace(spatial_dims=dims)
@@ -245,8 +250,11 @@ def plan_training(
         config, patch, train_voxels, kind, network_for(DEFAULT_WIDTH, patch), device, device_memory_bytes
     )
 
-    modes = candidate_modes(device, config.precision, config.channels_last)
     widths = _width_candidates(config, budget)
+    if config.patch_size is not None or config.batch_size is not None:
+        memory = device_memory_bytes or machine_memory_bytes(device)
+        _check_memory(config, network_for(widths[0], patch), patch, batch, memory, gpu=kind == "cuda")
+    modes = candidate_modes(device, config.precision, config.channels_last)
     if budget is not None and (budget if available_seconds is None else available_seconds) <= reserve_seconds(budget):
         modes = modes[:1]  # refused below in any mode: one measurement gives the minimum budget to suggest
     # each width in its own fastest mode: the best precision and layout differ between small and large networks
@@ -391,6 +399,17 @@ def activation_bytes(network: Mapping[str, Any], patch: Sequence[int]) -> int:
     return int(12 * 4 * total)
 
 
+def training_memory_bytes(network: Mapping[str, Any], patch: Sequence[int], batch: int) -> int:
+    """Estimated memory of one training step of ``network`` (a :func:`~MedSegCNNLib.networks.build_network`
+    configuration) on ``batch`` patches of ``patch`` voxels, in bytes: every layer's float32 output twice per
+    sample (kept for the backward pass, and its gradient; counted exactly on the "meta" device, nothing
+    allocated) and the parameters four times (weights, gradients and two optimiser moments)."""
+    with torch.device("meta"):
+        built = build_network(dict(network))
+    parameters = sum(parameter.numel() for parameter in built.parameters())
+    return 2 * batch * feature_map_bytes(built, (network["in_channels"], *patch)) + 4 * 4 * parameters
+
+
 # ----- helpers -------------------------------------------------------------------------------------------
 
 
@@ -411,12 +430,59 @@ def _plan_patch(config, median, spacing, dims, kind, network_for) -> tuple[int, 
     return patch
 
 
+def _check_memory(
+    config: TrainingConfig,
+    network: dict[str, Any],
+    patch: tuple[int, ...],
+    batch: int,
+    memory: int | None,
+    *,
+    gpu: bool,
+) -> None:
+    """Refuse (:class:`InputError`) a user-given patch or batch whose training step needs more than
+    :data:`MEMORY_FRACTION` of ``memory`` (bytes; ``None``: unknown, nothing checked), naming the largest patch
+    or batch that fits."""
+    if memory is None:
+        return
+    allowed = MEMORY_FRACTION * memory
+    needed = training_memory_bytes(network, patch, batch)
+    if needed <= allowed:
+        return
+    fixed = training_memory_bytes(network, patch, 0)  # the parameters' share
+    per_sample = (needed - fixed) / batch
+    fitting_batch = math.floor((allowed - fixed) / per_sample) if allowed > fixed else 0
+    where = "this GPU's" if gpu else "this machine's"
+    what = f"Training {batch} patch{'es' if batch > 1 else ''} of {' x '.join(map(str, patch))} voxels at once"
+    limit = f"more than {MEMORY_FRACTION:.0%} of {where} {_gib(memory)} of memory"
+    if config.batch_size is not None and fitting_batch >= 1:
+        advice = f"give a --batch-size of at most {fitting_batch}"
+        if config.patch_size is not None:
+            advice += " or a smaller --patch-size"
+    elif config.patch_size is not None:
+        advice = _smaller_patch_advice(network, patch, needed - fixed, allowed - fixed)
+    else:
+        advice = "use a machine with more memory"
+    raise InputError(f"{what} needs about {_gib(needed)}, {limit}; {advice}.")
+
+
+def _smaller_patch_advice(network: dict[str, Any], patch: tuple[int, ...], needed: float, allowed: float) -> str:
+    """What to give instead of ``patch``, whose feature maps need ``needed`` bytes where ``allowed`` fit: the
+    same shape scaled down (memory grows with the voxels) to multiples of the network's divisor."""
+    with torch.device("meta"):
+        divisor = build_network(dict(network)).divisor
+    scale = (max(allowed, 0.0) / needed) ** (1 / len(patch))
+    smaller = [max(0, math.floor(size * scale / step) * step) for size, step in zip(patch, divisor, strict=True)]
+    if not all(smaller):
+        return "even the smallest patch does not fit: use a machine with more memory"
+    return f"give a --patch-size of at most about {','.join(map(str, smaller))} (or leave it out to have it planned)"
+
+
 def _batch_size(config, patch, train_voxels, kind, network, device, device_memory_bytes) -> int:
     dims = config.spatial_dims
     cap = max(2, math.floor(DATASET_BATCH_FRACTION * train_voxels / math.prod(patch)))
     if kind == "cuda":
         memory = device_memory_bytes or torch.cuda.get_device_properties(device).total_memory
-        batch = max(2, math.floor(GPU_MEMORY_FRACTION * memory / activation_bytes(network, patch)))
+        batch = max(2, math.floor(MEMORY_FRACTION * memory / activation_bytes(network, patch)))
     else:
         low, high = CPU_BATCH_LIMITS[dims]
         batch = _clamp(CPU_BATCH_VOXELS // math.prod(patch), low, high)
@@ -443,6 +509,10 @@ def _training_voxels(fingerprint, preprocessing: PreprocessingPlan, dims: int) -
 
 def _clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, int(value)))
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:,.1f} GiB"
 
 
 def _duration(seconds: float) -> str:

@@ -25,8 +25,11 @@ def test_config_round_trip_through_json():
     ("changes", "message"),
     [
         ({"epochs": 0}, "epochs"),
-        ({"spatial_dims": 3, "patch_size": (16, 16)}, "patch_size must have 3 positive sizes"),
-        ({"patch_size": (16,)}, "patch_size must have 2 or 3 positive sizes"),
+        ({"spatial_dims": 3, "patch_size": (16, 16)}, r"patch_size \(--patch-size\) must be 3 whole numbers >= 1"),
+        ({"patch_size": (16,)}, "must be 2 or 3 whole numbers >= 1"),
+        ({"patch_size": (16.5, 16, 16)}, "must be 3 whole numbers >= 1"),
+        ({"patch_size": 16}, "must be 2 or 3 whole numbers"),
+        ({"batch_size": "x"}, r"batch_size \(--batch-size\) must be a whole number >= 1, got 'x'"),
         ({"spatial_dims": 1}, "spatial_dims"),
         ({"mask_values": (255,)}, "mask_values must list at least two distinct"),
         ({"mask_values": (0, 255, 255)}, "mask_values"),
