@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import functools
 import importlib
 import json
@@ -150,16 +151,13 @@ def converted_model(network: torch.nn.Module, input_shape: Sequence[int], cache_
     version = openvino_version()
     if version is None:
         raise InputError(f"The OpenVINO backend is not installed; install it with: {OPENVINO_INSTALL}.")
-    ov = import_openvino()
     shape = tuple(int(size) for size in input_shape)
     record = {"kind": "openvino-ir", "layout": IR_LAYOUT, "openvino": version, "input_shape": list(shape),
               "weights_sha256": weights_sha256(network)}  # fmt: skip
     core = openvino_core()
 
     def build(folder: Path) -> None:
-        ov.save_model(convert(network, shape), folder / "model.xml", compress_to_fp16=False)
-        for written in ("model.xml", "model.bin"):
-            flush_to_disk(folder / written)
+        save_ir(convert(network, shape), folder / "model.xml")
         load(folder)  # read back before the entry is renamed into place
 
     def load(folder: Path) -> Any:
@@ -170,6 +168,18 @@ def converted_model(network: torch.nn.Module, input_shape: Sequence[int], cache_
         return model
 
     return load_or_build(cache_folder / "openvino", record, build, load)
+
+
+def save_ir(model: Any, path: Path) -> None:
+    """Write the OpenVINO ``model`` as fp32 IR (``path``, an ``.xml`` file, and its ``.bin`` beside it) and flush
+    both to disk. A failed write raises :class:`OSError` (OpenVINO reports one, e.g. a full disk, as a bare
+    ``RuntimeError``), for the caller's :func:`~MedSegCNNLib.atomic.write_failure`."""
+    try:
+        import_openvino().save_model(model, path, compress_to_fp16=False)
+    except RuntimeError as error:
+        raise OSError(errno.EIO, f"OpenVINO could not write the network ({error})", str(path)) from None
+    for written in (path, path.with_suffix(".bin")):
+        flush_to_disk(written)
 
 
 def compile_model(model: Any, precision: str, *, threads: int | None = None) -> OpenVinoNetwork:

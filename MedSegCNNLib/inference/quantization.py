@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_folder, flush_to_disk, write_text_atomic
+from ..atomic import atomic_folder, write_text_atomic
 from ..data.dataset import CaseSource, load_case, load_dataset
 from ..data.preprocessing import PreprocessedCase, preprocess_case
 from ..errors import InputError
@@ -38,15 +38,14 @@ from .cache import weights_sha256
 from .engine import Engine, engine_for
 from .model import SegmentationModel, load_segmentation_model
 from .openvino_backend import (
-    INT8_FILES,
     INT8_FOLDER,
     INT8_NETWORK,
     INT8_RECORD,
     compile_model,
     convert,
-    import_openvino,
     int8_files_sha256,
     openvino_core,
+    save_ir,
     without_telemetry,
 )
 from .precision_gate import MIN_DICE
@@ -82,7 +81,6 @@ def quantize_model(
     if cases < 1:
         raise InputError(f"--cases must be at least 1; got {cases}.")
     nncf = _import_nncf()
-    ov = import_openvino()
     loaded = load_segmentation_model(folder, torch.device("cpu"))
     shape = (1, len(loaded.channels), *loaded.patch_size)
     sources = _calibration_cases(calibration, cases)
@@ -101,9 +99,7 @@ def quantize_model(
     with without_telemetry(), atomic_folder(folder / INT8_FOLDER, overwrite=overwrite) as partial:
         quantized = quantize_network(network, shape, windows)
         record["check"] = _check(loaded, quantized, preprocessed, cache_folder or user_cache_folder())
-        ov.save_model(quantized, partial / INT8_NETWORK, compress_to_fp16=False)
-        for written in INT8_FILES:
-            flush_to_disk(partial / written)
+        save_ir(quantized, partial / INT8_NETWORK)
         openvino_core().read_model(partial / INT8_NETWORK)  # read back before the folder is renamed into place
         record["files"] = int8_files_sha256(partial)
         write_text_atomic(partial / INT8_RECORD, json.dumps(record, indent=1))

@@ -13,6 +13,7 @@ exception in a step) also leaves no lock behind.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -20,9 +21,11 @@ from pathlib import Path
 
 import pytest
 from cli_support import ROOT, SAMPLE, medsegcnn
-from fault_support import error_line, fill, leftovers, mounted_tmpfs, snapshot
+from fault_support import assert_unchanged, error_line, fill, leftovers, mounted_tmpfs, snapshot
+from model_support import save_tiny_model
 
 from MedSegCNNLib.errors import InputError
+from MedSegCNNLib.runtime import openvino_version
 from MedSegCNNLib.training.run_folder import LOCK_FILE
 
 NO_SPACE = "no space left on the device; free some space or write elsewhere."
@@ -31,7 +34,9 @@ NO_SPACE = "no space left on the device; free some space or write elsewhere."
 #: fill the output's disk just before the final model folder or the training log is written; "step" raises in
 #: the first training step.
 FAULTY_CHILD = """
-import contextlib, pathlib, sys
+import pathlib, sys
+sys.path.insert(0, "Testing")
+from fault_support import fill as fill_disk
 from MedSegCNNLib.cli.main import main
 from MedSegCNNLib.training import trainer
 from MedSegCNNLib.training.history import TrainingHistory
@@ -39,10 +44,7 @@ from MedSegCNNLib.training.history import TrainingHistory
 point, output = sys.argv[1], pathlib.Path(sys.argv[sys.argv.index("--output") + 1])
 
 def fill():
-    for name, chunk in (("filler", 4096), ("filler-tail", 1)):
-        with (output.parent / name).open("wb", buffering=0) as file, contextlib.suppress(OSError):
-            while True:
-                file.write(b"\\0" * chunk)
+    fill_disk(output.parent)
 
 if point == "model":
     save_model = trainer.save_model
@@ -145,7 +147,7 @@ def test_a_size_too_large_for_the_memory_is_refused_before_allocating(tmp_path, 
     if "patch" in case:
         assert all(size % 32 == 0 and size < 4000 for size in suggested)  # whole multiples of the network's divisor
     assert not output.exists()  # refused before the folder was claimed, or rolled back with it
-    assert_unchanged_inputs(before)
+    assert_unchanged(before)
 
 
 def test_the_suggested_patch_fits():
@@ -162,10 +164,6 @@ def test_the_suggested_patch_fits():
     assert training_memory_bytes(network, suggested, 2) <= MEMORY_FRACTION * memory
     bigger = tuple(size + 8 for size in suggested)
     assert training_memory_bytes(network, bigger, 2) > MEMORY_FRACTION * memory * 0.9
-
-
-def assert_unchanged_inputs(before: dict[Path, str]) -> None:
-    assert snapshot(SAMPLE) == before
 
 
 BAD_PATCHES = {
@@ -246,3 +244,22 @@ def test_a_failure_during_training_leaves_no_lock(tmp_path):
     assert result.returncode == 3  # an internal failure, injected: reported as unexpected
     assert "unexpected RuntimeError: injected failure" in error_line(result)
     assert sorted(path.name for path in output.iterdir()) == ["notes.txt"]  # no lock, no run file
+
+
+def test_full_disk_while_quantize_writes_names_the_int8_folder(tmp_path):
+    """Sibling: a full disk while ``quantize`` writes the int8 network (OpenVINO reports it as a bare
+    RuntimeError) is the same one line, and the model folder is left as it was."""
+    if openvino_version() is None or importlib.util.find_spec("nncf") is None:
+        pytest.skip('OpenVINO and NNCF are not installed (pip install ".[int8]")')
+    with mounted_tmpfs(tmp_path / "disk", "size=4m") as disk:
+        model = save_tiny_model(disk / "tiny")
+        fill(disk)
+        before = snapshot(model)
+        result = medsegcnn(
+            "quantize", "--model", model, "--calibration", SAMPLE / "imagesTr", "--cases", "1",
+            "--cache-dir", tmp_path / "cache", "--quiet",
+        )  # fmt: skip
+        assert result.returncode == 1, result.stderr
+        assert error_line(result) == f"Could not write {model / 'int8'}: {NO_SPACE}"
+        assert_unchanged(before)
+        assert sorted(model.iterdir()) == sorted(before)  # nothing added, nothing temporary
