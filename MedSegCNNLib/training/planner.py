@@ -403,7 +403,8 @@ def training_memory_bytes(network: Mapping[str, Any], patch: Sequence[int], batc
     """Estimated memory of one training step of ``network`` (a :func:`~MedSegCNNLib.networks.build_network`
     configuration) on ``batch`` patches of ``patch`` voxels, in bytes: every layer's float32 output twice per
     sample (kept for the backward pass, and its gradient; counted exactly on the "meta" device, nothing
-    allocated) and the parameters four times (weights, gradients and two optimiser moments)."""
+    allocated) and the parameters four times (weights, gradients and two optimiser moments). It errs high: for a
+    32-wide 3D U-Net on two 96³ patches it gives 5.3 GiB where a CPU step's peak grew by 3.5 GiB."""
     with torch.device("meta"):
         built = build_network(dict(network))
     parameters = sum(parameter.numel() for parameter in built.parameters())

@@ -14,6 +14,7 @@ exception in a step) also leaves no lock behind.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from MedSegCNNLib.errors import InputError
 from MedSegCNNLib.runtime import openvino_version
 from MedSegCNNLib.training.run_folder import LOCK_FILE
 
+TINY = {"network": {"name": "unet", "features": [4, 8, 16]}}
 NO_SPACE = "no space left on the device; free some space or write elsewhere."
 
 #: A child that runs ``medsegcnn`` with one fault injected at a point of training (argv[1]): "model" and "log"
@@ -67,12 +69,12 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def train_args(output: Path, *extra: str) -> list[str]:
-    """A run of one step (the default network: its checkpoint takes a few MB)."""
+def train_args(data: Path, output: Path, *extra: str, tiny: bool = False) -> list[str]:
+    """A run of one step on ``data``: the default network (its checkpoint takes a few MB), or a tiny one."""
     return [
         "train",
         "--data",
-        str(SAMPLE),
+        str(data),
         "--output",
         str(output),
         "--patch-size",
@@ -90,6 +92,8 @@ def train_args(output: Path, *extra: str) -> list[str]:
         "--progress",
         "none",
         "--quiet",
+        "--config-json",
+        json.dumps({"channels_last": False, **(TINY if tiny else {})}),
         *extra,
     ]
 
@@ -199,11 +203,11 @@ def test_a_malformed_size_names_its_option(tmp_path, case):
 # ----- a full disk while training writes -------------------------------------------------------------------
 
 
-def test_full_disk_at_the_first_checkpoint_names_it_and_the_rerun_finishes(tmp_path):
+def test_full_disk_at_the_first_checkpoint_names_it_and_the_rerun_finishes(tmp_path, small_dataset):
     with mounted_tmpfs(tmp_path / "disk", "size=1m") as disk:  # the run files fit, the default network's checkpoint not
         output = disk / "run"
         output.mkdir()
-        args = train_args(output)
+        args = train_args(small_dataset, output)
         result = medsegcnn(*args)
         assert result.returncode == 1, result.stderr
         assert error_line(result) == f"Could not write {output / 'checkpoints' / 'last'}: {NO_SPACE}"
@@ -218,10 +222,10 @@ def test_full_disk_at_the_first_checkpoint_names_it_and_the_rerun_finishes(tmp_p
 @pytest.mark.parametrize(
     ("point", "written"), [("model", "model"), ("log", "training_log.csv")], ids=["final model", "training log"]
 )
-def test_full_disk_at_a_later_write_names_it_and_the_run_resumes(tmp_path, point, written):
-    with mounted_tmpfs(tmp_path / "disk", "size=64m") as disk:
+def test_full_disk_at_a_later_write_names_it_and_the_run_resumes(tmp_path, small_dataset, point, written):
+    with mounted_tmpfs(tmp_path / "disk", "size=16m") as disk:
         output = disk / "run"
-        args = train_args(output)
+        args = train_args(small_dataset, output, tiny=True)
         result = faulty(point, args)
         assert result.returncode == 1, result.stderr
         assert error_line(result) == f"Could not write {output / written}: {NO_SPACE}"
@@ -236,11 +240,11 @@ def test_full_disk_at_a_later_write_names_it_and_the_run_resumes(tmp_path, point
         assert_no_lock_or_temporary(output)
 
 
-def test_a_failure_during_training_leaves_no_lock(tmp_path):
+def test_a_failure_during_training_leaves_no_lock(tmp_path, small_dataset):
     output = tmp_path / "run"
     output.mkdir()
     (output / "notes.txt").write_text("mine")
-    result = faulty("step", train_args(output, "--overwrite"))
+    result = faulty("step", train_args(small_dataset, output, "--overwrite", tiny=True))
     assert result.returncode == 3  # an internal failure, injected: reported as unexpected
     assert "unexpected RuntimeError: injected failure" in error_line(result)
     assert sorted(path.name for path in output.iterdir()) == ["notes.txt"]  # no lock, no run file
