@@ -59,9 +59,23 @@ def _devices() -> dict[str, Any]:
         else [],
         "torch_cuda_version": torch.version.cuda,
     }
+    note = cuda_build_note(torch.version.cuda, cuda)
+    if note:
+        devices["cuda"]["note"] = note
     mps = getattr(torch.backends, "mps", None)
     devices["mps"] = {"available": bool(mps and mps.is_available())}
     return devices
+
+
+def cuda_build_note(torch_cuda_version: str | None, cuda_available: bool) -> str | None:
+    """A hint when a CUDA build of torch (several GB of CUDA packages) runs where no GPU is usable, else None."""
+    if torch_cuda_version is None or cuda_available:
+        return None
+    return (
+        f"this torch is a CUDA {torch_cuda_version} build, but no GPU is usable here: everything runs on the CPU. "
+        "On a machine without an NVIDIA GPU, the CPU build is a fraction of the size: "
+        "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,5 +105,7 @@ def run(args: argparse.Namespace) -> int:
             )
     else:
         print(f"  cuda         not available (torch built with CUDA {cuda['torch_cuda_version'] or 'none'})")
+        if "note" in cuda:
+            print(f"               note: {cuda['note']}")
     print(f"  mps          {'available' if devices['mps']['available'] else 'not available'}")
     return 0

@@ -28,6 +28,18 @@ def test_info_reports_versions_and_devices():
     assert isinstance(info["devices"]["cuda"]["available"], bool)
     text = medsegcnn("info")
     assert text.returncode == 0 and "Devices:" in text.stdout and "cuda" in text.stdout
+    expect_note = info["devices"]["cuda"]["torch_cuda_version"] is not None and not info["devices"]["cuda"]["available"]
+    assert ("note" in info["devices"]["cuda"]) == expect_note
+
+
+def test_info_notes_a_cuda_build_without_a_gpu():
+    """A CUDA build where no GPU is usable gets the CPU build's install line; a CPU build or a usable GPU none."""
+    from MedSegCNNLib.cli.info_command import cuda_build_note
+
+    note = cuda_build_note("12.8", cuda_available=False)
+    assert note is not None and "CUDA 12.8 build" in note and "download.pytorch.org/whl/cpu" in note
+    assert cuda_build_note(None, cuda_available=False) is None
+    assert cuda_build_note("12.8", cuda_available=True) is None
 
 
 def test_evaluate_one_pair_prints_a_table():
