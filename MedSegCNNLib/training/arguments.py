@@ -18,6 +18,8 @@ from ..errors import InputError
 from ..runtime import DEVICES, PRECISIONS
 from .config import OPTIMIZERS, SCHEDULES, TrainingConfig
 
+#: The trainable networks and the losses: the names of :data:`MedSegCNNLib.networks.NETWORK_NAMES` and
+#: :data:`MedSegCNNLib.losses.LOSS_NAMES`, written out because those modules import torch (a test keeps them equal).
 NETWORK_CHOICES = ("unet", "resunet", "fcn", "segnet", "deeplab")
 LOSS_CHOICES = ("dice_ce", "dice", "ce", "focal")
 #: ``TrainingConfig`` field -> the ``argparse`` destination of the option that sets it directly.
