@@ -2,7 +2,7 @@
 that set its fields, and the config they build.
 
 The command line (:mod:`MedSegCNNLib.cli`) declares them with :func:`add_plan_arguments` and
-:func:`add_config_arguments`; :func:`MedSegCNNLib.background.commands.train_args` writes argument lists
+:func:`add_config_arguments`; :func:`MedSegCNNLib.jobs.commands.train_args` writes argument lists
 against :func:`config_options`. Nothing here imports torch.
 """
 
