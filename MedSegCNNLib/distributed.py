@@ -70,11 +70,6 @@ def all_reduce_mean(value: float, context: DistributedContext) -> float:
     return float(tensor.item()) / context.world_size
 
 
-def broadcast_flag(flag: bool, context: DistributedContext) -> bool:
-    """Rank 0's ``flag`` on every rank (e.g. 'stop now'), so all ranks leave the loop together."""
-    return bool(broadcast_ints([int(flag)], context)[0])
-
-
 def broadcast_ints(values: list[int], context: DistributedContext) -> list[int]:
     """Rank 0's integers on every rank (e.g. a stop flag and the re-planned number of steps)."""
     if not context.distributed:

@@ -25,7 +25,7 @@ Prediction events (``medsegcnn predict --progress json``; built by ``PredictionP
 - ``case``: case (name), index (1-based), total, output (the label map written)
 - ``metrics``: the evaluation against ``--ref`` (``EvaluationResult.to_json_dict()``), once at the end
 
-:class:`MedSegCNNLib.background.BackgroundRun` reads these events from a separate process, and stops it by
+:class:`MedSegCNNLib.jobs.BackgroundRun` reads these events from a separate process, and stops it by
 writing :data:`STOP_LINE` to its standard input (the CLI answers with :data:`STOP_ACKNOWLEDGED` on stderr).
 """
 

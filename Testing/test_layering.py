@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("training",),  # the trainer; its validation uses the inference API
     ("demo",),  # train, segment and evaluate a bundled dataset end to end
     ("annotation",),  # annotation projects: segment, correct, accept, learn in the background
-    ("background",),  # running the command line in another process (for Slicer)
+    ("jobs",),  # running the command line in another process (for Slicer)
     ("mrml",),  # the Slicer scene
     ("cli", "__main__"),  # the command line and its entry point
     ("",),  # MedSegCNNLib/__init__.py: the public API

@@ -59,6 +59,10 @@ logger = logging.getLogger(__name__)
 RASTER_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 """File extensions of the 2D raster formats (any case)."""
 
+LOSSY_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg")
+"""File extensions of the lossy raster formats (JPEG): they cannot hold a label map, whose values their compression
+changes at every edge (:func:`check_label_format`; :func:`write_raster` refuses label maps in them)."""
+
 COLOR_CHANNEL_NAMES: tuple[str, str, str] = ("red", "green", "blue")
 """Names of the channels of a colour picture, in array order."""
 
@@ -129,6 +133,16 @@ def raster_extension(path: str | os.PathLike[str]) -> str | None:
 def is_raster_path(path: str | os.PathLike[str]) -> bool:
     """True when the file name of ``path`` ends with one of :data:`RASTER_EXTENSIONS` (any case)."""
     return raster_extension(path) is not None
+
+
+def check_label_format(name: str) -> None:
+    """Refuse a label-map file name or file type (``.jpg``) in a lossy format (:data:`LOSSY_EXTENSIONS`), with the
+    reason."""
+    if name.lower().endswith(LOSSY_EXTENSIONS):
+        raise InputError(
+            f"{name}: JPEG is lossy and would change the label values at every edge; write label maps as .png (or "
+            ".tif, .nii.gz, ...)."
+        )
 
 
 def check_raster_options(pages: str, palette: str) -> None:
@@ -226,8 +240,9 @@ def write_raster(image: Image, path: str | os.PathLike[str], *, overwrite: bool 
     if extension is None:
         raise InputError(f"Cannot write {target}: not a raster file name; use one of {', '.join(RASTER_EXTENSIONS)}.")
     kind = _FORMATS[extension]
+    lossless = extension not in LOSSY_EXTENSIONS
     array = _planar(image, target, kind)
-    if kind == "JPEG":
+    if not lossless:
         _refuse_label_map_as_jpeg(image, array, target)
     array = _tiff_values(array, target) if kind == "TIFF" else _integer_values(array, target, kind)
     stored = _stored_resolution(image.spacing[:2], kind, target)
@@ -238,7 +253,7 @@ def write_raster(image: Image, path: str | os.PathLike[str], *, overwrite: bool 
             kind,
             tuple(round(o, 4) for o in image.origin),
         )
-    verify = _written_like(array, stored, lossless=kind != "JPEG")
+    verify = _written_like(array, stored, lossless=lossless)
     with atomic_path(target, overwrite=overwrite, verify=verify) as tmp:
         _save(array, tmp, kind, stored)
     return target

@@ -19,6 +19,7 @@ from typing import Any
 from ..atomic import full_suffix
 from ..errors import InputError
 from ..image.io import SUPPORTED_EXTENSIONS, is_raster_path
+from ..image.raster import LOSSY_EXTENSIONS, check_label_format
 from ..postprocessing import PostprocessingConfig
 from ..runtime import (
     BACKENDS,
@@ -32,8 +33,6 @@ from ..runtime import (
 
 #: The files written beside the label map ``NAME.EXT`` when asked for: ``NAME_<option><extension>``, in this order.
 EXTRA_OUTPUTS = {"probabilities": ".nii.gz", "uncertainty": ".nii.gz", "overlay": ".png"}
-LOSSY_EXTENSIONS = (".jpg", ".jpeg")
-"""Formats that cannot hold a label map: JPEG's lossy compression changes values at every edge."""
 OUTPUT_FORMATS = ("auto", *(extension for extension in SUPPORTED_EXTENSIONS if extension not in LOSSY_EXTENSIONS))
 """The choices of ``output_format``: ``auto`` (see :meth:`PredictOptions.label_extension`) or a file type."""
 VOLUME_FORMAT = ".nii.gz"
@@ -215,16 +214,6 @@ class PredictOptions:
         """The options of a namespace parsed with a parser that :meth:`add_arguments` set up."""
         given = vars(args)
         return cls(**{option.name: given[_destination(option)] for option in dataclasses.fields(cls)})
-
-
-def check_label_format(name: str) -> None:
-    """Refuse a label-map file name or file type (``.jpg``) in a lossy format (:data:`LOSSY_EXTENSIONS`), with the
-    reason."""
-    if name.lower().endswith(LOSSY_EXTENSIONS):
-        raise InputError(
-            f"{name}: JPEG is lossy and would change the label values at every edge; write label maps as .png (or "
-            ".tif, .nii.gz, ...)."
-        )
 
 
 def _destination(option: dataclasses.Field) -> str:

@@ -2,7 +2,8 @@
 ``predict``, ``segment()``, the registry and the Slicer panel use like a native model.
 
 The folds chosen become one network that averages their logits (``"folds"`` in the card's network
-configuration), rebuilt natively (:mod:`MedSegCNNLib.networks.nnunet_unet`); the plans' preprocessing becomes an
+configuration), rebuilt natively (:mod:`MedSegCNNLib.networks.nnunet_unet`; its configuration from the plans by
+:mod:`.nnunet_plans`, its weights renamed by :mod:`.nnunet_weights`); the plans' preprocessing becomes an
 :class:`~.plan.NnUNetPlan`. Supported: ``3d_fullres`` and ``2d`` configurations of PlainConvUNet and
 ResidualEncoderUNet, softmax and region-based label sets. Cascades (``3d_lowres``, ``3d_cascade_fullres``) are
 refused with a message. Nothing is written unless everything checks out.
@@ -23,7 +24,7 @@ from ..checkpoint import save_model
 from ..data.nnunet.plan import CONFIGURATIONS, NORMALIZATIONS, ChannelNormalization, NnUNetPlan, Resampling
 from ..errors import InputError, OutputExistsError
 from ..networks import build_network
-from ..networks.nnunet_unet import network_config_from_plans, nnunet_weights_channels, state_dict_from_nnunet
+from .nnunet_plans import network_config_from_plans
 from .nnunet_results import (
     ARCHITECTURE_TRAINERS,
     CHECKPOINTS,
@@ -34,6 +35,7 @@ from .nnunet_results import (
     open_results_folder,
     read_checkpoint,
 )
+from .nnunet_weights import nnunet_weights_channels, state_dict_from_nnunet
 
 logger = logging.getLogger(__name__)
 

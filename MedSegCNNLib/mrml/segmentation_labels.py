@@ -4,7 +4,7 @@ For evaluation (the segmentation is the reference standard) and for training dat
 target). Positions are compared in world space, after the parent transforms of both nodes (linear only).
 Voxels move onto the reference grid exactly when the grids share a lattice (always the case for a
 segmentation made on that volume, even when Slicer cropped it), by nearest neighbour otherwise (see
-:mod:`.lattice`); reference voxels outside the segmentation get 0.
+:func:`~MedSegCNNLib.image.geometry.place_on_grid`); reference voxels outside the segmentation get 0.
 
 Label values: see :mod:`.label_matching` (segment names, else segment label values, with ``labels``; 1..N in
 segment order without). A label map volume's voxel values are its label values: with ``labels`` each value
@@ -25,12 +25,12 @@ import numpy as np
 
 from ..errors import InputError
 from ..image.core import Image, LabelInfo
+from ..image.geometry import Placed, place_on_grid
 from ..image.labels import label_dtype
 from ..image.seg_nrrd import default_label_info
 from .geometry import image_from_ras, ras_from_image, shifted, to_numpy, to_vtk, to_world
 from .image_data import array_from_image_data
 from .label_matching import SourceSegment, number_segments
-from .lattice import Placed, place_on_grid
 from .runtime import slicer_module, vtk_modules
 from .volumes import image_from_volume_node, volume_grid
 

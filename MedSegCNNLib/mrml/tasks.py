@@ -1,6 +1,6 @@
 """Segment, train and evaluate with MRML nodes: what the Slicer module's logic and console API call.
 
-Long work runs in a separate process (:class:`~MedSegCNNLib.background.BackgroundRun`), so the caller's thread
+Long work runs in a separate process (:class:`~MedSegCNNLib.jobs.BackgroundRun`), so the caller's thread
 (Slicer's GUI) stays free: a task writes its inputs from the scene into a temporary folder, starts
 ``python -m MedSegCNNLib predict|train ... --progress json``, is polled from a timer, and on completion
 :meth:`~SegmentationTask.finish` brings the results into the scene (on the caller's thread, as MRML requires).
@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from ..background import BackgroundRun, Progress
-from ..background.commands import predict_args, train_args
 from ..errors import InputError
 from ..image.core import Image, LabelInfo
 from ..image.io import read_image, write_image
 from ..image.raster import COLOR_CHANNEL_NAMES
 from ..inference.options import PredictOptions
+from ..jobs import BackgroundRun, Progress
+from ..jobs.commands import predict_args, train_args
 from ..metrics import EvaluationResult, evaluate
 from ..progress import Event
 from ..registry import ModelEntry, find_model

@@ -155,6 +155,20 @@ def check_int(network: str, option: str, value: Any, *, minimum: int) -> int:
     return value
 
 
+def check_int_range(network: str, option: str, value: Any, low: int, high: int) -> int:
+    """An integer in ``low..high`` (both included)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InputError(f"{network} option {option!r} must be an integer in {low}..{high}; got {value!r}.")
+    return value
+
+
+def check_finite(network: str, option: str, value: Any) -> float:
+    """A finite number, as a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InputError(f"{network} option {option!r} must be a finite number; got {value!r}.")
+    return float(value)
+
+
 def check_bool(network: str, option: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise InputError(f"{network} option {option!r} must be true or false; got {value!r}.")

@@ -2,7 +2,7 @@
 that set its fields, and the config they build.
 
 The command line (:mod:`MedSegCNNLib.cli`) declares them with :func:`add_plan_arguments` and
-:func:`add_config_arguments`; :func:`MedSegCNNLib.background.commands.train_args` writes argument lists
+:func:`add_config_arguments`; :func:`MedSegCNNLib.jobs.commands.train_args` writes argument lists
 against :func:`config_options`. Nothing here imports torch.
 """
 
@@ -18,6 +18,8 @@ from ..errors import InputError
 from ..runtime import DEVICES, PRECISIONS
 from .config import OPTIMIZERS, SCHEDULES, TrainingConfig
 
+#: The trainable networks and the losses: the names of :data:`MedSegCNNLib.networks.NETWORK_NAMES` and
+#: :data:`MedSegCNNLib.losses.LOSS_NAMES`, written out because those modules import torch (a test keeps them equal).
 NETWORK_CHOICES = ("unet", "resunet", "fcn", "segnet", "deeplab")
 LOSS_CHOICES = ("dice_ce", "dice", "ce", "focal")
 #: ``TrainingConfig`` field -> the ``argparse`` destination of the option that sets it directly.

@@ -1,4 +1,5 @@
-"""Voxel grids, physical overlap of oriented voxel boxes, and resampling onto another grid."""
+"""Voxel grids, physical overlap of oriented voxel boxes, resampling onto another grid and label voxels placed on
+another grid's lattice."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from MedSegCNNLib.image.geometry import (
     Grid,
     grid_difference,
     physical_overlap,
+    place_on_grid,
     resample_labels_onto,
     resample_onto,
     uncovered_fraction,
@@ -127,3 +129,22 @@ def test_uncovered_fraction_counts_first_grid_voxel_centres_outside_the_other_im
     assert uncovered_fraction(box((10, 10, 10), (0.5, 0.0, 0.0)), reference) == 0.0  # a half voxel: centres inside
     assert uncovered_fraction(box((10, 10, 10), (3.0, 0.0, 0.0)), reference) == pytest.approx(0.3)
     assert uncovered_fraction(box((10, 10, 4), (0.0, 0.0, 0.0)), reference) == pytest.approx(0.6)
+
+
+def test_label_voxels_on_a_shared_lattice_are_pasted_exactly(make_image):
+    grid = make_image((4, 5, 6), direction="oblique")
+    crop = make_image((3, 3, 3), direction="oblique", seed=1)
+    cropped = Image(crop.array, grid.spacing, grid.index_to_physical([4, 1, 2]), grid.direction)  # x 4..6: 2 inside
+    slices, values = place_on_grid(cropped, grid)
+    assert slices == (slice(2, 4), slice(1, 4), slice(4, 6))
+    np.testing.assert_array_equal(values, crop.array[:2, :, :2])
+
+
+def test_label_voxels_off_the_lattice_are_resampled_and_apart_are_none(make_image):
+    grid = make_image((4, 5, 6), direction="oblique")
+    shifted = Image(grid.array, grid.spacing, grid.index_to_physical([0.5, 0, 0]), grid.direction)
+    slices, values = place_on_grid(shifted, grid)
+    assert slices == (slice(None),) * 3
+    np.testing.assert_array_equal(values, resample_labels_onto(shifted, grid).array)
+    far = Image(grid.array, grid.spacing, grid.index_to_physical([50, 0, 0]), grid.direction)
+    assert place_on_grid(far, grid) is None

@@ -103,7 +103,7 @@ def test_postprocessing_follows_the_options():
 def test_reading_the_options_does_not_import_torch():
     code = (
         "import sys; from MedSegCNNLib.inference.options import PredictOptions; "
-        "from MedSegCNNLib.background.commands import predict_args; predict_args('m', 'i', 'o', PredictOptions()); "
+        "from MedSegCNNLib.jobs.commands import predict_args; predict_args('m', 'i', 'o', PredictOptions()); "
         "print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)

@@ -21,12 +21,9 @@ from MedSegCNNLib.checkpoint import load_model, save_model
 from MedSegCNNLib.checkpoint.model_card import ModelCard
 from MedSegCNNLib.data.preprocessing import NormalizationSpec, PreprocessingPlan
 from MedSegCNNLib.errors import InputError
+from MedSegCNNLib.interop.nnunet_plans import NNUNET_NETWORK_CLASSES, network_config_from_plans
+from MedSegCNNLib.interop.nnunet_weights import state_dict_from_nnunet
 from MedSegCNNLib.networks import build_network
-from MedSegCNNLib.networks.nnunet_unet import (
-    NNUNET_NETWORK_CLASSES,
-    network_config_from_plans,
-    state_dict_from_nnunet,
-)
 from MedSegCNNLib.runtime import openvino_version
 
 PLAIN = "dynamic_network_architectures.architectures.unet.PlainConvUNet"

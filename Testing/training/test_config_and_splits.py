@@ -90,3 +90,12 @@ def test_mask_values_and_dims_on_the_command_line(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args(["train", "--data", "d", "--output", "o", "--mask-values", bad])
     assert "expected" in capsys.readouterr().err
+
+
+def test_command_line_choices_are_the_registered_networks_and_losses():
+    from MedSegCNNLib.losses import LOSS_NAMES
+    from MedSegCNNLib.networks import NETWORK_NAMES
+    from MedSegCNNLib.training.arguments import LOSS_CHOICES, NETWORK_CHOICES
+
+    assert sorted(NETWORK_CHOICES) == sorted(NETWORK_NAMES)
+    assert sorted(LOSS_CHOICES) == sorted(LOSS_NAMES)

@@ -13,11 +13,11 @@ from cli_support import SAMPLE
 from model_support import save_tiny_model
 
 from MedSegCNNLib import Image, read_image, write_image
-from MedSegCNNLib.background import BackgroundRun, Progress, predict_args, train_args
-from MedSegCNNLib.background.process import advance, format_duration, parse_event
 from MedSegCNNLib.data.export import write_training_folder
 from MedSegCNNLib.errors import InputError
 from MedSegCNNLib.inference.options import PredictOptions
+from MedSegCNNLib.jobs import BackgroundRun, Progress, predict_args, train_args
+from MedSegCNNLib.jobs.process import advance, format_duration, parse_event
 from MedSegCNNLib.progress import STOP_ACKNOWLEDGED, Event
 from MedSegCNNLib.training.config import TrainingConfig
 

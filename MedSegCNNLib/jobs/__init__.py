@@ -1,4 +1,4 @@
-"""Background runs of the command line for the Slicer panel: long work in a separate process, read with a timer.
+"""Jobs: runs of the command line in a separate process (for the Slicer panel: long work, read with a timer).
 
 - :class:`BackgroundRun`: ``python -m MedSegCNNLib ...`` in a separate process; non-blocking :meth:`~BackgroundRun.poll`
   of progress events, :meth:`~BackgroundRun.cancel`, :meth:`~BackgroundRun.wait`, the log and the error.

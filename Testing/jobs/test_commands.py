@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from MedSegCNNLib.background import predict_args, python_executable, train_args
-from MedSegCNNLib.background.commands import PYTHON_SLICER
 from MedSegCNNLib.cli.main import build_parser
 from MedSegCNNLib.errors import InputError
 from MedSegCNNLib.inference.options import PredictOptions
+from MedSegCNNLib.jobs import predict_args, python_executable, train_args
+from MedSegCNNLib.jobs.commands import PYTHON_SLICER
 from MedSegCNNLib.training.arguments import build_config
 from MedSegCNNLib.training.config import TrainingConfig
 
