@@ -1,12 +1,12 @@
 """The check of an exported network: it must segment a case exactly as MedSegCNN's engine does.
 
-The case (an image given, or :func:`sample_image`) is segmented twice by :func:`~MedSegCNNLib.inference.segment.segment`
-with the same preprocessing, sliding window and post-window steps, on the CPU at fp32: once with the model's torch
-network (the engine's segmentation) and once with the exported network in its runtime (onnxruntime or OpenVINO) in
-the network's place. Every window the exported network computes is also computed by the torch network, and the
-largest absolute difference of their logits is kept. The check passes when that difference is at most
-:data:`LOGIT_TOLERANCE` times the largest logit magnitude (at least 1) and every label's Dice between the two
-segmentations is 1.0 (a label absent from both counts as 1.0).
+The case (an image given, or :func:`sample_image`) is segmented twice by
+:func:`~MedSegCNNLib.inference.segment.segment`, with the same preprocessing, sliding window and steps after it, on
+the CPU at fp32: once with the model's torch network (the engine's segmentation) and once with the exported network
+in its runtime (onnxruntime or OpenVINO) in the network's place. Every window the exported network computes is also
+computed by the torch network, and the largest absolute difference of their logits is kept. The check passes when
+that difference is at most :data:`LOGIT_TOLERANCE` times the largest logit magnitude (at least 1) and every label's
+Dice between the two segmentations is 1.0 (a label absent from both counts as 1.0).
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from .sidecar import target_spacing
 #: The largest logit difference allowed, relative to the largest logit magnitude (at least 1): float32 networks
 #: computed by another runtime differ by rounding (measured: about 1e-6 relative).
 LOGIT_TOLERANCE = 1e-3
-#: The sample case spans this many patches per axis (so that windows overlap, as in real images).
-SAMPLE_PATCHES = 1.5
+#: The sample case spans this many patches along its first axis and one along the others: two windows that overlap,
+#: as in real images, and no more (the check computes the torch network twice).
+SAMPLE_PATCHES = 1.25
 #: How both segmentations are made: the engine's torch network on the CPU at fp32 (exported networks are fp32).
 CHECK_OPTIONS = PredictOptions(device="cpu", backend="torch", precision="fp32")
 
@@ -142,10 +143,11 @@ def check_exported(
 
 def sample_image(card: ModelCard) -> Image:
     """A synthetic case for ``card``'s model: smooth patterns (values about 0 to 255, one phase per channel) on
-    :data:`SAMPLE_PATCHES` patches per axis at the network's spacing, identity direction. A 2D model gets a 2D
-    image; an imported nnU-Net model's image is in file order (its transpose undone)."""
+    :data:`SAMPLE_PATCHES` patches along the network's first axis and one along the others, at its spacing, with
+    the identity direction. A 2D model gets a 2D image; an imported nnU-Net model's image is in file order (its
+    transpose undone)."""
     spacing = [1.0 if s is None else s for s in target_spacing(card)]
-    sizes = [max(math.ceil(SAMPLE_PATCHES * p), 1) for p in card.patch_size]
+    sizes = [math.ceil(SAMPLE_PATCHES * card.patch_size[0]), *card.patch_size[1:]]
     plan = card.preprocessing
     if isinstance(plan, NnUNetPlan) and card.spatial_dims == 3:  # network axis j is file axis transpose_forward[j]
         order = plan.transpose_backward
