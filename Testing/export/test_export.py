@@ -14,6 +14,7 @@ import onnxruntime
 import pytest
 import torch
 from cli_support import SAMPLE, assert_clean_failure, medsegcnn
+from model_support import save_tiny_model
 from nnunet_support import NnunetResults
 
 from MedSegCNNLib.checkpoint.model_card import read_model_card
@@ -117,6 +118,20 @@ def test_an_imported_nnunet_model_as_onnx_segments_like_the_engine(nnunet_onnx: 
     assert sidecar["orientation"]["transpose_forward"] == list(plan.transpose_forward)
     assert sidecar["sliding_window"]["average"] == "logits"
     assert sidecar["sliding_window"]["mirror_axes"] == list(plan.mirror_axes)
+
+
+def test_a_2d_model_with_two_channels_and_a_licence(tmp_path: Path) -> None:
+    """A 2D, 2-channel network checked on the synthetic sample case; the card's licence goes into the sidecar."""
+    model = save_tiny_model(tmp_path / "model", channels=("T1", "T2"), spatial_dims=2, seed=0)
+    card = json.loads((model / "model.json").read_text(encoding="utf-8"))
+    (model / "model.json").write_text(json.dumps({**card, "licence": "CC-BY-4.0"}), encoding="utf-8")
+    result = export_model(model, "onnx", tmp_path / "flat.onnx", check=True)
+    assert result.check is not None and result.check.passed and result.check.case == "a synthetic sample case"
+    sidecar = json.loads(result.sidecar.read_text(encoding="utf-8"))
+    assert sidecar["licence"] == "CC-BY-4.0"
+    assert sidecar["input"]["shape"] == ["batch", 2, 32, 32] and sidecar["input"]["axes"][2:] == ["y", "x"]
+    assert [channel["name"] for channel in sidecar["channels"]] == ["T1", "T2"]
+    assert [entry["channel"] for entry in sidecar["preprocessing"]["normalization"]] == ["T1", "T2"]
 
 
 @pytest.mark.skipif(openvino_version() is None, reason="OpenVINO is not installed")
