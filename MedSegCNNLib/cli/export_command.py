@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from ..export.exporter import export_model
 
     result = export_model(
-        args.model, args.format, args.output, check=args.check or bool(args.check_image),
+        args.model, args.format, args.output, check=args.check,
         check_image_files=args.check_image, overwrite=args.overwrite,
     )  # fmt: skip
     print(f"Wrote {', '.join(str(path) for path in result.files)} and the sidecar {result.sidecar}.")

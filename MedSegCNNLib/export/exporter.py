@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -93,11 +94,13 @@ def export_model(
     file ``output``, ending in ``.onnx``; ``openvino``: the folder ``output``) with its sidecar (see the module
     docstring and :mod:`.sidecar`).
 
-    ``check``: run the exported network in its runtime on ``check_image_files`` (one image, or one per channel;
-    default: a synthetic sample case) and compare it with the engine (:mod:`.check`); a failed check raises
-    :class:`~MedSegCNNLib.errors.CheckError` and writes nothing. ``overwrite``: replace existing outputs.
+    ``check`` (implied by ``check_image_files``): run the exported network in its runtime on ``check_image_files``
+    (one image, or one per channel; default: a synthetic sample case) and compare it with the engine
+    (:mod:`.check`); a failed check raises :class:`~MedSegCNNLib.errors.CheckError` and writes nothing.
+    ``overwrite``: replace existing outputs.
     """
     chosen = _format(format)
+    check = check or check_image_files is not None
     folder = resolve_model_folder(model)
     output = Path(output)
     targets = _targets(chosen, output)
