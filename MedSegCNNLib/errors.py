@@ -26,3 +26,8 @@ class OutputExistsError(MedSegCNNError, FileExistsError):
 class WriteError(MedSegCNNError):
     """An output could not be written completely (no space, read-only, no permission, failed check); the
     target was left as it was."""
+
+
+class CheckError(MedSegCNNError):
+    """A network exported or converted for another runtime does not reproduce the model it was made from (its
+    check failed); nothing was written."""

@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("checkpoint",),  # model folders, model cards, training state (uses data plans and networks)
     ("registry", "interop"),  # trained models by name (their model cards); models of other tools imported
     ("inference",),  # loading a model and segmenting an image
+    ("export",),  # a model's network as ONNX or OpenVINO IR with its sidecar, checked against the engine
     ("training",),  # the trainer; its validation uses the inference API
     ("demo",),  # train, segment and evaluate a bundled dataset end to end
     ("annotation",),  # annotation projects: segment, correct, accept, learn in the background

@@ -29,6 +29,7 @@ from ..progress import STOP_ACKNOWLEDGED, STOP_LINE
 from . import (
     demo_command,
     evaluate_command,
+    export_command,
     import_command,
     info_command,
     models_command,
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         predict_command,
         quantize_command,
         import_command,
+        export_command,
         evaluate_command,
         info_command,
         models_command,

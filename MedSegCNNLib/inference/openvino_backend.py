@@ -266,13 +266,13 @@ def _read_int8_network(folder: Path, record: dict[str, Any], remedy: str) -> Any
 
 
 def convert(network: torch.nn.Module, input_shape: tuple[int, ...]) -> Any:
-    """An OpenVINO model of ``network`` for inputs of ``input_shape``: ``torch.export`` of a contiguous fp32 copy
-    (a network in channels-last layout, or held under inference mode, does not convert), then OpenVINO's
-    converter. Raises :class:`ConversionError` naming the operations it has no rule for."""
+    """An OpenVINO model of ``network`` for inputs of ``input_shape``: ``torch.export`` of its
+    :func:`exportable_copy`, then OpenVINO's converter. Raises :class:`ConversionError` naming the operations it
+    has no rule for."""
     ov = import_openvino()
-    plain = copy.deepcopy(network).to(memory_format=torch.contiguous_format).float().eval()
+    plain = exportable_copy(network)
     try:
-        with torch.no_grad(), warnings.catch_warnings(), _root_logger_kept():
+        with torch.no_grad(), warnings.catch_warnings(), root_logger_kept():
             warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecation notices
             exported = torch.export.export(plain, (torch.zeros(input_shape),))
             return ov.convert_model(exported, input=[input_shape])
@@ -283,8 +283,14 @@ def convert(network: torch.nn.Module, input_shape: tuple[int, ...]) -> Any:
         raise ConversionError(summary, operations) from error
 
 
+def exportable_copy(network: torch.nn.Module) -> torch.nn.Module:
+    """A contiguous float32 copy of ``network`` in evaluation mode (deep supervision: the final head only), which
+    ``torch.export`` can trace: a network in channels-last layout, or held under inference mode, cannot be."""
+    return copy.deepcopy(network).to(memory_format=torch.contiguous_format).float().eval()
+
+
 @contextlib.contextmanager
-def _root_logger_kept() -> Iterator[None]:
+def root_logger_kept() -> Iterator[None]:
     """Restore the root logger's level and handlers afterwards: a failed OpenVINO conversion sets the root logger
     to ERROR, which would silence every warning after it."""
     root = logging.getLogger()
