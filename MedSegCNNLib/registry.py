@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
-from .checkpoint.model_card import CARD_FILE, ModelCard, read_model_card
+from .checkpoint.model_archive import CARD_FILE
+from .checkpoint.model_card import ModelCard, read_model_card
 from .errors import InputError
 from .image.core import LabelInfo
 from .runtime import user_data_folder
@@ -247,7 +248,7 @@ def resolve_model_folder(path: str | os.PathLike[str]) -> Path:
     path = Path(text)
     if text and not path.exists() and "/" not in text and "\\" not in text and not path.suffix:
         return resolve_model_folder(resolve_model(text))
-    if path.is_dir() and not (path / "model.json").is_file() and (path / "model" / "model.json").is_file():
+    if path.is_dir() and not (path / CARD_FILE).is_file() and (path / "model" / CARD_FILE).is_file():
         return path / "model"
     return path
 

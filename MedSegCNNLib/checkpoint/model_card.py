@@ -1,9 +1,9 @@
 """The model card (``model.json``) of a saved model folder or ``.zip``: the typed :class:`ModelCard`, its schema,
-its validation, and streamed, bounded reading of model files. Nothing here imports torch.
+its validation and size bounds. Nothing here imports torch.
 
 A model folder holds ``model.json`` and the weights file the card names (``model.safetensors``); a model ``.zip``
-holds that folder's two files at its top or inside one folder. Listing models (the registry, the Slicer panel)
-only reads cards, so it stays cheap.
+holds that folder's two files at its top or inside one folder; both are opened safely by :mod:`.model_archive`.
+Listing models (the registry, the Slicer panel) only reads cards, so it stays cheap.
 
 **Schema, format version 1** (:data:`MODEL_FORMAT_VERSION`). A card is one JSON object; required keys are
 marked *(required)*, optional ones may also be ``null``:
@@ -48,25 +48,17 @@ exactly, on torch's "meta" device, and refuses models beyond :data:`MAX_PARAMETE
 :data:`MAX_WINDOW_FEATURE_BYTES` (:func:`check_model_size`) unless ``allow_large=True`` (``medsegcnn predict
 --allow-large-model``). The weights file must not be larger than that network's tensors can take.
 
-**Zip models** are read by streaming: the card member may declare at most :data:`MAX_CARD_BYTES`; the weights
-member at most what the network needs (given by the caller) and a compression ratio of at most
-:data:`MAX_COMPRESSION_RATIO`; both are refused before anything is inflated. The weights are inflated into a
-private temporary folder while their SHA-256 is computed and the bytes counted (stopping at the cap); a mismatch
-or any error removes the folder before the refusal.
+**Zip models** are read by streaming, their sizes capped and their SHA-256 checked (:mod:`.model_archive`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
 import re
-import tempfile
-import zipfile
-import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePath
@@ -81,34 +73,18 @@ from ..data.nnunet.plan import NnUNetPlan
 from ..data.preprocessing import PreprocessingPlan
 from ..errors import InputError
 from ..image.core import LabelInfo
-from .json_file import read_json
+from .model_archive import ModelFiles, opened_model_files
 
 logger = logging.getLogger(__name__)
 
 MODEL_FORMAT = "medsegcnn-model"
 MODEL_FORMAT_VERSION = 1
-CARD_FILE = "model.json"
-WEIGHTS_FILE = "model.safetensors"
-PICKLE_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
-"""File types refused as models because they are (usually) pickles."""
-
-PICKLE_REFUSAL = (
-    "MedSegCNN never unpickles files; export the state dict to safetensors or use import_state_dict(...) "
-    "(see MedSegCNNLib.checkpoint)."
-)
-
-MAX_CARD_BYTES = 16 * 2**20
-"""Largest model card read (bytes); the bundled card is 11 kB."""
 MAX_PARAMETERS = 2**28
 """Most network parameters loaded without ``allow_large`` (268 million, 1 GiB in float32): about 8 times the
 default nnU-Net-style 3D U-Net (31 million)."""
 MAX_WINDOW_FEATURE_BYTES = 16 * 2**30
 """Most bytes of feature maps (every layer's output, float32) for one window loaded without ``allow_large``:
 the default 3D U-Net on a 128³ window needs 3 GiB, a residual U-Net on a 160 x 224 x 192 window 12 GiB."""
-MAX_COMPRESSION_RATIO = 100
-"""Highest inflated/compressed size ratio of a zip member above 1 MiB (weights barely compress; bombs do)."""
-
-_CHUNK_BYTES = 2**20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NON_FINITE = ("nan", "inf", "-inf")
 _MAX_CHANNELS = 256
@@ -263,69 +239,34 @@ class OpenedModel:
     ``archive.zip:folder/model.json``), for messages.
     """
 
-    path: Path
     card: ModelCard
-    where: str
-    _has_weights: Callable[[], bool]
-    _weights_file: Callable[[int | None], Path]
+    files: ModelFiles
+
+    @property
+    def path(self) -> Path:
+        return self.files.path
+
+    @property
+    def where(self) -> str:
+        return self.files.where
 
     def has_weights(self) -> bool:
         """Whether the weights file the card names exists (looked up, not read)."""
-        return self._has_weights()
+        return self.files.has(self.card.weights.file)
 
     def weights_file(self, max_bytes: int | None) -> Path:
         """The weights file, checked before it is used: no larger than ``max_bytes`` (``None``: no cap) and with
-        the card's SHA-256. A ``.zip``'s weights are inflated into a temporary folder that lives as long as the
-        :func:`opened_model` context; on any refusal nothing is kept."""
-        return self._weights_file(max_bytes)
+        the card's SHA-256 (:meth:`.model_archive.ModelFiles.checked_file`)."""
+        return self.files.checked_file(self.card.weights.file, self.card.weights.sha256, max_bytes)
 
 
 @contextlib.contextmanager
 def opened_model(path: str | Path) -> Iterator[OpenedModel]:
-    """Yield the :class:`OpenedModel` of a model folder, its ``model.json`` or a ``.zip``. Unreadable, unsafe,
-    pickled, malformed or unsupported models raise :class:`InputError`."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"Model {path} does not exist; give a model folder, its {CARD_FILE} or a model .zip.")
-    suffix = path.suffix.lower()
-    if path.is_file() and suffix == ".zip":
-        try:
-            archive = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as error:
-            raise InputError(f"{path} is not a readable model .zip (damaged or truncated?): {error}") from None
-        with archive, contextlib.ExitStack() as scratch_folders:
-            prefix = _card_member_prefix(archive, path)
-            where = f"{path}:{prefix}{CARD_FILE}"
-            card = ModelCard.from_dict(_read_card_member(archive, prefix + CARD_FILE, path), where)
-            member = prefix + card.weights.file
-            yield OpenedModel(
-                path,
-                card,
-                where,
-                lambda: member in archive.namelist(),
-                lambda max_bytes: _inflated_weights(archive, member, card, path, max_bytes, scratch_folders),
-            )
-        return
-    if path.is_file() and (suffix in PICKLE_SUFFIXES or _looks_pickled(path)):
-        raise InputError(f"{path} is a PyTorch/pickle file. {PICKLE_REFUSAL}")
-    if path.is_file() and path.name != CARD_FILE and suffix != ".json":
-        raise InputError(f"{path} is not a MedSegCNN model; give a model folder, its {CARD_FILE} or a model .zip.")
-    folder = path if path.is_dir() else path.parent
-    card_path = folder / CARD_FILE if path.is_dir() else path
-    if path.is_dir() and not card_path.is_file():
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-        if pickles:
-            raise InputError(
-                f"{folder} holds no {CARD_FILE} but PyTorch/pickle files ({', '.join(pickles)}). " + PICKLE_REFUSAL
-            )
-        raise InputError(f"{folder} is not a MedSegCNN model folder: it holds no {CARD_FILE}.")
-    if card_path.stat().st_size > MAX_CARD_BYTES:
-        raise InputError(f"The model card {card_path} is implausibly large; not read.")
-    card = ModelCard.from_dict(read_json(card_path, what="model card"), card_path)
-    weights = folder / card.weights.file
-    yield OpenedModel(
-        path, card, str(card_path), weights.is_file, lambda max_bytes: _checked_weights(weights, card, max_bytes)
-    )
+    """Yield the :class:`OpenedModel` of a model folder, its ``model.json`` or a ``.zip``
+    (:func:`.model_archive.opened_model_files`). Unreadable, unsafe, pickled, malformed or unsupported models raise
+    :class:`InputError`."""
+    with opened_model_files(path) as files:
+        yield OpenedModel(ModelCard.from_dict(files.card_data, files.where), files)
 
 
 # ----- validation -----------------------------------------------------------------------------------------------
@@ -653,125 +594,3 @@ def _json_data(value: Any, where: str) -> Any:
         f"Model card entry {where} is a {type(value).__name__}, which JSON cannot hold; convert it to numbers, "
         "strings, lists or dicts (e.g. with .tolist())."
     )
-
-
-# ----- files ---------------------------------------------------------------------------------------------------
-
-
-def _checked_weights(path: Path, card: ModelCard, max_bytes: int | None) -> Path:
-    """The weights file of a model folder after checking its size (before reading) and its SHA-256."""
-    if not path.is_file():
-        raise InputError(f"{path} is missing; the model folder is incomplete (copy the whole folder).")
-    size = path.stat().st_size
-    if max_bytes is not None and size > max_bytes:
-        raise InputError(_too_large(path, size, max_bytes))
-    with path.open("rb") as file:
-        digest = hashlib.file_digest(file, "sha256").hexdigest()
-    if digest != card.weights.sha256:
-        raise InputError(
-            f"The weights in {path} do not match the model card (corrupted or replaced?); use an intact copy of the "
-            "model."
-        )
-    return path
-
-
-def _inflated_weights(
-    archive: zipfile.ZipFile,
-    member: str,
-    card: ModelCard,
-    path: Path,
-    max_bytes: int | None,
-    scratch_folders: contextlib.ExitStack,
-) -> Path:
-    """The weights member of a model ``.zip`` inflated into a temporary folder (registered in
-    ``scratch_folders``) after checking its declared size and compression ratio, counting the inflated bytes
-    (zipfile itself stops at the declared size) and checking the SHA-256 while inflating."""
-    try:
-        info = archive.getinfo(member)
-    except KeyError:
-        raise InputError(f"{path} lacks the weights file {member} its model card names.") from None
-    limit = info.file_size if max_bytes is None else min(info.file_size, max_bytes)
-    if info.file_size > limit:
-        raise InputError(_too_large(path, info.file_size, limit, declared=True))
-    _check_ratio(info, path)
-    scratch = tempfile.TemporaryDirectory(prefix="medsegcnn-model-")
-    try:
-        weights_path = Path(scratch.name) / card.weights.file
-        digest, inflated = hashlib.sha256(), 0
-        with archive.open(info) as source, weights_path.open("wb") as target:
-            while chunk := source.read(_CHUNK_BYTES):
-                inflated += len(chunk)
-                if inflated > limit:
-                    raise InputError(f"{path} is damaged: {member} inflates to more than its declared {limit:,} bytes.")
-                digest.update(chunk)
-                target.write(chunk)
-        if digest.hexdigest() != card.weights.sha256:
-            raise InputError(
-                f"The weights in {path} do not match its model card (corrupted or replaced?); use an intact copy of "
-                "the model."
-            )
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
-        scratch.cleanup()
-        raise InputError(f"{path} is damaged; cannot extract {member}: {error}") from None
-    except BaseException:
-        scratch.cleanup()
-        raise
-    scratch_folders.callback(scratch.cleanup)
-    return weights_path
-
-
-def _too_large(path: Path, size: int, max_bytes: int, *, declared: bool = False) -> str:
-    what = "declare" if declared else "are"
-    return (
-        f"The weights of {path} {what} {size:,} bytes, more than the {max_bytes:,} that the network of its model "
-        "card can take; they do not belong to this card (corrupted or replaced?); use an intact copy of the model."
-    )
-
-
-def _check_ratio(info: zipfile.ZipInfo, path: Path) -> None:
-    """Refuse a member above 1 MiB that claims to inflate more than :data:`MAX_COMPRESSION_RATIO` times."""
-    if info.file_size > _CHUNK_BYTES and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
-        ratio = info.file_size / max(info.compress_size, 1)
-        raise InputError(
-            f"{path} holds {info.filename}, compressed {ratio:,.0f} to 1 (a zip bomb?); it is not opened; use an "
-            "intact copy of the model."
-        )
-
-
-def _card_member_prefix(archive: zipfile.ZipFile, path: Path) -> str:
-    """The folder inside ``archive`` that holds ``model.json`` ("" or "name/"); refuses unsafe member names
-    (absolute, drive letters, ``..``) and pickles."""
-    names = archive.namelist()
-    for name in names:
-        parts = re.split(r"[\\/]", name)
-        if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or ".." in parts:
-            raise InputError(f"{path} holds an unsafe entry {name!r} (absolute path or '..'); it is not opened.")
-    cards = [name for name in names if name == CARD_FILE or re.fullmatch(rf"[^/\\]+/{re.escape(CARD_FILE)}", name)]
-    if len(cards) != 1:
-        if any(name.lower().endswith(PICKLE_SUFFIXES) for name in names):
-            raise InputError(f"{path} holds PyTorch/pickle files, not a MedSegCNN model. {PICKLE_REFUSAL}")
-        found = "no" if not cards else f"{len(cards)}"
-        raise InputError(f"{path} holds {found} {CARD_FILE} (at the top or in one folder); it is not a model .zip.")
-    return cards[0][: -len(CARD_FILE)]
-
-
-def _read_card_member(archive: zipfile.ZipFile, member: str, path: Path) -> Any:
-    """The JSON data of the card member, read with at most :data:`MAX_CARD_BYTES` bytes inflated."""
-    info = archive.getinfo(member)
-    if info.file_size > MAX_CARD_BYTES:
-        raise InputError(f"The model card in {path} is implausibly large ({info.file_size:,} bytes); not read.")
-    try:
-        with archive.open(info) as source:
-            text = source.read(MAX_CARD_BYTES + 1)
-        return json.loads(text.decode("utf-8"))
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
-        raise InputError(f"{path} is damaged; cannot read {member}: {error}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"The model card {member} in {path} is not valid JSON (edited?): {error}") from None
-
-
-def _looks_pickled(path: Path) -> bool:
-    """True when the file starts like a pickle (protocol 2 or later)."""
-    with path.open("rb") as file:
-        head = file.read(2)
-    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5

@@ -20,7 +20,7 @@ import pytest
 from model_support import declare_member_size
 from torch import nn
 
-from MedSegCNNLib.checkpoint import ModelCard, load_model, read_model_card, save_model, zip_model
+from MedSegCNNLib.checkpoint import ModelCard, load_model, model_archive, read_model_card, save_model, zip_model
 from MedSegCNNLib.checkpoint import model_card as model_card_module
 from MedSegCNNLib.errors import InputError
 
@@ -379,7 +379,7 @@ def test_a_zip_bomb_never_reaches_the_disk(tmp_path, monkeypatch):
     def no_scratch(*args, **kwargs):
         raise AssertionError("a temporary folder was made for a refused member")
 
-    monkeypatch.setattr(model_card_module.tempfile, "TemporaryDirectory", no_scratch)
+    monkeypatch.setattr(model_archive.tempfile, "TemporaryDirectory", no_scratch)
     with pytest.raises(InputError, match=r"compressed [\d,]+ to 1 \(a zip bomb\?\); it is not opened"):
         load_model(archive)
 
