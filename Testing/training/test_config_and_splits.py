@@ -46,7 +46,7 @@ def test_bad_config_values(changes, message):
 
 
 def test_unknown_config_keys_are_refused():
-    with pytest.raises(InputError, match="Unknown training options: epoch"):
+    with pytest.raises(InputError, match=r"Unknown field\(s\) in the training configuration: epoch"):
         TrainingConfig.from_dict({"epoch": 3})
 
 
