@@ -30,17 +30,27 @@ marked *(required)*, optional ones may also be ``null``:
   ``spatial_dims``: the card's), or, with ``"kind": "nnunet"``, an imported nnU-Net model's
   :class:`~MedSegCNNLib.data.nnunet.plan.NnUNetPlan` (its ``normalization`` also one entry per channel, its
   configuration of the card's ``spatial_dims``).
-- ``training``: object of any JSON values (free form: configuration, plan, history). Where present, these are
-  checked because the registry shows them: ``dataset`` string; ``train_cases`` and ``val_cases`` lists of
-  strings; ``validation`` null or an object whose ``mean_dice`` (if any) is a number and whose ``dice`` (if any)
-  maps label values to numbers (non-finite numbers are stored as the strings ``"nan"``, ``"inf"``, ``"-inf"``).
+- ``training``: object, how the weights were made (:class:`TrainingRecord`); every key is optional (or null) and
+  no other key is allowed. A MedSegCNN training run writes ``weights`` (``"final"`` or ``"best"``), ``dataset``,
+  ``train_cases`` and ``val_cases`` (lists of non-empty strings), ``fold`` (integer >= 0), ``folds`` (integer
+  >= 2), ``epochs_done`` (integer >= 0), ``seed`` (integer), ``world_size`` (integer >= 1), ``config`` and
+  ``plan`` (objects of any JSON values: the training configuration and plan) and ``validation``: null or an
+  object with ``mean_dice`` and ``best_mean_dice`` (numbers), ``dice`` (an object mapping label values to
+  numbers), ``epoch`` and ``best_epoch`` (integers >= 0) and ``source`` (a string), all optional. An imported
+  nnU-Net model has ``dataset``, ``source``, ``trainer``, ``plans``, ``configuration``, ``checkpoint`` and
+  ``postprocessing`` (strings) and ``folds`` (a list of fold names). Non-finite numbers are stored as the strings
+  ``"nan"``, ``"inf"``, ``"-inf"``.
+- ``licence``: null or ``{"spdx": string or null, "text": string or null}`` (:class:`Licence`): the licence of
+  the weights as an SPDX identifier or expression (at most :data:`MAX_SPDX_CHARS` characters of letters,
+  digits, ``.+-:()`` and spaces) and free text (at most :data:`MAX_LICENCE_TEXT_CHARS` characters, no control
+  characters but line breaks and tabs); either may be empty or absent, and an absent licence means unknown.
 - ``weights`` *(required)*: ``{"file": a file name ending in .safetensors (no folder), "sha256": 64 lowercase
   hexadecimal digits}``.
 
 Every malformed value is refused with one :class:`InputError` naming the card and the field. **Unknown top-level
 keys** (e.g. written by a newer MedSegCNN of the same format version) are accepted with a logged warning naming
 them; they are kept and written back unchanged by :meth:`ModelCard.to_dict`, but never used. Unknown keys inside
-``weights``, a label or ``preprocessing`` are errors.
+``weights``, a label, ``preprocessing``, ``training`` or ``licence`` are errors.
 
 **Size bounds.** Before a network is allocated, loading (:func:`~MedSegCNNLib.checkpoint.load_model`) counts its
 parameters and the bytes of the feature maps (every layer's output, float32) of one ``patch_size`` window,
@@ -58,12 +68,12 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path, PurePath
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
@@ -73,6 +83,7 @@ from ..data.nnunet.plan import NnUNetPlan
 from ..data.preprocessing import PreprocessingPlan
 from ..errors import InputError
 from ..image.core import LabelInfo
+from ..records import record_from_dict
 from .model_archive import ModelFiles, opened_model_files
 
 logger = logging.getLogger(__name__)
@@ -85,6 +96,13 @@ default nnU-Net-style 3D U-Net (31 million)."""
 MAX_WINDOW_FEATURE_BYTES = 16 * 2**30
 """Most bytes of feature maps (every layer's output, float32) for one window loaded without ``allow_large``:
 the default 3D U-Net on a 128³ window needs 3 GiB, a residual U-Net on a 160 x 224 x 192 window 12 GiB."""
+MAX_SPDX_CHARS = 200
+"""Longest SPDX licence identifier or expression in a card (characters)."""
+MAX_LICENCE_TEXT_CHARS = 4000
+"""Longest licence text in a card (characters)."""
+_SPDX = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+:() -]*")
+_SPDX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+:-]*")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NON_FINITE = ("nan", "inf", "-inf")
 _MAX_CHANNELS = 256
@@ -95,7 +113,17 @@ _MAX_LEVELS = 16
 _MAX_FEATURES = 65536
 _MAX_BLOCKS = 64
 _SAVED_KEYS = ("format", "format_version", "library_version", "created", "weights")
-_CONTENT_KEYS = ("name", "network", "spatial_dims", "patch_size", "channels", "labels", "preprocessing", "training")
+_CONTENT_KEYS = (
+    "name",
+    "network",
+    "spatial_dims",
+    "patch_size",
+    "channels",
+    "labels",
+    "preprocessing",
+    "training",
+    "licence",
+)
 _REQUIRED_CONTENT = ("network", "spatial_dims", "patch_size", "channels", "labels", "preprocessing")
 _TEXT_KEYS = ("title", "description")
 _KNOWN_KEYS = frozenset(_SAVED_KEYS + _CONTENT_KEYS + _TEXT_KEYS)
@@ -111,13 +139,117 @@ class WeightsFile:
 
 
 @dataclass(frozen=True)
+class ValidationSummary:
+    """The validation Dice of a model's weights: ``mean_dice`` (over the foreground labels) and ``dice`` (label
+    value -> Dice) measured at ``epoch``, the run's best ``best_mean_dice`` at ``best_epoch``, and ``source``
+    (how it was measured, free text). ``None``: not recorded; Dice may be ``nan`` (undefined)."""
+
+    epoch: int | None = None
+    mean_dice: float | None = None
+    dice: Mapping[int, float] | None = None
+    best_epoch: int | None = None
+    best_mean_dice: float | None = None
+    source: str | None = None
+    given_keys: tuple[str, ...] = field(init=False, default=(), compare=False, repr=False)
+    """The keys of the card's object in their order, ``null`` ones included (written back so)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dice", _frozen(self.dice))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card's JSON data (recorded fields only; non-finite Dice as strings)."""
+        return _record_data(self)
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """The card's ``training`` section: how the weights were made (see the module docstring); ``None``: not
+    recorded.
+
+    A MedSegCNN training run records ``weights`` ("final" or "best"), ``dataset``, ``train_cases`` and
+    ``val_cases``, ``fold`` (``None``: trained on all cases), ``folds`` (the number of cross-validation folds),
+    ``epochs_done``, ``seed``, ``world_size`` (processes), ``config`` and ``plan`` (read-only JSON data: the
+    training configuration and plan with the steps done) and ``validation``. An imported nnU-Net model records
+    ``dataset``, ``source`` ("nnU-Net v2"), ``trainer``, ``plans``, ``configuration``, ``folds`` (the names of
+    the folds averaged), ``checkpoint`` and ``postprocessing``.
+    """
+
+    weights: str | None = None
+    dataset: str | None = None
+    train_cases: tuple[str, ...] | None = None
+    val_cases: tuple[str, ...] | None = None
+    fold: int | None = None
+    folds: int | tuple[str, ...] | None = None
+    epochs_done: int | None = None
+    seed: int | None = None
+    world_size: int | None = None
+    config: Mapping[str, Any] | None = None
+    validation: ValidationSummary | None = None
+    plan: Mapping[str, Any] | None = None
+    source: str | None = None
+    trainer: str | None = None
+    plans: str | None = None
+    configuration: str | None = None
+    checkpoint: str | None = None
+    postprocessing: str | None = None
+    given_keys: tuple[str, ...] = field(init=False, default=(), compare=False, repr=False)
+    """The keys of the card's object in their order, ``null`` ones included (written back so)."""
+
+    def __post_init__(self) -> None:
+        for name in ("config", "plan"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card's JSON data (recorded fields only)."""
+        return _record_data(self)
+
+
+@dataclass(frozen=True)
+class Licence:
+    """The licence of a model's weights: ``spdx``, an SPDX licence identifier or expression (e.g.
+    ``"CC-BY-NC-SA-4.0"``), and ``text``, free text (the terms, where they are, the source's own words); either
+    may be empty. A card without one says the licence is unknown."""
+
+    spdx: str = ""
+    text: str = ""
+
+    @classmethod
+    def parse(cls, value: str) -> Licence | None:
+        """The licence a user gives as one string (``--licence``): a single SPDX identifier (letters, digits,
+        ``.+-:``, no spaces, e.g. ``CC-BY-4.0``) is the ``spdx``, anything else the ``text``; blank gives ``None``;
+        text too long or with control characters raises :class:`InputError`."""
+        value = value.strip()
+        if not value:
+            return None
+        if len(value) <= MAX_SPDX_CHARS and _SPDX_ID.fullmatch(value):
+            return cls(spdx=value)
+        if len(value) > MAX_LICENCE_TEXT_CHARS or _CONTROL.search(value):
+            raise InputError(
+                f"--licence must be an SPDX identifier (e.g. CC-BY-4.0) or up to {MAX_LICENCE_TEXT_CHARS:,} "
+                f"characters of text without control characters; got {len(value):,} characters."
+            )
+        return cls(text=value)
+
+    def describe(self) -> str:
+        """One line for listings: the SPDX identifier and the text's first line, or ``"unknown"``."""
+        first_line = self.text.strip().splitlines()[0] if self.text.strip() else ""
+        if self.spdx and first_line:
+            return f"{self.spdx} ({first_line})"
+        return self.spdx or first_line or "unknown"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card's JSON data."""
+        return {"spdx": self.spdx or None, "text": self.text or None}
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """A validated model card (see the module docstring for the schema).
 
     Make one with :meth:`from_dict` (a card read from a file) or :meth:`new` (a card about to be saved, without
     the fields :func:`~MedSegCNNLib.checkpoint.save_model` fills in: ``weights``, ``library_version``,
     ``created``); both validate, the constructor does not. ``labels`` holds every label, background (value 0)
-    first, in value order. ``network``, ``training`` and ``extra`` (unknown top-level keys, kept) are read-only
+    first, in value order. ``network`` and ``extra`` (unknown top-level keys, kept) are read-only
     JSON data (mappings and tuples); :meth:`to_dict` and :meth:`network_config` give plain copies.
     """
 
@@ -127,7 +259,8 @@ class ModelCard:
     channels: tuple[str, ...]
     labels: tuple[LabelInfo, ...]
     preprocessing: PreprocessingPlan | NnUNetPlan
-    training: Mapping[str, Any] | None = None
+    training: TrainingRecord | None = None
+    licence: Licence | None = None
     name: str | None = None
     title: str | None = None
     description: str | None = None
@@ -138,7 +271,7 @@ class ModelCard:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("network", "training", "extra"):
+        for name in ("network", "extra"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
 
     @classmethod
@@ -189,7 +322,9 @@ class ModelCard:
             "preprocessing": self.preprocessing.to_dict(),
         }
         if self.training is not None:
-            data["training"] = _thawed(self.training)
+            data["training"] = self.training.to_dict()
+        if self.licence is not None:
+            data["licence"] = self.licence.to_dict()
         data |= {key: getattr(self, key) for key in _TEXT_KEYS if getattr(self, key) is not None}
         data |= _thawed(self.extra)
         if self.weights is not None:
@@ -317,6 +452,7 @@ def _parse(data: Any, where: str, *, saved: bool) -> ModelCard:
         labels=labels,
         preprocessing=check.preprocessing(data["preprocessing"], dims, len(channels)),
         training=check.training(data.get("training")),
+        licence=check.licence(data.get("licence")),
         name=check.text("name", data.get("name")),
         title=check.text("title", data.get("title")),
         description=check.text("description", data.get("description")),
@@ -508,25 +644,124 @@ class _Checker:
             self.fail("preprocessing.normalization", f"a list with one entry per channel ({channels})", value)
         return plan
 
-    def training(self, value: Any) -> Mapping[str, Any] | None:
+    def training(self, value: Any) -> TrainingRecord | None:
         if value is None:
             return None
-        if not isinstance(value, dict):
-            self.fail("training", "an object", value)
-        self.text("training.dataset", value.get("dataset"))
-        for key in ("train_cases", "val_cases"):
-            if value.get(key) is not None:
-                self.strings(f"training.{key}", value[key], 0)
-        validation = value.get("validation")
-        if validation is not None:
-            if not isinstance(validation, dict):
-                self.fail("training.validation", "null or an object", validation)
-            if "mean_dice" in validation and not _is_score(validation["mean_dice"]):
-                self.fail("training.validation.mean_dice", "a number", validation["mean_dice"])
-            dice = validation.get("dice", {})
-            if not isinstance(dice, dict) or not all(key.isdigit() and _is_score(v) for key, v in dice.items()):
-                self.fail("training.validation.dice", "an object mapping label values to numbers", dice)
+        text, cases, json_object = self.text, self.cases, self.json_object
+        checks = {
+            **dict.fromkeys(("weights", "dataset", "source", "trainer", "plans", "configuration"), text),
+            **dict.fromkeys(("checkpoint", "postprocessing"), text),
+            "train_cases": cases,
+            "val_cases": cases,
+            "fold": self.count,
+            "folds": self.folds,
+            "epochs_done": self.count,
+            "seed": lambda name, item: self.whole(name, item, None),
+            "world_size": lambda name, item: self.whole(name, item, 1),
+            "config": json_object,
+            "plan": json_object,
+            "validation": self.validation,
+        }
+        return self.record(TrainingRecord, "training", value, checks)
+
+    def validation(self, field_name: str, value: Any) -> ValidationSummary:
+        checks = {
+            "epoch": self.count,
+            "mean_dice": self.score,
+            "dice": self.dice,
+            "best_epoch": self.count,
+            "best_mean_dice": self.score,
+            "source": self.text,
+        }
+        return self.record(ValidationSummary, field_name, value, checks)
+
+    def count(self, field_name: str, value: Any) -> int:
+        return self.whole(field_name, value, 0)
+
+    def whole(self, field_name: str, value: Any, low: int | None) -> int:
+        """An integer of at least ``low`` (``None``: any integer)."""
+        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+            self.fail(field_name, "an integer" if low is None else f"an integer >= {low}", value)
         return value
+
+    def cases(self, field_name: str, value: Any) -> tuple[str, ...]:
+        return self.strings(field_name, value, 0)
+
+    def folds(self, field_name: str, value: Any) -> int | tuple[str, ...]:
+        """The number of folds of a MedSegCNN run, or the fold names of an imported nnU-Net model."""
+        if isinstance(value, list):
+            return self.strings(field_name, value, 1)
+        return self.whole(field_name, value, 2)
+
+    def json_object(self, field_name: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(field_name, "an object", value)
+        return value
+
+    def score(self, field_name: str, value: Any) -> float:
+        if not _is_score(value):
+            self.fail(field_name, "a number", value)
+        return float(value)
+
+    def dice(self, field_name: str, value: Any) -> dict[int, float]:
+        if not isinstance(value, dict) or not all(key.isdigit() and _is_score(v) for key, v in value.items()):
+            self.fail(field_name, "an object mapping label values to numbers", value)
+        return {int(key): float(v) for key, v in value.items()}
+
+    def licence(self, value: Any) -> Licence | None:
+        if value is None:
+            return None
+        return self.record(Licence, "licence", value, {"spdx": self.spdx, "text": self.licence_text})
+
+    def spdx(self, field_name: str, value: Any) -> str:
+        if not isinstance(value, str) or len(value) > MAX_SPDX_CHARS or (value and not _SPDX.fullmatch(value)):
+            expected = f"an SPDX licence identifier or expression (up to {MAX_SPDX_CHARS} characters)"
+            self.fail(field_name, expected, value)
+        return value
+
+    def licence_text(self, field_name: str, value: Any) -> str:
+        if not isinstance(value, str) or len(value) > MAX_LICENCE_TEXT_CHARS or _CONTROL.search(value):
+            self.fail(field_name, f"text of up to {MAX_LICENCE_TEXT_CHARS:,} characters without control characters",
+                      value)  # fmt: skip
+        return value
+
+    def record(
+        self, cls: type[_Record], field_name: str, value: Any, checks: Mapping[str, Callable[[str, Any], Any]]
+    ) -> _Record:
+        """The record ``cls`` of the object ``value`` (the card's ``field_name``): every non-null value of a known
+        key passes its check (named ``field_name.key``); nulls leave the field's default; unknown keys are refused
+        (:func:`~MedSegCNNLib.records.record_from_dict`)."""
+        if not isinstance(value, dict):
+            self.fail(field_name, "an object", value)
+        given = {
+            key: checks[key](f"{field_name}.{key}", item) if key in checks else item
+            for key, item in value.items()
+            if item is not None or key not in checks
+        }
+        try:
+            record = record_from_dict(cls, given, f"{field_name} section")
+        except InputError as error:
+            raise InputError(
+                f"Invalid model card {self.where}: {str(error).rstrip('.')}; fix the card or use another model."
+            ) from None
+        if any(item.name == "given_keys" for item in fields(cls)):
+            object.__setattr__(record, "given_keys", tuple(value))
+        return record
+
+
+_Record = TypeVar("_Record")
+
+
+def _record_data(record: TrainingRecord | ValidationSummary) -> dict[str, Any]:
+    """A record's recorded fields as the card's JSON data: those it was read with (``null`` ones too, in their
+    order), then the others that are not ``None``."""
+    names = [*record.given_keys, *(item.name for item in fields(record) if item.init)]
+    data = {}
+    for name in dict.fromkeys(names):
+        value = getattr(record, name)
+        if value is not None or name in record.given_keys:
+            data[name] = value.to_dict() if isinstance(value, ValidationSummary) else _json_data(value, name)
+    return data
 
 
 def _is_number(value: Any) -> bool:

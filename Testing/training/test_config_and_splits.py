@@ -90,3 +90,14 @@ def test_mask_values_and_dims_on_the_command_line(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args(["train", "--data", "d", "--output", "o", "--mask-values", bad])
     assert "expected" in capsys.readouterr().err
+
+
+def test_the_licence_option_is_kept_in_the_config_and_checked():
+    from MedSegCNNLib.cli.main import build_parser
+    from MedSegCNNLib.training.arguments import build_config, config_arguments
+
+    parsed = build_parser().parse_args(["train", "--data", "d", "--output", "o", "--licence", "CC-BY-4.0"])
+    config = build_config(parsed)
+    assert config.licence == "CC-BY-4.0" and config_arguments(config) == ["--licence", "CC-BY-4.0"]
+    with pytest.raises(InputError, match=r"^--licence must be an SPDX identifier"):
+        TrainingConfig(licence="terms\x07")
