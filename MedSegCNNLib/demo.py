@@ -119,21 +119,21 @@ def run_demo(
 def _validation_cases(model_folder: Path) -> list[str]:
     from .checkpoint import read_model_card
 
-    return list(read_model_card(model_folder).training["val_cases"])
+    return list(read_model_card(model_folder).training.val_cases)
 
 
 def _report(result: DemoResult, model_folder: Path, *, quick: bool) -> str:
     from .checkpoint import read_model_card
     from .metrics.report import format_report
 
-    card = read_model_card(model_folder).to_dict()
-    plan = card["training"]["plan"]
+    card = read_model_card(model_folder)
+    plan, network = card.training.plan, card.network_config()
     summary = result.evaluation.summary()
     lines = [
         "# MedSegCNN demo",
         "",
         f"Mode: {'quick (a smoke test: the model is barely trained)' if quick else 'full'}.",
-        f"Training: {card['network']['name']} {card['network'].get('features')}, patch {card['patch_size']}, "
+        f"Training: {network['name']} {network.get('features')}, patch {list(card.patch_size)}, "
         f"batch {plan['batch_size']}, {plan['precision']}; {plan['steps_done']} steps in "
         f"{result.training_seconds:.0f} s"
         + (f" (budget {plan['budget_seconds']:.0f} s)." if plan["budget_seconds"] else "."),

@@ -38,6 +38,7 @@ import SimpleITK as sitk
 from .errors import InputError
 from .image.core import Image
 from .image.labels import as_label_array, label_dtype
+from .records import record_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -86,15 +87,7 @@ class PostprocessingConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PostprocessingConfig:
         """Inverse of :meth:`to_dict`; missing keys take the defaults, unknown keys are an error."""
-        if not isinstance(data, Mapping):
-            raise InputError(f"Post-processing options must be a JSON object, got {type(data).__name__}.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(
-                f"Unknown post-processing options: {', '.join(map(str, unknown))}. Known: {', '.join(sorted(known))}."
-            )
-        return cls(**data)
+        return record_from_dict(cls, data, "post-processing configuration")
 
 
 def _label_selection(value: Any, name: str) -> bool | tuple[int, ...]:

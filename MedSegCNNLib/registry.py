@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
-from .checkpoint.model_card import CARD_FILE, ModelCard, read_model_card
+from .checkpoint.model_archive import CARD_FILE
+from .checkpoint.model_card import Licence, ModelCard, TrainingRecord, ValidationSummary, read_model_card
 from .errors import InputError
 from .image.core import LabelInfo
 from .runtime import user_data_folder
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 BUNDLED_MODELS = Path("Resources") / "Models"
 Source = Literal["bundled", "user", "folder"]
+UNKNOWN_LICENCE = "unknown (the card names none; check the terms of the model's source before using it)"
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class ModelEntry:
     images are resampled to, ``None`` where each image keeps its own (the slice axis of 2D models, or every
     axis). ``patch_size``: voxels, array order. ``mean_dice`` and ``label_dice`` (label value -> Dice): the
     training run's best validation Dice, measured on ``validation_cases`` (``None``/empty: not validated).
+    ``licence``: the licence of the weights as the card gives it (``None``: unknown).
     """
 
     name: str
@@ -65,6 +68,14 @@ class ModelEntry:
     training_cases: tuple[str, ...] = ()
     validation_cases: tuple[str, ...] = ()
     library_version: str | None = None
+    licence: Licence | None = None
+
+    @property
+    def licence_line(self) -> str:
+        """The licence in one line, or that it is unknown and where to look."""
+        if self.licence is None:
+            return UNKNOWN_LICENCE
+        return self.licence.describe()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (paths as strings, label values as string keys, non-finite Dice as strings)."""
@@ -86,6 +97,7 @@ class ModelEntry:
             "training_cases": list(self.training_cases),
             "validation_cases": list(self.validation_cases),
             "library_version": self.library_version,
+            "licence": None if self.licence is None else self.licence.to_dict(),
         }
 
     def summary(self) -> str:
@@ -98,6 +110,7 @@ class ModelEntry:
             "Labels: " + ", ".join(f"{label.value} {label.name}" for label in self.labels),
             "Modality: " + ", ".join(self.channels),
             f"Spacing: {format_spacing(self.spacing)} (x, y, z)",
+            f"Licence: {self.licence_line}",
         ]
         if self.mean_dice is None:
             lines.append("Reported accuracy: none (trained without validation cases)")
@@ -133,6 +146,7 @@ class ModelEntry:
             ("Spacing", f"{format_spacing(self.spacing)} (x, y, z)"),
             ("Network", f"{html.escape(self.network)} {self.dims}D, patch {' x '.join(map(str, self.patch_size))}"),
             ("Accuracy", accuracy),
+            ("Licence", html.escape(self.licence_line)),
             ("Location", f"{html.escape(self.source)}: {html.escape(str(self.path))}"),
         ]
         cells = "".join(f"<tr><td><b>{key}</b>&nbsp;</td><td>{value}</td></tr>" for key, value in rows)
@@ -247,7 +261,7 @@ def resolve_model_folder(path: str | os.PathLike[str]) -> Path:
     path = Path(text)
     if text and not path.exists() and "/" not in text and "\\" not in text and not path.suffix:
         return resolve_model_folder(resolve_model(text))
-    if path.is_dir() and not (path / "model.json").is_file() and (path / "model" / "model.json").is_file():
+    if path.is_dir() and not (path / CARD_FILE).is_file() and (path / "model" / CARD_FILE).is_file():
         return path / "model"
     return path
 
@@ -272,9 +286,9 @@ def _source_of(path: Path) -> Source:
 
 
 def _entry(card: ModelCard, path: Path, name: str, source: Source) -> ModelEntry:
-    """The entry of a validated card (its ``training`` section's shown fields are checked by the card)."""
-    training = card.training or {}
-    validation = training.get("validation") or {}
+    """The entry of a validated card."""
+    training = card.training or TrainingRecord()
+    validation = training.validation or ValidationSummary()
     return ModelEntry(
         name=name,
         path=path,
@@ -287,12 +301,13 @@ def _entry(card: ModelCard, path: Path, name: str, source: Source) -> ModelEntry
         labels=card.foreground_labels,
         spacing=card.preprocessing.target_spacing,
         patch_size=card.patch_size,
-        mean_dice=float(validation["mean_dice"]) if "mean_dice" in validation else None,
-        label_dice={int(value): float(dice) for value, dice in (validation.get("dice") or {}).items()},
-        dataset=training.get("dataset"),
-        training_cases=tuple(training.get("train_cases") or ()),
-        validation_cases=tuple(training.get("val_cases") or ()),
+        mean_dice=validation.mean_dice,
+        label_dice=dict(validation.dice or {}),
+        dataset=training.dataset,
+        training_cases=training.train_cases or (),
+        validation_cases=training.val_cases or (),
         library_version=card.library_version,
+        licence=card.licence,
     )
 
 

@@ -26,7 +26,7 @@ Graph = Mapping[str, set[str]]
 """Module name -> the library modules it imports."""
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "_version"),  # import nothing of the library
+    ("errors", "_version", "records"),  # import nothing of the library but errors
     ("atomic", "runtime", "progress", "distributed", "folder_lock"),  # safe writes; devices, autocast; progress;
     # torchrun's group; folder locks
     ("image", "networks", "losses"),  # images and their files; network architectures; loss functions

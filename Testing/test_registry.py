@@ -17,6 +17,7 @@ from torch import nn
 
 import MedSegCNNLib as msc
 from MedSegCNNLib.checkpoint import save_model, zip_model
+from MedSegCNNLib.checkpoint.model_card import Licence
 from MedSegCNNLib.errors import InputError
 from MedSegCNNLib.image.core import LabelInfo
 from MedSegCNNLib.registry import (
@@ -265,6 +266,9 @@ def test_model_card_html_shows_labels_channels_spacing_and_accuracy():
     assert "unet 3D, patch 32 x 48 x 32" in card
     assert "validation mean Dice 0.812 (Anterior 0.800, Posterior 0.825) on 2 held-out case(s)" in card
     assert "bundled: /models/tiny" in card or "bundled: \\models\\tiny" in card
+    assert "<b>Licence</b>&nbsp;</td><td>unknown (the card names none;" in card
+    licensed = replace(entry, licence=Licence("CC-BY-NC-SA-4.0", "Non-commercial <only>"))
+    assert "CC-BY-NC-SA-4.0 (Non-commercial &lt;only&gt;)" in licensed.summary_html()
     untrained = replace(entry, mean_dice=None, label_dice={}, spacing=(None, 0.8, 0.8), description="A & B")
     html = untrained.summary_html()
     assert "none reported" in html and "native x 0.8 x 0.8 mm" in html and "A &amp; B" in html

@@ -248,8 +248,12 @@ class MedSegCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._modelEntryKey = model
             try:
                 if not model:
+                    from MedSegCNNLib.checkpoint.model_archive import CARD_FILE, WEIGHTS_FILE
+
                     raise ValueError(
-                        _("Choose a model, or a model folder (it holds model.json and model.safetensors).")
+                        _("Choose a model, or a model folder (it holds {card} and {weights}).").format(
+                            card=CARD_FILE, weights=WEIGHTS_FILE
+                        )
                     )
                 self._modelEntry = self.logic.describeModel(model)
             except Exception as error:

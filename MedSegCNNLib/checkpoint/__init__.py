@@ -2,8 +2,10 @@
 
 - :mod:`.model_folder`: a trained model (``model.safetensors`` + the ``model.json`` model card) as a folder or
   a ``.zip``; import of plain PyTorch state dicts; partial loading for transfer learning.
-- :mod:`.model_card`: the typed, validated :class:`ModelCard` (its documented schema, size bounds and streamed
-  reading of model ``.zip`` files), without torch (for listing models).
+- :mod:`.model_card`: the typed, validated :class:`ModelCard` (its documented schema and size bounds), without
+  torch (for listing models).
+- :mod:`.model_archive`: the safe opening of a model folder or ``.zip`` (streamed, capped extraction, SHA-256
+  checks, temporary folders), without torch.
 - :mod:`.training_state`: resumable training checkpoints (model, optimizer, scheduler, GradScaler, RNG states).
 - :mod:`.state_codec`: the encoding of nested state into tensors and JSON, and atomic folder writes.
 - :mod:`.weights_file`: what a weights file of another tool is (torch.save zip or legacy, pickle, zip,

@@ -1,9 +1,9 @@
 """The model card (``model.json``) of a saved model folder or ``.zip``: the typed :class:`ModelCard`, its schema,
-its validation, and streamed, bounded reading of model files. Nothing here imports torch.
+its validation and size bounds. Nothing here imports torch.
 
 A model folder holds ``model.json`` and the weights file the card names (``model.safetensors``); a model ``.zip``
-holds that folder's two files at its top or inside one folder. Listing models (the registry, the Slicer panel)
-only reads cards, so it stays cheap.
+holds that folder's two files at its top or inside one folder; both are opened safely by :mod:`.model_archive`.
+Listing models (the registry, the Slicer panel) only reads cards, so it stays cheap.
 
 **Schema, format version 1** (:data:`MODEL_FORMAT_VERSION`). A card is one JSON object; required keys are
 marked *(required)*, optional ones may also be ``null``:
@@ -30,17 +30,29 @@ marked *(required)*, optional ones may also be ``null``:
   ``spatial_dims``: the card's), or, with ``"kind": "nnunet"``, an imported nnU-Net model's
   :class:`~MedSegCNNLib.data.nnunet.plan.NnUNetPlan` (its ``normalization`` also one entry per channel, its
   configuration of the card's ``spatial_dims``).
-- ``training``: object of any JSON values (free form: configuration, plan, history). Where present, these are
-  checked because the registry shows them: ``dataset`` string; ``train_cases`` and ``val_cases`` lists of
-  strings; ``validation`` null or an object whose ``mean_dice`` (if any) is a number and whose ``dice`` (if any)
-  maps label values to numbers (non-finite numbers are stored as the strings ``"nan"``, ``"inf"``, ``"-inf"``).
+- ``training``: object, how the weights were made (:class:`TrainingRecord`); every key is optional (or null); other
+  keys are reported in a warning and not used. A MedSegCNN training run writes ``weights`` (``"final"`` or
+  ``"best"``), ``dataset``,
+  ``train_cases`` and ``val_cases`` (lists of non-empty strings), ``fold`` (integer >= 0), ``folds`` (integer
+  >= 2), ``epochs_done`` (integer >= 0), ``seed`` (integer), ``world_size`` (integer >= 1), ``config`` and
+  ``plan`` (objects of any JSON values: the training configuration and plan) and ``validation``: null or an
+  object with ``mean_dice`` and ``best_mean_dice`` (numbers), ``dice`` (an object mapping label values to
+  numbers), ``epoch`` and ``best_epoch`` (integers >= 0) and ``source`` (a string), all optional. An imported
+  nnU-Net model has ``dataset``, ``source``, ``trainer``, ``plans``, ``configuration``, ``checkpoint`` and
+  ``postprocessing`` (strings) and ``folds`` (a list of fold names). Non-finite numbers are stored as the strings
+  ``"nan"``, ``"inf"``, ``"-inf"``.
+- ``licence``: null or ``{"spdx": string or null, "text": string or null}`` (:class:`Licence`): the licence of
+  the weights as an SPDX identifier or expression (at most :data:`MAX_SPDX_CHARS` characters of letters,
+  digits, ``.+-:()`` and spaces) and free text (at most :data:`MAX_LICENCE_TEXT_CHARS` characters, no control
+  characters but line breaks and tabs); either may be empty or absent, and an absent licence means unknown.
 - ``weights`` *(required)*: ``{"file": a file name ending in .safetensors (no folder), "sha256": 64 lowercase
   hexadecimal digits}``.
 
 Every malformed value is refused with one :class:`InputError` naming the card and the field. **Unknown top-level
 keys** (e.g. written by a newer MedSegCNN of the same format version) are accepted with a logged warning naming
 them; they are kept and written back unchanged by :meth:`ModelCard.to_dict`, but never used. Unknown keys inside
-``weights``, a label or ``preprocessing`` are errors.
+``training`` (and its ``validation``) or ``licence`` are reported in a warning and not used; inside ``weights``, a
+label or ``preprocessing`` they are errors.
 
 **Size bounds.** Before a network is allocated, loading (:func:`~MedSegCNNLib.checkpoint.load_model`) counts its
 parameters and the bytes of the feature maps (every layer's output, float32) of one ``patch_size`` window,
@@ -48,30 +60,22 @@ exactly, on torch's "meta" device, and refuses models beyond :data:`MAX_PARAMETE
 :data:`MAX_WINDOW_FEATURE_BYTES` (:func:`check_model_size`) unless ``allow_large=True`` (``medsegcnn predict
 --allow-large-model``). The weights file must not be larger than that network's tensors can take.
 
-**Zip models** are read by streaming: the card member may declare at most :data:`MAX_CARD_BYTES`; the weights
-member at most what the network needs (given by the caller) and a compression ratio of at most
-:data:`MAX_COMPRESSION_RATIO`; both are refused before anything is inflated. The weights are inflated into a
-private temporary folder while their SHA-256 is computed and the bytes counted (stopping at the cap); a mismatch
-or any error removes the folder before the refusal.
+**Zip models** are read by streaming, their sizes capped and their SHA-256 checked (:mod:`.model_archive`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
 import re
-import tempfile
-import zipfile
-import zlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path, PurePath
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
@@ -81,34 +85,26 @@ from ..data.nnunet.plan import NnUNetPlan
 from ..data.preprocessing import PreprocessingPlan
 from ..errors import InputError
 from ..image.core import LabelInfo
-from .json_file import read_json
+from ..records import record_from_dict
+from .model_archive import ModelFiles, opened_model_files
 
 logger = logging.getLogger(__name__)
 
 MODEL_FORMAT = "medsegcnn-model"
 MODEL_FORMAT_VERSION = 1
-CARD_FILE = "model.json"
-WEIGHTS_FILE = "model.safetensors"
-PICKLE_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
-"""File types refused as models because they are (usually) pickles."""
-
-PICKLE_REFUSAL = (
-    "MedSegCNN never unpickles files; export the state dict to safetensors or use import_state_dict(...) "
-    "(see MedSegCNNLib.checkpoint)."
-)
-
-MAX_CARD_BYTES = 16 * 2**20
-"""Largest model card read (bytes); the bundled card is 11 kB."""
 MAX_PARAMETERS = 2**28
 """Most network parameters loaded without ``allow_large`` (268 million, 1 GiB in float32): about 8 times the
 default nnU-Net-style 3D U-Net (31 million)."""
 MAX_WINDOW_FEATURE_BYTES = 16 * 2**30
 """Most bytes of feature maps (every layer's output, float32) for one window loaded without ``allow_large``:
 the default 3D U-Net on a 128³ window needs 3 GiB, a residual U-Net on a 160 x 224 x 192 window 12 GiB."""
-MAX_COMPRESSION_RATIO = 100
-"""Highest inflated/compressed size ratio of a zip member above 1 MiB (weights barely compress; bombs do)."""
-
-_CHUNK_BYTES = 2**20
+MAX_SPDX_CHARS = 200
+"""Longest SPDX licence identifier or expression in a card (characters)."""
+MAX_LICENCE_TEXT_CHARS = 4000
+"""Longest licence text in a card (characters)."""
+_SPDX = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+:() -]*")
+_SPDX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+:-]*")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NON_FINITE = ("nan", "inf", "-inf")
 _MAX_CHANNELS = 256
@@ -119,7 +115,17 @@ _MAX_LEVELS = 16
 _MAX_FEATURES = 65536
 _MAX_BLOCKS = 64
 _SAVED_KEYS = ("format", "format_version", "library_version", "created", "weights")
-_CONTENT_KEYS = ("name", "network", "spatial_dims", "patch_size", "channels", "labels", "preprocessing", "training")
+_CONTENT_KEYS = (
+    "name",
+    "network",
+    "spatial_dims",
+    "patch_size",
+    "channels",
+    "labels",
+    "preprocessing",
+    "training",
+    "licence",
+)
 _REQUIRED_CONTENT = ("network", "spatial_dims", "patch_size", "channels", "labels", "preprocessing")
 _TEXT_KEYS = ("title", "description")
 _KNOWN_KEYS = frozenset(_SAVED_KEYS + _CONTENT_KEYS + _TEXT_KEYS)
@@ -135,13 +141,117 @@ class WeightsFile:
 
 
 @dataclass(frozen=True)
+class ValidationSummary:
+    """The validation Dice of a model's weights: ``mean_dice`` (over the foreground labels) and ``dice`` (label
+    value -> Dice) measured at ``epoch``, the run's best ``best_mean_dice`` at ``best_epoch``, and ``source``
+    (how it was measured, free text). ``None``: not recorded; Dice may be ``nan`` (undefined)."""
+
+    epoch: int | None = None
+    mean_dice: float | None = None
+    dice: Mapping[int, float] | None = None
+    best_epoch: int | None = None
+    best_mean_dice: float | None = None
+    source: str | None = None
+    given_keys: tuple[str, ...] = field(init=False, default=(), compare=False, repr=False)
+    """The keys of the card's object in their order, ``null`` ones included (written back so)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dice", _frozen(self.dice))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card's JSON data (recorded fields only; non-finite Dice as strings)."""
+        return _record_data(self)
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """The card's ``training`` section: how the weights were made (see the module docstring); ``None``: not
+    recorded.
+
+    A MedSegCNN training run records ``weights`` ("final" or "best"), ``dataset``, ``train_cases`` and
+    ``val_cases``, ``fold`` (``None``: trained on all cases), ``folds`` (the number of cross-validation folds),
+    ``epochs_done``, ``seed``, ``world_size`` (processes), ``config`` and ``plan`` (read-only JSON data: the
+    training configuration and plan with the steps done) and ``validation``. An imported nnU-Net model records
+    ``dataset``, ``source`` ("nnU-Net v2"), ``trainer``, ``plans``, ``configuration``, ``folds`` (the names of
+    the folds averaged), ``checkpoint`` and ``postprocessing``.
+    """
+
+    weights: str | None = None
+    dataset: str | None = None
+    train_cases: tuple[str, ...] | None = None
+    val_cases: tuple[str, ...] | None = None
+    fold: int | None = None
+    folds: int | tuple[str, ...] | None = None
+    epochs_done: int | None = None
+    seed: int | None = None
+    world_size: int | None = None
+    config: Mapping[str, Any] | None = None
+    validation: ValidationSummary | None = None
+    plan: Mapping[str, Any] | None = None
+    source: str | None = None
+    trainer: str | None = None
+    plans: str | None = None
+    configuration: str | None = None
+    checkpoint: str | None = None
+    postprocessing: str | None = None
+    given_keys: tuple[str, ...] = field(init=False, default=(), compare=False, repr=False)
+    """The keys of the card's object in their order, ``null`` ones included (written back so)."""
+
+    def __post_init__(self) -> None:
+        for name in ("config", "plan"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card's JSON data (recorded fields only)."""
+        return _record_data(self)
+
+
+@dataclass(frozen=True)
+class Licence:
+    """The licence of a model's weights: ``spdx``, an SPDX licence identifier or expression (e.g.
+    ``"CC-BY-NC-SA-4.0"``), and ``text``, free text (the terms, where they are, the source's own words); either
+    may be empty. A card without one says the licence is unknown."""
+
+    spdx: str = ""
+    text: str = ""
+
+    @classmethod
+    def parse(cls, value: str) -> Licence | None:
+        """The licence a user gives as one string (``--licence``): a single SPDX identifier (letters, digits,
+        ``.+-:``, no spaces, e.g. ``CC-BY-4.0``) is the ``spdx``, anything else the ``text``; blank gives ``None``;
+        text too long or with control characters raises :class:`InputError`."""
+        value = value.strip()
+        if not value:
+            return None
+        if len(value) <= MAX_SPDX_CHARS and _SPDX_ID.fullmatch(value):
+            return cls(spdx=value)
+        if len(value) > MAX_LICENCE_TEXT_CHARS or _CONTROL.search(value):
+            raise InputError(
+                f"--licence must be an SPDX identifier (e.g. CC-BY-4.0) or up to {MAX_LICENCE_TEXT_CHARS:,} "
+                f"characters of text without control characters; got {len(value):,} characters."
+            )
+        return cls(text=value)
+
+    def describe(self) -> str:
+        """One line for listings: the SPDX identifier and the text's first line, or ``"unknown"``."""
+        first_line = self.text.strip().splitlines()[0] if self.text.strip() else ""
+        if self.spdx and first_line:
+            return f"{self.spdx} ({first_line})"
+        return self.spdx or first_line or "unknown"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card's JSON data."""
+        return {"spdx": self.spdx or None, "text": self.text or None}
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """A validated model card (see the module docstring for the schema).
 
     Make one with :meth:`from_dict` (a card read from a file) or :meth:`new` (a card about to be saved, without
     the fields :func:`~MedSegCNNLib.checkpoint.save_model` fills in: ``weights``, ``library_version``,
     ``created``); both validate, the constructor does not. ``labels`` holds every label, background (value 0)
-    first, in value order. ``network``, ``training`` and ``extra`` (unknown top-level keys, kept) are read-only
+    first, in value order. ``network`` and ``extra`` (unknown top-level keys, kept) are read-only
     JSON data (mappings and tuples); :meth:`to_dict` and :meth:`network_config` give plain copies.
     """
 
@@ -151,7 +261,8 @@ class ModelCard:
     channels: tuple[str, ...]
     labels: tuple[LabelInfo, ...]
     preprocessing: PreprocessingPlan | NnUNetPlan
-    training: Mapping[str, Any] | None = None
+    training: TrainingRecord | None = None
+    licence: Licence | None = None
     name: str | None = None
     title: str | None = None
     description: str | None = None
@@ -162,7 +273,7 @@ class ModelCard:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("network", "training", "extra"):
+        for name in ("network", "extra"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
 
     @classmethod
@@ -213,7 +324,9 @@ class ModelCard:
             "preprocessing": self.preprocessing.to_dict(),
         }
         if self.training is not None:
-            data["training"] = _thawed(self.training)
+            data["training"] = self.training.to_dict()
+        if self.licence is not None:
+            data["licence"] = self.licence.to_dict()
         data |= {key: getattr(self, key) for key in _TEXT_KEYS if getattr(self, key) is not None}
         data |= _thawed(self.extra)
         if self.weights is not None:
@@ -263,69 +376,34 @@ class OpenedModel:
     ``archive.zip:folder/model.json``), for messages.
     """
 
-    path: Path
     card: ModelCard
-    where: str
-    _has_weights: Callable[[], bool]
-    _weights_file: Callable[[int | None], Path]
+    files: ModelFiles
+
+    @property
+    def path(self) -> Path:
+        return self.files.path
+
+    @property
+    def where(self) -> str:
+        return self.files.where
 
     def has_weights(self) -> bool:
         """Whether the weights file the card names exists (looked up, not read)."""
-        return self._has_weights()
+        return self.files.has(self.card.weights.file)
 
     def weights_file(self, max_bytes: int | None) -> Path:
         """The weights file, checked before it is used: no larger than ``max_bytes`` (``None``: no cap) and with
-        the card's SHA-256. A ``.zip``'s weights are inflated into a temporary folder that lives as long as the
-        :func:`opened_model` context; on any refusal nothing is kept."""
-        return self._weights_file(max_bytes)
+        the card's SHA-256 (:meth:`.model_archive.ModelFiles.checked_file`)."""
+        return self.files.checked_file(self.card.weights.file, self.card.weights.sha256, max_bytes)
 
 
 @contextlib.contextmanager
 def opened_model(path: str | Path) -> Iterator[OpenedModel]:
-    """Yield the :class:`OpenedModel` of a model folder, its ``model.json`` or a ``.zip``. Unreadable, unsafe,
-    pickled, malformed or unsupported models raise :class:`InputError`."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"Model {path} does not exist; give a model folder, its {CARD_FILE} or a model .zip.")
-    suffix = path.suffix.lower()
-    if path.is_file() and suffix == ".zip":
-        try:
-            archive = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as error:
-            raise InputError(f"{path} is not a readable model .zip (damaged or truncated?): {error}") from None
-        with archive, contextlib.ExitStack() as scratch_folders:
-            prefix = _card_member_prefix(archive, path)
-            where = f"{path}:{prefix}{CARD_FILE}"
-            card = ModelCard.from_dict(_read_card_member(archive, prefix + CARD_FILE, path), where)
-            member = prefix + card.weights.file
-            yield OpenedModel(
-                path,
-                card,
-                where,
-                lambda: member in archive.namelist(),
-                lambda max_bytes: _inflated_weights(archive, member, card, path, max_bytes, scratch_folders),
-            )
-        return
-    if path.is_file() and (suffix in PICKLE_SUFFIXES or _looks_pickled(path)):
-        raise InputError(f"{path} is a PyTorch/pickle file. {PICKLE_REFUSAL}")
-    if path.is_file() and path.name != CARD_FILE and suffix != ".json":
-        raise InputError(f"{path} is not a MedSegCNN model; give a model folder, its {CARD_FILE} or a model .zip.")
-    folder = path if path.is_dir() else path.parent
-    card_path = folder / CARD_FILE if path.is_dir() else path
-    if path.is_dir() and not card_path.is_file():
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-        if pickles:
-            raise InputError(
-                f"{folder} holds no {CARD_FILE} but PyTorch/pickle files ({', '.join(pickles)}). " + PICKLE_REFUSAL
-            )
-        raise InputError(f"{folder} is not a MedSegCNN model folder: it holds no {CARD_FILE}.")
-    if card_path.stat().st_size > MAX_CARD_BYTES:
-        raise InputError(f"The model card {card_path} is implausibly large; not read.")
-    card = ModelCard.from_dict(read_json(card_path, what="model card"), card_path)
-    weights = folder / card.weights.file
-    yield OpenedModel(
-        path, card, str(card_path), weights.is_file, lambda max_bytes: _checked_weights(weights, card, max_bytes)
-    )
+    """Yield the :class:`OpenedModel` of a model folder, its ``model.json`` or a ``.zip``
+    (:func:`.model_archive.opened_model_files`). Unreadable, unsafe, pickled, malformed or unsupported models raise
+    :class:`InputError`."""
+    with opened_model_files(path) as files:
+        yield OpenedModel(ModelCard.from_dict(files.card_data, files.where), files)
 
 
 # ----- validation -----------------------------------------------------------------------------------------------
@@ -376,6 +454,7 @@ def _parse(data: Any, where: str, *, saved: bool) -> ModelCard:
         labels=labels,
         preprocessing=check.preprocessing(data["preprocessing"], dims, len(channels)),
         training=check.training(data.get("training")),
+        licence=check.licence(data.get("licence")),
         name=check.text("name", data.get("name")),
         title=check.text("title", data.get("title")),
         description=check.text("description", data.get("description")),
@@ -567,25 +646,133 @@ class _Checker:
             self.fail("preprocessing.normalization", f"a list with one entry per channel ({channels})", value)
         return plan
 
-    def training(self, value: Any) -> Mapping[str, Any] | None:
+    def training(self, value: Any) -> TrainingRecord | None:
         if value is None:
             return None
-        if not isinstance(value, dict):
-            self.fail("training", "an object", value)
-        self.text("training.dataset", value.get("dataset"))
-        for key in ("train_cases", "val_cases"):
-            if value.get(key) is not None:
-                self.strings(f"training.{key}", value[key], 0)
-        validation = value.get("validation")
-        if validation is not None:
-            if not isinstance(validation, dict):
-                self.fail("training.validation", "null or an object", validation)
-            if "mean_dice" in validation and not _is_score(validation["mean_dice"]):
-                self.fail("training.validation.mean_dice", "a number", validation["mean_dice"])
-            dice = validation.get("dice", {})
-            if not isinstance(dice, dict) or not all(key.isdigit() and _is_score(v) for key, v in dice.items()):
-                self.fail("training.validation.dice", "an object mapping label values to numbers", dice)
+        text, cases, json_object = self.text, self.cases, self.json_object
+        checks = {
+            **dict.fromkeys(("weights", "dataset", "source", "trainer", "plans", "configuration"), text),
+            **dict.fromkeys(("checkpoint", "postprocessing"), text),
+            "train_cases": cases,
+            "val_cases": cases,
+            "fold": self.count,
+            "folds": self.folds,
+            "epochs_done": self.count,
+            "seed": lambda name, item: self.whole(name, item, None),
+            "world_size": lambda name, item: self.whole(name, item, 1),
+            "config": json_object,
+            "plan": json_object,
+            "validation": self.validation,
+        }
+        return self.record(TrainingRecord, "training", value, checks)
+
+    def validation(self, field_name: str, value: Any) -> ValidationSummary:
+        checks = {
+            "epoch": self.count,
+            "mean_dice": self.score,
+            "dice": self.dice,
+            "best_epoch": self.count,
+            "best_mean_dice": self.score,
+            "source": self.text,
+        }
+        return self.record(ValidationSummary, field_name, value, checks)
+
+    def count(self, field_name: str, value: Any) -> int:
+        return self.whole(field_name, value, 0)
+
+    def whole(self, field_name: str, value: Any, low: int | None) -> int:
+        """An integer of at least ``low`` (``None``: any integer)."""
+        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+            self.fail(field_name, "an integer" if low is None else f"an integer >= {low}", value)
         return value
+
+    def cases(self, field_name: str, value: Any) -> tuple[str, ...]:
+        return self.strings(field_name, value, 0)
+
+    def folds(self, field_name: str, value: Any) -> int | tuple[str, ...]:
+        """The number of folds of a MedSegCNN run, or the fold names of an imported nnU-Net model."""
+        if isinstance(value, list):
+            return self.strings(field_name, value, 1)
+        return self.whole(field_name, value, 2)
+
+    def json_object(self, field_name: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(field_name, "an object", value)
+        return value
+
+    def score(self, field_name: str, value: Any) -> float:
+        if not _is_score(value):
+            self.fail(field_name, "a number", value)
+        return float(value)
+
+    def dice(self, field_name: str, value: Any) -> dict[int, float]:
+        if not isinstance(value, dict) or not all(key.isdigit() and _is_score(v) for key, v in value.items()):
+            self.fail(field_name, "an object mapping label values to numbers", value)
+        return {int(key): float(v) for key, v in value.items()}
+
+    def licence(self, value: Any) -> Licence | None:
+        if value is None:
+            return None
+        return self.record(Licence, "licence", value, {"spdx": self.spdx, "text": self.licence_text})
+
+    def spdx(self, field_name: str, value: Any) -> str:
+        if not isinstance(value, str) or len(value) > MAX_SPDX_CHARS or (value and not _SPDX.fullmatch(value)):
+            expected = f"an SPDX licence identifier or expression (up to {MAX_SPDX_CHARS} characters)"
+            self.fail(field_name, expected, value)
+        return value
+
+    def licence_text(self, field_name: str, value: Any) -> str:
+        if not isinstance(value, str) or len(value) > MAX_LICENCE_TEXT_CHARS or _CONTROL.search(value):
+            self.fail(field_name, f"text of up to {MAX_LICENCE_TEXT_CHARS:,} characters without control characters",
+                      value)  # fmt: skip
+        return value
+
+    def record(
+        self, cls: type[_Record], field_name: str, value: Any, checks: Mapping[str, Callable[[str, Any], Any]]
+    ) -> _Record:
+        """The record ``cls`` of the object ``value`` (the card's ``field_name``): every non-null value of a known
+        key passes its check (named ``field_name.key``); nulls leave the field's default; unknown keys are reported
+        once in a warning and not used (as the card's own unknown fields are: a newer MedSegCNN may write more)."""
+        if not isinstance(value, dict):
+            self.fail(field_name, "an object", value)
+        known = {item.name for item in fields(cls) if item.init}
+        unknown = sorted(set(value) - known)
+        if unknown and (f"{self.where} {field_name}", tuple(unknown)) not in _REPORTED_UNKNOWN:
+            _REPORTED_UNKNOWN.add((f"{self.where} {field_name}", tuple(unknown)))
+            logger.warning(
+                "The model card %s has unknown field(s) %s in its %s section (written by a newer MedSegCNN?); they "
+                "are not used.", self.where, ", ".join(unknown), field_name,
+            )  # fmt: skip
+        value = {key: item for key, item in value.items() if key in known}
+        given = {
+            key: checks[key](f"{field_name}.{key}", item) if key in checks else item
+            for key, item in value.items()
+            if item is not None or key not in checks
+        }
+        try:
+            record = record_from_dict(cls, given, f"{field_name} section")
+        except InputError as error:
+            raise InputError(
+                f"Invalid model card {self.where}: {str(error).rstrip('.')}; fix the card or use another model."
+            ) from None
+        if any(item.name == "given_keys" for item in fields(cls)):
+            object.__setattr__(record, "given_keys", tuple(value))
+        return record
+
+
+_Record = TypeVar("_Record")
+
+
+def _record_data(record: TrainingRecord | ValidationSummary) -> dict[str, Any]:
+    """A record's recorded fields as the card's JSON data: those it was read with (``null`` ones too, in their
+    order), then the others that are not ``None``."""
+    names = [*record.given_keys, *(item.name for item in fields(record) if item.init)]
+    data = {}
+    for name in dict.fromkeys(names):
+        value = getattr(record, name)
+        if value is not None or name in record.given_keys:
+            data[name] = value.to_dict() if isinstance(value, ValidationSummary) else _json_data(value, name)
+    return data
 
 
 def _is_number(value: Any) -> bool:
@@ -653,125 +840,3 @@ def _json_data(value: Any, where: str) -> Any:
         f"Model card entry {where} is a {type(value).__name__}, which JSON cannot hold; convert it to numbers, "
         "strings, lists or dicts (e.g. with .tolist())."
     )
-
-
-# ----- files ---------------------------------------------------------------------------------------------------
-
-
-def _checked_weights(path: Path, card: ModelCard, max_bytes: int | None) -> Path:
-    """The weights file of a model folder after checking its size (before reading) and its SHA-256."""
-    if not path.is_file():
-        raise InputError(f"{path} is missing; the model folder is incomplete (copy the whole folder).")
-    size = path.stat().st_size
-    if max_bytes is not None and size > max_bytes:
-        raise InputError(_too_large(path, size, max_bytes))
-    with path.open("rb") as file:
-        digest = hashlib.file_digest(file, "sha256").hexdigest()
-    if digest != card.weights.sha256:
-        raise InputError(
-            f"The weights in {path} do not match the model card (corrupted or replaced?); use an intact copy of the "
-            "model."
-        )
-    return path
-
-
-def _inflated_weights(
-    archive: zipfile.ZipFile,
-    member: str,
-    card: ModelCard,
-    path: Path,
-    max_bytes: int | None,
-    scratch_folders: contextlib.ExitStack,
-) -> Path:
-    """The weights member of a model ``.zip`` inflated into a temporary folder (registered in
-    ``scratch_folders``) after checking its declared size and compression ratio, counting the inflated bytes
-    (zipfile itself stops at the declared size) and checking the SHA-256 while inflating."""
-    try:
-        info = archive.getinfo(member)
-    except KeyError:
-        raise InputError(f"{path} lacks the weights file {member} its model card names.") from None
-    limit = info.file_size if max_bytes is None else min(info.file_size, max_bytes)
-    if info.file_size > limit:
-        raise InputError(_too_large(path, info.file_size, limit, declared=True))
-    _check_ratio(info, path)
-    scratch = tempfile.TemporaryDirectory(prefix="medsegcnn-model-")
-    try:
-        weights_path = Path(scratch.name) / card.weights.file
-        digest, inflated = hashlib.sha256(), 0
-        with archive.open(info) as source, weights_path.open("wb") as target:
-            while chunk := source.read(_CHUNK_BYTES):
-                inflated += len(chunk)
-                if inflated > limit:
-                    raise InputError(f"{path} is damaged: {member} inflates to more than its declared {limit:,} bytes.")
-                digest.update(chunk)
-                target.write(chunk)
-        if digest.hexdigest() != card.weights.sha256:
-            raise InputError(
-                f"The weights in {path} do not match its model card (corrupted or replaced?); use an intact copy of "
-                "the model."
-            )
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
-        scratch.cleanup()
-        raise InputError(f"{path} is damaged; cannot extract {member}: {error}") from None
-    except BaseException:
-        scratch.cleanup()
-        raise
-    scratch_folders.callback(scratch.cleanup)
-    return weights_path
-
-
-def _too_large(path: Path, size: int, max_bytes: int, *, declared: bool = False) -> str:
-    what = "declare" if declared else "are"
-    return (
-        f"The weights of {path} {what} {size:,} bytes, more than the {max_bytes:,} that the network of its model "
-        "card can take; they do not belong to this card (corrupted or replaced?); use an intact copy of the model."
-    )
-
-
-def _check_ratio(info: zipfile.ZipInfo, path: Path) -> None:
-    """Refuse a member above 1 MiB that claims to inflate more than :data:`MAX_COMPRESSION_RATIO` times."""
-    if info.file_size > _CHUNK_BYTES and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
-        ratio = info.file_size / max(info.compress_size, 1)
-        raise InputError(
-            f"{path} holds {info.filename}, compressed {ratio:,.0f} to 1 (a zip bomb?); it is not opened; use an "
-            "intact copy of the model."
-        )
-
-
-def _card_member_prefix(archive: zipfile.ZipFile, path: Path) -> str:
-    """The folder inside ``archive`` that holds ``model.json`` ("" or "name/"); refuses unsafe member names
-    (absolute, drive letters, ``..``) and pickles."""
-    names = archive.namelist()
-    for name in names:
-        parts = re.split(r"[\\/]", name)
-        if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or ".." in parts:
-            raise InputError(f"{path} holds an unsafe entry {name!r} (absolute path or '..'); it is not opened.")
-    cards = [name for name in names if name == CARD_FILE or re.fullmatch(rf"[^/\\]+/{re.escape(CARD_FILE)}", name)]
-    if len(cards) != 1:
-        if any(name.lower().endswith(PICKLE_SUFFIXES) for name in names):
-            raise InputError(f"{path} holds PyTorch/pickle files, not a MedSegCNN model. {PICKLE_REFUSAL}")
-        found = "no" if not cards else f"{len(cards)}"
-        raise InputError(f"{path} holds {found} {CARD_FILE} (at the top or in one folder); it is not a model .zip.")
-    return cards[0][: -len(CARD_FILE)]
-
-
-def _read_card_member(archive: zipfile.ZipFile, member: str, path: Path) -> Any:
-    """The JSON data of the card member, read with at most :data:`MAX_CARD_BYTES` bytes inflated."""
-    info = archive.getinfo(member)
-    if info.file_size > MAX_CARD_BYTES:
-        raise InputError(f"The model card in {path} is implausibly large ({info.file_size:,} bytes); not read.")
-    try:
-        with archive.open(info) as source:
-            text = source.read(MAX_CARD_BYTES + 1)
-        return json.loads(text.decode("utf-8"))
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
-        raise InputError(f"{path} is damaged; cannot read {member}: {error}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"The model card {member} in {path} is not valid JSON (edited?): {error}") from None
-
-
-def _looks_pickled(path: Path) -> bool:
-    """True when the file starts like a pickle (protocol 2 or later)."""
-    with path.open("rb") as file:
-        head = file.read(2)
-    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5

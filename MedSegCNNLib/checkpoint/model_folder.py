@@ -33,15 +33,8 @@ from .._version import __version__
 from ..atomic import atomic_folder, atomic_path, verify_zip
 from ..errors import InputError
 from .json_file import write_json
-from .model_card import (
-    CARD_FILE,
-    MODEL_FORMAT_VERSION,
-    WEIGHTS_FILE,
-    ModelCard,
-    WeightsFile,
-    check_model_size,
-    opened_model,
-)
+from .model_archive import CARD_FILE, WEIGHTS_FILE
+from .model_card import MODEL_FORMAT_VERSION, ModelCard, WeightsFile, check_model_size, opened_model
 from .state_codec import read_tensors, storable_tensors, write_tensors
 from .weights_file import foreign_weights_problem, weights_file_kind
 

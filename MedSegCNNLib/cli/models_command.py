@@ -1,5 +1,5 @@
 """``medsegcnn models``: the models in the registry (bundled and user folders) with their labels, spacing and
-reported accuracy, or one model's card in full.
+reported accuracy and licence, or one model's card in full.
 
 Interface for ``cli/main.py`` (as the other ``*_command`` modules): ``add_parser(commands, parents)`` adds the
 sub-command and sets ``run``; ``run(args)`` prints and returns the exit status (0).
@@ -14,7 +14,7 @@ from pathlib import Path
 from ..metrics.report import format_number, render_table
 from ..registry import ModelEntry, find_model, format_spacing, list_models
 
-HEADER = ("Name", "Title", "Source", "Dims", "Modality", "Labels", "Spacing", "Val Dice", "Val cases")
+HEADER = ("Name", "Title", "Source", "Dims", "Modality", "Labels", "Spacing", "Val Dice", "Val cases", "Licence")
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(render_table(HEADER, [_row(entry) for entry in entries]))
     print("\nVal Dice: the training run's best validation mean Dice on its held-out cases (Val cases).")
-    print("One model's card: medsegcnn models NAME")
+    print("Licence: of the weights, as the card gives it (unknown: check the terms of the model's source).")
+    print("One model's card (with the licence text): medsegcnn models NAME")
     return 0
 
 
@@ -69,4 +70,5 @@ def _row(entry: ModelEntry) -> list[str]:
         format_spacing(entry.spacing),
         "-" if entry.mean_dice is None else format_number(entry.mean_dice),
         str(len(entry.validation_cases)),
+        "unknown" if entry.licence is None else entry.licence.spdx or "see card",
     ]

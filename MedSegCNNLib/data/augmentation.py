@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..records import record_from_dict
 from .augmentation_intensity import add_gaussian_noise, adjust_contrast, adjust_gamma, gaussian_blur, scale_brightness
 from .augmentation_spatial import elastic_displacement, mirror, resample, rotation_matrices, sampling_grid
 
@@ -155,11 +156,7 @@ class AugmentationConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AugmentationConfig:
         """Inverse of :meth:`to_dict`; missing keys take their defaults, unknown keys are an error."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"Unknown augmentation options: {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
-        return cls(**dict(data))
+        return record_from_dict(cls, data, "augmentation configuration")
 
 
 def _require(condition: bool, message: str) -> None:

@@ -33,6 +33,7 @@ from ..errors import InputError
 from ..image.core import Image
 from ..image.geometry import Grid, grid_difference, resample_onto
 from ..image.labels import as_label_array
+from ..records import record_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class NormalizationSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NormalizationSpec:
-        return _from_dict(cls, data)
+        return record_from_dict(cls, data, "normalisation")
 
 
 @dataclass(frozen=True)
@@ -166,18 +167,7 @@ class PreprocessingPlan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreprocessingPlan:
-        return _from_dict(cls, data)
-
-
-def _from_dict(cls: type, data: Mapping[str, Any]) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise InputError(f"Unknown {cls.__name__} field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}.")
-    try:
-        return cls(**data)
-    except TypeError as error:
-        raise InputError(f"Incomplete {cls.__name__} description: {error}.") from None
+        return record_from_dict(cls, data, "preprocessing plan")
 
 
 # ----- the preprocessed case ------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ spatial axes (:func:`network_axes`):
 - ``medsegcnn_version``, ``created`` (ISO 8601, UTC); ``network``: ``format`` (``onnx`` | ``openvino``), ``files``,
   the runtime details (ONNX opset and exporter; the OpenVINO version);
 - ``source_model``: ``name``, ``title``, ``network`` (architecture), ``folds``, ``library_version`` and
-  ``weights_sha256`` (the SHA-256 of the model folder's safetensors file); ``licence``: the model card's, or null;
+  ``weights_sha256`` (the SHA-256 of the model folder's safetensors file); ``licence``: the model card's
+  (``spdx``, ``text``), or null;
 - ``input``: ``name``, ``shape`` (``"batch"`` for the dynamic axis), ``dynamic_axes`` (axis index → name),
   ``dtype``, ``axes`` (``batch``, ``channel``, then the spatial axes' names); ``channels``: index and name, in order;
 - ``patch_size`` (voxels) and ``target_spacing`` (mm; null: that axis keeps the image's spacing), per spatial axis;
@@ -71,13 +72,10 @@ def sidecar_path(network_file: Path) -> Path:
     return network_file.with_name(network_file.stem + SIDECAR_SUFFIX)
 
 
-def model_licence(card: ModelCard) -> str | None:
-    """The licence the model card states, or None: a ``licence`` attribute where the card has one, else an unknown
-    ``licence`` field kept from the card file."""
-    licence = getattr(card, "licence", None)
-    if licence is None:
-        licence = card.extra.get("licence")
-    return licence if isinstance(licence, str) else None
+def model_licence(card: ModelCard) -> dict[str, Any] | None:
+    """The licence the model card states, as the card writes it (``{"spdx": ..., "text": ...}``), or None where the
+    card states none (unknown)."""
+    return None if card.licence is None else card.licence.to_dict()
 
 
 def network_axes(card: ModelCard) -> tuple[str, ...]:

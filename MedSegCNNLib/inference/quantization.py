@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_folder, write_text_atomic
+from ..checkpoint.model_archive import CARD_FILE
 from ..data.dataset import CaseSource, load_case, load_dataset
 from ..data.preprocessing import PreprocessedCase, preprocess_case
 from ..errors import InputError
@@ -76,7 +77,7 @@ def quantize_model(
     (prediction runs at fp32 with a warning). ``cache_folder``: where the fp32 conversion is cached.
     """
     folder = resolve_model_folder(model)
-    if not (folder / "model.json").is_file():
+    if not (folder / CARD_FILE).is_file():
         raise InputError(f"{folder} is not a model folder; int8 versions are made of model folders.")
     if cases < 1:
         raise InputError(f"--cases must be at least 1; got {cases}.")

@@ -21,6 +21,7 @@ import torch
 
 from ..atomic import occupied
 from ..checkpoint import save_model
+from ..checkpoint.model_card import MAX_LICENCE_TEXT_CHARS, MAX_SPDX_CHARS, Licence
 from ..data.nnunet.plan import CONFIGURATIONS, NORMALIZATIONS, ChannelNormalization, NnUNetPlan, Resampling
 from ..errors import InputError, OutputExistsError
 from ..networks import build_network
@@ -335,6 +336,7 @@ def _card(
         "channels": channels,
         "labels": {value: {"name": name, "color": None} for value, name in labels.items()},
         "preprocessing": plan.to_dict(),
+        "licence": _licence(folder),
         "training": {
             "dataset": folder.dataset_name,
             "source": "nnU-Net v2",
@@ -346,3 +348,28 @@ def _card(
             "postprocessing": postprocessing,
         },
     }
+
+
+def _licence(folder: ResultsFolder) -> dict[str, Any] | None:
+    """The card's licence from what ``dataset.json`` says (its ``licence`` or ``license``, with its ``reference``),
+    or ``None`` with a warning that the licence is unknown."""
+    given, reference = (_one_line(folder.dataset.get(key)) for key in ("licence", "reference"))
+    given = given or _one_line(folder.dataset.get("license"))
+    if not given:
+        logger.warning(
+            "The dataset.json of %s names no licence, so the imported model's licence is unknown; check the terms "
+            "of the source of these weights before using them (some published weights, e.g. TotalSegmentator's "
+            "licensed tasks, are for non-commercial use only).",
+            folder.path,
+        )
+        return None
+    text = f"As the nnU-Net dataset.json says: {given}" + (f"; reference: {reference}" if reference else "")
+    spdx = (Licence.parse(given[:MAX_SPDX_CHARS]) or Licence()).spdx
+    return Licence(spdx=spdx, text=text[:MAX_LICENCE_TEXT_CHARS]).to_dict()
+
+
+def _one_line(value: Any) -> str:
+    """A ``dataset.json`` text as one printable line (``""`` for anything but a string)."""
+    if not isinstance(value, str):
+        return ""
+    return " ".join("".join(char for char in value if char.isprintable() or char.isspace()).split())

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..records import record_from_dict
 
 
 @dataclass(frozen=True)
@@ -42,17 +43,8 @@ class NetworkConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Validate plain configuration data: unknown or missing options raise :class:`InputError`."""
-        fields = [f for f in dataclasses.fields(cls) if f.init]
-        allowed = [f.name for f in fields]
-        unknown = sorted(set(data) - set(allowed))
-        name = data.get("name", cls.NAMES[0])
-        if unknown:
-            raise InputError(f"Unknown {name} option(s) {unknown}; the options are {allowed}.")
-        required = [f.name for f in fields if f.default is dataclasses.MISSING]
-        missing = [key for key in required if key not in data]
-        if missing:
-            raise InputError(f"The {name} configuration needs {missing} (it has {sorted(data)}).")
-        return cls(**data)
+        name = data.get("name", cls.NAMES[0]) if isinstance(data, Mapping) else cls.NAMES[0]
+        return record_from_dict(cls, data, f"{name} configuration")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (lists, not tuples), every option included."""

@@ -40,6 +40,7 @@ FIELD_OPTIONS = {
     "seed": "seed",
     "init_from": "init_from",
     "mask_values": "mask_values",
+    "licence": "licence",
 }
 
 
@@ -101,6 +102,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", metavar="MODEL", help="fine-tune from a model folder (or a .pt state dict)")
     parser.add_argument("--freeze-encoder", action="store_true", help="with --init-from: train the decoder only")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster steps)")
+    parser.add_argument(
+        "--licence",
+        metavar="SPDX_OR_TEXT",
+        help="licence of the weights, stored in the model card: an SPDX identifier (e.g. CC-BY-4.0) or free text "
+        "(default: none, shown as unknown)",
+    )
 
 
 def config_options() -> dict[str, argparse.Action]:

@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..checkpoint.model_card import Licence
 from ..data.dataset import checked_mask_values
 from ..errors import InputError
+from ..records import record_from_dict
 from ..runtime import DEVICES, PRECISIONS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -42,7 +44,9 @@ class TrainingConfig:
     measured speed drifts; ``epochs`` is then ignored. ``precision`` ``auto`` and ``channels_last`` ``None`` are
     measured on CPUs. ``checkpoint_minutes`` is the longest time between two resumable checkpoints. ``compile`` runs the
     network through ``torch.compile`` (slower start, faster steps: worth it for long runs). ``fold`` selects the
-    validation fold of a ``folds``-fold split (``None``: train on all cases, validate on none).
+    validation fold of a ``folds``-fold split (``None``: train on all cases, validate on none). ``licence`` is the
+    licence of the weights written into the model card: an SPDX identifier (e.g. ``CC-BY-4.0``) or free text
+    (:meth:`~MedSegCNNLib.checkpoint.model_card.Licence.parse`); ``None``: none given, the card says it is unknown.
     """
 
     network: Mapping[str, Any] = field(default_factory=lambda: {"name": "unet"})
@@ -78,6 +82,7 @@ class TrainingConfig:
     freeze_encoder: bool = False
     mask_values: tuple[int, ...] | None = None
     allow_partial_channels: bool = False
+    licence: str | None = None
 
     def __post_init__(self) -> None:
         def require(condition: bool, message: str) -> None:
@@ -128,6 +133,9 @@ class TrainingConfig:
             self.device in DEVICES or self.device.startswith("cuda:"), f"device must be one of {', '.join(DEVICES)}."
         )
         require(self.validate_every >= 1, "validate_every must be >= 1.")
+        require(self.licence is None or isinstance(self.licence, str), "licence must be a string or None.")
+        if self.licence is not None:
+            Licence.parse(self.licence)
         require(
             self.early_stopping_patience is None or self.early_stopping_patience >= 1,
             "early_stopping_patience must be >= 1 or None.",
@@ -159,15 +167,12 @@ class TrainingConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error (a typo must not pass silently)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"Unknown training options: {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
-        values = dict(data)
-        for name in ("patch_size", "mask_values"):
-            if isinstance(values.get(name), list):
-                values[name] = tuple(values[name])
-        return cls(**values)
+        if isinstance(data, Mapping):
+            data = {
+                key: tuple(value) if key in ("patch_size", "mask_values") and isinstance(value, list) else value
+                for key, value in data.items()
+            }
+        return record_from_dict(cls, data, "training configuration")
 
     def replace(self, **changes: Any) -> TrainingConfig:
         return dataclasses.replace(self, **changes)

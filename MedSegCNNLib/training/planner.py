@@ -64,6 +64,7 @@ from ..data.preprocessing import PreprocessingPlan
 from ..errors import InputError
 from ..networks import build_network
 from ..networks.base import feature_map_bytes
+from ..records import record_from_dict
 from ..runtime import describe_device, resolve_device
 from ..runtime import device_memory_bytes as machine_memory_bytes
 from .config import TrainingConfig
@@ -171,10 +172,10 @@ class TrainingPlan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingPlan:
-        values = dict(data)
-        values["patch_size"] = tuple(values["patch_size"])
-        values["notes"] = tuple(values.get("notes", ()))
-        return cls(**values)
+        """Inverse of :meth:`to_dict`; unknown or missing keys raise :class:`InputError`."""
+        if isinstance(data, Mapping):
+            data = {key: tuple(value) if key in ("patch_size", "notes") else value for key, value in data.items()}
+        return record_from_dict(cls, data, "training plan")
 
     def describe(self) -> str:
         """The plan in a few lines, for the terminal and the log."""

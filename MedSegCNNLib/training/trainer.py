@@ -28,6 +28,7 @@ One run at a time holds the folder (:mod:`.run_folder`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -58,6 +59,7 @@ from ..checkpoint import (
     save_model,
     save_training_state,
 )
+from ..checkpoint.model_card import Licence
 from ..data.augmentation import AugmentationConfig, Augmenter
 from ..data.dataset import Dataset, load_case, load_dataset, validate_dataset
 from ..data.planning import data_spatial_dims, dataset_fingerprint, plan_preprocessing
@@ -613,7 +615,7 @@ class _Run:
         best = self.output / "checkpoints" / "best"
         if status == "early_stopped" and self.best_epoch is not None and best.is_dir():
             network, card = load_model(best, device="cpu")  # saved again: save_model swaps folders atomically
-            card = card.updated(training={**card.to_dict()["training"], "epochs_done": self.epoch})
+            card = card.updated(training=dataclasses.replace(card.training, epochs_done=self.epoch).to_dict())
             save_model(target, network, card, overwrite=True)
         else:
             save_model(target, self.network, self._model_card("final"), overwrite=True)
@@ -627,6 +629,7 @@ class _Run:
             str(value): {"name": name, "color": list(default_label_info(value).color) if value else [0.0, 0.0, 0.0]}
             for value, name in sorted(self.dataset.label_names.items())
         }
+        licence = Licence.parse(self.config.licence or "")
         card = {
             "name": self.dataset.name,
             "network": self.network.config,
@@ -635,6 +638,7 @@ class _Run:
             "channels": list(self.dataset.channel_names),
             "labels": labels,
             "preprocessing": self.plan.to_dict(),
+            "licence": None if licence is None else licence.to_dict(),
             "training": {
                 "weights": which,
                 "dataset": self.dataset.name,

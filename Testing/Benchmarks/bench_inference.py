@@ -324,9 +324,8 @@ def part3(args: argparse.Namespace) -> None:
         print(f"  {mode:16s} {loaded_rate:15.1f} {wall:11.1f} {len(files) / wall:12.1f}  {gate.split(':')[0]}")
     if "torch-fp32" not in segmentations:
         return
-    trained_on = set(
-        (load_segmentation_model(model_folder, torch.device("cpu")).card.training or {}).get("train_cases", [])
-    )
+    training = load_segmentation_model(model_folder, torch.device("cpu")).card.training
+    trained_on = set(training.train_cases or ()) if training is not None else set()
     held_out = [index for index, file in enumerate(files) if file.name.removesuffix(".nii.gz") not in trained_on]
     print(f"  Dice vs torch fp32 on the {len(held_out)} of these cases the model never trained on (min / mean):")
     for mode, labels in segmentations.items():

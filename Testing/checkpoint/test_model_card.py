@@ -20,8 +20,9 @@ import pytest
 from model_support import declare_member_size
 from torch import nn
 
-from MedSegCNNLib.checkpoint import ModelCard, load_model, read_model_card, save_model, zip_model
+from MedSegCNNLib.checkpoint import ModelCard, load_model, model_archive, read_model_card, save_model, zip_model
 from MedSegCNNLib.checkpoint import model_card as model_card_module
+from MedSegCNNLib.checkpoint.model_card import Licence, TrainingRecord
 from MedSegCNNLib.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -193,6 +194,29 @@ MALFORMED = {
         lambda card: card["training"]["validation"].__setitem__("mean_dice", "high"),
         'training.validation.mean_dice must be a number, not "high"',
     ),
+    "epochs done as text": (
+        inside("training", "epochs_done", "14"),
+        'training.epochs_done must be an integer >= 0, not "14"',
+    ),
+    "folds as a float": (inside("training", "folds", 5.0), "training.folds must be an integer >= 2, not 5.0"),
+    "plan as a list": (inside("training", "plan", [1]), "training.plan must be an object, not [1]"),
+    "Dice of a label name": (
+        lambda card: card["training"]["validation"].__setitem__("dice", {"Anterior": 0.8}),
+        'training.validation.dice must be an object mapping label values to numbers, not {"Anterior": 0.8}',
+    ),
+    "licence as a string": (top("licence", "MIT"), 'licence must be an object, not "MIT"'),
+    "SPDX identifier with a semicolon": (
+        top("licence", {"spdx": "MIT; rm -rf"}),
+        'licence.spdx must be an SPDX licence identifier or expression (up to 200 characters), not "MIT; rm -rf"',
+    ),
+    "licence text with a control character": (
+        top("licence", {"text": "free\x1b[2J"}),
+        'licence.text must be text of up to 4,000 characters without control characters, not "free\\u001b[2J"',
+    ),
+    "licence text too long": (
+        top("licence", {"text": "x" * 4001}),
+        'licence.text must be text of up to 4,000 characters without control characters, not "' + "x" * 56 + "...",
+    ),
     "title as a number": (top("title", 5), "title must be a string, not 5"),
     "created as prose": (top("created", "yesterday"), 'created must be an ISO 8601 date and time, not "yesterday"'),
     "extra weights entry": (
@@ -256,16 +280,38 @@ def test_unknown_top_level_keys_are_reported_kept_and_saved_again(tmp_path, capl
     assert json.loads((saved / "model.json").read_text())["zz"] == [1]
 
 
+def test_unknown_training_keys_are_reported_and_not_used(tmp_path, caplog):
+    """A newer MedSegCNN may record more about training: such a card still loads, with one warning per section."""
+
+    def add_keys(card: dict) -> None:
+        card["training"]["notes"] = "x"
+        card["training"]["validation"]["hd95"] = 3.0
+
+    folder = model_copy(tmp_path / "model", add_keys)
+    with caplog.at_level(logging.WARNING, logger="MedSegCNNLib"):
+        card = read_model_card(folder)
+    where = folder / "model.json"
+    assert caplog.messages == [
+        f"The model card {where} has unknown field(s) notes in its training section (written by a newer "
+        "MedSegCNN?); they are not used.",
+        f"The model card {where} has unknown field(s) hd95 in its training.validation section (written by a newer "
+        "MedSegCNN?); they are not used.",
+    ]
+    assert "notes" not in card.to_dict()["training"] and card.training.validation.mean_dice == RAW["training"][
+        "validation"]["mean_dice"]  # fmt: skip
+
+
 def test_new_cards_take_python_values_and_drop_the_saved_fields():
     card = ModelCard.new(
         {
             **RAW,
             "patch_size": (np.int64(40), 56, 40),
             "labels": {int(value): label for value, label in RAW["labels"].items()},
-            "training": {"validation": {"mean_dice": np.float32(0.5), "hd95": float("inf")}},
+            "training": {"validation": {"mean_dice": np.float32(0.5), "best_mean_dice": float("inf")}},
         }
     )
-    assert card.patch_size == (40, 56, 40) and card.training["validation"]["hd95"] == "inf"
+    assert card.patch_size == (40, 56, 40) and card.training.validation.mean_dice == 0.5
+    assert card.to_dict()["training"]["validation"]["best_mean_dice"] == "inf"
     assert card.weights is None and card.library_version is None and card.created is None
     assert "weights" not in card.to_dict() and "created" not in card.to_dict()
     with pytest.raises(InputError, match=r"^Invalid model card being saved: the required field labels is missing"):
@@ -379,7 +425,7 @@ def test_a_zip_bomb_never_reaches_the_disk(tmp_path, monkeypatch):
     def no_scratch(*args, **kwargs):
         raise AssertionError("a temporary folder was made for a refused member")
 
-    monkeypatch.setattr(model_card_module.tempfile, "TemporaryDirectory", no_scratch)
+    monkeypatch.setattr(model_archive.tempfile, "TemporaryDirectory", no_scratch)
     with pytest.raises(InputError, match=r"compressed [\d,]+ to 1 \(a zip bomb\?\); it is not opened"):
         load_model(archive)
 
@@ -388,9 +434,53 @@ def test_an_updated_card_is_validated_and_saved_again(tmp_path):
     """As the trainer does for an early-stopped run: the best model saved again with another epoch count."""
     network, card = load_model(BUNDLED)
     updated = card.updated(training={**card.to_dict()["training"], "epochs_done": 99})
-    assert updated.training["epochs_done"] == 99 and card.training["epochs_done"] == 14
+    assert updated.training.epochs_done == 99 and card.training.epochs_done == 14
     saved = read_model_card(save_model(tmp_path / "model", network, updated))
-    assert saved.training["epochs_done"] == 99 and saved.weights.sha256 == card.weights.sha256
+    assert saved.training.epochs_done == 99 and saved.weights.sha256 == card.weights.sha256
     assert dataclasses.replace(saved, training=card.training, created=card.created, library_version="0.1.0") == card
     with pytest.raises(InputError, match=r"training\.val_cases must be a list of non-empty strings"):
         card.updated(training={"val_cases": [1]})
+
+
+def test_a_licence_and_an_imported_models_training_record_survive_saving(tmp_path):
+    network, card = load_model(BUNDLED)
+    imported = {
+        "dataset": "Liver",
+        "source": "nnU-Net v2",
+        "trainer": "nnUNetTrainer",
+        "plans": None,
+        "configuration": "3d_fullres",
+        "folds": ["0", "1"],
+        "checkpoint": "final",
+    }
+    updated = card.updated(training=imported, licence={"spdx": "CC-BY-NC-SA-4.0", "text": "Non-commercial use."})
+    saved = read_model_card(save_model(tmp_path / "model", network, updated))
+    assert saved.licence == Licence("CC-BY-NC-SA-4.0", "Non-commercial use.")
+    assert saved.licence.describe() == "CC-BY-NC-SA-4.0 (Non-commercial use.)"
+    assert saved.training == TrainingRecord(
+        dataset="Liver",
+        source="nnU-Net v2",
+        trainer="nnUNetTrainer",
+        configuration="3d_fullres",
+        folds=("0", "1"),
+        checkpoint="final",
+    )
+    assert card.licence is None and card.updated(licence={"spdx": None, "text": ""}).licence.describe() == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("given", "licence"),
+    [
+        ("CC-BY-NC-SA-4.0", Licence(spdx="CC-BY-NC-SA-4.0")),
+        (" Apache-2.0 ", Licence(spdx="Apache-2.0")),
+        ("free for research; ask the authors", Licence(text="free for research; ask the authors")),
+        ("", None),
+    ],
+)
+def test_a_licence_given_as_one_string_is_an_spdx_identifier_or_text(given, licence):
+    assert Licence.parse(given) == licence
+
+
+def test_a_licence_string_with_control_characters_is_refused():
+    with pytest.raises(InputError, match=r"^--licence must be an SPDX identifier .* without control characters"):
+        Licence.parse("terms\x00")

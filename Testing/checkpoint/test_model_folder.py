@@ -55,7 +55,11 @@ CARD = {
         "spatial_dims": 3,
     },
     "patch_size": (8, 8, 8),
-    "training": {"epochs": 2, "seed": 1, "validation": {"mean_dice": 0.8, "hd95": float("inf"), "nsd": float("nan")}},
+    "training": {
+        "epochs_done": 2,
+        "seed": 1,
+        "validation": {"mean_dice": 0.8, "best_mean_dice": float("inf"), "dice": {1: 0.75}},
+    },
 }
 
 
@@ -114,7 +118,7 @@ def test_card_content(saved):
     assert card["weights"] == {"file": "model.safetensors", "sha256": digest}
     assert card["labels"]["1"] == {"name": "hippocampus", "color": [1.0, 0.0, 0.0]}
     assert card["patch_size"] == [8, 8, 8]
-    assert card["training"]["validation"] == {"mean_dice": 0.8, "hd95": "inf", "nsd": "nan"}
+    assert card["training"]["validation"] == {"mean_dice": 0.8, "best_mean_dice": "inf", "dice": {"1": 0.75}}
     assert read_model_card(folder).to_dict() == card
 
 

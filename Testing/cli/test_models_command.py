@@ -28,6 +28,7 @@ CARD = {
         "normalization": [{"scheme": "zscore"}, {"scheme": "zscore"}],
         "spatial_dims": 3,
     },
+    "licence": {"spdx": "CC-BY-NC-4.0", "text": "Non-commercial research only."},
 }
 
 
@@ -80,6 +81,19 @@ def test_one_model_card_by_name_or_path(capsys, user_folder):
     assert models(user_folder / "lesions") == 0
     text = capsys.readouterr().out
     assert "Spacing: native (x, y, z)" in text and "Reported accuracy: none" in text
+
+
+def test_the_licence_is_shown_in_the_table_the_card_and_json(capsys, user_folder):
+    assert models("--folder", user_folder) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:4]}
+    assert rows["lesions"].rstrip().endswith("CC-BY-NC-4.0") and rows["hippocampus-tiny"].rstrip().endswith("unknown")
+    assert models(user_folder / "lesions") == 0
+    assert "Licence: CC-BY-NC-4.0 (Non-commercial research only.)" in capsys.readouterr().out
+    assert models("hippocampus-tiny") == 0
+    assert "Licence: unknown (the card names none; check the terms of the model's source" in capsys.readouterr().out
+    assert models(user_folder / "lesions", "--json") == 0
+    licence = json.loads(capsys.readouterr().out)["licence"]
+    assert licence == {"spdx": "CC-BY-NC-4.0", "text": "Non-commercial research only."}
 
 
 def test_bad_names_and_folders_are_input_errors(tmp_path):

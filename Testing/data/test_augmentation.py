@@ -105,7 +105,7 @@ def test_config_validation(options, message):
 
 
 def test_from_dict_rejects_unknown_keys():
-    with pytest.raises(InputError, match="Unknown augmentation options: rotaton_p"):
+    with pytest.raises(InputError, match=r"Unknown field\(s\) in the augmentation configuration: rotaton_p"):
         AugmentationConfig.from_dict({"rotaton_p": 0.2})
 
 

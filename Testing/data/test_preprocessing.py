@@ -189,8 +189,11 @@ def test_plan_and_specs_round_trip_through_json():
         (lambda: PreprocessingPlan(None, False, ()), "one normalisation per input channel"),
         (lambda: PreprocessingPlan(None, False, NONE, "cubic"), "Unknown image interpolation"),
         (lambda: PreprocessingPlan(None, False, NONE, spatial_dims=4), "spatial_dims"),
-        (lambda: PreprocessingPlan.from_dict({"target_spacing": None, "crop": True}), "Unknown PreprocessingPlan"),
-        (lambda: PreprocessingPlan.from_dict({"target_spacing": None}), "Incomplete"),
+        (
+            lambda: PreprocessingPlan.from_dict({"target_spacing": None, "crop": True}),
+            "preprocessing plan: crop",
+        ),
+        (lambda: PreprocessingPlan.from_dict({"target_spacing": None}), "lacks the required field"),
     ],
 )
 def test_invalid_configuration(make, message):

@@ -124,11 +124,12 @@ def test_a_2d_model_with_two_channels_and_a_licence(tmp_path: Path) -> None:
     """A 2D, 2-channel network checked on the synthetic sample case; the card's licence goes into the sidecar."""
     model = save_tiny_model(tmp_path / "model", channels=("T1", "T2"), spatial_dims=2, seed=0)
     card = json.loads((model / "model.json").read_text(encoding="utf-8"))
-    (model / "model.json").write_text(json.dumps({**card, "licence": "CC-BY-4.0"}), encoding="utf-8")
+    licence = {"spdx": "CC-BY-4.0", "text": None}
+    (model / "model.json").write_text(json.dumps({**card, "licence": licence}), encoding="utf-8")
     result = export_model(model, "onnx", tmp_path / "flat.onnx", check=True)
     assert result.check is not None and result.check.passed and result.check.case == "a synthetic sample case"
     sidecar = json.loads(result.sidecar.read_text(encoding="utf-8"))
-    assert sidecar["licence"] == "CC-BY-4.0"
+    assert sidecar["licence"] == {"spdx": "CC-BY-4.0", "text": None}
     assert sidecar["input"]["shape"] == ["batch", 2, 32, 32] and sidecar["input"]["axes"][2:] == ["y", "x"]
     assert [channel["name"] for channel in sidecar["channels"]] == ["T1", "T2"]
     assert [entry["channel"] for entry in sidecar["preprocessing"]["normalization"]] == ["T1", "T2"]

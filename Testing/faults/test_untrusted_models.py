@@ -165,6 +165,10 @@ CASES = {
         'Invalid model card {card}: labels must be an object mapping "0", "1", ... (2 to 32768 consecutive label '
         'values) to labels, not [{"name": "background", "color": [0.0, 0.0, 0.0]}, {"name...; ' + FIX,
     ),
+    "training field of the wrong type": card_case(
+        lambda card: card["training"].__setitem__("epochs_done", "all"),
+        'Invalid model card {card}: training.epochs_done must be an integer >= 0, not "all"; ' + FIX,
+    ),
     # weights and zips
     "weights file far larger than the network": _oversized_weights,
     "zip weights declaring 2 GiB": zip_case(

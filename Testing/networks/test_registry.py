@@ -118,7 +118,7 @@ def test_unknown_name_lists_the_names():
 
 @pytest.mark.parametrize("name", NETWORK_NAMES)
 def test_unknown_option_lists_the_options(name):
-    with pytest.raises(InputError, match=r"Unknown .*'featurs'.*'features'"):
+    with pytest.raises(InputError, match=r"Unknown field\(s\) in the \w+ configuration: featurs; known: .*features"):
         build_network({**tiny(name, 2), "featurs": [4, 8]})
 
 

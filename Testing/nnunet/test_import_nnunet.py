@@ -5,6 +5,7 @@ cases, through the library and the CLI; and every refusal, with nothing written.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from cli_support import assert_clean_failure, medsegcnn
 from nnunet_support import VARIANTS, NnunetResults, build_nnunet_results, nnunet_available, nnunet_predict
 
 from MedSegCNNLib.checkpoint import load_model
-from MedSegCNNLib.checkpoint.model_card import read_model_card
+from MedSegCNNLib.checkpoint.model_card import Licence, read_model_card
 from MedSegCNNLib.data.nnunet.plan import NnUNetPlan
 from MedSegCNNLib.errors import InputError, OutputExistsError
 from MedSegCNNLib.image.io import read_image
@@ -135,6 +136,30 @@ def test_a_batch_norm_trainer_builds_its_network_as_nnunet_does(copy: Path, tmp_
     x = torch.randn(1, 1, *read_model_card(tmp_path / "model").patch_size)
     with torch.no_grad():
         assert torch.allclose(model(x), reference(x), atol=1e-4)
+
+
+def test_the_imported_card_carries_the_licence_its_dataset_json_states(imported: Path) -> None:
+    assert read_model_card(imported).licence == Licence(text="As the nnU-Net dataset.json says: CC-BY-SA 4.0")
+
+
+@pytest.mark.parametrize(
+    ("stated", "licence"),
+    [
+        ({"license": "CC-BY-4.0", "reference": "Some  et al.\n2024"}, Licence("CC-BY-4.0", "As the nnU-Net "
+         "dataset.json says: CC-BY-4.0; reference: Some et al. 2024")),
+        ({}, None),
+    ],
+)  # fmt: skip
+def test_a_licence_spdx_identifier_is_kept_and_a_missing_one_is_logged_as_unknown(
+    stated: dict, licence: Licence | None, copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _edit_json(copy / "dataset.json", lambda data: (data.pop("licence"), data.update(stated)))
+    with caplog.at_level(logging.WARNING, logger="MedSegCNNLib.interop.nnunet_import"):
+        card = read_model_card(import_nnunet(copy, tmp_path / "model"))
+    assert card.licence == licence
+    unknown = [record.getMessage() for record in caplog.records if "licence is unknown" in record.getMessage()]
+    assert len(unknown) == (licence is None)
+    assert all("check the terms of the source of these weights" in message for message in unknown)
 
 
 # ----- refusals: one clear message, nothing written ---------------------------------------------------------------

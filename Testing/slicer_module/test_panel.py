@@ -85,6 +85,7 @@ def test_the_panel_opens_with_the_bundled_model_and_says_what_is_missing(panel):
     assert not ui.modelPathLineEdit.visible  # shown for "Model folder..." only
     card = ui.modelCardTextBrowser.toPlainText()
     assert all(label in card for label in LABELS), card
+    assert "Licence" in card and "unknown (the card names none; check the terms of the model's source" in card, card
     assert [ui.deviceComboBox.itemText(i) for i in range(ui.deviceComboBox.count)] == ["auto", "cpu", "cuda", "mps"]
     # no volume in the scene: Segment is off and says why; the other buttons are off too
     assert not ui.applyButton.enabled and ui.applyButton.toolTip == "Select the input volume."

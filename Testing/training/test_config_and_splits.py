@@ -46,7 +46,7 @@ def test_bad_config_values(changes, message):
 
 
 def test_unknown_config_keys_are_refused():
-    with pytest.raises(InputError, match="Unknown training options: epoch"):
+    with pytest.raises(InputError, match=r"Unknown field\(s\) in the training configuration: epoch"):
         TrainingConfig.from_dict({"epoch": 3})
 
 
@@ -99,3 +99,14 @@ def test_command_line_choices_are_the_registered_networks_and_losses():
 
     assert sorted(NETWORK_CHOICES) == sorted(NETWORK_NAMES)
     assert sorted(LOSS_CHOICES) == sorted(LOSS_NAMES)
+
+
+def test_the_licence_option_is_kept_in_the_config_and_checked():
+    from MedSegCNNLib.cli.main import build_parser
+    from MedSegCNNLib.training.arguments import build_config, config_arguments
+
+    parsed = build_parser().parse_args(["train", "--data", "d", "--output", "o", "--licence", "CC-BY-4.0"])
+    config = build_config(parsed)
+    assert config.licence == "CC-BY-4.0" and config_arguments(config) == ["--licence", "CC-BY-4.0"]
+    with pytest.raises(InputError, match=r"^--licence must be an SPDX identifier"):
+        TrainingConfig(licence="terms\x07")

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from MedSegCNNLib import Image
 from MedSegCNNLib.checkpoint import load_model
+from MedSegCNNLib.checkpoint.model_card import Licence
 from MedSegCNNLib.data.dataset import dataset_from_pairs, load_case
 from MedSegCNNLib.data.preprocessing import preprocess_case
 from MedSegCNNLib.errors import InputError, OutputExistsError
@@ -79,7 +80,7 @@ def _learning_config(dims: int, **changes) -> TrainingConfig:
 
 
 def test_a_small_3d_network_learns_the_phantom_and_validates_on_held_out_cases(tmp_path):
-    config = _learning_config(3, folds=2, fold=0, validate_every=5)
+    config = _learning_config(3, folds=2, fold=0, validate_every=5, licence="CC-BY-4.0")
     events: list[Event] = []
     result = train(phantom_dataset(6), tmp_path / "run", config, on_event=events.append)
     assert result.status == "completed" and result.epochs_done == config.epochs
@@ -89,9 +90,10 @@ def test_a_small_3d_network_learns_the_phantom_and_validates_on_held_out_cases(t
     kinds = {event.kind for event in events}
     assert {"start", "step", "epoch", "validation", "checkpoint", "end"} <= kinds
     _network, card = load_model(result.model)
-    assert card.training["validation"]["mean_dice"] == pytest.approx(result.best_mean_dice)
+    assert card.training.validation.mean_dice == pytest.approx(result.best_mean_dice)
     assert card.labels[1].name == "ball" and card.spatial_dims == 3
-    assert len(card.training["val_cases"]) == 3
+    assert len(card.training.val_cases) == 3
+    assert card.licence == Licence(spdx="CC-BY-4.0")
     assert (tmp_path / "run" / "training_log.csv").is_file() and (tmp_path / "run" / "training_curves.png").is_file()
 
 
@@ -281,8 +283,8 @@ def test_a_budgeted_run_fills_its_budget_and_ends_with_a_fully_decayed_schedule(
     start = next(event.data for event in events if event.kind == "start")
     assert start["total_steps"] == 100 and start["budget_s"] == 60.0
     training = load_model(result.model)[1].training
-    assert training["plan"]["total_steps"] == 100 and training["plan"]["steps_done"] == 100
-    assert training["weights"] == "final"
+    assert training.plan["total_steps"] == 100 and training.plan["steps_done"] == 100
+    assert training.weights == "final"
 
 
 def test_a_machine_that_slows_down_is_replanned_and_the_run_still_ends_at_the_budget(tmp_path):

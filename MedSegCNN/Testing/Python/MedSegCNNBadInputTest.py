@@ -43,8 +43,10 @@ class MedSegCNNBadInputTest(unittest.TestCase):
         self.assert_refused(lambda: self.logic.segment(self.volume, "no-such-model"), "no-such-model")
 
     def test_corrupted_model(self):
+        from MedSegCNNLib.checkpoint.model_archive import CARD_FILE
+
         with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / "model.json").write_text("{ not json", encoding="utf-8")
+            (Path(folder) / CARD_FILE).write_text("{ not json", encoding="utf-8")
             self.assert_refused(lambda: self.logic.segment(self.volume, folder), "model")
 
     def test_reference_that_does_not_overlap(self):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import InputError
+from ...records import record_from_dict
 
 KIND = "nnunet"
 #: nnU-Net's normalisation schemes (its class names), and what the plan calls them.
@@ -139,7 +140,9 @@ class NnUNetPlan:
         if len(spacing) != self.spatial_dims or not all(_finite_number(s) and s > 0 for s in spacing):
             raise InputError(f"spacing must be {self.spatial_dims} positive numbers, got {list(self.spacing)}")
         normalization = tuple(
-            entry if isinstance(entry, ChannelNormalization) else ChannelNormalization(**_known(entry, "normalization"))
+            entry
+            if isinstance(entry, ChannelNormalization)
+            else record_from_dict(ChannelNormalization, entry, "normalization")
             for entry in self.normalization
         )
         if not normalization:
@@ -164,7 +167,7 @@ class NnUNetPlan:
         for name in ("resampling_data", "resampling_probabilities"):
             value = getattr(self, name)
             if not isinstance(value, Resampling):
-                object.__setattr__(self, name, Resampling(**_known(value, name)))
+                object.__setattr__(self, name, record_from_dict(Resampling, value, name))
 
     @property
     def spatial_dims(self) -> int:
@@ -203,27 +206,7 @@ class NnUNetPlan:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NnUNetPlan:
         """The plan of a card's ``preprocessing`` object; :class:`InputError` for anything malformed."""
-        try:
-            return cls(**_known(data, "preprocessing"))
-        except TypeError as error:
-            raise InputError(f"incomplete nnU-Net plan ({error})") from None
-
-
-def _known(data: Any, what: str) -> dict[str, Any]:
-    if isinstance(data, ChannelNormalization | Resampling):
-        return data.__dict__
-    if not isinstance(data, Mapping):
-        raise InputError(f"{what} must be an object")
-    fields = {
-        "preprocessing": NnUNetPlan.__dataclass_fields__,
-        "normalization": ChannelNormalization.__dataclass_fields__,
-        "resampling_data": Resampling.__dataclass_fields__,
-        "resampling_probabilities": Resampling.__dataclass_fields__,
-    }[what]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise InputError(f"unknown {what} field(s) {', '.join(unknown)}")
-    return dict(data)
+        return record_from_dict(cls, data, "nnU-Net plan")
 
 
 def _finite_number(value: Any) -> bool:
