@@ -39,9 +39,9 @@ def __getattr__(name: str):
 
 __all__ = [
     "CaseResult",
+    "EvaluationResult",
     "FolderOptions",
     "FolderResult",
-    "EvaluationResult",
     "Image",
     "LabelInfo",
     "MedSegCNNError",

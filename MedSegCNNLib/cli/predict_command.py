@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from ..errors import InputError, MedSegCNNError
 from ..image.cases import listing
-from ..inference.folder_run import FolderResult
 from ..inference.options import PAGES, FolderOptions, PredictOptions
 from ..progress import Event, EventSink, JsonLinesProgress, TqdmProgress
+
+if TYPE_CHECKING:
+    from ..inference.folder_run import FolderResult
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:

@@ -19,7 +19,7 @@ from typing import Literal, Protocol
 from ..checkpoint.model_card import read_model_card
 from ..errors import InputError, MedSegCNNError
 from ..image.core import Image, LabelInfo
-from ..image.io import is_raster_path, read_image, write_image
+from ..image.io import is_raster_path, read_image
 from ..image.raster import luminance
 from ..registry import resolve_model_folder
 from .folder_plan import Job
@@ -57,7 +57,7 @@ class CaseResult:
 @dataclass(frozen=True)
 class FolderResult:
     """What a folder prediction did: one :class:`CaseResult` per case, sorted by case name, and the model's labels
-    (``model_labels``: value and name of each, for reports). Under torchrun a rank other than 0 holds only its own
+    (``model_labels``: value and name of each but the background, for reports). Under torchrun a rank other than 0 holds only its own
     share of the cases."""
 
     cases: tuple[CaseResult, ...]
@@ -149,6 +149,7 @@ def _segment_job(
     report: Callable[[int, int], None] | None,
 ) -> None:
     """Segment ``job`` and write its outputs (``report``: the window callback)."""
+    from ..image.io import write_image
     from ..metrics.evaluate import read_label_map
     from ..visualization.overlay import save_overlay
 
