@@ -57,8 +57,8 @@ class CaseResult:
 @dataclass(frozen=True)
 class FolderResult:
     """What a folder prediction did: one :class:`CaseResult` per case, sorted by case name, and the model's labels
-    (``model_labels``: value and name of each but the background, for reports). Under torchrun a rank other than 0 holds only its own
-    share of the cases."""
+    (``model_labels``: value and name of each but the background, for reports). Under torchrun a rank other than 0
+    holds only its own share of the cases."""
 
     cases: tuple[CaseResult, ...]
     model_labels: tuple[LabelInfo, ...] = ()
