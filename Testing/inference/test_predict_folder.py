@@ -1,6 +1,7 @@
 """predict_folder(): a folder of images into a folder of label maps with the bundled tiny model, in process: what
 it returns, the model loaded once, failed cases recorded while the others go on, existing outputs refused or
-skipped (the partial and truncated cases redone)."""
+skipped (the partial and truncated cases redone); and the command's one error line after the other cases are
+written."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from cli_support import ROOT, SAMPLE
 
 import MedSegCNNLib
 from MedSegCNNLib import FolderOptions, PredictOptions, predict_folder, read_image
+from MedSegCNNLib.cli.main import main
 from MedSegCNNLib.errors import InputError, OutputExistsError, WriteError
 from MedSegCNNLib.image import io
 from MedSegCNNLib.inference import folder
@@ -129,21 +131,48 @@ def test_without_the_check_a_bad_input_is_a_failed_case_and_the_others_go_on(bro
     assert sorted(path.name for path in output.iterdir()) == [f"{CASES[0]}.nii.gz", f"{CASES[2]}.nii.gz"]
 
 
-def test_a_failed_write_is_recorded_and_the_others_go_on(images, model, tmp_path, monkeypatch):
+def fail_writes(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """Make the verified writes of ``case``'s outputs fail as on a full disk."""
     real_write = io.write_image
 
     def write(image, path, **kwargs):
-        if Path(path).name.startswith(CASES[0]):
+        if Path(path).name.startswith(case):
             raise WriteError(f"Could not write {path}: no space left on the device.")
         return real_write(image, path, **kwargs)
 
     monkeypatch.setattr(io, "write_image", write)
+
+
+def test_a_failed_write_is_recorded_and_the_others_go_on(images, model, tmp_path, monkeypatch):
+    fail_writes(monkeypatch, CASES[0])
     output = tmp_path / "labels"
     result = predict_folder(model, images, output, CPU)
     assert [(case.case, case.status) for case in result.cases] == [
         (CASES[0], "failed"), (CASES[1], "written"), (CASES[2], "written")
     ]  # fmt: skip
     assert result.failed[0].error == f"Could not write {output / CASES[0]}.nii.gz: no space left on the device."
+
+
+def test_the_command_writes_the_other_cases_and_ends_with_one_line_naming_the_failed_one(
+    images, tmp_path, monkeypatch, capsys
+):
+    fail_writes(monkeypatch, CASES[1])
+    logger = logging.getLogger("MedSegCNNLib")
+    state = logger.handlers[:], logger.propagate, logger.level
+    try:
+        status = main(["predict", "--model", str(MODEL), "--input", str(images), "--output", str(tmp_path / "out"),
+                       "--device", "cpu", "--precision", "fp32", "--progress", "none"])  # fmt: skip
+    finally:
+        logger.handlers[:], logger.propagate, logger.level = state
+    out, err = capsys.readouterr()
+    assert status == 1 and "Segmented 2 image(s)" in out
+    assert f"medsegcnn: WARNING: Case {CASES[1]} failed, the others go on: Could not write" in err
+    (line,) = [line for line in err.splitlines() if line.startswith("medsegcnn: error: ")]
+    assert line == (
+        f"medsegcnn: error: 1 of 3 case(s) failed ({CASES[1]}; see the warnings above), the others were written. "
+        "Rerun with --skip-existing to segment only the cases not complete."
+    )
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [f"{CASES[0]}.nii.gz", f"{CASES[2]}.nii.gz"]
 
 
 def test_folder_options_are_checked():
