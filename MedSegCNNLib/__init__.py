@@ -8,6 +8,8 @@ The public API (scripts may rely on these names):
 - :func:`evaluate`, :class:`EvaluationResult`: Dice, IoU, HD95, ASSD, NSD, ... per case and label.
 - :func:`segment`: a whole image through a trained model, back on the image's grid (lazy: imports torch).
 - :class:`PredictOptions`: what :func:`segment` does (device, precision, TTA, extra outputs, post-processing).
+- :func:`predict_folder`, :class:`FolderOptions`, :class:`FolderResult`, :class:`CaseResult`: every case of a
+  folder segmented into files with one loaded model (existing outputs, failed cases recorded; lazy: imports torch).
 - :class:`MedSegCNNError`: the base class of every error caused by bad input.
 """
 
@@ -15,7 +17,7 @@ from ._version import __version__
 from .errors import MedSegCNNError
 from .image import Image, LabelInfo, from_sitk, to_sitk
 from .image.io import read_image, write_image
-from .inference.options import PredictOptions
+from .inference.options import FolderOptions, PredictOptions
 from .metrics import EvaluationResult, evaluate
 
 
@@ -24,11 +26,22 @@ def __getattr__(name: str):
         from .inference.segment import segment
 
         return segment
+    if name == "predict_folder":
+        from .inference.folder import predict_folder
+
+        return predict_folder
+    if name in ("CaseResult", "FolderResult"):
+        from .inference import folder_run
+
+        return getattr(folder_run, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "CaseResult",
     "EvaluationResult",
+    "FolderOptions",
+    "FolderResult",
     "Image",
     "LabelInfo",
     "MedSegCNNError",
@@ -36,6 +49,7 @@ __all__ = [
     "__version__",
     "evaluate",
     "from_sitk",
+    "predict_folder",
     "read_image",
     "segment",
     "to_sitk",

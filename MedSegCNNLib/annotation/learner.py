@@ -109,8 +109,12 @@ def read_learning_state(project: Path) -> LearningState:
         return LearningState("idle", message=f"{path} is unreadable; it is rewritten by the next round.")
     starting = state.state == "starting" and time.time() - (state.started or 0.0) < STARTING_S
     if state.state in ("running", "starting") and not starting and not learner_running(project):
-        return LearningState("stopped", message="The learning process ended before its round did (killed?); the "
-                             "next accept learns again.", version=state.version, cases=state.cases)
+        return LearningState(
+            "stopped",
+            message="The learning process ended before its round did (killed?); the next accept learns again.",
+            version=state.version,
+            cases=state.cases,
+        )
     return state
 
 
@@ -142,7 +146,11 @@ def start_learner(project: Path) -> bool:
         )
         process = subprocess.Popen(
             [sys.executable, "-m", "MedSegCNNLib.annotation", str(project.resolve())],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=environment, **detached,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=environment,
+            **detached,
         )
     # no learner writes the state now; the new one overwrites it once it holds the lock
     write_learning_state(project, LearningState("starting", started=time.time(), pid=process.pid))
@@ -236,8 +244,12 @@ class _RoundWatch:
         loss = event.data.get("loss")
         if loss is None or not math.isfinite(float(loss)):
             raise _DivergedError(f"the loss diverged (not finite at step {event.data.get('step')})")
-        self.state = _replace(self.state, step=int(event.data["step"]), total_steps=int(event.data["total_steps"]),
-                              paused_s=round(self.paused, 3))
+        self.state = _replace(
+            self.state,
+            step=int(event.data["step"]),
+            total_steps=int(event.data["total_steps"]),
+            paused_s=round(self.paused, 3),
+        )
         self._wait_while_paused()
         if time.monotonic() - self.last_write >= _STATE_EVERY_S:
             write_learning_state(self.project, self.state)
@@ -263,8 +275,11 @@ def run_learner(project: Path) -> int:
     another learner runs: it does the work)."""
     while True:
         try:
-            lock = FolderLock.acquire(learning_folder(project) / LEARNER_LOCK, holder="the MedSegCNN learner",
-                                      in_use="{holder} already learns")
+            lock = FolderLock.acquire(
+                learning_folder(project) / LEARNER_LOCK,
+                holder="the MedSegCNN learner",
+                in_use="{holder} already learns",
+            )
         except InputError:
             return 0
         try:
@@ -307,8 +322,9 @@ def _learn_round(project: Path, project_file: ProjectFile, cases: dict[str, int]
     newest = versions.newest
     number = 1 if newest is None else newest.version + 1
     budget = project_file.learn_budget_s
-    state = LearningState("running", version=number, cases=len(cases), started=time.time(), budget_s=budget,
-                          pid=os.getpid())
+    state = LearningState(
+        "running", version=number, cases=len(cases), started=time.time(), budget_s=budget, pid=os.getpid()
+    )
     write_learning_state(project, state)
     run = learning_folder(project) / RUN_FOLDER
     shutil.rmtree(run, ignore_errors=True)  # what a killed round left
@@ -339,17 +355,27 @@ def _learn_round(project: Path, project_file: ProjectFile, cases: dict[str, int]
                     "longer learning budget (--learn-budget)"
                 ) from None
             budget = float(math.ceil(error.needed_seconds * 1.1))
-            logger.warning("A round needs at least %.0f s on this machine: this one learns for %.0f s.",
-                           error.needed_seconds, budget)
+            logger.warning(
+                "A round needs at least %.0f s on this machine: this one learns for %.0f s.",
+                error.needed_seconds,
+                budget,
+            )
             watch.state = _replace(watch.state, budget_s=budget)
-            result = train(dataset, run, config.replace(time_budget_minutes=budget / 60), on_event=watch,
-                           clock=watch.clock)
+            result = train(
+                dataset, run, config.replace(time_budget_minutes=budget / 60), on_event=watch, clock=watch.clock
+            )
         if result.model is None or result.status not in ("completed", "time_budget"):
             raise InputError(f"the round ended {result.status}")
         _check_finite(result.network)
-        record = new_version(number, cases=dict(cases), from_version=None if newest is None else newest.version,
-                             learn_seconds=round(time.monotonic() - started - watch.paused, 2),
-                             steps=result.steps_done, budget_s=budget, source=f"learning round {number}")
+        record = new_version(
+            number,
+            cases=dict(cases),
+            from_version=None if newest is None else newest.version,
+            learn_seconds=round(time.monotonic() - started - watch.paused, 2),
+            steps=result.steps_done,
+            budget_s=budget,
+            source=f"learning round {number}",
+        )
         publish_version(project, result.model, record)
     except (MedSegCNNError, RuntimeError, OSError, ValueError) as error:
         reason = str(error).rstrip(".")
@@ -371,8 +397,13 @@ def _round_config(project: Path, project_file: ProjectFile, newest: Any, budget:
     from ..checkpoint import read_model_card
     from ..training import TrainingConfig
 
-    config = TrainingConfig(spatial_dims=project_file.dims, fold=None, seed=number, time_budget_minutes=budget / 60,
-                            checkpoint_minutes=max(5.0, budget / 60))
+    config = TrainingConfig(
+        spatial_dims=project_file.dims,
+        fold=None,
+        seed=number,
+        time_budget_minutes=budget / 60,
+        checkpoint_minutes=max(5.0, budget / 60),
+    )
     if newest is None:
         return config
     folder = project / newest.folder

@@ -172,8 +172,9 @@ class AnnotationProject:
     # ----- opening ---------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, folder: str | os.PathLike[str], *, holder: str = "a Python script",
-             predict_options: Any = None) -> AnnotationProject:
+    def open(
+        cls, folder: str | os.PathLike[str], *, holder: str = "a Python script", predict_options: Any = None
+    ) -> AnnotationProject:
         """Open the project in ``folder`` as its one driver (``holder`` describes this one in the message that
         refuses a second). ``predict_options``: a :class:`~MedSegCNNLib.inference.options.PredictOptions` for the
         predictions (default: torch, fp32: every version has new weights, so a per-weights conversion or accuracy
@@ -228,8 +229,10 @@ class AnnotationProject:
         names = _label_names(card, label_names, Path(labels) if labels is not None else None, given, cases)
         nnunet = card is not None and isinstance(card.preprocessing, NnUNetPlan)
         if nnunet and learning:
-            logger.warning("The model is an imported nnU-Net model: it predicts, but MedSegCNN does not fine-tune "
-                           "it, so this project stores accepted cases without learning.")
+            logger.warning(
+                "The model is an imported nnU-Net model: it predicts, but MedSegCNN does not fine-tune "
+                "it, so this project stores accepted cases without learning."
+            )
         created = not target.exists()
         make_folder(target, for_file=target / PROJECT_FILE)
         try:
@@ -240,10 +243,18 @@ class AnnotationProject:
             raise
         project = cls(target, lock, predict_options)
         try:
-            records = [CaseRecord(case, tuple(relative_path(path, target) for path in paths))
-                       for case, paths in cases.items()]
-            state = ProjectFile(project_dims, channels, dict(names), tuple(records), learning=learning and not nnunet,
-                                learn_budget_s=float(learn_budget_s), seed=seed)
+            records = [
+                CaseRecord(case, tuple(relative_path(path, target) for path in paths)) for case, paths in cases.items()
+            ]
+            state = ProjectFile(
+                project_dims,
+                channels,
+                dict(names),
+                tuple(records),
+                learning=learning and not nnunet,
+                learn_budget_s=float(learn_budget_s),
+                seed=seed,
+            )
             for case, label_file in given.items():
                 record = state.case(case)
                 stored = project._store_revision(state, record, read_label(CaseSource(case, cases[case], label_file)))
@@ -296,20 +307,25 @@ class AnnotationProject:
             record = state.case(case)
             missing = self._missing(record)
             if missing:
-                raise InputError(f"The images of case {case} moved or vanished: {', '.join(missing)}; put them back "
-                                 "or pick another case.")
+                raise InputError(
+                    f"The images of case {case} moved or vanished: {', '.join(missing)}; put them back "
+                    "or pick another case."
+                )
             candidates = [record]
         else:
             candidates = [record for record in _random_order(state) if not self._missing(record)]
             if not candidates:
-                raise InputError("Every case of this project is accepted or skipped (or its images are missing); "
-                                 "pick a case with --case to look at one again.")
+                raise InputError(
+                    "Every case of this project is accepted or skipped (or its images are missing); "
+                    "pick a case with --case to look at one again."
+                )
         uncertainty = None
         if newest is None:
             chosen, prediction, seconds = candidates[0], None, 0.0
         elif strategy == "entropy" and case is None and len(candidates) > 1:
-            chosen, prediction, seconds, uncertainty = self._most_uncertain(state, candidates[:ENTROPY_CANDIDATES],
-                                                                            newest.version)
+            chosen, prediction, seconds, uncertainty = self._most_uncertain(
+                state, candidates[:ENTROPY_CANDIDATES], newest.version
+            )
         else:
             chosen = candidates[0]
             prediction, seconds = self._prediction(state, chosen, newest.version)
@@ -327,8 +343,15 @@ class AnnotationProject:
             uncertainty=uncertainty,
         )
 
-    def accept(self, case: str, labelmap: str | os.PathLike[str] | Image, *, learn_budget_s: float | None = None,
-               wait: bool = False, timeout_s: float | None = None) -> AcceptResult:
+    def accept(
+        self,
+        case: str,
+        labelmap: str | os.PathLike[str] | Image,
+        *,
+        learn_budget_s: float | None = None,
+        wait: bool = False,
+        timeout_s: float | None = None,
+    ) -> AcceptResult:
         """Store ``labelmap`` (a file or an :class:`Image` on the case's grid, with the project's labels) as the
         accepted segmentation of ``case`` (a new revision: earlier ones are kept), log how it differs from the
         prediction shown, and start learning (or let the running learner take it in its next round).
@@ -346,8 +369,14 @@ class AnnotationProject:
         relative, array = self._store_revision(state, record, label)
         revision = len(record.revisions) + 1
         effort = self._effort(state, record, array)
-        round_record = RoundRecord(round=len(state.rounds) + 1, case=case, revision=revision, accepted=time.time(),
-                                   voxels_to_paint=int(np.count_nonzero(array)), **effort)
+        round_record = RoundRecord(
+            round=len(state.rounds) + 1,
+            case=case,
+            revision=revision,
+            accepted=time.time(),
+            voxels_to_paint=int(np.count_nonzero(array)),
+            **effort,
+        )
         updated = replace(
             state.with_case(replace(record, state=CaseState.ACCEPTED, revisions=(*record.revisions, relative))),
             rounds=(*state.rounds, round_record),
@@ -364,8 +393,9 @@ class AnnotationProject:
             logger.warning("Case %s was accepted with an empty segmentation (no label in any voxel).", case)
         learning = self._learn_if_due()
         version = self.wait_for(case, revision, timeout_s) if wait and learning != "off" else None
-        return AcceptResult(case, revision, absolute_path(relative, self.folder), round_record, empty, learning,
-                            version)
+        return AcceptResult(
+            case, revision, absolute_path(relative, self.folder), round_record, empty, learning, version
+        )
 
     def skip(self, case: str) -> None:
         """Mark ``case`` skipped: the strategies pass it over (``next_case(case=...)`` still gives it)."""
@@ -411,12 +441,19 @@ class AnnotationProject:
         listed = []
         for version in versions.versions:
             scores = quality.get(version.version, [])
-            listed.append({
-                "version": version.version, "folder": str(self.folder / version.folder), "cases": len(version.cases),
-                "created": version.created, "learn_seconds": version.learn_seconds, "steps": version.steps,
-                "source": version.source, "predictions_scored": len(scores),
-                "running_dice": None if not scores else round(float(np.mean(scores)), 4),
-            })
+            listed.append(
+                {
+                    "version": version.version,
+                    "folder": str(self.folder / version.folder),
+                    "cases": len(version.cases),
+                    "created": version.created,
+                    "learn_seconds": version.learn_seconds,
+                    "steps": version.steps,
+                    "source": version.source,
+                    "predictions_scored": len(scores),
+                    "running_dice": None if not scores else round(float(np.mean(scores)), 4),
+                }
+            )
         learning = learner.read_learning_state(self.folder)
         from dataclasses import asdict
 
@@ -425,8 +462,12 @@ class AnnotationProject:
             cases=by_state,
             versions=listed,
             rounds=[asdict(entry) for entry in state.rounds],
-            learning={**learning.to_dict(), "enabled": state.learning, "budget_per_round_s": state.learn_budget_s,
-                      "pending_cases": len(learner.pending_cases(state, self.folder))},
+            learning={
+                **learning.to_dict(),
+                "enabled": state.learning,
+                "budget_per_round_s": state.learn_budget_s,
+                "pending_cases": len(learner.pending_cases(state, self.folder)),
+            },
             missing_images=missing,
             latest_model=self.latest_model,
             failures=[asdict(failure) for failure in versions.failures],
@@ -440,8 +481,11 @@ class AnnotationProject:
         learner.resume_learner(self.folder)
 
     def _missing(self, record: CaseRecord) -> list[str]:
-        return [str(absolute_path(path, self.folder)) for path in record.images
-                if not absolute_path(path, self.folder).exists()]
+        return [
+            str(absolute_path(path, self.folder))
+            for path in record.images
+            if not absolute_path(path, self.folder).exists()
+        ]
 
     def _learn_if_due(self) -> str:
         """Start a learner when a round is due: "started", "running" (the running learner takes the new cases in
@@ -460,20 +504,25 @@ class AnnotationProject:
         images = [absolute_path(path, self.folder) for path in record.images]
         missing = [str(path) for path in images if not path.exists()]
         if missing:
-            raise InputError(f"The images of case {record.id} moved or vanished ({', '.join(missing)}); put them back "
-                             "first.")
+            raise InputError(
+                f"The images of case {record.id} moved or vanished ({', '.join(missing)}); put them back first."
+            )
         _, grid = case_information(CaseSource(record.id, tuple(images)))
         problem = label_grid_problem(grid, Grid.of(label))
         if problem is not None:
-            raise InputError(f"The segmentation of case {record.id} is on another grid than its image: {problem}. "
-                             "Segment on the case's own image (resample it onto the image first).")
+            raise InputError(
+                f"The segmentation of case {record.id} is on another grid than its image: {problem}. "
+                "Segment on the case's own image (resample it onto the image first)."
+            )
         array = as_label_array(label, allow_whole_floats=True, what=f"The segmentation of case {record.id}")
         values = sorted(int(value) for value in np.unique(array))
         unknown = [value for value in values if value not in state.labels]
         if unknown:
             known = ", ".join(f"{value} {name}" for value, name in sorted(state.labels.items()))
-            raise InputError(f"The segmentation of case {record.id} holds label value(s) {unknown[:10]} that this "
-                             f"project does not have (its labels: {known}); relabel them. Nothing was stored.")
+            raise InputError(
+                f"The segmentation of case {record.id} holds label value(s) {unknown[:10]} that this "
+                f"project does not have (its labels: {known}); relabel them. Nothing was stored."
+            )
         compact = array.astype(label_dtype(max(state.labels)), copy=False)
         stored = Image(compact, grid.spacing, grid.origin, np.asarray(grid.direction).reshape(grid.dims, grid.dims))
         folder = self.folder / LABELS_FOLDER
@@ -496,8 +545,9 @@ class AnnotationProject:
 
             predicted = as_label_array(read_image(absolute_path(shown.file, self.folder)), allow_whole_floats=True)
         except InputError as error:
-            logger.warning("The prediction shown for case %s cannot be read (%s); its effort is not logged.",
-                           record.id, error)
+            logger.warning(
+                "The prediction shown for case %s cannot be read (%s); its effort is not logged.", record.id, error
+            )
             return {}
         if predicted.shape != accepted.shape:
             return {}
@@ -552,8 +602,9 @@ class AnnotationProject:
         make_folder(target.parent, for_file=target)
         return write_image(labels, target, overwrite=True)  # derived data of the project's own, remade at will
 
-    def _most_uncertain(self, state: ProjectFile, candidates: Sequence[CaseRecord],
-                        version: int) -> tuple[CaseRecord, Path, float, float]:
+    def _most_uncertain(
+        self, state: ProjectFile, candidates: Sequence[CaseRecord], version: int
+    ) -> tuple[CaseRecord, Path, float, float]:
         """Score ``candidates`` by uncertainty (the mean entropy, in nats, over the predicted foreground and every
         voxel at least :data:`UNCERTAIN_NATS` uncertain) and return the most uncertain with its prediction."""
         best: tuple[float, CaseRecord, Image] | None = None
@@ -573,9 +624,12 @@ class AnnotationProject:
 
 
 def _lock(folder: Path, holder: str) -> FolderLock:
-    return FolderLock.acquire(folder / PROJECT_LOCK, holder=holder,
-                              in_use=f"The annotation project {folder} is in use by {{holder}}; close it there (or "
-                              "wait for that command to end) and try again.")
+    return FolderLock.acquire(
+        folder / PROJECT_LOCK,
+        holder=holder,
+        in_use=f"The annotation project {folder} is in use by {{holder}}; close it there (or "
+        "wait for that command to end) and try again.",
+    )
 
 
 def _random_order(state: ProjectFile) -> list[CaseRecord]:
@@ -613,8 +667,10 @@ def _channels_and_dims(cases: Mapping[str, tuple[Path, ...]], card: Any) -> tupl
     count = next(iter(counts.values()))
     if card is not None:
         if len(card.channels) != count:
-            raise InputError(f"The model takes {len(card.channels)} channel(s) ({', '.join(card.channels)}) but the "
-                             f"cases have {count}; give images that fit the model.")
+            raise InputError(
+                f"The model takes {len(card.channels)} channel(s) ({', '.join(card.channels)}) but the "
+                f"cases have {count}; give images that fit the model."
+            )
         return tuple(card.channels), dims.pop()
     first = next(iter(cases.values()))
     if count == 3 and len(first) == 1 and is_raster_path(first[0]):
@@ -635,13 +691,20 @@ def _label_files(folder: Path, cases: Mapping[str, tuple[Path, ...]]) -> dict[st
         else:
             matched[case] = path
     if unmatched:
-        raise InputError(f"Label file(s) {listing(unmatched)} in {folder} match no image's case name; rename them "
-                         "after their images or remove them.")
+        raise InputError(
+            f"Label file(s) {listing(unmatched)} in {folder} match no image's case name; rename them "
+            "after their images or remove them."
+        )
     return matched
 
 
-def _label_names(card: Any, given: Mapping[int, str] | None, labels: Path | None, files: Mapping[str, Path],
-                 cases: Mapping[str, tuple[Path, ...]]) -> dict[int, str]:
+def _label_names(
+    card: Any,
+    given: Mapping[int, str] | None,
+    labels: Path | None,
+    files: Mapping[str, Path],
+    cases: Mapping[str, tuple[Path, ...]],
+) -> dict[int, str]:
     if card is not None:
         return {label.value: label.name for label in card.labels}
     if given:
@@ -655,11 +718,13 @@ def _label_names(card: Any, given: Mapping[int, str] | None, labels: Path | None
             values.update(int(value) for value in np.unique(as_label_array(label, allow_whole_floats=True)))
         names = {0: "background", **{value: f"label_{value}" for value in sorted(values) if value != 0}}
     else:
-        raise InputError("Name the labels to segment: give --label-names (e.g. liver,tumour), labelled cases, or a "
-                         "model.")
+        raise InputError(
+            "Name the labels to segment: give --label-names (e.g. liver,tumour), labelled cases, or a model."
+        )
     if sorted(names) != list(range(len(names))) or len(names) < 2:
-        raise InputError(f"The labels must be 0 (background), 1, 2, ... with at least one foreground label; got "
-                         f"{sorted(names)}.")
+        raise InputError(
+            f"The labels must be 0 (background), 1, 2, ... with at least one foreground label; got {sorted(names)}."
+        )
     return names
 
 

@@ -150,25 +150,30 @@ def read_project_file(folder: Path) -> ProjectFile:
     """Read and check ``folder/project.json``; anything missing, unreadable or malformed is refused with its path."""
     path = folder / PROJECT_FILE
     if not path.is_file():
-        raise InputError(f"{folder} is not an annotation project ({PROJECT_FILE} is missing); create one with "
-                         "`medsegcnn project init`.")
+        raise InputError(
+            f"{folder} is not an annotation project ({PROJECT_FILE} is missing); create one with "
+            "`medsegcnn project init`."
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"The project file {path} is corrupt ({error}); restore it from a backup. It was not "
-                         "changed.") from None
+        raise InputError(
+            f"The project file {path} is corrupt ({error}); restore it from a backup. It was not changed."
+        ) from None
     try:
         return _project_from_dict(data)
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         detail = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
-        raise InputError(f"The project file {path} is corrupt ({detail}); restore it from a backup. It was not "
-                         "changed.") from None
+        raise InputError(
+            f"The project file {path} is corrupt ({detail}); restore it from a backup. It was not changed."
+        ) from None
 
 
 def write_project_file(folder: Path, project: ProjectFile, *, new: bool = False) -> None:
     """Replace ``folder/project.json`` atomically (create it when ``new``; an existing one is then refused)."""
-    write_text_atomic(folder / PROJECT_FILE, json.dumps(project.to_dict(), indent=1, allow_nan=False) + "\n",
-                      overwrite=not new)
+    write_text_atomic(
+        folder / PROJECT_FILE, json.dumps(project.to_dict(), indent=1, allow_nan=False) + "\n", overwrite=not new
+    )
 
 
 def relative_path(path: Path, folder: Path) -> str:

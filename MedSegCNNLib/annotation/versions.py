@@ -97,8 +97,9 @@ def read_versions(project: Path) -> Versions:
         versions = tuple(_version_from_dict(entry) for entry in data["versions"])
         failures = tuple(LearningFailure(float(f["at"]), int(f["cases"]), str(f["reason"])) for f in data["failures"])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise InputError(f"The project's version list {path} is corrupt ({e}); restore it from a backup. It was not "
-                         "changed.") from None
+        raise InputError(
+            f"The project's version list {path} is corrupt ({e}); restore it from a backup. It was not changed."
+        ) from None
     return Versions(versions, failures)
 
 
@@ -156,8 +157,9 @@ def point_latest(project: Path, folder: str) -> None:
 
 def new_version(number: int, **fields: Any) -> ModelVersion:
     """A version record numbered ``number`` in its standard folder, created now."""
-    return ModelVersion(version=number, folder=f"{MODELS_FOLDER}/{version_folder_name(number)}", created=time.time(),
-                        **fields)
+    return ModelVersion(
+        version=number, folder=f"{MODELS_FOLDER}/{version_folder_name(number)}", created=time.time(), **fields
+    )
 
 
 def _version_from_dict(entry: Mapping[str, Any]) -> ModelVersion:

@@ -32,8 +32,9 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
     init.add_argument("--model", metavar="MODEL", help="a registry name or model folder to start from (version 0)")
     init.add_argument("--dims", type=int, choices=(2, 3), help="2D or 3D models (default: the images' or model's)")
     init.add_argument("--label-names", metavar="NAMES", help="foreground label names 1, 2, ... (e.g. liver,tumour)")
-    init.add_argument("--learn-budget", type=float, default=60.0, metavar="SECONDS",
-                      help="seconds of learning per round (default 60)")
+    init.add_argument(
+        "--learn-budget", type=float, default=60.0, metavar="SECONDS", help="seconds of learning per round (default 60)"
+    )
     init.add_argument("--no-learning", action="store_true", help="store accepted cases without learning")
     init.add_argument("--seed", type=int, default=0, help="seed of the cases' random order")
     init.add_argument("--json", action="store_true", help="print the status as one JSON line")
@@ -41,8 +42,12 @@ def add_parser(commands: argparse._SubParsersAction, parents: list[argparse.Argu
 
     next_case = actions.add_parser("next", parents=parents, help="the next case, segmented by the newest model")
     next_case.add_argument("project", metavar="PROJECT")
-    next_case.add_argument("--strategy", choices=("random", "entropy"), default="random",
-                           help="random order (default) or the most uncertain of the next few")
+    next_case.add_argument(
+        "--strategy",
+        choices=("random", "entropy"),
+        default="random",
+        help="random order (default) or the most uncertain of the next few",
+    )
     next_case.add_argument("--case", metavar="ID", help="this case instead")
     next_case.add_argument("--json", action="store_true", help="print one JSON line")
     next_case.set_defaults(run=run_next)
@@ -74,16 +79,25 @@ def run_init(args: argparse.Namespace) -> int:
     if args.label_names:
         names = {index: name.strip() for index, name in enumerate(args.label_names.split(","), start=1)}
     with AnnotationProject.create(
-        args.project, args.images, labels=args.labels, model=args.model, dims=args.dims, label_names=names,
-        learn_budget_s=args.learn_budget, learning=not args.no_learning, seed=args.seed,
+        args.project,
+        args.images,
+        labels=args.labels,
+        model=args.model,
+        dims=args.dims,
+        label_names=names,
+        learn_budget_s=args.learn_budget,
+        learning=not args.no_learning,
+        seed=args.seed,
         holder="medsegcnn project init",
     ) as project:
         status = project.status()
     if args.json:
         return _print_json(status.to_dict())
     counts = status.to_dict()["cases"]
-    print(f"Created {args.project}: {sum(counts.values())} cases ({counts['accepted']} accepted); "
-          f"learning {status.learning['state'] if status.learning['enabled'] else 'off'}.")
+    print(
+        f"Created {args.project}: {sum(counts.values())} cases ({counts['accepted']} accepted); "
+        f"learning {status.learning['state'] if status.learning['enabled'] else 'off'}."
+    )
     print(f"Next: medsegcnn project next {args.project}")
     return 0
 
@@ -95,8 +109,11 @@ def run_next(args: argparse.Namespace) -> int:
         case = project.next_case(args.strategy, args.case)
     if args.json:
         return _print_json(case.to_dict())
-    made = "no model yet: segment it by hand" if case.prediction is None else (
-        f"prediction of version {case.model_version}: {case.prediction}")
+    made = (
+        "no model yet: segment it by hand"
+        if case.prediction is None
+        else (f"prediction of version {case.model_version}: {case.prediction}")
+    )
     print(f"Case {case.case} ({', '.join(str(path) for path in case.images)}); {made}")
     return 0
 
@@ -108,8 +125,13 @@ def run_accept(args: argparse.Namespace) -> int:
         result = project.accept(args.case, args.labelmap, learn_budget_s=args.learn_budget, wait=args.wait)
     if args.json:
         return _print_json(result.to_dict())
-    scored = "" if result.round.mean_dice is None else (
-        f"; the prediction scored Dice {result.round.mean_dice:.3f}, {result.round.voxels_changed} voxels changed")
+    scored = (
+        ""
+        if result.round.mean_dice is None
+        else (
+            f"; the prediction scored Dice {result.round.mean_dice:.3f}, {result.round.voxels_changed} voxels changed"
+        )
+    )
     learned = f"; version {result.version} has learned it" if result.version is not None else ""
     print(f"Accepted {result.case} (revision {result.revision}){scored}; learning {result.learning}{learned}.")
     return 0
@@ -135,8 +157,11 @@ def run_status(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{count} {state}" for state, count in data["cases"].items())
     print(f"{args.project}: {counts}")
     for version in data["versions"]:
-        dice = "no predictions scored" if version["running_dice"] is None else (
-            f"running Dice {version['running_dice']:.3f} over {version['predictions_scored']} case(s)")
+        dice = (
+            "no predictions scored"
+            if version["running_dice"] is None
+            else (f"running Dice {version['running_dice']:.3f} over {version['predictions_scored']} case(s)")
+        )
         print(f"  version {version['version']}: learned {version['cases']} case(s); {dice}")
     learning = data["learning"]
     progress = f" (step {learning['step']} of {learning['total_steps']})" if learning["state"] == "running" else ""

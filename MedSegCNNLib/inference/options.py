@@ -1,5 +1,9 @@
 """``PredictOptions``: every choice a prediction makes, as one typed, self-validating record.
 
+:class:`FolderOptions`, its companion, holds what only a folder of images asks (existing outputs, colour pictures,
+multi-page files, the check of every input before anything is written):
+:func:`~MedSegCNNLib.inference.folder.predict_folder` takes both.
+
 The record goes from the Slicer panel (or a script) through the background command line to
 :func:`~MedSegCNNLib.inference.segment.segment`: :meth:`PredictOptions.to_argv` writes it as ``medsegcnn predict``
 arguments, :meth:`PredictOptions.add_arguments` declares those arguments from the fields (each field's
@@ -14,12 +18,12 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ..atomic import full_suffix
 from ..errors import InputError
 from ..image.io import SUPPORTED_EXTENSIONS, is_raster_path
-from ..image.raster import LOSSY_EXTENSIONS, check_label_format
+from ..image.raster import LOSSY_EXTENSIONS, Pages, check_label_format
 from ..postprocessing import PostprocessingConfig
 from ..runtime import (
     BACKENDS,
@@ -37,6 +41,11 @@ OUTPUT_FORMATS = ("auto", *(extension for extension in SUPPORTED_EXTENSIONS if e
 """The choices of ``output_format``: ``auto`` (see :meth:`PredictOptions.label_extension`) or a file type."""
 VOLUME_FORMAT = ".nii.gz"
 """The label maps' file type with ``output_format="auto"`` for inputs other than 2D pictures."""
+
+ExistingOutputs = Literal["refuse", "overwrite", "skip"]
+"""What a folder prediction does with output files that exist already (see :class:`FolderOptions`)."""
+EXISTING_OUTPUTS: tuple[ExistingOutputs, ...] = get_args(ExistingOutputs)
+PAGES: tuple[Pages, ...] = get_args(Pages)
 
 
 def _option(flag: str, help: str, *, metavar: str | None = None, choices: tuple[str, ...] | None = None) -> dict:
@@ -214,6 +223,39 @@ class PredictOptions:
         """The options of a namespace parsed with a parser that :meth:`add_arguments` set up."""
         given = vars(args)
         return cls(**{option.name: given[_destination(option)] for option in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
+class FolderOptions:
+    """What a prediction over a folder of images (or one image written to a file) does besides predicting.
+
+    - ``existing``: what happens to output files that exist already (a symbolic link counts, also one to a missing
+      file): ``"refuse"`` (:class:`~MedSegCNNLib.errors.OutputExistsError` before anything is written),
+      ``"overwrite"`` (a link itself is replaced, never the file it points to) or ``"skip"`` (the complete cases,
+      every output file present and read back whole, are kept; the partial ones are redone). An input is never
+      replaced, whatever this says.
+    - ``grayscale``: a colour picture for a one-channel model becomes its luminance, 0.299 R + 0.587 G +
+      0.114 B (ITU-R BT.601).
+    - ``pages``: multi-page TIFFs (and animated PNGs) are refused (``single``) or read as one 3D image, z = page
+      (``stack``; their label maps are then written as .nii.gz unless ``output_format`` says otherwise).
+    - ``check_inputs``: read and check every input against the model before anything is written, so that a bad
+      file among good ones stops the run with nothing written (each input is read twice). Without it, a bad
+      input is one more failed case, recorded while the others go on.
+    """
+
+    existing: ExistingOutputs = "refuse"
+    grayscale: bool = False
+    pages: Pages = "single"
+    check_inputs: bool = True
+
+    def __post_init__(self) -> None:
+        if self.existing not in EXISTING_OUTPUTS:
+            raise InputError(f"existing must be one of {', '.join(EXISTING_OUTPUTS)}; got {self.existing!r}.")
+        if self.pages not in PAGES:
+            raise InputError(f"pages must be one of {', '.join(PAGES)}; got {self.pages!r}.")
+        for name in ("grayscale", "check_inputs"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be True or False; got {getattr(self, name)!r}.")
 
 
 def _destination(option: dataclasses.Field) -> str:

@@ -3,7 +3,6 @@ case, folders of multi-component images, the torchrun plan carrying every channe
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +11,9 @@ from cli_support import SAMPLE, assert_clean_failure, medsegcnn
 from model_support import save_tiny_model
 
 from MedSegCNNLib import Image, read_image, write_image
-from MedSegCNNLib.cli.main import build_parser
-from MedSegCNNLib.cli.predict_command import Job, Plan, input_cases, plan_outputs
 from MedSegCNNLib.errors import InputError
-from MedSegCNNLib.inference.options import PredictOptions
+from MedSegCNNLib.inference.folder_plan import Job, Plan, input_cases, plan_outputs
+from MedSegCNNLib.inference.options import FolderOptions, PredictOptions
 
 CASES = ("hippocampus_004", "hippocampus_006")
 
@@ -92,14 +90,13 @@ def test_a_folder_of_multi_component_images_is_one_case_per_file(tmp_path, model
                               read_image(grouped_run / f"{case}.nii.gz").array)  # fmt: skip
 
 
-def _args(model: Path, inputs: list[Path], output: Path) -> argparse.Namespace:
-    """The parsed ``medsegcnn predict`` arguments."""
-    return build_parser().parse_args(["predict", "--model", str(model), "--input", *map(str, inputs), "--output",
-                                      str(output)])  # fmt: skip
+def _plan(model: Path, inputs: list[Path], output: Path, existing: str) -> Plan:
+    """The plan of ``medsegcnn predict`` with a two-channel model."""
+    return plan_outputs(inputs, str(output), [model], ("T1", "T2"), PredictOptions(), FolderOptions(existing=existing))
 
 
 def test_the_torchrun_plan_carries_every_channel_of_every_case(tmp_path, model, channel_folder):
-    plan = plan_outputs(_args(model, [channel_folder], tmp_path / "out"), PredictOptions(), skip=True)
+    plan = _plan(model, [channel_folder], tmp_path / "out", "skip")
     assert plan.folder == tmp_path / "out"
     assert [(job.case, [path.name for path in job.sources]) for job in plan.jobs] == [
         (case, [f"{case}_0000.nrrd", f"{case}_0001.nrrd"]) for case in CASES
@@ -162,6 +159,6 @@ def test_the_number_and_order_of_input_files_is_checked(tmp_path, model, channel
 def test_label_maps_cannot_be_written_as_jpeg(tmp_path, model, channel_folder):
     files = [channel_folder / f"{CASES[0]}_000{c}.nrrd" for c in range(2)]
     with pytest.raises(InputError, match="JPEG is lossy"):
-        plan_outputs(_args(model, files, tmp_path / "labels.jpg"), PredictOptions(), skip=False)
+        _plan(model, files, tmp_path / "labels.jpg", "refuse")
     with pytest.raises(InputError, match="JPEG is lossy"):
         PredictOptions(output_format=".jpeg")
