@@ -81,7 +81,7 @@ def predict_folder(
                         reference=references)  # fmt: skip
     device = resolve_device(options.device_choice) if context is None else context.device
     loaded = given or load_segmentation_model(list(plan.models), device, allow_large=allow_large_model)
-    if folder_options.check_inputs:
+    if folder_options.check_inputs and len(plan.todo) > 1:  # a single case is checked by its own read
         check_inputs(plan.todo, loaded, options, folder_options)
     with _created_folder(plan.folder):
         tracker = None if progress is None else PredictionProgress(progress, len(plan.todo))

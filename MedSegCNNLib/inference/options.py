@@ -238,9 +238,10 @@ class FolderOptions:
       0.114 B (ITU-R BT.601).
     - ``pages``: multi-page TIFFs (and animated PNGs) are refused (``single``) or read as one 3D image, z = page
       (``stack``; their label maps are then written as .nii.gz unless ``output_format`` says otherwise).
-    - ``check_inputs``: read and check every input against the model before anything is written, so that a bad
-      file among good ones stops the run with nothing written (each input is read twice). Without it, a bad
-      input is one more failed case, recorded while the others go on.
+    - ``check_inputs``: with two or more cases to segment, read and check every input against the model before
+      anything is written, so that a bad file among good ones stops the run with nothing written (each input is
+      then read twice; a single case is read once, before anything of it is written). Without it, a bad input is
+      one more failed case, recorded while the others go on.
     """
 
     existing: ExistingOutputs = "refuse"
