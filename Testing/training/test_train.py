@@ -233,7 +233,10 @@ def test_ddp_with_two_cpu_processes_keeps_ranks_identical(tmp_path):
 
 @pytest.mark.parametrize("name", ["unet", "resunet", "fcn", "segnet", "deeplab"])
 def test_every_architecture_trains_and_validates_in_2d(tmp_path, name):
-    network = {"name": name} if name != "unet" else {**TINY_UNET, "deep_supervision": True, "attention": True}
+    five_levels = name in ("fcn", "deeplab")  # these need 5 stages
+    network = {"name": name, "features": [4, 8, 8, 16, 16] if five_levels else TINY_UNET["features"]}  # narrow
+    if name == "unet":
+        network.update(deep_supervision=True, attention=True)
     config = quick_config(
         network=network, spatial_dims=2, patch_size=(32, 32), epochs=1, steps_per_epoch=2, folds=2, fold=0
     )
