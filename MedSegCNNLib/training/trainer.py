@@ -11,10 +11,10 @@ The output folder of a run::
       training_log.csv       one row per epoch; training_curves.png plots it
 
 Before the first step the run is planned for the data, the device and the time budget (:mod:`.planner`); the
-plan is printed, stored in ``training_config.json`` and the model card. With a time budget the number of
-steps is re-planned while the run goes (a machine that gets busier or freer), so that the learning-rate
-schedule ends at the budget; the model is the final, fully decayed one. A resumable checkpoint is written at
-the end of every epoch and at least every ``checkpoint_minutes``.
+plan is printed, stored in ``training_config.json`` and the model card (:mod:`.card`). With a time budget the
+number of steps is re-planned while the run goes (a machine that gets busier or freer; :mod:`.budget`), so that
+the learning-rate schedule ends at the budget; the model is the final, fully decayed one. A resumable
+checkpoint is written at the end of every epoch and at least every ``checkpoint_minutes``.
 
 The same function runs under ``torchrun --nproc_per_node=N`` (DistributedDataParallel): every rank samples
 its own patches, gradients are averaged, and rank 0 validates, writes files and reports progress.
@@ -431,7 +431,7 @@ class _Run:
         losses, self.epoch, self.step_in_epoch, self.epoch_losses = self.epoch_losses, self.epoch + 1, 0, []
         return self._end_epoch(float(np.mean(losses)))
 
-    # ----- time ----------------------------------------------------------------------------------------
+    # ----- progress and budget -------------------------------------------------------------------------
 
     def _planned_epochs(self) -> int:
         return self.epoch + math.ceil(
