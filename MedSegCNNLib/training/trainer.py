@@ -11,10 +11,10 @@ The output folder of a run::
       training_log.csv       one row per epoch; training_curves.png plots it
 
 Before the first step the run is planned for the data, the device and the time budget (:mod:`.planner`); the
-plan is printed, stored in ``training_config.json`` and the model card. With a time budget the number of
-steps is re-planned while the run goes (a machine that gets busier or freer), so that the learning-rate
-schedule ends at the budget; the model is the final, fully decayed one. A resumable checkpoint is written at
-the end of every epoch and at least every ``checkpoint_minutes``.
+plan is printed, stored in ``training_config.json`` and the model card (:mod:`.card`). With a time budget the
+number of steps is re-planned while the run goes (a machine that gets busier or freer; :mod:`.budget`), so that
+the learning-rate schedule ends at the budget; the model is the final, fully decayed one. A resumable
+checkpoint is written at the end of every epoch and at least every ``checkpoint_minutes``.
 
 The same function runs under ``torchrun --nproc_per_node=N`` (DistributedDataParallel): every rank samples
 its own patches, gradients are averaged, and rank 0 validates, writes files and reports progress.
@@ -28,7 +28,6 @@ One run at a time holds the folder (:mod:`.run_folder`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -36,7 +35,6 @@ import os
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +57,6 @@ from ..checkpoint import (
     save_model,
     save_training_state,
 )
-from ..checkpoint.model_card import Licence
 from ..data.augmentation import AugmentationConfig, Augmenter
 from ..data.dataset import Dataset, load_case, load_dataset, validate_dataset
 from ..data.planning import data_spatial_dims, dataset_fingerprint, plan_preprocessing
@@ -75,16 +72,17 @@ from ..distributed import (
     shutdown_distributed,
 )
 from ..errors import InputError
-from ..image.seg_nrrd import default_label_info
 from ..losses import DeepSupervisionLoss, build_loss
 from ..networks import build_network
 from ..progress import Event, EventSink
 from ..registry import resolve_model_folder
 from ..runtime import describe_device
+from .budget import RunBudget
+from .card import training_card, validation_summary, with_epochs_done
 from .config import TrainingConfig
 from .history import TrainingHistory
 from .optim import build_optimizer, build_scaler, build_scheduler
-from .planner import TrainingPlan, plan_training, reserve_seconds
+from .planner import TrainingPlan, plan_training
 from .run_folder import claim_run_folder
 from .schedule import LearningRateSchedule
 from .speed import StepTimer
@@ -93,11 +91,6 @@ from .step import train_step
 from .validation import validate
 
 logger = logging.getLogger(__name__)
-
-#: Re-planning a budgeted run: the mean of the last REPLAN_WINDOW step times (the first SKIPPED_STEPS of a
-#: process warm kernels up and are not counted) sets the steps left, at most every REPLAN_EVERY steps, when
-#: the new total differs by more than REPLAN_TOLERANCE of the steps left.
-REPLAN_WINDOW, SKIPPED_STEPS, REPLAN_EVERY, REPLAN_TOLERANCE = 20, 2, 10, 0.01
 
 
 @dataclass(frozen=True)
@@ -216,7 +209,7 @@ class _Run:
     emit: EventSink
     training_plan: TrainingPlan
     clock: Callable[[], float]
-    started: float  # clock time when this process's train() began
+    budget: RunBudget
     history: TrainingHistory = field(default_factory=TrainingHistory)
     epoch: int = 0  # completed epochs
     step_in_epoch: int = 0  # steps done in the current epoch (non-zero only after a cancelled run)
@@ -225,12 +218,6 @@ class _Run:
     best_mean_dice: float = -math.inf
     best_dice: dict[int, float] = field(default_factory=dict)
     last_dice: dict[int, float] = field(default_factory=dict)  # of the latest validation
-    elapsed_before: float = 0.0  # seconds spent by earlier processes of this run (resume)
-    replans: int = 0
-    budget_cut: bool = False  # the budget ran out before the schedule ended
-    step_durations: deque = field(default_factory=lambda: deque(maxlen=REPLAN_WINDOW))
-    validation_seconds: float = 0.0
-    last_replan_step: int = 0
     last_checkpoint: float = 0.0
     after_checkpoint: Callable[[], None] = lambda: None  # called after every complete checkpoint
 
@@ -255,25 +242,10 @@ class _Run:
         emit = on_event if (on_event is not None and context.is_main) else (lambda _event: None)
         if config.init_from and not resume:
             _check_initial_weights(config.init_from)  # a wrong path or a pickle fails now, not after planning
-        dataset = load_dataset(
-            data, mask_values=config.mask_values, allow_partial_channels=config.allow_partial_channels
-        )
-        validate_dataset(dataset)
-        labels = sorted(dataset.label_names)
-        if labels != list(range(len(labels))):
-            raise InputError(
-                f"Label values must be consecutive from 0 (got {labels}); remap the labels to 0..{len(labels) - 1}."
-            )
+        dataset = _labelled_dataset(data, config)
         train_names, val_names = _split(dataset, config, output, context)
         if resume:
-            saved = json.loads((output / "training_config.json").read_text(encoding="utf-8"))
-            if "plan" not in saved:
-                raise InputError(
-                    f"The run in {output} was saved by an older MedSegCNN without a training plan; it cannot be "
-                    "resumed. Start a new run (another folder, or --overwrite)."
-                )
-            plan = PreprocessingPlan.from_dict(saved["preprocessing"])
-            training_plan = TrainingPlan.from_dict(saved["plan"])
+            plan, training_plan = _saved_plans(output)
         else:
             fingerprint = dataset_fingerprint(dataset.subset(train_names))
             config = config.replace(spatial_dims=data_spatial_dims(fingerprint, config.spatial_dims))
@@ -283,45 +255,21 @@ class _Run:
         train_cases = [_preprocess(dataset, name, plan, config.seed) for name in train_names]
         val_cases = [_preprocess(dataset, name, plan, config.seed) for name in val_names]
         if not resume:
-            budget = config.time_budget_minutes
-            cuda = [context.device] if context.device.type == "cuda" else []
-            measured = None
-            if context.is_main:  # rank 0 plans (step times are measured once); every rank runs its plan
-                with torch.random.fork_rng(devices=cuda):  # measuring must not move the run's random streams
-                    measured = plan_training(
-                        config,
-                        fingerprint=fingerprint,
-                        preprocessing=plan,
-                        in_channels=int(train_cases[0].image.shape[0]),
-                        out_channels=len(labels),
-                        device=context.device,
-                        timer=timer or StepTimer(context.device),
-                        available_seconds=None if budget is None else budget * 60 - (clock() - started),
-                        device_name=describe_device(context.device),
-                    )
-            shared = broadcast_text(None if measured is None else json.dumps(measured.to_dict()), context)
-            training_plan = TrainingPlan.from_dict(json.loads(shared))
+            training_plan = _plan_training(
+                config,
+                fingerprint,
+                plan,
+                in_channels=int(train_cases[0].image.shape[0]),
+                out_channels=len(dataset.label_names),
+                context=context,
+                timer=timer,
+                seconds_spent=lambda: clock() - started,
+            )
             config = training_plan.apply(config)
             logger.info("%s", training_plan.describe())
             emit(Event("plan", training_plan.to_dict()))
-
-        network = build_network(dict(config.network))
+        network, model = _build_model(config, context)
         patch_size = tuple(config.patch_size)
-        _check_patch(patch_size, network.divisor)
-        if config.init_from:
-            _initialise_from(network, config.init_from, context)
-        if config.freeze_encoder:
-            network.encoder.requires_grad_(False)
-        network.to(context.device)
-        if config.channels_last and context.device.type != "mps":
-            network.to(memory_format=torch.channels_last_3d if config.spatial_dims == 3 else torch.channels_last)
-        model: torch.nn.Module = network
-        if context.distributed:
-            model = torch.nn.parallel.DistributedDataParallel(
-                network, device_ids=[context.device.index] if context.device.type == "cuda" else None
-            )
-        if config.compile:
-            model = torch.compile(model)
         optimizer = build_optimizer(network.parameters(), config)
         run = cls(
             output=output,
@@ -356,7 +304,13 @@ class _Run:
             emit=emit,
             training_plan=training_plan,
             clock=clock,
-            started=started,
+            budget=RunBudget(
+                budget_seconds=None if config.time_budget_minutes is None else config.time_budget_minutes * 60,
+                planned_step_seconds=training_plan.step_seconds,
+                clock=clock,
+                started=started,
+                emit=emit,
+            ),
         )
         if resume:
             run._restore()
@@ -368,78 +322,24 @@ class _Run:
     # ----- the loop ----------------------------------------------------------------------------------------
 
     def fit(self) -> TrainingResult:
-        config, schedule = self.config, self.scheduler
-        self.emit(
-            Event(
-                "start",
-                {
-                    "total_steps": schedule.total_steps,
-                    "epochs": self._planned_epochs(),
-                    "steps_per_epoch": config.steps_per_epoch,
-                    "train_cases": len(self.train_cases),
-                    "val_cases": len(self.val_cases),
-                    "device": str(self.context.device),
-                    "precision": self.precision,
-                    "output": str(self.output),
-                    "patch_size": list(self.patch_size),
-                    "budget_s": self._budget_seconds(),
-                    "expected_s": self.training_plan.expected_seconds,
-                    "plan": self.training_plan.describe(),
-                },
-            )
-        )
-        self.last_checkpoint = self.clock()
-        steps_here = 0
-        status = "running"
-        self.model.train()
-        if self.step_in_epoch and self._epoch_is_over():  # cancelled after an epoch's last step
-            status = self._close_epoch()
-        with _stop_requests() as stop_requested:
-            while status == "running" and schedule.steps_done < schedule.total_steps:
-                step_started = self.clock()
-                self.epoch_losses.append(self._step())
-                self.step_in_epoch += 1
-                steps_here += 1
-                self.emit(
-                    Event(
-                        "step",
-                        {
-                            "epoch": self.epoch + 1,
-                            "step": schedule.steps_done,
-                            "total_steps": schedule.total_steps,
-                            "loss": self.epoch_losses[-1],
-                            "lr": self.optimizer.param_groups[0]["lr"],
-                            "eta_s": self._eta(),
-                        },
-                    )
-                )
-                now = self.clock()
-                if steps_here > SKIPPED_STEPS:
-                    self.step_durations.append(now - step_started)
-                stop, total = broadcast_ints([int(stop_requested.is_set()), self._replanned_total(now)], self.context)
-                if total != schedule.total_steps:
-                    schedule.replan(total)
-                if stop:
-                    status = "cancelled"
-                    break
-                if self._epoch_is_over():
-                    status = self._close_epoch()
-                elif self.context.is_main and now - self.last_checkpoint >= config.checkpoint_minutes * 60:
-                    self._save_checkpoint()
+        """Train until the schedule ends or the run stops, write the model and say how the run ended."""
+        self._emit_start()
+        status = self._train()
         if status == "running":
-            status = "time_budget" if self.budget_cut else "completed"
+            status = "time_budget" if self.budget.budget_cut else "completed"
         model_path = self._finish(status)
+        best_mean_dice = None if self.best_epoch is None else self.best_mean_dice
         self.emit(
             Event(
                 "end",
                 {
                     "status": status,
                     "epochs_done": self.epoch,
-                    "steps_done": schedule.steps_done,
+                    "steps_done": self.scheduler.steps_done,
                     "best_epoch": self.best_epoch,
-                    "best_mean_dice": None if self.best_epoch is None else self.best_mean_dice,
+                    "best_mean_dice": best_mean_dice,
                     "model": str(model_path) if model_path else None,
-                    "elapsed_s": self._elapsed(),
+                    "elapsed_s": self.budget.elapsed(),
                 },
             )
         )
@@ -448,10 +348,78 @@ class _Run:
             model=model_path,
             epochs_done=self.epoch,
             best_epoch=self.best_epoch,
-            best_mean_dice=None if self.best_epoch is None else self.best_mean_dice,
+            best_mean_dice=best_mean_dice,
             network=self.network.eval(),
             history=list(self.history.rows),
-            steps_done=schedule.steps_done,
+            steps_done=self.scheduler.steps_done,
+        )
+
+    def _emit_start(self) -> None:
+        self.emit(
+            Event(
+                "start",
+                {
+                    "total_steps": self.scheduler.total_steps,
+                    "epochs": self._planned_epochs(),
+                    "steps_per_epoch": self.config.steps_per_epoch,
+                    "train_cases": len(self.train_cases),
+                    "val_cases": len(self.val_cases),
+                    "device": str(self.context.device),
+                    "precision": self.precision,
+                    "output": str(self.output),
+                    "patch_size": list(self.patch_size),
+                    "budget_s": self.budget.budget_seconds,
+                    "expected_s": self.training_plan.expected_seconds,
+                    "plan": self.training_plan.describe(),
+                },
+            )
+        )
+
+    def _train(self) -> str:
+        """Take steps until the schedule ends or the run stops; returns "running" or a final status."""
+        schedule = self.scheduler
+        self.last_checkpoint = self.clock()
+        status = "running"
+        self.model.train()
+        if self.step_in_epoch and self._epoch_is_over():  # cancelled after an epoch's last step
+            status = self._close_epoch()
+        with _stop_requests() as stop_requested:
+            while status == "running" and schedule.steps_done < schedule.total_steps:
+                status = self._advance(stop_requested)
+        return status
+
+    def _advance(self, stop_requested: threading.Event) -> str:
+        """One step, then re-planning, a stop, the epoch's end or a timed checkpoint; returns the status."""
+        step_started = self.clock()
+        self.epoch_losses.append(self._step())
+        self.step_in_epoch += 1
+        self._emit_step()
+        now = self.clock()
+        self.budget.record_step(step_started, now)
+        stop, total = broadcast_ints([int(stop_requested.is_set()), self._replanned_total()], self.context)
+        if total != self.scheduler.total_steps:
+            self.scheduler.replan(total)
+        if stop:
+            return "cancelled"
+        if self._epoch_is_over():
+            return self._close_epoch()
+        if self.context.is_main and now - self.last_checkpoint >= self.config.checkpoint_minutes * 60:
+            self._save_checkpoint()
+        return "running"
+
+    def _emit_step(self) -> None:
+        self.emit(
+            Event(
+                "step",
+                {
+                    "epoch": self.epoch + 1,
+                    "step": self.scheduler.steps_done,
+                    "total_steps": self.scheduler.total_steps,
+                    "loss": self.epoch_losses[-1],
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "eta_s": self._eta(),
+                },
+            )
         )
 
     def _epoch_is_over(self) -> bool:
@@ -463,73 +431,29 @@ class _Run:
         losses, self.epoch, self.step_in_epoch, self.epoch_losses = self.epoch_losses, self.epoch + 1, 0, []
         return self._end_epoch(float(np.mean(losses)))
 
-    # ----- time ----------------------------------------------------------------------------------------
-
-    def _budget_seconds(self) -> float | None:
-        budget = self.config.time_budget_minutes
-        return None if budget is None else budget * 60
-
-    def _elapsed(self) -> float:
-        """Seconds this run has taken so far, earlier processes (before a resume) included."""
-        return self.elapsed_before + self.clock() - self.started
-
-    def _mean_step_seconds(self) -> float:
-        if self.step_durations:
-            return float(np.mean(self.step_durations))
-        return self.training_plan.step_seconds
+    # ----- progress and budget -------------------------------------------------------------------------
 
     def _planned_epochs(self) -> int:
         return self.epoch + math.ceil(
             (self.scheduler.total_steps - self.scheduler.steps_done + self.step_in_epoch) / self.config.steps_per_epoch
         )
 
-    def _pending_validation_seconds(self) -> float:
-        """Expected time of the validations still to come (measured on the last one)."""
+    def _validations_left(self) -> int:
+        """Validations still to come in this process (rank 0 validates)."""
         if not self.val_cases or not self.context.is_main:
-            return 0.0
-        epochs_left = self._planned_epochs() - self.epoch
-        return self.validation_seconds * math.ceil(epochs_left / self.config.validate_every)
+            return 0
+        return math.ceil((self._planned_epochs() - self.epoch) / self.config.validate_every)
 
     def _eta(self) -> float:
-        budget = self._budget_seconds()
-        if budget is not None:
-            return max(0.0, budget - self._elapsed())
-        steps_left = self.scheduler.total_steps - self.scheduler.steps_done
-        return steps_left * self._mean_step_seconds() + self._pending_validation_seconds()
+        schedule = self.scheduler
+        return self.budget.seconds_left(schedule.total_steps - schedule.steps_done, self._validations_left())
 
-    def _replanned_total(self, now: float) -> int:
-        """The total number of steps that ends the schedule at the budget, measured so far (see REPLAN_*)."""
-        schedule, budget = self.scheduler, self._budget_seconds()
-        if budget is None or not self.context.is_main:
+    def _replanned_total(self) -> int:
+        """The schedule's total steps, re-planned by rank 0 to end at the budget (see :mod:`.budget`)."""
+        schedule = self.scheduler
+        if not self.context.is_main:
             return schedule.total_steps
-        done = schedule.steps_done
-        time_left = budget - self._elapsed() - reserve_seconds(budget) - self._pending_validation_seconds()
-        if time_left <= 0:
-            if done < schedule.total_steps:
-                self.budget_cut = True
-                self._announce_replan(done, "the time budget is used up")
-            return done
-        if len(self.step_durations) < REPLAN_EVERY or done - self.last_replan_step < REPLAN_EVERY:
-            return schedule.total_steps
-        affordable = done + math.floor(time_left / self._mean_step_seconds())
-        if abs(affordable - schedule.total_steps) <= max(1, REPLAN_TOLERANCE * (schedule.total_steps - done)):
-            return schedule.total_steps
-        self.last_replan_step = done
-        self._announce_replan(affordable, f"steps take {self._mean_step_seconds():.3f} s")
-        return affordable
-
-    def _announce_replan(self, total: int, reason: str) -> None:
-        planned = self.scheduler.total_steps
-        self.replans += 1
-        text = (
-            f"Re-planned: {reason} (planned {self.training_plan.step_seconds:.3f} s); {total} steps instead of "
-            f"{planned}, the learning-rate schedule still ends at the {self._budget_seconds() / 60:.1f} min budget."
-        )
-        if abs(total - planned) > 0.1 * planned:
-            logger.info("%s", text)
-            self.emit(Event("message", {"level": "info", "text": text}))
-        else:
-            logger.debug("%s", text)
+        return self.budget.replanned_total(schedule.steps_done, schedule.total_steps, self._validations_left())
 
     def _step(self) -> float:
         images, labels = self.sampler.next_batch()
@@ -559,7 +483,7 @@ class _Run:
             "epoch": self.epoch,
             "train_loss": train_loss,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "seconds": self._elapsed(),
+            "seconds": self.budget.elapsed(),
         }
         last = self.scheduler.steps_done >= self.scheduler.total_steps
         self.emit(Event("epoch", {**row, "steps": self.scheduler.steps_done, "eta_s": self._eta()}))
@@ -568,7 +492,7 @@ class _Run:
             if self.val_cases and (self.epoch % config.validate_every == 0 or last):
                 validation_started = self.clock()
                 row.update(self._validate())
-                self.validation_seconds = self.clock() - validation_started
+                self.budget.validation_seconds = self.clock() - validation_started
             self.history.add(row)
             self.history.write(self.output)
             self._save_checkpoint()
@@ -615,8 +539,7 @@ class _Run:
         best = self.output / "checkpoints" / "best"
         if status == "early_stopped" and self.best_epoch is not None and best.is_dir():
             network, card = load_model(best, device="cpu")  # saved again: save_model swaps folders atomically
-            card = card.updated(training=dataclasses.replace(card.training, epochs_done=self.epoch).to_dict())
-            save_model(target, network, card, overwrite=True)
+            save_model(target, network, with_epochs_done(card, self.epoch), overwrite=True)
         else:
             save_model(target, self.network, self._model_card("final"), overwrite=True)
         return target
@@ -625,55 +548,36 @@ class _Run:
 
     def _model_card(self, which: str) -> ModelCard:
         """The validated card of the weights saved as ``which`` ("best" or "final")."""
-        labels = {
-            str(value): {"name": name, "color": list(default_label_info(value).color) if value else [0.0, 0.0, 0.0]}
-            for value, name in sorted(self.dataset.label_names.items())
+        validation = validation_summary(
+            which,
+            epoch=self.epoch,
+            best_epoch=self.best_epoch,
+            best_mean_dice=self.best_mean_dice,
+            best_dice=self.best_dice,
+            last_dice=self.last_dice,
+        )
+        plan = {
+            **self.training_plan.to_dict(),
+            "steps_done": self.scheduler.steps_done,
+            "final_total_steps": self.scheduler.total_steps,
+            "replans": self.budget.replans,
+            "elapsed_seconds": self.budget.elapsed(),
         }
-        licence = Licence.parse(self.config.licence or "")
-        card = {
-            "name": self.dataset.name,
-            "network": self.network.config,
-            "spatial_dims": self.config.spatial_dims,
-            "patch_size": list(self.patch_size),
-            "channels": list(self.dataset.channel_names),
-            "labels": labels,
-            "preprocessing": self.plan.to_dict(),
-            "licence": None if licence is None else licence.to_dict(),
-            "training": {
-                "weights": which,
-                "dataset": self.dataset.name,
-                "train_cases": [case.name for case in self.train_cases],
-                "val_cases": [case.name for case in self.val_cases],
-                "fold": self.config.fold,
-                "folds": self.config.folds,
-                "epochs_done": self.epoch,
-                "seed": self.config.seed,
-                "world_size": self.context.world_size,
-                "config": self.config.to_dict(),
-                "validation": self._validation_summary(which),
-                "plan": {
-                    **self.training_plan.to_dict(),
-                    "steps_done": self.scheduler.steps_done,
-                    "final_total_steps": self.scheduler.total_steps,
-                    "replans": self.replans,
-                    "elapsed_seconds": self._elapsed(),
-                },
-            },
-        }
-        return ModelCard.new(card, where=f"of the {which} weights of {self.output}")
-
-    def _validation_summary(self, which: str) -> dict[str, Any] | None:
-        """The validation Dice of the weights saved as ``which`` ("best" or "final"), with the best epoch's."""
-        if self.best_epoch is None:
-            return None
-        dice = self.best_dice if which == "best" else self.last_dice
-        return {
-            "epoch": self.best_epoch if which == "best" else self.epoch,
-            "mean_dice": float(np.mean(list(dice.values()))),
-            "dice": {str(label): value for label, value in dice.items()},
-            "best_epoch": self.best_epoch,
-            "best_mean_dice": self.best_mean_dice,
-        }
+        return training_card(
+            which,
+            where=f"of the {which} weights of {self.output}",
+            dataset=self.dataset,
+            network=self.network.config,
+            config=self.config,
+            patch_size=self.patch_size,
+            preprocessing=self.plan,
+            train_cases=[case.name for case in self.train_cases],
+            val_cases=[case.name for case in self.val_cases],
+            epochs_done=self.epoch,
+            world_size=self.context.world_size,
+            validation=validation,
+            plan=plan,
+        )
 
     def _write_run_description(self) -> None:
         description = {
@@ -695,9 +599,7 @@ class _Run:
             "best_dice": {str(label): value for label, value in self.best_dice.items()},
             "step_in_epoch": self.step_in_epoch,
             "epoch_losses": self.epoch_losses,
-            "elapsed_seconds": self._elapsed(),
-            "replans": self.replans,
-            "validation_seconds": self.validation_seconds,
+            **self.budget.state_dict(),  # elapsed_seconds, replans, validation_seconds
             "last_dice": {str(label): value for label, value in self.last_dice.items()},
             "history": self.history.rows,  # the log as of this checkpoint: a resume rewrites the files from it
         }
@@ -729,9 +631,6 @@ class _Run:
         self.epoch = state.epoch
         self.step_in_epoch = state.extra.get("step_in_epoch", 0)
         self.epoch_losses = list(state.extra.get("epoch_losses", []))
-        self.elapsed_before = float(state.extra.get("elapsed_seconds", 0.0))
-        self.replans = int(state.extra.get("replans", 0))
-        self.validation_seconds = float(state.extra.get("validation_seconds", 0.0))
         self.last_dice = {int(label): value for label, value in state.extra.get("last_dice", {}).items()}
         restore_rng_state(state.rng)
         if self.context.rank == 0:
@@ -749,14 +648,14 @@ class _Run:
             self.history.rows = [row for row in self.history.rows if row["epoch"] <= self.epoch]
         if self.context.is_main:  # the files may hold epochs done after the checkpoint by a killed process
             self.history.write(self.output)
-        self.last_replan_step = self.scheduler.steps_done
+        self.budget.load_state_dict(state.extra, self.scheduler.steps_done)
         logger.info(
             "Resuming %s at step %d of %d (epoch %d), %.0f s of the run done.",
             self.output,
             self.scheduler.steps_done,
             self.scheduler.total_steps,
             self.epoch + 1,
-            self.elapsed_before,
+            self.budget.elapsed_before,
         )
 
 
@@ -774,6 +673,84 @@ def _split(dataset: Dataset, config: TrainingConfig, output: Path, context: Dist
     if not context.is_main:
         splits = load_or_create_splits(output / "splits.json", names, config.folds, seed=config.seed)
     return splits[config.fold]["train"], splits[config.fold]["val"]
+
+
+def _labelled_dataset(data: str | os.PathLike[str] | Dataset, config: TrainingConfig) -> Dataset:
+    """The dataset ``data``, checked for training: readable cases, labels consecutive from 0."""
+    dataset = load_dataset(data, mask_values=config.mask_values, allow_partial_channels=config.allow_partial_channels)
+    validate_dataset(dataset)
+    labels = sorted(dataset.label_names)
+    if labels != list(range(len(labels))):
+        raise InputError(
+            f"Label values must be consecutive from 0 (got {labels}); remap the labels to 0..{len(labels) - 1}."
+        )
+    return dataset
+
+
+def _saved_plans(output: Path) -> tuple[PreprocessingPlan, TrainingPlan]:
+    """The preprocessing and training plans of the run saved in ``output`` (resume)."""
+    saved = json.loads((output / "training_config.json").read_text(encoding="utf-8"))
+    if "plan" not in saved:
+        raise InputError(
+            f"The run in {output} was saved by an older MedSegCNN without a training plan; it cannot be "
+            "resumed. Start a new run (another folder, or --overwrite)."
+        )
+    return PreprocessingPlan.from_dict(saved["preprocessing"]), TrainingPlan.from_dict(saved["plan"])
+
+
+def _plan_training(
+    config: TrainingConfig,
+    fingerprint: dict[str, Any],
+    preprocessing: PreprocessingPlan,
+    *,
+    in_channels: int,
+    out_channels: int,
+    context: DistributedContext,
+    timer: StepTimer | None,
+    seconds_spent: Callable[[], float],
+) -> TrainingPlan:
+    """Rank 0's plan (step times are measured once), shared with every rank; ``seconds_spent`` gives the
+    seconds the run has taken so far (the budget's time left is planned)."""
+    budget = config.time_budget_minutes
+    cuda = [context.device] if context.device.type == "cuda" else []
+    measured = None
+    if context.is_main:
+        with torch.random.fork_rng(devices=cuda):  # measuring must not move the run's random streams
+            measured = plan_training(
+                config,
+                fingerprint=fingerprint,
+                preprocessing=preprocessing,
+                in_channels=in_channels,
+                out_channels=out_channels,
+                device=context.device,
+                timer=timer or StepTimer(context.device),
+                available_seconds=None if budget is None else budget * 60 - seconds_spent(),
+                device_name=describe_device(context.device),
+            )
+    shared = broadcast_text(None if measured is None else json.dumps(measured.to_dict()), context)
+    return TrainingPlan.from_dict(json.loads(shared))
+
+
+def _build_model(config: TrainingConfig, context: DistributedContext) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The network on the run's device (fine-tuned from, frozen and laid out as ``config`` says), and the model
+    that trains it: the network itself, its DistributedDataParallel wrapper, compiled if asked."""
+    network = build_network(dict(config.network))
+    _check_patch(tuple(config.patch_size), network.divisor)
+    if config.init_from:
+        _initialise_from(network, config.init_from, context)
+    if config.freeze_encoder:
+        network.encoder.requires_grad_(False)
+    network.to(context.device)
+    if config.channels_last and context.device.type != "mps":
+        network.to(memory_format=torch.channels_last_3d if config.spatial_dims == 3 else torch.channels_last)
+    model: torch.nn.Module = network
+    if context.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            network, device_ids=[context.device.index] if context.device.type == "cuda" else None
+        )
+    if config.compile:
+        model = torch.compile(model)
+    return network, model
 
 
 def _preprocess(dataset: Dataset, name: str, plan: PreprocessingPlan, seed: int) -> PreprocessedCase:
