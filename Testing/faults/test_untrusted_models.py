@@ -37,18 +37,29 @@ building any of the refused networks for real would take from gigabytes to terab
 WEIGHTS_MEMBER = "model/model.safetensors"
 
 
+MEASURED_RUN = """
+import os, sys
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as peak:
+    peak.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+"""Runs a command and writes its peak resident memory (KiB) to a file. Linux carries the parent's peak across
+``exec`` into the child's ``ru_maxrss``, so the command is started from this small process, not from pytest's
+(which other tests may have grown to gigabytes)."""
+
+
 def run_cli(*args: str | os.PathLike[str], scratch: Path) -> tuple[subprocess.CompletedProcess[str], int | None]:
     """``medsegcnn args`` as a child process, and its peak resident memory (KiB; ``None`` where the system does not
     report it). Its output goes through files in ``scratch``, outside the folders the test checks."""
-    stdout, stderr = scratch / "stdout.txt", scratch / "stderr.txt"
+    stdout, stderr, peak_file = scratch / "stdout.txt", scratch / "stderr.txt", scratch / "peak.txt"
     command = [sys.executable, "-m", "MedSegCNNLib", *map(str, args)]
+    measured = hasattr(os, "wait4") and hasattr(os, "posix_spawn")
+    launcher = [sys.executable, "-c", MEASURED_RUN, str(peak_file)] if measured else []
     with stdout.open("w") as out, stderr.open("w") as err:
-        process = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT, text=True)
-        if hasattr(os, "wait4"):
-            _, status, usage = os.wait4(process.pid, 0)
-            returncode, peak = os.waitstatus_to_exitcode(status), usage.ru_maxrss
-        else:
-            returncode, peak = process.wait(timeout=120), None
+        returncode = subprocess.run([*launcher, *command], stdout=out, stderr=err, cwd=ROOT, timeout=120).returncode
+    peak = int(peak_file.read_text()) if measured else None
     return subprocess.CompletedProcess(command, returncode, stdout.read_text(), stderr.read_text()), peak
 
 
