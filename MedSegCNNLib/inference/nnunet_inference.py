@@ -10,10 +10,9 @@ from ..data.nnunet.plan import NnUNetPlan
 from ..data.nnunet.preprocessing import VoxelOrder, labels_from_logits, preprocess, probabilities_from_logits
 from ..errors import InputError
 from ..image import Image
-from .engine import Engine
 from .model import SegmentationModel
 from .options import PredictOptions
-from .prediction import WindowRecipe, predict_gated, predict_with_fallback
+from .prediction import WindowRecipe, predict_gated
 from .sliding_window import Progress
 
 #: nnU-Net reads a 2D image as a volume of one slice whose spacing is this times its largest pixel spacing.
@@ -52,16 +51,11 @@ def segment_nnunet(
         order = VoxelOrder.closest_ras(image.direction)
         channels, spacing = order.forward(channels), order.spacing(spacing)
     case = preprocess(channels, spacing, plan)
-    flips = 2 ** len(plan.mirror_axes)
 
     # logits kept in float16, as nnU-Net keeps them: half the memory of the largest buffer
     recipe = WindowRecipe(output="average", mirror_axes=plan.mirror_axes, average="logits", window_weights="nnunet",
                           overlap=overlap, batch_size=batch_size, average_dtype="float16")  # fmt: skip
-
-    def predict(engine: Engine, report: Progress | None) -> np.ndarray:
-        return predict_with_fallback(model, engine, case.data, recipe, report)
-
-    logits = predict_gated(model, options, predict, batch=batch_size * flips, reference=reference, progress=progress)
+    logits = predict_gated(model, options, case.data, recipe, reference=reference, progress=progress)
     labels = labels_from_logits(logits, case, plan, model.num_classes)
     probabilities = probabilities_from_logits(logits, case, plan) if options.wants_probabilities else None
     if order is not None:

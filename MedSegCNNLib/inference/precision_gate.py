@@ -1,12 +1,14 @@
 """The accuracy gate of reduced precision: a model runs at bf16 (or fp16) only where that keeps its segmentations.
 
-The first time a model is asked to predict at a reduced precision with a backend on a machine, its *reference
-case* is segmented at fp32 and at the reduced precision. The reference case is the first image that model
-segments there. The reduced precision is accepted when the Dice between the two label maps is at least
-:data:`MIN_DICE` for every foreground label (a label absent from both counts as 1). The decision is stored in
-the cache (:mod:`.cache`), keyed by the weights' SHA-256 of every network, the backend and its version, the
-precision and the CPU or GPU model, and reused by later runs and other processes. Both runs are timed, and a
-reduced precision that ``auto`` chose is used only where it was also faster (an explicit one whenever accepted).
+The first time a model is asked to predict at a reduced precision with a backend on a machine, its *reference*
+is segmented at fp32 and at the reduced precision: the central window of the first image that model segments
+there (:func:`~.prediction.gate_sample`; the whole image when it fits in one window), so that the check costs two
+windows, not a second prediction of a large volume. The reduced precision is accepted when the Dice between the
+two label maps is at least :data:`MIN_DICE` for every foreground label (a label absent from both counts as 1: a
+label the central window does not hold is not checked). The decision is stored in the cache (:mod:`.cache`), keyed
+by the weights' SHA-256 of every network, the backend and its version, the precision and the CPU or GPU model, and
+reused by later runs and other processes. Both runs are timed, and a reduced precision that ``auto`` chose is used
+only where it was also faster (an explicit one whenever accepted).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ DECISION_FILE = "decision.json"
 @dataclass(frozen=True)
 class GateDecision:
     """Whether ``precision`` was accepted, from the Dice per foreground label (value → Dice) on ``reference``, and
-    the seconds the reference case took (``reduced`` and ``fp32``: the first run of each, warm-up included)."""
+    the seconds the reference took (``reduced`` and ``fp32``: the first run of each, warm-up included)."""
 
     precision: str
     accepted: bool
@@ -46,7 +48,7 @@ class GateDecision:
 
     @property
     def faster(self) -> bool:
-        """Whether the reduced precision predicted the reference case at least as fast as fp32."""
+        """Whether the reduced precision predicted the reference at least as fast as fp32."""
         return self.seconds["reduced"] <= self.seconds["fp32"]
 
     def use_reduced(self, only_if_faster: bool) -> bool:
@@ -99,7 +101,7 @@ def decide(
     reference: str,
     seconds: dict[str, float],
 ) -> GateDecision:
-    """Compare the label maps of the reference case, store the decision and return it."""
+    """Compare the label maps of the reference, store the decision and return it."""
     values = [label.value for label in model.labels]
     dice = overlap_scores(confusion_counts(reduced_labels, fp32_labels, values)).dice
     per_label = {value: float(score) for value, score in zip(values, dice, strict=True)}

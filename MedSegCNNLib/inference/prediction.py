@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,42 +29,68 @@ logger = logging.getLogger(__name__)
 def predict_gated(
     model: SegmentationModel,
     options: PredictOptions,
-    predict: Callable[[Engine, Progress | None], np.ndarray],
+    image: np.ndarray,
+    recipe: WindowRecipe,
     *,
-    batch: int,
     reference: str,
     progress: Progress | None,
 ) -> np.ndarray:
-    """``predict`` with the engine that ``options`` ask for; a reduced precision goes through the accuracy gate
-    (:mod:`.precision_gate`) the first time, with this image as the reference case. A reduced precision that
-    ``auto`` chose is kept only if it also predicted the reference case faster than fp32 did."""
+    """The ``recipe``'s output for the preprocessed ``image`` (C, *S) with the engine that ``options`` ask for.
+
+    A reduced precision goes through the accuracy gate (:mod:`.precision_gate`) the first time: on the image's
+    central window (:func:`gate_sample`), or on the whole image when it fits in one window (its outputs are then
+    kept, so nothing is predicted twice). A reduced precision that ``auto`` chose is kept only if it also predicted
+    that window faster than fp32 did. ``reference`` names the image in the gate's record."""
     backend = resolve_backend(options.backend, model.device)
     precision = inference_precision(options.precision, model.device)
     if precision == "int8" and backend != "openvino":
         if openvino_version() is None:
             raise InputError(f"int8 runs on the OpenVINO backend, which is not installed; install: {OPENVINO_INSTALL}.")
         raise InputError(f"int8 runs on the OpenVINO backend, which is not used on {model.device}; use --device cpu.")
+    batch = recipe.batch_size * 2 ** len(recipe.mirror_axes)
     engine = engine_for(model, backend, precision, batch=batch, cache_folder=options.cache_folder)
+
+    def predict(on: Engine, region: np.ndarray, report: Progress | None) -> np.ndarray:
+        return predict_with_fallback(model, on, region, recipe, report)
+
     if engine.precision == "fp32":
-        return predict(engine, progress)
+        return predict(engine, image, progress)
     record = gate_record(model, engine.backend, engine.precision)
     decision = cached_decision(model, record, options.cache_folder)
     wants_speed = options.precision == "auto"
     if decision is not None and decision.use_reduced(wants_speed):
-        return predict(engine, progress)
+        return predict(engine, image, progress)
     fp32 = engine_for(model, engine.backend, "fp32", batch=batch, cache_folder=options.cache_folder)
     if decision is not None:
-        return predict(fp32, progress)
+        return predict(fp32, image, progress)
+    sample = gate_sample(image, model.patch_size)
+    whole = sample is None
     start = time.perf_counter()
-    reduced_output = predict(engine, progress)
+    reduced_output = predict(engine, image if whole else sample, progress if whole else None)
     middle = time.perf_counter()
-    fp32_output = predict(fp32, None)
+    fp32_output = predict(fp32, image if whole else sample, None)
     seconds = {"reduced": middle - start, "fp32": time.perf_counter() - middle}
     labels = labels_of(fp32_output), labels_of(reduced_output)
-    decision = decide(model, record, options.cache_folder, *labels, reference=reference, seconds=seconds)
+    where = reference if whole else f"the central window of {reference}"
+    decision = decide(model, record, options.cache_folder, *labels, reference=where, seconds=seconds)
     chosen = decision.use_reduced(wants_speed)
     (logger.info if chosen or decision.accepted else logger.warning)("Precision check: %s.", decision.describe())
-    return reduced_output if chosen else fp32_output
+    if whole:
+        return reduced_output if chosen else fp32_output
+    return predict(engine if chosen else fp32, image, progress)
+
+
+def gate_sample(image: np.ndarray, patch_size: Sequence[int]) -> np.ndarray | None:
+    """The central window of ``image`` (C, *S): one patch per axis (the whole axis where it is shorter), on which
+    the accuracy gate compares precisions; None when the whole image fits in one window."""
+    sizes = image.shape[1:]
+    if all(size <= patch for size, patch in zip(sizes, patch_size, strict=True)):
+        return None
+    box = tuple(
+        slice((size - patch) // 2, (size - patch) // 2 + patch) if size > patch else slice(None)
+        for size, patch in zip(sizes, patch_size, strict=True)
+    )
+    return np.ascontiguousarray(image[(slice(None), *box)])
 
 
 def predict_case_labels(model: SegmentationModel, engine: Engine, case: PreprocessedCase) -> np.ndarray:

@@ -32,11 +32,10 @@ from ..image.io import case_name
 from ..image.labels import label_dtype
 from ..postprocessing import postprocess
 from ..runtime import resolve_device
-from .engine import Engine
 from .model import SegmentationModel, load_segmentation_model
 from .nnunet_inference import segment_nnunet
 from .options import PredictOptions
-from .prediction import WindowRecipe, labels_of, predict_gated, predict_with_fallback
+from .prediction import WindowRecipe, labels_of, predict_gated
 from .sliding_window import Progress
 
 logger = logging.getLogger(__name__)
@@ -91,8 +90,6 @@ def segment(
         return _segment_imported_nnunet(_finite(source, what), loaded, options, what, overlap, batch_size, progress)
     case = preprocess_case(_finite(source, what), None, loaded.plan, name="input")
     want_probabilities = options.wants_probabilities
-    flips = 2**loaded.spatial_dims if options.tta else 1
-
     recipe = WindowRecipe(
         output="average" if want_probabilities else "labels",
         mirror_axes=tuple(range(loaded.spatial_dims)) if options.tta else (),
@@ -100,11 +97,7 @@ def segment(
         batch_size=batch_size,
     )
 
-    def predict(engine: Engine, report: Progress | None) -> np.ndarray:
-        return predict_with_fallback(loaded, engine, case.image, recipe, report)
-
-    mean_probabilities = predict_gated(loaded, options, predict, batch=batch_size * flips, reference=what,
-                                        progress=progress)  # fmt: skip
+    mean_probabilities = predict_gated(loaded, options, case.image, recipe, reference=what, progress=progress)
     label_array = labels_of(mean_probabilities).astype(label_dtype(loaded.num_classes - 1), copy=False)
     labels = _on_source_grid(case, label_array, labels=loaded.labels)
     if options.postprocessing.active:

@@ -69,8 +69,9 @@ def test_openvino_fp32_equals_torch_fp32(family: str, dims: int, tmp_path: Path)
     window = (32,) * dims
     compiled = _compile(network, (1, 2, *window), tmp_path)
     windows = torch.randn(3, 2, *window)  # three windows through a batch-of-one network: chunked, not padded
-    with torch.inference_mode():
-        expected = network(windows)
+    with torch.inference_mode():  # torch one window at a time too: its result can depend on the batch a window is
+        # in (float rounding), and SegNet's pooling indices turn a near-tie's rounding into a different unpooling
+        expected = torch.cat([network(windows[i : i + 1]) for i in range(len(windows))])
     got = compiled(windows)
     assert got.shape == expected.shape and got.dtype == torch.float32
     scale = expected.abs().max().item()

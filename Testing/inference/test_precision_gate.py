@@ -130,3 +130,61 @@ def test_auto_keeps_a_reduced_precision_only_where_it_was_faster() -> None:
     assert faster.use_reduced(only_if_faster=True)
     assert not rejected.use_reduced(only_if_faster=False)
     assert "2.00 s vs 1.00 s at fp32" in slower.describe()
+
+
+class _CountingWindows(torch.nn.Module):
+    """``network`` that counts the windows it is given (its batches' sizes added up)."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network, self.windows = network, 0
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        self.windows += windows.shape[0]
+        return self.network(windows)
+
+
+def _cube(size: int) -> Image:
+    array = np.random.default_rng(5).normal(size=(size,) * 3).astype(np.float32)
+    return Image(array=array, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=np.eye(3))
+
+
+def test_the_gate_checks_a_large_image_on_its_central_window_only(card, tmp_path: Path) -> None:
+    """An image of 27 windows is predicted once; the gate adds one window at bf16 and one at fp32, not a second
+    prediction of the whole image (the tiny model's patch is 16³; 32³ with overlap 0.5 gives 3 windows per axis)."""
+    counting = _CountingWindows(_pointwise(*ROBUST))
+    options = PredictOptions(backend="torch", precision="bf16", cache_dir=str(tmp_path / "cache"))
+    labels = segment(_cube(32), _model(card, counting), options).labels.array
+    assert counting.windows == 27 + 2
+    (decision,) = _decisions(tmp_path / "cache")
+    assert decision["accepted"] is True and decision["reference"].startswith("the central window of")
+    fp32 = segment(_cube(32), _model(card, _pointwise(*ROBUST)), PredictOptions(backend="torch", precision="fp32"))
+    assert (labels == fp32.labels.array).mean() > 0.99  # bf16 was kept and segments as fp32 does
+
+
+def test_a_precision_rejected_on_the_central_window_predicts_the_image_at_fp32(card, tmp_path: Path) -> None:
+    options = PredictOptions(backend="torch", precision="bf16", cache_dir=str(tmp_path / "cache"))
+    gated = segment(_cube(32), _model(card, _pointwise(*BROKEN_IN_BF16)), options).labels.array
+    fp32 = PredictOptions(backend="torch", precision="fp32")
+    np.testing.assert_array_equal(
+        gated, segment(_cube(32), _model(card, _pointwise(*BROKEN_IN_BF16)), fp32).labels.array
+    )
+    (decision,) = _decisions(tmp_path / "cache")
+    assert decision["accepted"] is False
+
+
+def test_an_image_of_one_window_is_predicted_once_per_precision(card, tmp_path: Path) -> None:
+    counting = _CountingWindows(_pointwise(*ROBUST))
+    options = PredictOptions(backend="torch", precision="bf16", cache_dir=str(tmp_path / "cache"))
+    segment(_cube(16), _model(card, counting), options)
+    assert counting.windows == 2  # bf16 and fp32 on the whole image; the chosen output is kept, not recomputed
+
+
+def test_the_gate_sample_is_the_central_patch() -> None:
+    from MedSegCNNLib.inference.prediction import gate_sample
+
+    image = np.arange(2 * 40 * 10 * 33, dtype=np.float32).reshape(2, 40, 10, 33)
+    sample = gate_sample(image, (16, 16, 16))
+    assert sample is not None and sample.shape == (2, 16, 10, 16)
+    np.testing.assert_array_equal(sample, image[:, 12:28, :, 8:24])
+    assert gate_sample(image[:, :16, :, :16], (16, 16, 16)) is None
