@@ -16,7 +16,10 @@ weights' SHA-256 must be the card's and their names and shapes exactly the netwo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import warnings
@@ -30,8 +33,9 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..atomic import atomic_folder, atomic_path, verify_zip
+from ..atomic import atomic_folder, atomic_path, verify_zip, write_text_atomic
 from ..errors import InputError
+from ..runtime import user_cache_folder
 from .json_file import write_json
 from .model_archive import CARD_FILE, WEIGHTS_FILE
 from .model_card import MODEL_FORMAT_VERSION, ModelCard, WeightsFile, check_model_size, opened_model
@@ -45,6 +49,8 @@ _HEADER_BYTES = 2**16
 _HEADER_BYTES_PER_TENSOR = 1024
 _WIDEST_ELEMENT_BYTES = 8
 """Bytes per element of the widest dtype weights may be stored in (float64)."""
+_MAX_CACHED_RECORD_CHARS = 1_000_000
+"""The most characters of a cached feature-map count read (a network configuration is a few hundred)."""
 
 
 def save_model(
@@ -101,9 +107,7 @@ def load_model(
     except (RuntimeError, TypeError):
         raise InputError(f"Unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1', 'mps', ...") from None
     if network_builder is None:
-        from ..networks import build_network  # imported here: the networks package imports torch models
-
-        network_builder = build_network
+        network_builder = _default_builder()
     with opened_model(path) as model:
         card = model.card
         max_weights_bytes = _sized_network(card, network_builder, path, model.where, allow_large=allow_large)
@@ -240,10 +244,8 @@ def _sized_network(
     parameters = sum(parameter.numel() for parameter in network.parameters())
     if not allow_large:
         check_model_size(path, card, parameters=parameters, feature_bytes=None)
-    from ..networks.base import feature_map_bytes  # imported here, as build_network is
-
     try:
-        feature_bytes = feature_map_bytes(network, (len(card.channels), *card.patch_size))
+        feature_bytes = _window_feature_bytes(network, card, cached=network_builder is _default_builder())
     except (InputError, RuntimeError, OverflowError) as error:
         raise InputError(
             f"Invalid model card {where}: patch_size {list(card.patch_size)} does not fit its network: "
@@ -253,6 +255,39 @@ def _sized_network(
         check_model_size(path, card, parameters=parameters, feature_bytes=feature_bytes)
     elements = sum(tensor.numel() for tensor in state.values())
     return _HEADER_BYTES + _HEADER_BYTES_PER_TENSOR * len(state) + _WIDEST_ELEMENT_BYTES * elements
+
+
+def _default_builder() -> Callable[[dict], nn.Module]:
+    from ..networks import build_network  # imported here: the networks package imports torch models
+
+    return build_network
+
+
+def _window_feature_bytes(network: nn.Module, card: ModelCard, *, cached: bool) -> int:
+    """:func:`~MedSegCNNLib.networks.base.feature_map_bytes` of one window of ``card`` through ``network`` (on the
+    "meta" device). Its first run in a process costs about two seconds of torch's own imports, so with ``cached``
+    (the network built by :func:`~MedSegCNNLib.networks.build_network`) the count is kept in the user's cache
+    folder, keyed by the network's configuration, the window and torch's version: a model is measured once per
+    machine. An unreadable or unwritable cache costs the measurement, never the load."""
+    from ..networks.base import feature_map_bytes  # imported here, as build_network is
+
+    window = (len(card.channels), *card.patch_size)
+    if not cached:
+        return feature_map_bytes(network, window)
+    record = {"torch": torch.__version__, "network": card.network_config(), "window": list(window)}
+    text = json.dumps(record, sort_keys=True)
+    path = user_cache_folder() / "feature-map-bytes" / f"{hashlib.sha256(text.encode()).hexdigest()}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        stored = json.loads(path.read_text(encoding="utf-8")[:_MAX_CACHED_RECORD_CHARS])
+        if json.dumps(stored["record"], sort_keys=True) == text and isinstance(stored["bytes"], int):
+            return stored["bytes"]
+    measured = feature_map_bytes(network, window)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps({"record": record, "bytes": measured}), overwrite=True)
+    except (OSError, InputError) as error:
+        logger.debug("Could not keep the network's size in %s (%s).", path, error)
+    return measured
 
 
 def _first_line(error: Exception) -> str:

@@ -357,3 +357,38 @@ def test_the_package_exports_each_name_lazily_from_its_module():
     assert set(checkpoint.__all__) == set(checkpoint._MODULE_OF)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         _ = checkpoint.nothing
+
+
+def test_the_size_of_a_window_is_measured_once_per_machine(tmp_path, monkeypatch):
+    """The feature maps of one window are counted on the "meta" device the first time a network configuration is
+    loaded, then read from the user's cache folder; an unreadable cache entry is measured again and rewritten."""
+    from model_support import save_tiny_model
+
+    from MedSegCNNLib.networks import base
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = save_tiny_model(tmp_path / "tiny")
+    measured: list[int] = []
+    count = base.feature_map_bytes
+
+    def counting(network: nn.Module, window) -> int:
+        measured.append(count(network, window))
+        return measured[-1]
+
+    monkeypatch.setattr(base, "feature_map_bytes", counting)
+    load_model(folder)
+    load_model(folder)
+    assert len(measured) == 1 and measured[0] > 0
+    (entry,) = (tmp_path / "cache" / "medsegcnn" / "feature-map-bytes").iterdir()
+    assert json.loads(entry.read_text())["bytes"] == measured[0]
+    entry.write_text("{torn", encoding="utf-8")
+    load_model(folder)
+    assert len(measured) == 2 and json.loads(entry.read_text())["bytes"] == measured[0]
+    load_model(folder, network_builder=base_builder)  # a builder of the caller's own: measured each time
+    assert len(measured) == 3
+
+
+def base_builder(config: dict) -> nn.Module:
+    from MedSegCNNLib.networks import build_network
+
+    return build_network(config)
