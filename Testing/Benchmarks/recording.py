@@ -90,7 +90,7 @@ class RunRecord:
     def write(self) -> Path:
         """Write the record (atomically: a reader never sees half a file) and return its path."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.path, json.dumps(self.data, indent=1, default=plain) + "\n")
+        write_text_atomic(self.path, json.dumps(self.data, indent=1, default=plain) + "\n", overwrite=True)
         return self.path
 
 
