@@ -1,13 +1,15 @@
 """Every benchmark figure the README quotes is a number in a committed results file.
 
-The README marks each benchmark table, and each paragraph or status-table row quoting benchmark figures, with an HTML
-comment on the line before it: ``<!-- results: FILE.json [FILE2.json ...] -->`` (files under
-``Testing/Benchmarks/results/``). The marked block is the contiguous ``|`` lines after the marker when it is a table,
-otherwise the text up to the next blank line. Every number in the block outside backticks must equal, at the
-precision it is printed with, some number in the cited files: their numeric leaves and the numbers inside their
-text leaves. Numbers are compared without their sign (``+0.472`` is a difference of 0.472); a percentage (``31%``,
-``0.2–1.3%``) also matches a fraction (0.31); a version (``2.13.0``) matches the same text. Numbers that are part
-of a name (``bf16``, ``avx512``, ``3D``, ``H100``) and exponents (``64^3``) are not figures and are skipped.
+The README marks each benchmark table, and each paragraph or status-table row quoting benchmark figures, with an
+HTML comment on the line before it: ``<!-- results: FILE.json [FILE2.json ...] -->`` (files under
+``Testing/Benchmarks/results/``). The marked block is the contiguous ``|`` lines after the marker when it is a
+table, otherwise the text up to the next blank line. A row of a table that is not all figures (a status row) carries
+the comment inside the row instead, since a line between two rows would end the table: that row alone is the block.
+Every number in the block outside backticks must equal, at the precision it is printed with, some number in the
+cited files: their numeric leaves and the numbers inside their text leaves. Numbers are compared without their sign
+(``+0.472`` is a difference of 0.472); a percentage (``31%``, ``0.2–1.3%``) also matches a fraction (0.31); a
+version (``2.13.0``) matches the same text. Numbers that are part of a name (``bf16``, ``avx512``, ``3D``, ``H100``)
+and exponents (``64^3``) are not figures and are skipped.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS = ROOT / "Testing" / "Benchmarks" / "results"
 MARKER = re.compile(r"^\s*<!--\s*results:\s*(?P<files>[^>]*?)\s*-->\s*$")
+ROW_MARKER = re.compile(r"<!--\s*results:\s*(?P<files>[^>]*?)\s*-->")
 BENCHMARKS_HEADING = "## Benchmarks"
 
 #: A number as printed: a version (two dots or more), a number in scientific notation, a number with thousands
@@ -134,11 +137,16 @@ class Block:
 
 
 def marked_blocks(text: str) -> list[Block]:
-    """The blocks of ``text`` that a results marker precedes."""
+    """The blocks of ``text`` that a results marker precedes, and the table rows that hold one."""
     lines = text.splitlines()
     blocks = []
     for index, line in enumerate(lines):
         marker = MARKER.match(line)
+        row_marker = ROW_MARKER.search(line) if line.lstrip().startswith("|") else None
+        if row_marker is not None:
+            row = line[: row_marker.start()] + line[row_marker.end() :]
+            blocks.append(Block(index + 1, tuple(row_marker.group("files").split()), ((index + 1, row),)))
+            continue
         if marker is None:
             continue
         is_table = index + 1 < len(lines) and lines[index + 1].lstrip().startswith("|")
@@ -265,8 +273,9 @@ def test_markers_blocks_and_unmarked_tables() -> None:
     text = "\n".join([
         "## Benchmarks", "<!-- results: a.json b.json -->", "| x | y |", "| --- | --- |", "| 1 | 2 |", "after",
         "", "<!-- results: c.json -->", "A paragraph with 3.5x", "over two lines.", "", "| 4 |", "| 5 |", "",
-        "## Other", "| 6 |"])  # fmt: skip
+        "## Other", "| 6 |", "| row 7 <!-- results: d.json --> |"])  # fmt: skip
     blocks = marked_blocks(text)
     assert [(b.marker_line, b.files, [n for n, _ in b.lines]) for b in blocks] == [
-        (2, ("a.json", "b.json"), [3, 4, 5]), (8, ("c.json",), [9, 10])]  # fmt: skip
+        (2, ("a.json", "b.json"), [3, 4, 5]), (8, ("c.json",), [9, 10]), (17, ("d.json",), [17])]  # fmt: skip
+    assert [f.text for f in figures_in(blocks[2].lines[0][1])] == ["7"]
     assert unmarked_benchmark_tables(text) == [12]
