@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -538,8 +539,8 @@ def main() -> None:
         child(args)
         return
     torch.set_num_threads(args.threads)
-    settings = {**vars(args), "variant_settings": {name: VARIANTS[name] for name in args.variants},
-                "ct_phantom_variant": CT_PHANTOM_VARIANT}  # fmt: skip
+    settings = {**vars(args), "variant_settings": {name: asdict(VARIANTS[name]) for name in args.variants},
+                "ct_phantom_variant": asdict(CT_PHANTOM_VARIANT)}  # fmt: skip
     record = RunRecord("nnunet_import", settings, results=args.results)
     record.data["figures"] = {}
     print(f"Results: {record.path}")
