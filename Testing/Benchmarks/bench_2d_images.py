@@ -26,14 +26,16 @@ is then segmented with ``MedSegCNNLib.segment`` (PyTorch, fp32, no TTA) from its
 against its labels: per held-out case, the Dice of label 1 (anterior) and 2 (posterior) over the stack of its
 slices, averaged over the cases. The script prints the CPU (model and flags), each run's steps and Dice, the
 PNG - NIfTI difference of the mean Dice per seed (and their mean and standard deviation over seeds), and writes
-everything to ``<work>/results.json``. The machine may be shared: the budget is wall-clock time, so the two runs
+everything (settings, per held-out case Dice of every run, the printed figures) to
+``Testing/Benchmarks/results/2d_images-<UTC date-time>.json`` (``recording.RunRecord``; ``--results DIR`` for
+another folder), rewritten after each run. The machine may be shared: the budget is wall-clock time, so the two runs
 of a seed make different numbers of steps, which is the noise the comparison has to live with. ``--steps N``
 trains both for N steps instead (``--epochs 1 --steps-per-epoch N``, no budget): the two runs then see the same
 patches and augmentations and should reach the same weights, hence the same Dice (as
 ``Testing/training/test_train_2d.py`` checks on a phantom). Run by hand::
 
     python Testing/Benchmarks/bench_2d_images.py [--budget-min 5 | --steps N] [--seeds 0,1,2] [--hold-out 40]
-        [--train-cases N] [--work DIR] [--data DIR]
+        [--train-cases N] [--work DIR] [--data DIR] [--results DIR]
 
 A quick check that it works: ``--budget-min 1 --seeds 0 --train-cases 12 --hold-out 4``.
 """
@@ -49,11 +51,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from recording import RESULTS, RunRecord
 
 import MedSegCNNLib
 from MedSegCNNLib import Image, write_image
@@ -83,6 +87,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, help="MSD hippocampus folder (default: the shared data, else bundled)")
     parser.add_argument("--hold-out", type=int, help="last N sorted cases held out (default 40; 3 for bundled data)")
     parser.add_argument("--train-cases", type=int, help="train on the first N of the other cases (default all)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the results file")
     args = parser.parse_args()
     if args.budget_min <= 0 or (args.steps is not None and args.steps < 1):
         parser.error("--budget-min and --steps must be positive")
@@ -256,13 +261,15 @@ def main() -> None:
     args = parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="medsegcnn-bench-2d-"))
     work.mkdir(parents=True, exist_ok=True)
+    settings = {**vars(args), "work": work, "predict_options": asdict(OPTIONS)}
+    record = RunRecord("2d_images", settings, results=args.results)
     print("2D pictures vs single-slice NIfTI: the same hippocampus slices, the same training length and seed")
-    print(f"  CPU: {cpu_info().describe()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"MedSegCNN {MedSegCNNLib.__version__}")  # fmt: skip
+    print(f"  {record.describe_machine()}; torch {torch.__version__}, MedSegCNN {MedSegCNNLib.__version__}")
     how_long = f"budget {args.budget_min:g} min" if args.steps is None else f"{args.steps} steps"
     print(f"  {how_long} per run, seeds {args.seeds}, work folder {work}")
     split = export(args, work)
-    results: dict[str, Any] = {
+    results = record.data
+    results.update({
         "cpu": cpu_info().describe(),
         "budget_minutes": args.budget_min if args.steps is None else None,
         "steps": args.steps,
@@ -271,41 +278,64 @@ def main() -> None:
         "slices": split["slices"],
         "plans": warm_up(work, args),
         "runs": [],
-    }
+    })  # fmt: skip
     for seed in args.seeds:
         for kind in KINDS:
             run = {"kind": kind, "seed": seed, **train(work, kind, seed, args)}
             run.update(score(work, kind, run["model"], split["holdout"]))
             results["runs"].append(run)
-            (work / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+            results["figures"] = figures(results["runs"])
+            record.write()
             dice = ", ".join(f"{LABELS[label]} {value:.4f}" for label, value in run["dice"].items())
             print(f"  seed {seed} {kind:5s}: {run['steps']} steps (batch {run['batch']}, patch {run['patch']}, width "
                   f"{run['width']}, {run['precision']}) in {run['seconds']:.0f} s; held-out Dice {dice}, mean "
                   f"{run['mean_dice']:.4f}")  # fmt: skip
-    report(results)
-    (work / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
-    print(f"  results: {work / 'results.json'}")
+    report(results["figures"], record)
+    print(f"  results: {record.path}")
 
 
-def report(results: dict[str, Any]) -> None:
-    """The markdown table and the PNG - NIfTI differences of the mean Dice."""
-    runs = {(run["kind"], run["seed"]): run for run in results["runs"]}
-    seeds = sorted({seed for _, seed in runs})
+def figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The printed figures, from the runs: per run its steps and Dice; per seed with both runs done the PNG - NIfTI
+    difference of the mean Dice, the PNG / NIfTI ratio of the steps and whether the weights are identical; the mean
+    (and, over two seeds or more, the standard deviation) of those differences and ratios."""
+    by_run = {(run["kind"], run["seed"]): run for run in runs}
+    seeds = sorted({seed for kind, seed in by_run if all((k, seed) in by_run for k in KINDS)})
+    png, nifti = (by_run["png", s] for s in seeds), (by_run["nifti", s] for s in seeds)
+    pairs = list(zip(png, nifti, strict=True))
+    keys = ("seed", "kind", "steps", "dice", "mean_dice")
+    result: dict[str, Any] = {
+        "runs": [{key: run[key] for key in keys} for run in runs],
+        "seeds_compared": seeds,
+        "difference_png_minus_nifti": [a["mean_dice"] - b["mean_dice"] for a, b in pairs],
+        "steps_ratio_png_over_nifti": [a["steps"] / b["steps"] for a, b in pairs],
+        "identical_weights_seeds": [a["seed"] for a, b in pairs if a["weights_sha256"] == b["weights_sha256"]],
+    }
+    for key in ("difference_png_minus_nifti", "steps_ratio_png_over_nifti"):
+        values = result[key]
+        result[f"{key}_mean"] = statistics.mean(values) if values else None
+        result[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else None
+    return result
+
+
+def report(figures: dict[str, Any], record: RunRecord) -> None:
+    """The markdown table and the PNG - NIfTI differences of the mean Dice, from the figures."""
+    print(f"\n{record.describe_machine()}")
     print(
-        "\n| seed | data | steps | Dice anterior | Dice posterior | mean Dice |\n| --- | --- | --- | --- | --- | --- |"
+        "| seed | data | steps | Dice anterior | Dice posterior | mean Dice |\n| --- | --- | --- | --- | --- | --- |"
     )
-    for seed in seeds:
-        for kind in KINDS:
-            run = runs[kind, seed]
-            print(f"| {seed} | {kind} | {run['steps']} | {run['dice'][1]:.4f} | {run['dice'][2]:.4f} | "
-                  f"{run['mean_dice']:.4f} |")  # fmt: skip
-    differences = [runs["png", seed]["mean_dice"] - runs["nifti", seed]["mean_dice"] for seed in seeds]
-    same = [seed for seed in seeds if runs["png", seed]["weights_sha256"] == runs["nifti", seed]["weights_sha256"]]
-    print(f"\nidentical weights (SHA-256) from PNG and NIfTI for seeds {same or 'none'} of {seeds}")
-    spread = f" ± {statistics.stdev(differences):.4f} (sd over {len(seeds)} seeds)" if len(seeds) > 1 else ""
-    print(f"mean Dice PNG - NIfTI: {', '.join(f'{d:+.4f}' for d in differences)}; mean "
-          f"{statistics.mean(differences):+.4f}{spread}")  # fmt: skip
-    results["difference_png_minus_nifti"] = differences
+    for run in sorted(figures["runs"], key=lambda run: (run["seed"], list(KINDS).index(run["kind"]))):
+        print(f"| {run['seed']} | {run['kind']} | {run['steps']} | {run['dice'][1]:.4f} | {run['dice'][2]:.4f} | "
+              f"{run['mean_dice']:.4f} |")  # fmt: skip
+    seeds = figures["seeds_compared"]
+    print(f"\nidentical weights (SHA-256) from PNG and NIfTI for seeds {figures['identical_weights_seeds'] or 'none'} "
+          f"of {seeds}")  # fmt: skip
+    if not seeds:
+        return
+    for key, what, form in (("difference_png_minus_nifti", "mean Dice PNG - NIfTI", "+.4f"),
+                            ("steps_ratio_png_over_nifti", "steps PNG / NIfTI", ".2f")):  # fmt: skip
+        spread = "" if figures[f"{key}_sd"] is None else \
+            f" ± {figures[f'{key}_sd']:.4f} (sd over {len(seeds)} seeds)"  # fmt: skip
+        print(f"{what}: {', '.join(f'{d:{form}}' for d in figures[key])}; mean {figures[f'{key}_mean']:{form}}{spread}")
 
 
 if __name__ == "__main__":

@@ -64,16 +64,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import logging
 import math
-import os
-import platform
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -82,13 +77,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from recording import RunRecord
 
-import MedSegCNNLib
 from MedSegCNNLib.annotation import AnnotationProject
 from MedSegCNNLib.annotation import learner as annotation_learner
 from MedSegCNNLib.annotation.project_file import CaseState, absolute_path, read_project_file
 from MedSegCNNLib.annotation.versions import read_versions
+from MedSegCNNLib.atomic import write_text_atomic
 from MedSegCNNLib.data.msd import read_label_names
 from MedSegCNNLib.errors import InputError, MedSegCNNError
 from MedSegCNNLib.image import Image
@@ -97,7 +92,7 @@ from MedSegCNNLib.inference.model import load_segmentation_model
 from MedSegCNNLib.inference.options import PredictOptions
 from MedSegCNNLib.inference.segment import segment
 from MedSegCNNLib.metrics.overlap import confusion_counts, overlap_scores
-from MedSegCNNLib.runtime import REPORTED_FLAGS, cpu_info, resolve_device
+from MedSegCNNLib.runtime import resolve_device
 
 logger = logging.getLogger("bench_annotation_loop")
 
@@ -135,6 +130,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, help="folder for the projects (default: a new temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the results JSON and PNG")
+    parser.add_argument("--figures", type=Path, nargs="+", help="only add the figures, computed from the raw numbers, "
+                        "to these results files written before results files had them")  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="a tiny end-to-end run: " + ", ".join(
         f"{key} {value}" for key, value in SMOKE.items()))  # fmt: skip
     args = parser.parse_args(argv)
@@ -184,33 +181,6 @@ def random_budgets(args: argparse.Namespace) -> list[float]:
 
 
 # ----- machine, commit and data ----------------------------------------------------------------------------
-
-
-def git_state() -> dict[str, Any]:
-    """The commit of the repository and whether tracked files differ from it."""
-
-    def git(*arguments: str) -> str:
-        done = subprocess.run(["git", *arguments], cwd=ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    changed = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD") or None, "branch": git("rev-parse", "--abbrev-ref", "HEAD") or None,
-            "dirty": bool(changed), "changed": changed.splitlines()}  # fmt: skip
-
-
-def machine() -> dict[str, Any]:
-    cpu = cpu_info()
-    return {
-        "cpu_model": cpu.model,
-        "cpu_flags_reported": {flag: flag in cpu.flags for flag in REPORTED_FLAGS},
-        "cpu_flags": sorted(cpu.flags),
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "medsegcnn": MedSegCNNLib.__version__,
-    }
 
 
 def case_name(path: Path) -> str:
@@ -616,8 +586,52 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def write_report(report: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
+def write_report(record: RunRecord) -> None:
+    """Write the results file with its figures computed afresh from the raw numbers."""
+    record.data["figures"] = figures(record.data)
+    record.write()
+
+
+def figures(report: dict[str, Any]) -> dict[str, Any]:
+    """The figures the summary and the README quote, computed from the raw per-round and per-case numbers: the
+    split's sizes and, per arm, the held-out Dice, the late rounds' Dice before correction, the ready seconds,
+    the learning seconds and the voxels changed against the voxels painted from scratch (totals and fraction)."""
+    split = report.get("split", {})
+    result: dict[str, Any] = {"split": {key: len(value) for key, value in split.items() if isinstance(value, list)},
+                              "arms": {}}  # fmt: skip
+    for name, arm in report.get("arms", {}).items():
+        if "error" in arm:
+            continue
+        entry: dict[str, Any] = {}
+        if "summary" in arm:
+            rounds, summary = arm["rounds"], arm["summary"]
+            changed = sum(e["voxels_changed"] or 0 for e in rounds)
+            to_paint = sum(e["voxels_to_paint"] for e in rounds)
+            entry.update({"held_out": summary["final_held_out"], "late_rounds": summary["late_rounds"],
+                          "late_mean_dice": summary["late_mean_dice"], "ready_max_s": summary["ready_max_s"],
+                          "ready_median_s": summary["ready_median_s"], "learn_s": summary["total_learn_s"],
+                          "versions": len(arm["versions"]), "voxels_changed": changed, "voxels_to_paint": to_paint,
+                          "changed_fraction": changed / max(1, to_paint)})  # fmt: skip
+        elif "held_out" in arm:
+            entry["held_out"] = arm["held_out"]["dice"]
+            if "rounds" in arm:  # no-learning: the initial model's Dice on the shown cases
+                late, label = late_rounds(arm["rounds"])
+                entry.update({"late_rounds": label, "late_mean_dice": float(np.mean([e["dice"]["mean"] for e in late])),
+                              "mean_dice_all_rounds": float(np.mean([e["dice"]["mean"] for e in arm["rounds"]]))})
+            if "budget_s" in arm:
+                entry["learn_s"] = arm["budget_s"]
+        result["arms"][name] = entry
+    return result
+
+
+def add_figures(paths: Sequence[Path]) -> None:
+    """Add ``figures`` (computed from its raw numbers) to results files written before they had it; nothing else
+    in them changes."""
+    for path in paths:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        report["figures"] = figures(report)
+        write_text_atomic(path, json.dumps(report, indent=1, default=str) + "\n", overwrite=True)
+        print(f"{path}: figures {json.dumps(report['figures'])}")
 
 
 # ----- main ------------------------------------------------------------------------------------------------
@@ -627,20 +641,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
     args = parse_args(argv)
-    stamp = datetime.datetime.now(datetime.UTC)
+    if args.figures:
+        add_figures(args.figures)
+        return
     temporary = args.work is None
     work = (Path(tempfile.mkdtemp(prefix="bench_annotation_loop_")) if temporary else args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     if any(work.iterdir()):
         raise SystemExit(f"The work folder {work} is not empty; give a new or empty one.")
-    args.results.mkdir(parents=True, exist_ok=True)
-    stem = f"annotation_loop-{stamp:%Y%m%dT%H%M%SZ}{'-smoke' if args.smoke else ''}"
-    json_path, png_path = args.results / f"{stem}.json", args.results / f"{stem}.png"
-    info = machine()
+    settings = {**vars(args), "predict_options": asdict(OPTIONS), "work": work, "min_cases_to_learn":
+                annotation_min_cases()}  # fmt: skip
+    record = RunRecord("annotation_loop", settings, argv=argv, results=args.results,
+                       suffix="-smoke" if args.smoke else "")  # fmt: skip
+    json_path, png_path = record.path, record.path.with_suffix(".png")
+    info = record.data["machine"]
     print("Annotation loop benchmark (issue 22): a simulated annotator on the hippocampus cases")
-    print(f"CPU: {cpu_info().describe()}; all flags: {' '.join(info['cpu_flags'])}")
-    print(f"torch {info['torch']} ({info['torch_threads']} threads here), MedSegCNN {info['medsegcnn']}, numpy "
-          f"{info['numpy']}, Python {info['python']}")  # fmt: skip
+    print(f"{record.describe_machine()}; all flags: {' '.join(info['cpu_flags'])}")
+    print(", ".join(f"{name} {version}" for name, version in info["versions"].items() if version) +
+          f", Python {info['python']}")  # fmt: skip
     split = prepare_split(args, work)
     labels = read_label_names(args.data / "dataset.json")
     names = [labels[value] for value in sorted(labels) if value != 0]
@@ -651,20 +669,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         loop_arms.append((f"entropy-{args.reference_budget:g}s", "entropy", args.reference_budget))
     reference = f"random-{args.reference_budget:g}s" if random_budgets(args) and args.reference_budget in \
         random_budgets(args) else None  # fmt: skip
-    report: dict[str, Any] = {
-        "command": [sys.executable, *sys.argv],
-        "date": stamp.isoformat(),
-        "git": git_state(),
-        "machine": info,
-        "settings": {**{key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
-                     "loop_arms": [{"arm": a, "strategy": s, "budget_s": b} for a, s, b in loop_arms],
-                     "reference_arm": reference, "predict_options": asdict(OPTIONS), "work": str(work),
-                     "min_cases_to_learn": annotation_min_cases()},
-        "split": {key: value for key, value in split.items() if key not in ("images", "references")},
-        "labels": labels,
-        "arms": {},
-    }
-    write_report(report, json_path)
+    report = record.data
+    report["settings"].update({"loop_arms": [{"arm": a, "strategy": s, "budget_s": b} for a, s, b in loop_arms],
+                               "reference_arm": reference})  # fmt: skip
+    report.update({"split": {key: value for key, value in split.items() if key not in ("images", "references")},
+                   "labels": labels, "arms": {}})  # fmt: skip
+    write_report(record)
     try:
         for arm, strategy, budget in loop_arms:
             logger.info("arm %s", arm)
@@ -677,7 +687,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 result = {"arm": arm, "error": f"{type(error).__name__}: {error}",
                           "learner_log_tail": learner_log_tail(work / arm / "project")}
             report["arms"][arm] = result
-            write_report(report, json_path)
+            write_report(record)
             if "error" in result:
                 print(f"\n## {arm}: FAILED ({result['error']})\nits learner log ends:")
                 print("\n".join(f"    {line}" for line in result["learner_log_tail"]))
@@ -688,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if "no-learning" in args.arms:
             report["arms"]["no-learning"] = no_learning(base, split, labels) if usable else \
                 {"error": f"its arm {reference} failed"}  # fmt: skip
-            write_report(report, json_path)
+            write_report(record)
             if usable:
                 print_no_learning(report["arms"]["no-learning"], names)
         if "train-at-end" in args.arms:
@@ -700,23 +710,25 @@ def main(argv: Sequence[str] | None = None) -> None:
             except (MedSegCNNError, OSError, RuntimeError, ValueError) as error:
                 logger.exception("train-at-end failed")
                 report["arms"]["train-at-end"] = {"error": f"{type(error).__name__}: {error}"}
-            write_report(report, json_path)
-        print("\n## Summary")
+            write_report(record)
+        print(f"\n## Summary ({record.describe_machine()})")
         print("| arm | final version | held-out mean Dice | Dice before correction, late rounds | ready s max / median "
               "| learning s | voxels changed / to paint |\n|---|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+        report["figures"] = figures(report)
         for arm, result in report["arms"].items():
             if "summary" in result:
-                s = result["summary"]
+                s, f = result["summary"], report["figures"]["arms"][arm]
                 print(f"| {arm} | v{s['final_version']} | {s['final_held_out']['mean']:.4f} | "
                       f"{fmt(s['late_mean_dice'])} ({s['late_rounds']}) | {s['ready_max_s']:.2f} / "
-                      f"{s['ready_median_s']:.2f} | {s['total_learn_s']:.0f} | {s['changed_fraction']:.3f} |")
+                      f"{s['ready_median_s']:.2f} | {s['total_learn_s']:.0f} | {f['voxels_changed']:,} / "
+                      f"{f['voxels_to_paint']:,} ({f['changed_fraction']:.0%}) |")
             elif "held_out" in result:
                 print(f"| {arm} | - | {result['held_out']['dice']['mean']:.4f} | - | - | "
                       f"{fmt(result.get('budget_s'), '.0f')} | - |")
             else:
                 print(f"| {arm} | FAILED: {result.get('error')} | | | | | |")
         report["goals"] = print_goals(report, reference, args.rounds)
-        write_report(report, json_path)
+        write_report(record)
         plot(report, png_path)
         print(f"\nResults: {json_path}\nCurves: {png_path}")
     finally:

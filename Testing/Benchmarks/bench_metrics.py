@@ -5,7 +5,10 @@ inputs; the script prints time ratios (MONAI / MedSegCNN), peak memory and the l
 between the two libraries' values. Run by hand (the machine is shared: read ratios, not seconds)::
 
     pip install -e ".[bench]"
-    python Testing/Benchmarks/bench_metrics.py [--large] [--monai-labels N]
+    python Testing/Benchmarks/bench_metrics.py [--large] [--monai-labels N] [--results DIR]
+
+Every case's raw numbers (both libraries' values per label, seconds, peak memory) and the printed figures go to
+``Testing/Benchmarks/results/metrics-<UTC date-time>.json`` (``recording.RunRecord``), rewritten after each case.
 
 Cases:
 - hippocampus: the 12 bundled sample cases, reference vs the degraded sample predictions (3 labels).
@@ -37,6 +40,7 @@ from monai.metrics import (
     compute_hausdorff_distance,
     compute_surface_dice,
 )
+from recording import RESULTS, RunRecord
 
 from MedSegCNNLib import Image, evaluate, read_image
 
@@ -101,7 +105,11 @@ def _resident_mib() -> float:
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def compare(name: str, pred: Image, ref: Image, labels: list[int], monai_labels: list[int] | None = None) -> None:
+def compare(record: RunRecord, name: str, pred: Image, ref: Image, labels: list[int],
+            monai_labels: list[int] | None = None) -> None:  # fmt: skip
+    """Time both libraries on one case, print its figures and add the case (raw numbers and figures) to ``record``,
+    then write it (keyed by the name's first word)."""
+    key = name.split()[0]
     monai_labels = monai_labels or labels
     ours_all, ours_seconds, ours_peak = measure(lambda: medsegcnn_metrics(pred, ref, labels))
     if monai_labels != labels:
@@ -115,13 +123,24 @@ def compare(name: str, pred: Image, ref: Image, labels: list[int], monai_labels:
             a, b = ours[label][metric], theirs[label][metric]
             if not (math.isinf(a) and math.isinf(b)) and not (math.isnan(b) and math.isinf(a)):
                 worst[metric] = max(worst[metric], abs(a - b))
+    figures = {"medsegcnn_all_labels_s": ours_seconds, "medsegcnn_all_labels_peak_mib": ours_peak,
+               "medsegcnn_s": ours_subset_seconds, "medsegcnn_peak_mib": ours_subset_peak, "monai_s": monai_seconds,
+               "monai_peak_mib": monai_peak, "ratio_monai_over_medsegcnn": monai_seconds / ours_subset_seconds,
+               "largest_difference": worst}  # fmt: skip
+    record.data.setdefault("cases", {})[key] = {
+        "name": name,
+        "shape": pred.shape, "spacing": pred.spacing, "labels": labels, "monai_labels": monai_labels,
+        "medsegcnn": ours_all, "monai": theirs, "figures": figures}  # fmt: skip
+    record.data.setdefault("figures", {})[key] = figures
+    record.write()
     print(f"\n== {name}: shape {pred.shape}, spacing {pred.spacing}, {len(labels)} labels")
+    print(f"   {record.describe_machine()}")
     if monai_labels != labels:
         print(f"   MedSegCNN, all {len(labels)} labels: {ours_seconds:.2f} s, peak +{ours_peak:.0f} MiB RSS")
         print(f"   on the first {len(monai_labels)} labels:")
     print(f"   MedSegCNN {ours_subset_seconds:8.2f} s   peak +{ours_subset_peak:6.0f} MiB RSS")
     print(f"   MONAI     {monai_seconds:8.2f} s   peak +{monai_peak:6.0f} MiB RSS")
-    print(f"   time ratio MONAI / MedSegCNN = {monai_seconds / ours_subset_seconds:.1f}x")
+    print(f"   time ratio MONAI / MedSegCNN = {figures['ratio_monai_over_medsegcnn']:.1f}x")
     print("   largest |MedSegCNN - MONAI|: " + ", ".join(f"{m} {worst[m]:.4g}" for m in METRICS))
 
 
@@ -173,30 +192,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help="include the 512x512x300, 110-label case")
     parser.add_argument("--monai-labels", type=int, default=20, help="labels MONAI runs on in the large case")
+    parser.add_argument("--skip-ct", action="store_true", help="leave out the ct_multilabel case")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the results file")
     args = parser.parse_args()
     torch.set_num_threads(2)
     warnings.filterwarnings("ignore", category=FutureWarning, module="monai")
-    print(f"torch threads: {torch.get_num_threads()}")
+    record = RunRecord("metrics", {**vars(args), "metrics": METRICS, "nsd_tolerance_mm": 1.0}, results=args.results)
+    print(f"torch threads: {torch.get_num_threads()}; results: {record.path}")
 
     pred, ref = hippocampus_cases()
-    compare("hippocampus (12 sample cases side by side)", pred, ref, [1, 2])
+    compare(record, "hippocampus (12 sample cases side by side)", pred, ref, [1, 2])
 
     ct = SHARED / "ct_multilabel" / "example_seg_fast_force_split.nii.gz"
-    if ct.exists():
+    if args.skip_ct:
+        print("\n(ct_multilabel left out: --skip-ct)")
+    elif ct.exists():
         ref = read_image(ct)
         ref = ref.with_array(ref.array.astype(np.uint8))
         shifted = np.zeros_like(ref.array)
         shifted[:, :, 1:] = ref.array[:, :, :-1]
         labels = sorted(int(v) for v in np.unique(ref.array) if v)
-        compare("ct_multilabel (TotalSegmentator map vs itself shifted 1 voxel)", ref.with_array(shifted), ref, labels)
+        name = "ct_multilabel (TotalSegmentator map vs itself shifted 1 voxel)"
+        compare(record, name, ref.with_array(shifted), ref, labels)
     else:
         print("\n(ct_multilabel skipped: ../shared/data not found)")
 
     if args.large:
         pred, ref = synthetic_large()
         labels = sorted(int(v) for v in np.unique(ref.array) if v)
-        compare("large synthetic CT-sized map", pred, ref, labels, labels[: args.monai_labels])
-    print(f"\nmax RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        compare(record, "large synthetic CT-sized map", pred, ref, labels, labels[: args.monai_labels])
+    record.data["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    record.write()
+    print(f"\nmax RSS of this process: {record.data['max_rss_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,10 @@ read as VmHWM after resetting it through ``/proc/self/clear_refs`` (VTK's buffer
 Run by hand::
 
     pip install slicer-core
-    python Testing/Benchmarks/bench_mrml.py [--small] [--repeat 3] [--labels 14]
+    python Testing/Benchmarks/bench_mrml.py [--small] [--repeat 3] [--labels 14] [--results DIR]
+
+The case, the same-result checks, every run of every route (seconds, peak, layers) and the printed figures go to
+``Testing/Benchmarks/results/mrml-<UTC date-time>.json`` (``recording.RunRecord``), rewritten after each task.
 """
 
 from __future__ import annotations
@@ -354,6 +357,7 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=14, help="number of labels (ellipsoids), 1 to 255")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement, a fresh process each")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--results", type=Path, help="folder of the results file (default: Testing/Benchmarks/results)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -369,17 +373,27 @@ def main() -> None:
     if not 1 <= args.labels <= 255 or args.repeat < 1:
         parser.error("--labels must be 1 to 255 (a uint8 label map) and --repeat at least 1")
 
+    from recording import RESULTS, RunRecord  # in the parent only: the children measure their own memory
+
     shape = SMALL_SHAPE if args.small else DEFAULT_SHAPE
+    settings = {**vars(args), "shape_zyx": shape, "spacing_xyz_mm": SPACING, "origin_lps_mm": ORIGIN,
+                "direction": DIRECTION.tolist(), "fill": FILL}  # fmt: skip
+    record = RunRecord("mrml", settings, results=args.results or RESULTS)
+    record.data.update({"tasks": {}, "figures": {}})
+    print(f"{record.describe_machine()}; results: {record.path}")
     with tempfile.TemporaryDirectory(prefix="bench_mrml_") as directory:
         start = time.perf_counter()
         size = "small" if args.small else "default"
         case = run_child("--labels", str(args.labels), "--child", "generate", directory, size)
+        record.data["case"] = case
         print(
             f"Case: {shape[::-1]} voxels (x, y, z), float32 volume, uint8 label map of {args.labels} ellipsoids "
             f"filling {case['fill']:.1%} (labels of {case['smallest']}-{case['largest']} voxels), spacing {SPACING} "
             f"mm, origin {ORIGIN} LPS, z axis flipped; generated in {time.perf_counter() - start:.0f} s."
         )
-        check_results(run_child("--child", "check", directory))
+        record.data["checks"] = run_child("--child", "check", directory)
+        record.write()
+        check_results(record.data["checks"])
         print(
             f"\nBest and worst of {args.repeat} run(s), each in a fresh process; peak: largest increase of the "
             "resident set during the operation."
@@ -389,11 +403,21 @@ def main() -> None:
             runs = {
                 c: [run_child("--child", "measure", directory, task, c) for _ in range(args.repeat)] for c in CONTENDERS
             }
+            ours, theirs = (summary(runs[c]) for c in CONTENDERS)
+            figures = {"best_s": {c: summary(runs[c])[0] for c in CONTENDERS},
+                       "worst_s": {c: max(run["seconds"] for run in runs[c]) for c in CONTENDERS},
+                       "peak_mib": {c: summary(runs[c])[1] for c in CONTENDERS},
+                       "time_ratio_slicer_over_medsegcnn": theirs[0] / ours[0],
+                       "memory_ratio_slicer_over_medsegcnn": theirs[1] / ours[1]}  # fmt: skip
+            record.data["tasks"][task] = runs
+            record.data["figures"][task] = figures
+            record.write()
+            print(f"  {record.describe_machine()}")
             for contender, measured in runs.items():
                 print_row(ROUTES[task.split("-")[0], contender], measured)
-            ours, theirs = (summary(runs[c]) for c in CONTENDERS)
             print(
-                f"  ratio Slicer / MedSegCNN: time {theirs[0] / ours[0]:.2f}x, peak memory {theirs[1] / ours[1]:.2f}x"
+                f"  ratio Slicer / MedSegCNN: time {figures['time_ratio_slicer_over_medsegcnn']:.2f}x, peak memory "
+                f"{figures['memory_ratio_slicer_over_medsegcnn']:.2f}x"
                 f" (>1: MedSegCNN faster / smaller; memory read as {runs['slicer'][0]['memory']})"
             )
 

@@ -10,7 +10,11 @@ forward FLOPs from ``torch.utils.flop_counter``) and the ratio MONAI (default la
 
     pip install -e ".[bench]"
     python Testing/Benchmarks/bench_train_step.py [--patch 64 64 64] [--batch 2] [--features 32 64 128 256 320]
-        [--variants medsegcnn-cl monai ...] [--steps 4]
+        [--variants medsegcnn-cl monai ...] [--steps 4] [--results DIR]
+
+The settings, every step's seconds per variant and the printed figures go to
+``Testing/Benchmarks/results/train_step-<UTC date-time>.json`` (``recording.RunRecord``), rewritten after each
+variant's warm-up and after each round of timed steps.
 
 Variants: ``medsegcnn`` / ``monai`` (default contiguous layout), ``medsegcnn-cl`` / ``monai-cl`` (model and input
 in channels-last layout), ``medsegcnn-cl-compiled`` (plus ``torch.compile``; compile time printed separately).
@@ -45,10 +49,12 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import DynUNet
+from recording import RESULTS, RunRecord
 from torch.utils.flop_counter import FlopCounterMode
 
 from MedSegCNNLib.networks import build_network
@@ -66,6 +72,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the results file")
     return parser.parse_args()
 
 
@@ -135,6 +142,10 @@ def main() -> None:
     args = parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch")  # inductor's own deprecations
     torch.set_num_threads(args.threads)
+    record = RunRecord("train_step", {**vars(args), "optimizer": "SGD lr 0.01 momentum 0.99 nesterov",
+                                      "loss": "cross-entropy + (1 - soft Dice)", "training_flops": "3x forward"},
+                       results=args.results)
+    record.data["variants"] = {}
     generator = torch.Generator().manual_seed(0)
     image = torch.randn(args.batch, 1, *args.patch, generator=generator)
     target = torch.randint(0, args.classes, (args.batch, *args.patch), generator=generator)
@@ -155,18 +166,33 @@ def main() -> None:
             f"warm-up{' incl. compilation' if variant.endswith('compiled') else ''} {time.perf_counter() - start:.1f} s"
         )
         steps[variant], times[variant] = step, []
+        record.data["variants"][variant] = {"parameters": parameters, "forward_flops": flops[variant],
+                                            "warmup_s": time.perf_counter() - start, "step_s": times[variant]}
+        record.write()
     for _ in range(args.steps):
         for variant, step in steps.items():
             start = time.perf_counter()
             step()
             times[variant].append(time.perf_counter() - start)
-    reference = "monai" if "monai" in times else None
-    print(f"\n{'variant':22s} {'median s':>9s} {'min s':>7s} {'GFLOP/s':>8s}  ratio monai/variant (median)")
+        record.data["figures"] = figures(times, flops)
+        record.write()
+    print(f"\n{record.describe_machine()}; results: {record.path}")
+    print(f"{'variant':22s} {'median s':>9s} {'min s':>7s} {'GFLOP/s':>8s}  ratio monai/variant (median)")
+    for variant, figure in record.data["figures"].items():
+        ratio = "-" if figure["ratio_monai_over_variant"] is None else f"{figure['ratio_monai_over_variant']:.2f}x"
+        print(f"{variant:22s} {figure['median_s']:9.3f} {figure['min_s']:7.3f} {figure['gflops']:8.1f}  {ratio}")
+
+
+def figures(times: dict[str, list[float]], flops: dict[str, int]) -> dict[str, dict[str, float | None]]:
+    """Per variant: the median and minimum seconds per step, the achieved GFLOP/s at the median (training counted
+    as 3x the forward FLOPs) and MONAI's (contiguous) median / the variant's (None without the monai variant)."""
+    reference = statistics.median(times["monai"]) if "monai" in times else None
+    result = {}
     for variant, measured in times.items():
         median = statistics.median(measured)
-        ratio = f"{statistics.median(times[reference]) / median:.2f}x" if reference else "-"
-        gflops = 3 * flops[variant] / median / 1e9
-        print(f"{variant:22s} {median:9.3f} {min(measured):7.3f} {gflops:8.1f}  {ratio}")
+        result[variant] = {"median_s": median, "min_s": min(measured), "gflops": 3 * flops[variant] / median / 1e9,
+                           "ratio_monai_over_variant": None if reference is None else reference / median}  # fmt: skip
+    return result
 
 
 if __name__ == "__main__":

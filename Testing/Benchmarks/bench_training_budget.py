@@ -41,7 +41,11 @@ Scoring, the same for both: ``MedSegCNNLib.evaluate(predictions, references, lab
 the hold-out cases, mean Dice of label 1 (anterior), label 2 (posterior) and their mean. The script prints per
 budget and contender the steps made (and patches seen: steps x batch), the process wall time of training, the
 budget clock, the Dice values, and the difference of the mean Dice (MedSegCNN - MONAI); a markdown table at the
-end and all results (with per-case Dice) in ``<work>/results.json``, rewritten after every run. Training process
+end and all results (with per-case Dice) in ``<work>/results.json``, rewritten after every run, and in the run's
+results file ``Testing/Benchmarks/results/training_budget-<UTC date-time>.json`` (``recording.RunRecord``: command,
+commit, machine, versions, settings, every run's numbers, the 1-minute load average sampled every
+``--load-every`` seconds while each contender trains, and the printed figures; ``--results DIR`` for another
+folder). Training process
 time: the wall time of ``medsegcnn train``, and of the MONAI worker less its inference (both include Python's
 start and imports). Results already in ``<work>/results.json`` for the same split are kept (one contender or budget
 per invocation is possible; a contender run again at a budget replaces its earlier result there). A contender that fails
@@ -51,7 +55,7 @@ time, so a loaded machine makes fewer steps for both. Run by hand (hours with th
 
     pip install -e ".[bench]"
     python Testing/Benchmarks/bench_training_budget.py [--budgets 5,15,60] [--only medsegcnn|monai]
-        [--work DIR] [--hold-out 40] [--train-cases N] [--threads N]
+        [--work DIR] [--hold-out 40] [--train-cases N] [--threads N] [--results DIR]
 
 A quick smoke run: ``--budgets 0.5 --hold-out 4 --train-cases 12 --work /tmp/budget``.
 """
@@ -67,6 +71,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -75,6 +80,7 @@ from typing import Any
 import monai
 import numpy as np
 import torch
+from recording import RESULTS, RunRecord
 
 import MedSegCNNLib
 from MedSegCNNLib import evaluate
@@ -109,6 +115,8 @@ def parse_args() -> argparse.Namespace:
         "--max-overrun", type=float, default=30.0, help="minutes past the budget after which a training is stopped"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the MONAI recipe")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the run's results file")
+    parser.add_argument("--load-every", type=float, default=10.0, help="seconds between load average samples")
     parser.add_argument("--monai-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hold_out < 1 or (args.train_cases is not None and args.train_cases < 1):
@@ -296,6 +304,7 @@ def medsegcnn_steps(output: Path) -> dict[str, Any]:
         "steps_per_epoch": steps_per_epoch,
         "batch_size": plan.get("batch_size", config.get("batch_size")),
         "patch_size": card.get("patch_size"),
+        "network": card.get("network"),
         "clock_s": clock_s,
         "card_training": {key: value for key, value in training.items() if key != "train_cases"},
     }
@@ -475,6 +484,61 @@ def monai_worker(spec_path: Path) -> None:
 # ----- report ----------------------------------------------------------------------------------------------
 
 
+class LoadSampler:
+    """The 1-minute load average (``os.getloadavg``) sampled every ``every`` seconds while the block runs: the
+    samples, their mean and their maximum (``None`` where the platform has no load average)."""
+
+    def __init__(self, every: float) -> None:
+        self.every, self.samples = every, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append(os.getloadavg()[0])
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self) -> LoadSampler:
+        if hasattr(os, "getloadavg"):
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def summary(self) -> dict[str, Any]:
+        return {"every_s": self.every, "samples": self.samples,
+                "mean": float(np.mean(self.samples)) if self.samples else None,
+                "max": max(self.samples) if self.samples else None}  # fmt: skip
+
+
+def figures(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The printed figures per budget, from the runs: per contender its steps, planned steps (first and final
+    plan), batch, training process and budget clock seconds, Dice (anterior, posterior, mean) and load average
+    while training; MedSegCNN's mean Dice - MONAI's and MedSegCNN's steps / MONAI's where both ran."""
+    keys = ("steps", "planned_steps", "final_planned_steps", "batch_size", "train_wall_s", "clock_s")
+    table: dict[str, dict[str, Any]] = {}
+    for budget, by_contender in sorted(results.items(), key=lambda item: float(item[0])):
+        row: dict[str, Any] = {}
+        for contender, result in by_contender.items():
+            if "error" in result:
+                row[contender] = {"error": result["error"]}
+                continue
+            row[contender] = {key: result.get(key) for key in keys}
+            row[contender]["dice"] = result["dice"]
+            row[contender]["load_average"] = {k: v for k, v in result.get("load_average", {}).items()
+                                              if k in ("mean", "max")}  # fmt: skip
+        if all("dice" in row.get(c, {}) for c in CONTENDERS):
+            ours, theirs = row["medsegcnn"], row["monai"]
+            row["difference_mean_dice"] = ours["dice"]["mean"] - theirs["dice"]["mean"]
+            row["steps_ratio"] = ours["steps"] / theirs["steps"] if ours["steps"] and theirs["steps"] else None
+        table[budget] = row
+    return table
+
+
 def fmt(value: Any, spec: str = "") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -493,16 +557,15 @@ def describe(contender: str, budget: float, result: dict[str, Any]) -> str:
     )
 
 
-def markdown_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+def markdown_table(table: dict[str, dict[str, Any]]) -> str:
+    """The figures (:func:`figures`) as a Markdown table."""
     lines = [
         "| budget (min) | contender | steps | batch | training process (s) | budget clock (s) | Dice anterior "
         "| Dice posterior | Dice mean | MedSegCNN - MONAI (mean) |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for budget, by_contender in sorted(results.items(), key=lambda item: float(item[0])):
-        difference = None
-        if all("dice" in by_contender.get(c, {}) for c in CONTENDERS):
-            difference = by_contender["medsegcnn"]["dice"]["mean"] - by_contender["monai"]["dice"]["mean"]
+    for budget, by_contender in table.items():
+        difference = by_contender.get("difference_mean_dice")
         for contender in (c for c in CONTENDERS if c in by_contender):
             result = by_contender[contender]
             if "error" in result:
@@ -529,6 +592,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     model, flags = cpu_description()
     present = ", ".join(f"{flag} {'yes' if value else 'no'}" for flag, value in flags.items())
+    record = RunRecord("training_budget", {**vars(args), "work": work}, results=args.results)
     print(f"CPU: {model}, {os.cpu_count()} logical CPUs; {present}")
     print(
         f"torch {torch.__version__}, MONAI {monai.__version__}, MedSegCNN {MedSegCNNLib.__version__}; threads: "
@@ -549,13 +613,17 @@ def main() -> None:
         "holdout_cases": split["holdout"],
         "results": results,
     }
+    record.data.update(report)
     runners = {"medsegcnn": run_medsegcnn, "monai": run_monai}
     for budget in args.budgets:
         print(f"\nBudget {budget:g} min")
         by_contender = results.setdefault(f"{budget:g}", {})
         for contender in contenders:
+            load = LoadSampler(args.load_every)
             try:
-                result = runners[contender](budget, args, split, work)
+                with load:
+                    result = runners[contender](budget, args, split, work)
+                result["load_average"] = load.summary()
                 result.update(score(Path(result["predictions"]), split))
             except Exception as error:  # a failed contender is reported; the benchmark goes on
                 if isinstance(error, RunError):
@@ -566,13 +634,15 @@ def main() -> None:
             by_contender[contender] = result
             print(describe(contender, budget, result), flush=True)
             (work / "results.json").write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
-        if all("dice" in by_contender.get(c, {}) for c in CONTENDERS):
-            ours, theirs = by_contender["medsegcnn"], by_contender["monai"]
-            difference = ours["dice"]["mean"] - theirs["dice"]["mean"]
-            steps = f"{ours['steps'] / theirs['steps']:.2f}x" if ours.get("steps") and theirs.get("steps") else "-"
-            print(f"  mean Dice MedSegCNN - MONAI: {difference:+.4f}; steps MedSegCNN / MONAI: {steps}")
-    print("\n" + markdown_table(results))
-    print(f"\nResults: {work / 'results.json'}")
+            record.data["figures"] = figures(results)
+            record.write()
+        row = record.data["figures"][f"{budget:g}"]
+        if "difference_mean_dice" in row:
+            print(f"  {record.describe_machine()}")
+            print(f"  mean Dice MedSegCNN - MONAI: {row['difference_mean_dice']:+.4f}; steps MedSegCNN / MONAI: "
+                  f"{fmt(row['steps_ratio'], '.2f')}x")  # fmt: skip
+    print(f"\n{record.describe_machine()}\n" + markdown_table(record.data["figures"]))
+    print(f"\nResults: {work / 'results.json'} and {record.path}")
 
 
 if __name__ == "__main__":
