@@ -69,7 +69,7 @@ from recording import RunRecord
 from MedSegCNNLib.inference import sliding_window_inference
 from MedSegCNNLib.inference.engine import Engine
 from MedSegCNNLib.networks import build_network
-from MedSegCNNLib.runtime import openvino_version
+from MedSegCNNLib.runtime import cpu_has_bf16, openvino_version
 
 ROOT = Path(__file__).resolve().parents[2]
 HIPPOCAMPUS = ROOT.parent / "shared" / "data" / "hippocampus" / "imagesTr"
@@ -485,36 +485,45 @@ def timed_command(command: list[str], environment: dict[str, str]) -> tuple[floa
     return seconds, done.stderr
 
 
-#: Part 4's breakdown: phase -> the functions (``file:function``) whose cumulative time it is.
+#: Part 4's breakdown: phase -> the functions (``file:function``) whose cumulative time it is (outermost calls).
 PHASES = {
     "load the model": ("inference/model.py:load_segmentation_model",),
-    "read and check the input": ("inference/segment.py:load_checked_input",),
+    "read and check the input": ("inference/folder_run.py:model_inputs", "inference/segment.py:load_checked_input"),
     "preprocess": ("data/preprocessing.py:preprocess_case",),
     "convert and compile (engine)": ("inference/engine.py:_build",),
-    "predict (gate, windows, stitching)": ("inference/prediction.py:predict_gated",),
     "network (windows, through the predictor)": ("inference/predictor.py:__call__",),
     "map back to the input grid": ("data/preprocessing.py:to_source_grid",),
     "write": ("image/io.py:write_image",),
 }
+#: The whole prediction (engine, accuracy gate, windows, stitching): what is left of it after the engine and the
+#: network is the gate's bookkeeping and the stitching.
+PREDICTION = "inference/prediction.py:predict_gated"
+
+
+def cumulative(stats: dict, name: str) -> float:
+    """Cumulative seconds of ``name`` (``file:function``) in cProfile ``stats``, outermost calls only."""
+    suffix, wanted = name.split(":")
+    total = 0.0
+    for (file, _line, function), (_cc, _nc, _tt, seconds, callers) in stats.items():
+        nested = any(caller[0] == file and caller[2] == function for caller in callers)
+        if file.endswith(suffix) and function == wanted and not nested:
+            total += seconds
+    return total
 
 
 def profiled_phases(profile: Path, wall: float) -> dict[str, float]:
-    """Cumulative seconds of each of :data:`PHASES` in the cProfile ``profile`` of one ``medsegcnn predict``; the
-    rest of ``wall`` before the command's work (interpreter, imports) is "start-up"."""
+    """Seconds of each of :data:`PHASES` in the cProfile ``profile`` of one ``medsegcnn predict``, the stitching
+    and gate (the prediction less the engine and the network), the start-up before the command's ``main``
+    (interpreter, imports, argument parsing), and whatever is left of ``wall``."""
     stats = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
-    phases: dict[str, float] = {}
-    for phase, names in PHASES.items():
-        total = 0.0
-        for (file, _line, function), (_cc, _nc, _tt, cumulative, callers) in stats.items():
-            for name in names:
-                suffix, wanted = name.split(":")
-                if file.endswith(suffix) and function == wanted:
-                    # count only the outermost calls: skip calls made from inside the same function
-                    outer = not any(caller[0] == file and caller[2] == function for caller in callers)
-                    total += cumulative if outer else 0.0
-        phases[phase] = total
-    command = next((v[3] for k, v in stats.items() if k[0].endswith("cli/main.py") and k[2] == "main"), 0.0)
+    phases = {phase: sum(cumulative(stats, name) for name in names) for phase, names in PHASES.items()}
+    prediction = cumulative(stats, PREDICTION)
+    phases["stitching and gate (the prediction less engine and network)"] = (
+        prediction - phases["convert and compile (engine)"] - phases["network (windows, through the predictor)"]
+    )
+    command = cumulative(stats, "cli/main.py:main")
     phases["start-up (interpreter, imports, argument parsing)"] = wall - command
+    phases["other"] = wall - sum(phases.values())
     return phases
 
 
@@ -571,7 +580,7 @@ def part4(args: argparse.Namespace, record: RunRecord) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", type=int, nargs="+", choices=(1, 2, 3, 4), default=[1, 2, 3, 4])
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--modes", nargs="+", choices=MODES, help="default: all (the bf16 ones with bf16 units)")
     parser.add_argument("--cases", type=int, default=60, help="part 3: the last N hippocampus cases")
     parser.add_argument("--rounds", type=int, default=2, help="part 4: interleaved rounds (the best of each counts)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -587,6 +596,10 @@ def main() -> None:
             INT8_IR.append(args.int8_ir)
         child(args.child, args.labels.with_suffix(".npy"))
         return
+    if args.modes is None:  # bf16 emulated through fp32 (no bf16 units) is many times slower: not worth hours here
+        args.modes = [mode for mode in MODES if cpu_has_bf16() or not mode.endswith("bf16")]
+        if len(args.modes) < len(MODES):
+            print("This CPU has no bf16 units: the bf16 modes are left out (ask for them with --modes).")
     settings = {"parts": args.part, "modes": args.modes, "cases": args.cases, "rounds": args.rounds,
                 "threads": args.threads, "openvino": openvino_version()}  # fmt: skip
     record = RunRecord("inference", settings, **({"results": args.results} if args.results else {}))
