@@ -124,7 +124,11 @@ def load_model(
         )
     if any(name not in tensors for name, _ in network.named_buffers()):  # non-persistent buffers need their values
         network = _built(network_builder, card, where)
-    network = network.to_empty(device=device) if _on_meta(network) else network.to(device)
+    if _on_meta(network):  # the weights become the network's tensors (in its dtypes): nothing allocated twice
+        own = network.state_dict()
+        network.load_state_dict({name: tensor.to(own[name].dtype) for name, tensor in tensors.items()}, assign=True)
+        return network.to(device).eval(), card
+    network = network.to(device)
     network.load_state_dict(tensors, strict=True)
     return network.eval(), card
 
