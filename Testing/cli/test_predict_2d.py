@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from cli_support import assert_clean_failure, medsegcnn
+from cli_support import assert_clean_failure, medsegcnn, medsegcnn_in_process
 from model_support import save_tiny_model
 from PIL import Image as Picture
 
@@ -94,9 +94,11 @@ def test_nnunet_channel_pngs_are_grouped_and_give_the_same_labels_as_the_rgb_fil
     assert all(row["label"] == 1 and row["tp"] + row["fn"] == 400 for row in metrics["rows"])  # the 0/255 square
 
 
-def test_rgb_for_a_one_channel_model_is_refused_unless_grayscale(tmp_path, models, colour_folder):
+def test_rgb_for_a_one_channel_model_is_refused_unless_grayscale(tmp_path, models, colour_folder, capsys):
     source = colour_folder / "a.png"
-    refused = medsegcnn("predict", "--model", models["gray"], "--input", source, "--output", tmp_path / "a.png")
+    # the refusals by ``main`` in this process, the run in a real subprocess
+    refused = medsegcnn_in_process(capsys, "predict", "--model", models["gray"], "--input", source,
+                                   "--output", tmp_path / "a.png")  # fmt: skip
     assert_clean_failure(
         refused, "is a colour (RGB) picture, but the model expects 1 input channel (L); pass --grayscale"
     )
@@ -108,8 +110,8 @@ def test_rgb_for_a_one_channel_model_is_refused_unless_grayscale(tmp_path, model
     luminance = rgb.with_array(np.tensordot(np.asarray(LUMA_WEIGHTS, np.float32), rgb.array.astype(np.float32), 1))
     expected = segment(luminance, models["gray"]).labels.array
     assert np.array_equal(read_image(tmp_path / "a.tif").array, expected)
-    refused = medsegcnn("predict", "--model", models["rgb"], "--input", source, "--output", tmp_path / "b.png",
-                        "--grayscale")  # fmt: skip
+    refused = medsegcnn_in_process(capsys, "predict", "--model", models["rgb"], "--input", source,
+                                   "--output", tmp_path / "b.png", "--grayscale")  # fmt: skip
     assert_clean_failure(refused, "--grayscale makes one channel of a colour picture, but the model expects 3")
 
 
