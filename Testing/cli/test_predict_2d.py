@@ -115,11 +115,12 @@ def test_rgb_for_a_one_channel_model_is_refused_unless_grayscale(tmp_path, model
     assert_clean_failure(refused, "--grayscale makes one channel of a colour picture, but the model expects 3")
 
 
-def test_a_multipage_tiff_is_refused_and_read_as_a_stack_with_pages_stack(tmp_path, models):
+def test_a_multipage_tiff_is_refused_and_read_as_a_stack_with_pages_stack(tmp_path, models, capsys):
     pages = np.stack([picture(seed)[..., 0] for seed in range(3)])
     tifffile.imwrite(tmp_path / "stack.tif", pages, photometric="minisblack")  # 3 pages
-    refused = medsegcnn("predict", "--model", models["gray"], "--input", tmp_path / "stack.tif",
-                        "--output", f"{tmp_path / 'out'}/")  # fmt: skip
+    # the refusal by ``main`` in this process, the run in a real subprocess
+    refused = medsegcnn_in_process(capsys, "predict", "--model", models["gray"], "--input", tmp_path / "stack.tif",
+                                   "--output", f"{tmp_path / 'out'}/")  # fmt: skip
     assert_clean_failure(refused, "holds 3 pages, where one 2D image is expected")
     assert "medsegcnn predict --pages stack" in refused.stderr and not (tmp_path / "out").exists()
     result = medsegcnn("predict", "--model", models["gray"], "--input", tmp_path / "stack.tif", "--pages", "stack",
