@@ -19,27 +19,11 @@ variant's warm-up and after each round of timed steps.
 Variants: ``medsegcnn`` / ``monai`` (default contiguous layout), ``medsegcnn-cl`` / ``monai-cl`` (model and input
 in channels-last layout), ``medsegcnn-cl-compiled`` (plus ``torch.compile``; compile time printed separately).
 
-Measured on the 2-core development machine (Xeon with AVX-512, fp32, torch 2.13 CPU, MONAI 1.6; shared with
-other work: read ratios, not seconds). 3D U-Net, features [32, 64, 128, 256, 320], batch 2, 3 classes, both
-networks 16,543,683 parameters; one forward at 64^3 = 236 GFLOP. Ratio MONAI (contiguous) / variant, medians:
-
-    variant                   patch 64^3 (4 runs)         patch 48x96x96 (2 runs)
-    medsegcnn-cl              1.45  1.41  1.45  1.35      1.50  1.38
-    medsegcnn                 1.07  1.05  1.06  1.04      -
-    monai-cl                  0.99  0.96  0.99  0.96      -
-    medsegcnn-cl-compiled     1.56  1.50  1.53  1.60      1.62  (one run)
-
-At 64^3: MONAI 4.1-4.4 s per step; medsegcnn-cl 2.88-3.25 s (~245 GFLOP/s at 2.9 s); compiled 2.73 s
-(~260 GFLOP/s) after ~35 s of compilation in the first step (~5 s when inductor's cache is warm). Total run
-time of the script with its defaults: about 2 minutes.
-
-So the goal of 1.5x is reached with ``torch.compile`` (1.50-1.62x) and not in eager mode (1.35-1.50x,
-typically 1.45x). The convolutions, the same for both, run at ~300 GFLOP/s, about the peak of two AVX-512
-cores; the time left is normalization, activations and memory. On this VM a large part of it is page faults
-of fresh 64-128 MiB tensors (glibc maps allocations over 32 MiB anew each time and unmaps them on free): with
-``MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=17179869184`` in the environment both get faster
-(MedSegCNN 2.54 s, MONAI 3.01 s per step) and the eager ratio drops to 1.18x, because MONAI's InstanceNorm
-copies suffer most from those faults. What each choice gives is in ``MedSegCNNLib/networks/blocks.py``.
+What a run measured is in its results file, with the CPU it ran on: machines differ (the ratio depends on the
+CPU's vector units and on the allocator: glibc maps allocations over 32 MiB anew each time and unmaps them on free,
+and the page faults of fresh 64-128 MiB tensors weigh on MONAI's InstanceNorm copies most; see
+``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_``). What each choice of the U-Net's blocks gives is in
+``MedSegCNNLib/networks/blocks.py``.
 """
 
 from __future__ import annotations
