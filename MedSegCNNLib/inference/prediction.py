@@ -81,14 +81,16 @@ def predict_gated(
 
 
 def gate_sample(image: np.ndarray, patch_size: Sequence[int]) -> np.ndarray | None:
-    """The central window of ``image`` (C, *S): one patch per axis (the whole axis where it is shorter), on which
-    the accuracy gate compares precisions; None when the whole image fits in one window."""
+    """The central window of ``image`` (C, *S): one patch per axis (the whole axis where it is shorter; for a 2D
+    model on a volume, the central slice), on which the accuracy gate compares precisions; None when the whole
+    image fits in one window."""
     sizes = image.shape[1:]
-    if all(size <= patch for size, patch in zip(sizes, patch_size, strict=True)):
+    window = (1,) * (len(sizes) - len(patch_size)) + tuple(patch_size)  # a 2D model runs a volume slice by slice
+    if all(size <= patch for size, patch in zip(sizes, window, strict=True)):
         return None
     box = tuple(
         slice((size - patch) // 2, (size - patch) // 2 + patch) if size > patch else slice(None)
-        for size, patch in zip(sizes, patch_size, strict=True)
+        for size, patch in zip(sizes, window, strict=True)
     )
     return np.ascontiguousarray(image[(slice(None), *box)])
 

@@ -188,3 +188,20 @@ def test_the_gate_sample_is_the_central_patch() -> None:
     assert sample is not None and sample.shape == (2, 16, 10, 16)
     np.testing.assert_array_equal(sample, image[:, 12:28, :, 8:24])
     assert gate_sample(image[:, :16, :, :16], (16, 16, 16)) is None
+
+
+def test_a_2d_model_on_a_volume_is_checked_on_the_central_slice(tmp_path: Path) -> None:
+    from MedSegCNNLib.inference.prediction import gate_sample
+
+    volume = np.arange(7 * 40 * 50, dtype=np.float32).reshape(1, 7, 40, 50)
+    sample = gate_sample(volume, (32, 32))
+    assert sample is not None and sample.shape == (1, 1, 32, 32)
+    np.testing.assert_array_equal(sample, volume[:, 3:4, 4:36, 9:41])
+    assert gate_sample(volume[:, :1, :32, :32], (32, 32)) is None
+    model = load_segmentation_model(save_tiny_model(tmp_path / "tiny2d", spatial_dims=2), torch.device("cpu"))
+    image = Image(array=np.random.default_rng(2).normal(size=(7, 40, 50)).astype(np.float32), spacing=(1.0, 1.0, 1.0),
+                  origin=(0.0, 0.0, 0.0), direction=np.eye(3))  # fmt: skip
+    options = PredictOptions(backend="torch", precision="bf16", cache_dir=str(tmp_path / "cache"))
+    assert segment(image, model, options).labels.array.shape == (7, 40, 50)
+    (decision,) = _decisions(tmp_path / "cache")
+    assert decision["reference"].startswith("the central window of")
