@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from cli_support import assert_clean_failure, medsegcnn, medsegcnn_in_process
+from cli_support import assert_clean_failure, medsegcnn
 from model_support import save_tiny_model
 from PIL import Image as Picture
 
@@ -94,11 +94,9 @@ def test_nnunet_channel_pngs_are_grouped_and_give_the_same_labels_as_the_rgb_fil
     assert all(row["label"] == 1 and row["tp"] + row["fn"] == 400 for row in metrics["rows"])  # the 0/255 square
 
 
-def test_rgb_for_a_one_channel_model_is_refused_unless_grayscale(tmp_path, models, colour_folder, capsys):
+def test_rgb_for_a_one_channel_model_is_refused_unless_grayscale(tmp_path, models, colour_folder):
     source = colour_folder / "a.png"
-    # the refusals by ``main`` in this process, the run in a real subprocess
-    refused = medsegcnn_in_process(capsys, "predict", "--model", models["gray"], "--input", source,
-                                   "--output", tmp_path / "a.png")  # fmt: skip
+    refused = medsegcnn("predict", "--model", models["gray"], "--input", source, "--output", tmp_path / "a.png")
     assert_clean_failure(
         refused, "is a colour (RGB) picture, but the model expects 1 input channel (L); pass --grayscale"
     )
@@ -110,17 +108,16 @@ def test_rgb_for_a_one_channel_model_is_refused_unless_grayscale(tmp_path, model
     luminance = rgb.with_array(np.tensordot(np.asarray(LUMA_WEIGHTS, np.float32), rgb.array.astype(np.float32), 1))
     expected = segment(luminance, models["gray"]).labels.array
     assert np.array_equal(read_image(tmp_path / "a.tif").array, expected)
-    refused = medsegcnn_in_process(capsys, "predict", "--model", models["rgb"], "--input", source,
-                                   "--output", tmp_path / "b.png", "--grayscale")  # fmt: skip
+    refused = medsegcnn("predict", "--model", models["rgb"], "--input", source, "--output", tmp_path / "b.png",
+                        "--grayscale")  # fmt: skip
     assert_clean_failure(refused, "--grayscale makes one channel of a colour picture, but the model expects 3")
 
 
-def test_a_multipage_tiff_is_refused_and_read_as_a_stack_with_pages_stack(tmp_path, models, capsys):
+def test_a_multipage_tiff_is_refused_and_read_as_a_stack_with_pages_stack(tmp_path, models):
     pages = np.stack([picture(seed)[..., 0] for seed in range(3)])
     tifffile.imwrite(tmp_path / "stack.tif", pages, photometric="minisblack")  # 3 pages
-    # the refusal by ``main`` in this process, the run in a real subprocess
-    refused = medsegcnn_in_process(capsys, "predict", "--model", models["gray"], "--input", tmp_path / "stack.tif",
-                                   "--output", f"{tmp_path / 'out'}/")  # fmt: skip
+    refused = medsegcnn("predict", "--model", models["gray"], "--input", tmp_path / "stack.tif",
+                        "--output", f"{tmp_path / 'out'}/")  # fmt: skip
     assert_clean_failure(refused, "holds 3 pages, where one 2D image is expected")
     assert "medsegcnn predict --pages stack" in refused.stderr and not (tmp_path / "out").exists()
     result = medsegcnn("predict", "--model", models["gray"], "--input", tmp_path / "stack.tif", "--pages", "stack",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_support import REF, SAMPLE, assert_clean_failure, medsegcnn, medsegcnn_in_process
+from cli_support import REF, SAMPLE, assert_clean_failure, medsegcnn
 from model_support import save_tiny_model
 
 from MedSegCNNLib import read_image
@@ -36,7 +36,7 @@ def test_predict_one_file_with_all_outputs(tmp_path, model_folder):
     assert "Dice" in result.stdout and "ant" in result.stdout
 
 
-def test_predict_a_folder_with_json_progress_and_refuse_to_overwrite(tmp_path, model_folder, capsys):
+def test_predict_a_folder_with_json_progress_and_refuse_to_overwrite(tmp_path, model_folder):
     inputs = tmp_path / "in"
     inputs.mkdir()
     for name in ("hippocampus_004", "hippocampus_006"):
@@ -50,28 +50,27 @@ def test_predict_a_folder_with_json_progress_and_refuse_to_overwrite(tmp_path, m
     assert {row["case"] for row in events[-1]["rows"]} == {"hippocampus_004", "hippocampus_006"}
     assert sorted(p.name for p in output.iterdir()) == ["hippocampus_004.nii.gz", "hippocampus_006.nii.gz"]
     before = (output / "hippocampus_004.nii.gz").read_bytes()
-    assert_clean_failure(medsegcnn_in_process(capsys, *args), "--overwrite")
+    assert_clean_failure(medsegcnn(*args), "--overwrite")
     assert (output / "hippocampus_004.nii.gz").read_bytes() == before
 
 
-def test_predict_bad_inputs(tmp_path, model_folder, capsys):
-    # the first in a real subprocess (its exit status as a shell sees it), the others by ``main`` in this process
+def test_predict_bad_inputs(tmp_path, model_folder):
     source = IMAGES / "hippocampus_004.nii.gz"
     assert_clean_failure(medsegcnn("predict", "--model", model_folder, "--input", tmp_path / "missing.nii.gz",
                                    "--output", tmp_path / "o.nii.gz"), "does not exist")  # fmt: skip
-    assert_clean_failure(medsegcnn_in_process(capsys, "predict", "--model", model_folder, "--input", source,
-                                              "--output", tmp_path / "o.txt"), "must be a file ending")  # fmt: skip
+    assert_clean_failure(medsegcnn("predict", "--model", model_folder, "--input", source,
+                                   "--output", tmp_path / "o.txt"), "must be a file ending")  # fmt: skip
     weights = model_folder / "model.safetensors"
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model.json").write_bytes((model_folder / "model.json").read_bytes())
     (broken / "model.safetensors").write_bytes(weights.read_bytes()[:-100])
-    assert_clean_failure(medsegcnn_in_process(capsys, "predict", "--model", broken, "--input", source,
-                                              "--output", tmp_path / "o.nii.gz"), "")  # fmt: skip
+    assert_clean_failure(medsegcnn("predict", "--model", broken, "--input", source,
+                                   "--output", tmp_path / "o.nii.gz"), "")  # fmt: skip
     assert not (tmp_path / "o.nii.gz").exists()
 
 
-def test_demo_quick_writes_every_output(tmp_path, capsys):
+def test_demo_quick_writes_every_output(tmp_path):
     output = tmp_path / "demo"
     result = medsegcnn("demo", "--quick", "--output", output, "--device", "cpu", "--progress", "none")
     assert result.returncode == 0, result.stderr
@@ -86,4 +85,4 @@ def test_demo_quick_writes_every_output(tmp_path, capsys):
     labels = read_image(output / "segmentations" / f"{sorted(cases)[0]}.seg.nrrd")
     assert [info.name for info in labels.labels] == ["Anterior", "Posterior"]
     assert np.isin(labels.array, [0, 1, 2]).all()
-    assert_clean_failure(medsegcnn_in_process(capsys, "demo", "--quick", "--output", output), "--overwrite")
+    assert_clean_failure(medsegcnn("demo", "--quick", "--output", output), "--overwrite")

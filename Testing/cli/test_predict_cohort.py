@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_support import REF, ROOT, SAMPLE, assert_clean_failure, medsegcnn, medsegcnn_in_process
+from cli_support import REF, ROOT, SAMPLE, assert_clean_failure, medsegcnn
 from model_support import save_tiny_model
 
 from MedSegCNNLib.image.io import read_image
@@ -135,15 +135,13 @@ def test_torchrun_with_one_image_and_a_failing_rank(cohort, single_run, tmp_path
     assert "Rank 1 of 2 failed (see its error above); rerun the same command to continue" in result.stderr
 
 
-def test_skip_existing_in_a_plain_run(cohort, single_run, tmp_path, capsys):
+def test_skip_existing_in_a_plain_run(cohort, single_run, tmp_path):
     model, images = cohort
     output = tmp_path / "out"
     before = partly_done(single_run, output)
     args = ("predict", "--model", model, "--input", images, "--output", output, "--probabilities", "--progress", "none")
-    # the refusals by ``main`` in this process, the run itself in a real subprocess
-    result = medsegcnn_in_process(capsys, *args)
-    assert_clean_failure(result, "--skip-existing")  # existing outputs stay an error without the flag
-    assert_clean_failure(medsegcnn_in_process(capsys, *args, "--skip-existing", "--overwrite"), "pass only one of them")
+    assert_clean_failure(medsegcnn(*args), "--skip-existing")  # existing outputs stay an error without the flag
+    assert_clean_failure(medsegcnn(*args, "--skip-existing", "--overwrite"), "pass only one of them")
     assert all(path.stat().st_mtime == OLD for path in before)
 
     result = medsegcnn(*args, "--skip-existing")

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cli_support import ROOT, SAMPLE, assert_clean_failure, medsegcnn, medsegcnn_in_process
+from cli_support import ROOT, SAMPLE, assert_clean_failure, medsegcnn
 
 TINY = {"network": {"name": "unet", "features": [4, 8, 16]}, "batch_size": 1}
 
@@ -87,21 +87,19 @@ def test_existing_output_is_refused(tmp_path):
     assert [path.name for path in output.iterdir()] == ["keep.txt"]
 
 
-def test_bad_training_inputs(tmp_path, capsys):
-    # the first in a real subprocess (its exit status as a shell sees it), the others by ``main`` in this process
+def test_bad_training_inputs(tmp_path):
     assert_clean_failure(
         medsegcnn(*train_args(tmp_path, tmp_path / "a", "--freeze-encoder")), "--freeze-encoder needs --init-from"
     )
-    result = medsegcnn_in_process(capsys, "train", "--data", str(tmp_path / "missing"), "--output", tmp_path / "b")
+    result = medsegcnn("train", "--data", str(tmp_path / "missing"), "--output", str(tmp_path / "b"))
     assert_clean_failure(result, "missing")
-    result = medsegcnn_in_process(capsys, *train_args(tmp_path, tmp_path / "c", "--patch-size", "15,16,16"))
-    assert_clean_failure(result, "multiple of")
-    assert_clean_failure(medsegcnn_in_process(capsys, *train_args(tmp_path, tmp_path / "d", "--fold", "7")), "fold")
-    result = medsegcnn_in_process(capsys, *train_args(tmp_path, tmp_path / "e", "--init-from", tmp_path / "weights.pt"))
+    assert_clean_failure(medsegcnn(*train_args(tmp_path, tmp_path / "c", "--patch-size", "15,16,16")), "multiple of")
+    assert_clean_failure(medsegcnn(*train_args(tmp_path, tmp_path / "d", "--fold", "7")), "fold")
+    result = medsegcnn(*train_args(tmp_path, tmp_path / "e", "--init-from", str(tmp_path / "weights.pt")))
     assert result.returncode == 1 and "Traceback" not in result.stderr
 
 
-def test_plan_prints_the_plan_as_json_without_training(tmp_path, capsys):
+def test_plan_prints_the_plan_as_json_without_training(tmp_path):
     args = ["plan", "--data", str(SAMPLE), "--config", str(tiny_config(tmp_path)), "--device", "cpu"]
     result = medsegcnn(*args, "--time-budget", "5", "--fold", "all", "--json")
     assert result.returncode == 0, result.stderr
@@ -109,14 +107,12 @@ def test_plan_prints_the_plan_as_json_without_training(tmp_path, capsys):
     assert plan["budget_seconds"] == 300 and plan["network"]["features"] == [4, 8, 16]
     assert plan["patch_size"] == [36, 52, 36] and plan["precision"] in ("fp32", "bf16")  # 3 levels: divisor 4
     assert plan["total_steps"] * plan["step_seconds"] <= 300 and plan["total_steps"] >= 50
-    text = medsegcnn_in_process(capsys, *args, "--dims", "2")
+    text = medsegcnn(*args, "--dims", "2")
     assert text.returncode == 0, text.stderr
     assert "network unet 2D" in text.stdout and "add --time-budget MIN" in text.stdout
 
 
-def test_plan_refuses_a_budget_too_short_with_the_minimum(tmp_path, capsys):
-    # the tiny network of the test above: its step times, measured there, are in the session's cache
-    args = ["plan", "--data", SAMPLE, "--config", tiny_config(tmp_path), "--device", "cpu", "--fold", "all"]
-    result = medsegcnn_in_process(capsys, *args, "--time-budget", "0.01")
+def test_plan_refuses_a_budget_too_short_with_the_minimum(tmp_path):
+    result = medsegcnn("plan", "--data", str(SAMPLE), "--time-budget", "0.01", "--device", "cpu")
     assert_clean_failure(result, "time budget of 0.01 min is too short")
     assert re.search(r"give --time-budget \d+ or more\.$", result.stderr.strip())

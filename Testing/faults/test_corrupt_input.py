@@ -7,7 +7,6 @@ every pre-existing file unchanged, no output and nothing temporary left behind.
 
 from __future__ import annotations
 
-import functools
 import math
 import shutil
 import zlib
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
-from cli_support import REF, ROOT, SAMPLE, medsegcnn, medsegcnn_in_process
+from cli_support import REF, ROOT, SAMPLE, medsegcnn
 from fault_support import assert_unchanged, error_line, leftovers, snapshot
 
 from MedSegCNNLib.errors import InputError
@@ -62,12 +61,6 @@ def expected_message(path: Path, source: Path) -> str:
     return f"{path} is truncated or corrupt: {cause}; {ADVICE}"
 
 
-def command(capsys: pytest.CaptureFixture[str], real: bool):
-    """How a case runs ``medsegcnn``: a real subprocess (one case per command: its exit status as a shell sees
-    it), or the command line's ``main`` in this process (the further cases, without a Python start-up each)."""
-    return medsegcnn if real else functools.partial(medsegcnn_in_process, capsys)
-
-
 def check_refused(result, message: str, before: dict, *roots: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert error_line(result) == message
@@ -77,41 +70,39 @@ def check_refused(result, message: str, before: dict, *roots: Path) -> None:
 
 
 @pytest.mark.parametrize(("name", "compress", "keep"), TRUNCATIONS)
-def test_predict_refuses_a_truncated_image(tmp_path, capsys, name, compress, keep):
+def test_predict_refuses_a_truncated_image(tmp_path, name, compress, keep):
     source = SAMPLE / "imagesTr" / f"{CASE}.nii.gz"
     image = truncated_copy(source, tmp_path / "in", name, compress, keep)
     out = tmp_path / "out"
     out.mkdir()
     shutil.copy(source, out / "earlier.nii.gz")
     before = snapshot(tmp_path)
-    run = command(capsys, real=(name, compress, keep) == TRUNCATIONS[0])
-    result = run("predict", "--model", MODEL, "--input", image, "--output", out / "seg.nii.gz", "--device", "cpu")
+    result = medsegcnn("predict", "--model", MODEL, "--input", image, "--output", out / "seg.nii.gz", "--device", "cpu")
     check_refused(result, expected_message(image, source), before, tmp_path)
     assert sorted(p.name for p in out.iterdir()) == ["earlier.nii.gz"]
 
 
 @pytest.mark.parametrize("role", ["--pred", "--ref"])
 @pytest.mark.parametrize(("name", "compress", "keep"), [TRUNCATIONS[0], TRUNCATIONS[2], TRUNCATIONS[4]])
-def test_evaluate_refuses_a_truncated_label_map(tmp_path, capsys, role, name, compress, keep):
+def test_evaluate_refuses_a_truncated_label_map(tmp_path, role, name, compress, keep):
     source = REF / f"{CASE}.nii.gz"
     broken = truncated_copy(source, tmp_path / "maps", name, compress, keep)
     other = "--ref" if role == "--pred" else "--pred"
     csv = tmp_path / "metrics.csv"
     before = snapshot(tmp_path)
-    run = command(capsys, real=(role, name, compress, keep) == ("--ref", *TRUNCATIONS[0]))
-    result = run("evaluate", role, broken, other, source, "--csv", csv, "--no-surface")
+    result = medsegcnn("evaluate", role, broken, other, source, "--csv", csv, "--no-surface")
     check_refused(result, expected_message(broken, source), before, tmp_path)
     assert not csv.exists()
 
 
 @pytest.mark.parametrize("sub", ["imagesTr", "labelsTr"])
-def test_train_refuses_a_dataset_with_a_truncated_case(tmp_path, capsys, small_dataset, sub):
+def test_train_refuses_a_dataset_with_a_truncated_case(tmp_path, small_dataset, sub):
     source = small_dataset / sub / f"{CASE}.nii.gz"
     original = source.read_bytes()
     source.write_bytes(original[: len(original) // 2])
     output = tmp_path / "run"
     before = snapshot(tmp_path)
-    result = command(capsys, real=sub == "imagesTr")(
+    result = medsegcnn(
         "train", "--data", small_dataset, "--output", output, "--epochs", "1", "--steps-per-epoch", "1",
         "--patch-size", "16,16,16", "--fold", "all", "--device", "cpu",
     )  # fmt: skip

@@ -17,22 +17,56 @@ import importlib.util
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
-from subprocess import CompletedProcess
 
 import pytest
-from cli_support import SAMPLE, medsegcnn, medsegcnn_in_process
+from cli_support import ROOT, SAMPLE, medsegcnn
 from fault_support import assert_unchanged, error_line, fill, leftovers, mounted_tmpfs, snapshot
 from model_support import save_tiny_model
 
 from MedSegCNNLib.errors import InputError
 from MedSegCNNLib.runtime import openvino_version
-from MedSegCNNLib.training import trainer
-from MedSegCNNLib.training.history import TrainingHistory
 from MedSegCNNLib.training.run_folder import LOCK_FILE
 
 TINY = {"network": {"name": "unet", "features": [4, 8, 16]}}
 NO_SPACE = "no space left on the device; free some space or write elsewhere."
+
+#: A child that runs ``medsegcnn`` with one fault injected at a point of training (argv[1]): "model" and "log"
+#: fill the output's disk just before the final model folder or the training log is written; "step" raises in
+#: the first training step.
+FAULTY_CHILD = """
+import pathlib, sys
+sys.path.insert(0, "Testing")
+from fault_support import fill as fill_disk
+from MedSegCNNLib.cli.main import main
+from MedSegCNNLib.training import trainer
+from MedSegCNNLib.training.history import TrainingHistory
+
+point, output = sys.argv[1], pathlib.Path(sys.argv[sys.argv.index("--output") + 1])
+
+def fill():
+    fill_disk(output.parent)
+
+if point == "model":
+    save_model = trainer.save_model
+    def fill_then_save(folder, *args, **kwargs):
+        if pathlib.Path(folder).name == "model":
+            fill()
+        return save_model(folder, *args, **kwargs)
+    trainer.save_model = fill_then_save
+elif point == "log":
+    write = TrainingHistory.write
+    def fill_then_write(self, folder):
+        fill()
+        write(self, folder)
+    TrainingHistory.write = fill_then_write
+elif point == "step":
+    def fail(*args, **kwargs):
+        raise RuntimeError("injected failure")
+    trainer.train_step = fail
+sys.exit(main(sys.argv[2:]))
+"""
 
 
 def train_args(data: Path, output: Path, *extra: str, tiny: bool = False) -> list[str]:
@@ -64,35 +98,10 @@ def train_args(data: Path, output: Path, *extra: str, tiny: bool = False) -> lis
     ]
 
 
-def faulty(point: str, args: list[str], monkeypatch: pytest.MonkeyPatch, capsys) -> CompletedProcess[str]:
-    """``medsegcnn ARGS`` run in this process with one fault injected at a point of training: "model" and "log"
-    fill the output's disk just before the final model folder or the training log is written; "step" raises in
-    the first training step."""
-    disk = Path(args[args.index("--output") + 1]).parent
-    if point == "model":
-        save_model = trainer.save_model
-
-        def fill_then_save(folder, *more, **options):
-            if Path(folder).name == "model":
-                fill(disk)
-            return save_model(folder, *more, **options)
-
-        monkeypatch.setattr(trainer, "save_model", fill_then_save)
-    elif point == "log":
-        write = TrainingHistory.write
-
-        def fill_then_write(self, folder):
-            fill(disk)
-            write(self, folder)
-
-        monkeypatch.setattr(TrainingHistory, "write", fill_then_write)
-    elif point == "step":
-
-        def fail(*args, **kwargs):
-            raise RuntimeError("injected failure")
-
-        monkeypatch.setattr(trainer, "train_step", fail)
-    return medsegcnn_in_process(capsys, *args)
+def faulty(point: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", FAULTY_CHILD, point, *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
 
 
 def free_space(disk: Path) -> None:
@@ -128,17 +137,12 @@ TOO_LARGE = {
 }
 
 
-#: Cases run by the command line's ``main`` in the test's process; each command also runs as a real subprocess.
-TOO_LARGE_IN_PROCESS = {"train batch"}
-
-
 @pytest.mark.parametrize("case", TOO_LARGE)
-def test_a_size_too_large_for_the_memory_is_refused_before_allocating(tmp_path, capsys, case):
+def test_a_size_too_large_for_the_memory_is_refused_before_allocating(tmp_path, case):
     args, pattern = TOO_LARGE[case]
     output = tmp_path / "run"
     before = snapshot(SAMPLE)
-    args = [*[arg.format(output=output) for arg in args], "--data", SAMPLE, "--device", "cpu"]
-    result = medsegcnn_in_process(capsys, *args) if case in TOO_LARGE_IN_PROCESS else medsegcnn(*args)
+    result = medsegcnn(*[arg.format(output=output) for arg in args], "--data", SAMPLE, "--device", "cpu")
     assert result.returncode == 1, result.stderr
     found = re.fullmatch(pattern, error_line(result))
     assert found, error_line(result)
@@ -187,12 +191,10 @@ BAD_PATCHES = {
 
 
 @pytest.mark.parametrize("case", BAD_PATCHES)
-def test_a_malformed_size_names_its_option(tmp_path, capsys, case):
+def test_a_malformed_size_names_its_option(tmp_path, case):
     extra, expected = BAD_PATCHES[case]
     output = tmp_path / "run"
-    args = ["train", "--data", SAMPLE, "--output", output, "--device", "cpu", "--quiet", *extra]
-    # one case in a real subprocess (its exit status as a shell sees it), the others by ``main`` in this process
-    result = medsegcnn(*args) if case == "two sizes for 3D data" else medsegcnn_in_process(capsys, *args)
+    result = medsegcnn("train", "--data", SAMPLE, "--output", output, "--device", "cpu", "--quiet", *extra)
     assert result.returncode == 1, result.stderr
     assert error_line(result) == expected
     assert not output.exists()
@@ -201,12 +203,12 @@ def test_a_malformed_size_names_its_option(tmp_path, capsys, case):
 # ----- a full disk while training writes -------------------------------------------------------------------
 
 
-def test_full_disk_at_the_first_checkpoint_names_it_and_the_rerun_finishes(tmp_path, capsys, small_dataset):
+def test_full_disk_at_the_first_checkpoint_names_it_and_the_rerun_finishes(tmp_path, small_dataset):
     with mounted_tmpfs(tmp_path / "disk", "size=1m") as disk:  # the run files fit, the default network's checkpoint not
         output = disk / "run"
         output.mkdir()
         args = train_args(small_dataset, output)
-        result = medsegcnn_in_process(capsys, *args)  # the rerun below is a real subprocess
+        result = medsegcnn(*args)
         assert result.returncode == 1, result.stderr
         assert error_line(result) == f"Could not write {output / 'checkpoints' / 'last'}: {NO_SPACE}"
         assert list(output.iterdir()) == []  # left as found: no lock, no run file, no temporary
@@ -220,13 +222,11 @@ def test_full_disk_at_the_first_checkpoint_names_it_and_the_rerun_finishes(tmp_p
 @pytest.mark.parametrize(
     ("point", "written"), [("model", "model"), ("log", "training_log.csv")], ids=["final model", "training log"]
 )
-def test_full_disk_at_a_later_write_names_it_and_the_run_resumes(
-    tmp_path, monkeypatch, capsys, small_dataset, point, written
-):
+def test_full_disk_at_a_later_write_names_it_and_the_run_resumes(tmp_path, small_dataset, point, written):
     with mounted_tmpfs(tmp_path / "disk", "size=16m") as disk:
         output = disk / "run"
         args = train_args(small_dataset, output, tiny=True)
-        result = faulty(point, args, monkeypatch, capsys)
+        result = faulty(point, args)
         assert result.returncode == 1, result.stderr
         assert error_line(result) == f"Could not write {output / written}: {NO_SPACE}"
         assert_no_lock_or_temporary(output)
@@ -240,11 +240,11 @@ def test_full_disk_at_a_later_write_names_it_and_the_run_resumes(
         assert_no_lock_or_temporary(output)
 
 
-def test_a_failure_during_training_leaves_no_lock(tmp_path, monkeypatch, capsys, small_dataset):
+def test_a_failure_during_training_leaves_no_lock(tmp_path, small_dataset):
     output = tmp_path / "run"
     output.mkdir()
     (output / "notes.txt").write_text("mine")
-    result = faulty("step", train_args(small_dataset, output, "--overwrite", tiny=True), monkeypatch, capsys)
+    result = faulty("step", train_args(small_dataset, output, "--overwrite", tiny=True))
     assert result.returncode == 3  # an internal failure, injected: reported as unexpected
     assert "unexpected RuntimeError: injected failure" in error_line(result)
     assert sorted(path.name for path in output.iterdir()) == ["notes.txt"]  # no lock, no run file

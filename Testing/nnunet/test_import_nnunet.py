@@ -4,7 +4,6 @@ cases, through the library and the CLI; and every refusal, with nothing written.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -101,10 +100,7 @@ def test_a_region_based_model_paints_its_regions_like_nnunet(tmp_path_factory: p
     reason = nnunet_available()
     if reason is not None:
         pytest.skip(reason)
-    # 25 training iterations rather than 40: what is compared is our painting and nnU-Net's of the same weights, and
-    # these already paint both regions (checked below, so that the comparison covers the painting order)
-    variant = dataclasses.replace(VARIANTS["regions"], iterations=25)
-    results = build_nnunet_results(tmp_path_factory.mktemp("nnunet-regions"), variant)
+    results = build_nnunet_results(tmp_path_factory.mktemp("nnunet-regions"), VARIANTS["regions"])
     model = import_nnunet(results.model_folder, tmp_path_factory.mktemp("imported-regions") / "model")
     card = read_model_card(model)
     assert [(label.value, label.name) for label in card.labels] == [(0, "background"), (1, "hippocampus"),
@@ -113,7 +109,6 @@ def test_a_region_based_model_paints_its_regions_like_nnunet(tmp_path_factory: p
     reference = nnunet_predict(results.model_folder, results.test_images, tmp_path_factory.mktemp("nnunet-seg"))
     for images, expected in zip(results.test_images, reference, strict=True):
         labels = segment([str(p) for p in images], model).labels.array
-        assert set(np.unique(expected.segmentation)) == {0, 1, 2}  # nnU-Net paints both regions
         assert (labels == expected.segmentation).mean() >= MIN_AGREEMENT
     with pytest.raises(InputError, match="overlapping regions"):
         segment([str(p) for p in results.test_images[0]], model, PredictOptions(probabilities=True))
