@@ -5,6 +5,7 @@ results folder, built once per session (the nnU-Net tests and the fault suite us
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -15,20 +16,33 @@ from nnunet_support import FAST_VARIANT, NnunetResults, build_nnunet_results, nn
 from MedSegCNNLib.image.core import Image, LabelInfo
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One compute thread in every test process and its children. Torch's OpenMP threads spin at each barrier
+    while they wait: when the cores are shared (parallel test sessions, a busy CI machine), a tiny network's step
+    slows by orders of magnitude. The tests check results, never the speed of several threads."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_user_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The per-user cache (step times, converted networks) and data folder (the user's models): the tests (and
-    their child processes) use their own."""
-    names = ("XDG_CACHE_HOME", "XDG_DATA_HOME")
+    """The per-user cache (step times, converted networks), data folder (the user's models) and temporary folder:
+    the tests (and their child processes) use their own, so that parallel test sessions (``pytest -n``) never see
+    each other's files; the checks that nothing temporary is left behind look only at this session's."""
+    names = ("XDG_CACHE_HOME", "XDG_DATA_HOME", "TMPDIR")
     previous = {name: os.environ.get(name) for name in names}
     for name in names:
         os.environ[name] = str(tmp_path_factory.mktemp(name.lower()))
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
     yield
     for name, value in previous.items():
         if value is None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+    tempfile.tempdir = None
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,8 @@ fused CPU instance norm + activation against PyTorch's InstanceNorm."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -174,7 +176,17 @@ def test_channels_last_instance_norm_is_exact_where_the_mean_is_large(fused):
     assert (got.double() - exact).abs().max() < 0.02  # bf16 output rounding (8 bits) of values up to ~4
 
 
-def test_channels_last_network_matches_contiguous():
+@pytest.fixture
+def two_threads() -> Iterator[None]:
+    """Torch picks oneDNN's channels-last kernels for convolutions this small only with more than one thread (the
+    suite runs single-threaded: conftest.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_channels_last_network_matches_contiguous(two_threads):
     network = unet(3, residual=True, deep_supervision=True)
     x = torch.randn(2, 1, 8, 12, 16)
     outputs = network(x)
