@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,14 +41,36 @@ def entry_key(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+#: Digests already taken, by network, with the stamp of the state they were taken of (:func:`_state_stamp`).
+_DIGESTS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
+
+
 def weights_sha256(network: torch.nn.Module) -> str:
-    """SHA-256 of a network's state (names, dtypes, shapes and values, in name order): what its outputs depend on."""
+    """SHA-256 of a network's state (names, dtypes, shapes and values, in name order): what its outputs depend on.
+    Kept for the network while its tensors are the same and unchanged in place (a prediction asks for it several
+    times: the conversion cache, the accuracy gate)."""
+    state = sorted(network.state_dict().items())
+    stamp = _state_stamp(state)
+    known = _DIGESTS.get(network)
+    if stamp is not None and known is not None and known[0] == stamp:
+        return known[1]
     digest = hashlib.sha256()
-    for name, tensor in sorted(network.state_dict().items()):
+    for name, tensor in state:
         value = tensor.detach().to("cpu")
         digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
         digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    if stamp is not None:
+        _DIGESTS[network] = (stamp, digest.hexdigest())
     return digest.hexdigest()
+
+
+def _state_stamp(state: list[tuple[str, torch.Tensor]]) -> tuple | None:
+    """Each tensor's name, storage address, dtype, shape and in-place version counter: equal stamps mean the same
+    values. None when a tensor keeps no version counter (made under ``torch.inference_mode``)."""
+    try:
+        return tuple((name, t.data_ptr(), t.dtype, tuple(t.shape), t._version) for name, t in state)
+    except RuntimeError:
+        return None
 
 
 def load_or_build(

@@ -40,7 +40,8 @@ def predict_gated(
     A reduced precision goes through the accuracy gate (:mod:`.precision_gate`) the first time: on the image's
     central window (:func:`gate_sample`), or on the whole image when it fits in one window (its outputs are then
     kept, so nothing is predicted twice). A reduced precision that ``auto`` chose is kept only if it also predicted
-    that window faster than fp32 did. ``reference`` names the image in the gate's record."""
+    that window faster than fp32 did. Once decided (this process or the cache), a refused precision's engine is
+    not built again. ``reference`` names the image in the gate's record."""
     backend = resolve_backend(options.backend, model.device)
     precision = inference_precision(options.precision, model.device)
     if precision == "int8" and backend != "openvino":
@@ -48,19 +49,26 @@ def predict_gated(
             raise InputError(f"int8 runs on the OpenVINO backend, which is not installed; install: {OPENVINO_INSTALL}.")
         raise InputError(f"int8 runs on the OpenVINO backend, which is not used on {model.device}; use --device cpu.")
     batch = recipe.batch_size * 2 ** len(recipe.mirror_axes)
-    engine = engine_for(model, backend, precision, batch=batch, cache_folder=options.cache_folder)
+    wants_speed = options.precision == "auto"
 
     def predict(on: Engine, region: np.ndarray, report: Progress | None) -> np.ndarray:
         return predict_with_fallback(model, on, region, recipe, report)
 
+    def fp32_engine(on_backend: str) -> Engine:
+        return engine_for(model, on_backend, "fp32", batch=batch, cache_folder=options.cache_folder)
+
+    if precision != "fp32":  # a decision already taken against the reduced precision: its engine is not built
+        decision = cached_decision(model, gate_record(model, backend, precision), options.cache_folder)
+        if decision is not None and not decision.use_reduced(wants_speed):
+            return predict(fp32_engine(backend), image, progress)
+    engine = engine_for(model, backend, precision, batch=batch, cache_folder=options.cache_folder)
     if engine.precision == "fp32":
         return predict(engine, image, progress)
     record = gate_record(model, engine.backend, engine.precision)
     decision = cached_decision(model, record, options.cache_folder)
-    wants_speed = options.precision == "auto"
     if decision is not None and decision.use_reduced(wants_speed):
         return predict(engine, image, progress)
-    fp32 = engine_for(model, engine.backend, "fp32", batch=batch, cache_folder=options.cache_folder)
+    fp32 = fp32_engine(engine.backend)
     if decision is not None:
         return predict(fp32, image, progress)
     sample = gate_sample(image, model.patch_size)

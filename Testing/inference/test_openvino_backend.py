@@ -20,7 +20,7 @@ import torch
 from model_support import save_tiny_model
 
 from MedSegCNNLib.errors import InputError
-from MedSegCNNLib.inference.cache import entry_key
+from MedSegCNNLib.inference.cache import entry_key, weights_sha256
 from MedSegCNNLib.inference.engine import engine_for
 from MedSegCNNLib.inference.model import SegmentationModel, load_segmentation_model
 from MedSegCNNLib.networks import build_network
@@ -239,6 +239,27 @@ def test_the_cache_key_covers_everything_the_ir_depends_on() -> None:
     assert len(keys) == 4
     assert entry_key(dict(reversed(list(record.items())))) == entry_key(record)  # order does not matter
     assert np.all([len(key) == 64 for key in keys])
+
+
+def test_the_weights_digest_follows_every_change_of_the_weights() -> None:
+    """The digest is kept per network between calls, and taken again after any change: in place, a new tensor,
+    loaded weights."""
+    network = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.BatchNorm3d(2))
+    first = weights_sha256(network)
+    assert weights_sha256(network) == first
+    digests = {first}
+    with torch.no_grad():
+        network[0].weight.add_(1.0)  # in place
+    digests.add(weights_sha256(network))
+    network[0].bias = torch.nn.Parameter(torch.ones(2))  # a new tensor
+    digests.add(weights_sha256(network))
+    network.train()(torch.randn(2, 1, 5, 5, 5))  # batch norm's running statistics, updated in place
+    digests.add(weights_sha256(network))
+    other = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.BatchNorm3d(2))
+    network.load_state_dict(other.state_dict())
+    digests.add(weights_sha256(network))
+    assert len(digests) == 5
+    assert weights_sha256(network) == weights_sha256(other)  # the same values, another network
 
 
 def test_conversion_sends_no_telemetry(tmp_path: Path) -> None:

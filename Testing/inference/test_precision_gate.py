@@ -88,6 +88,19 @@ def test_a_precision_that_keeps_the_segmentation_is_accepted_and_reused(card, tm
     assert len(_decisions(cache)) == 1
 
 
+def test_a_rejected_precision_is_not_built_again(card, tmp_path: Path) -> None:
+    """Once the gate refused bf16 (stored in the cache), a later run builds and runs only the fp32 engine."""
+    cache = tmp_path / "cache"
+    options = PredictOptions(backend="torch", precision="bf16", cache_dir=str(cache))
+    segment(_image(), _model(card, _pointwise(*BROKEN_IN_BF16)), options)
+    assert _decisions(cache)[0]["accepted"] is False
+    again = _model(card, _pointwise(*BROKEN_IN_BF16))  # as in another process
+    labels = segment(_image(), again, options).labels.array
+    built = [key for key in again.engines if isinstance(key, tuple) and key[0] == "torch"]
+    assert built == [("torch", "fp32", 2)]
+    assert set(np.unique(labels)) == {0, 1, 2}  # fp32's segmentation, not bf16's ties
+
+
 def test_other_weights_are_checked_again(card, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     options = PredictOptions(backend="torch", precision="bf16", cache_dir=str(cache))
