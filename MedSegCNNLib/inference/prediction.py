@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,8 +20,8 @@ from .engine import Engine, engine_for
 from .model import SegmentationModel
 from .options import PredictOptions
 from .precision_gate import cached_decision, decide, gate_record
-from .predictor import Predictor
-from .sliding_window import Progress, predict_image
+from .predictor import Predictor, RememberingPredictor
+from .sliding_window import Progress, predict_image, window_starts
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +51,11 @@ def predict_gated(
     batch = recipe.batch_size * 2 ** len(recipe.mirror_axes)
     wants_speed = options.precision == "auto"
 
-    def predict(on: Engine, region: np.ndarray, report: Progress | None) -> np.ndarray:
-        return predict_with_fallback(model, on, region, recipe, report)
+    gate_windows: dict[bytes, torch.Tensor] = {}  # the gate's fp32 window outputs, reused if fp32 predicts the image
+
+    def predict(on: Engine, region: np.ndarray, report: Progress | None, *, record: bool = False) -> np.ndarray:
+        memory = gate_windows if on.precision == "fp32" and (record or gate_windows) else None
+        return predict_with_fallback(model, on, region, recipe, report, memory=memory, record=record)
 
     def fp32_engine(on_backend: str) -> Engine:
         return engine_for(model, on_backend, "fp32", batch=batch, cache_folder=options.cache_folder)
@@ -71,12 +74,12 @@ def predict_gated(
     fp32 = fp32_engine(engine.backend)
     if decision is not None:
         return predict(fp32, image, progress)
-    sample = gate_sample(image, model.patch_size)
+    sample = gate_sample(image, model.patch_size, recipe.overlap)
     whole = sample is None
     start = time.perf_counter()
     reduced_output = predict(engine, image if whole else sample, progress if whole else None)
     middle = time.perf_counter()
-    fp32_output = predict(fp32, image if whole else sample, None)
+    fp32_output = predict(fp32, image if whole else sample, None, record=not whole)
     seconds = {"reduced": middle - start, "fp32": time.perf_counter() - middle}
     labels = labels_of(fp32_output), labels_of(reduced_output)
     where = reference if whole else f"the central window of {reference}"
@@ -88,16 +91,21 @@ def predict_gated(
     return predict(engine if chosen else fp32, image, progress)
 
 
-def gate_sample(image: np.ndarray, patch_size: Sequence[int]) -> np.ndarray | None:
-    """The central window of ``image`` (C, *S): one patch per axis (the whole axis where it is shorter; for a 2D
-    model on a volume, the central slice), on which the accuracy gate compares precisions; None when the whole
-    image fits in one window."""
+def gate_sample(image: np.ndarray, patch_size: Sequence[int], overlap: float = 0.5) -> np.ndarray | None:
+    """The central window of ``image`` (C, *S), on which the accuracy gate compares precisions: of the sliding
+    window's windows (``overlap``), the one nearest the image's centre (the first of two as near), one patch per
+    axis (the whole axis where it is shorter; for a 2D model on a volume, one slice); None when the whole image fits
+    in one window. Being one of the image's own windows, its fp32 output serves the image's fp32 prediction too."""
     sizes = image.shape[1:]
     window = (1,) * (len(sizes) - len(patch_size)) + tuple(patch_size)  # a 2D model runs a volume slice by slice
     if all(size <= patch for size, patch in zip(sizes, window, strict=True)):
         return None
+
+    def central_start(size: int, patch: int) -> int:
+        return min(window_starts(size, patch, overlap), key=lambda start: (abs(start - (size - patch) / 2), start))
+
     box = tuple(
-        slice((size - patch) // 2, (size - patch) // 2 + patch) if size > patch else slice(None)
+        slice(central_start(size, patch), central_start(size, patch) + patch) if size > patch else slice(None)
         for size, patch in zip(sizes, window, strict=True)
     )
     return np.ascontiguousarray(image[(slice(None), *box)])
@@ -135,12 +143,21 @@ class WindowRecipe:
 
 
 def predict_with_fallback(
-    model: SegmentationModel, engine: Engine, image: np.ndarray, recipe: WindowRecipe, progress: Progress | None
+    model: SegmentationModel,
+    engine: Engine,
+    image: np.ndarray,
+    recipe: WindowRecipe,
+    progress: Progress | None,
+    *,
+    memory: dict[bytes, torch.Tensor] | None = None,
+    record: bool = False,
 ) -> np.ndarray:
-    """:func:`_predict`, retried on a CUDA out-of-memory error with stitching on the CPU, then on the CPU."""
+    """:func:`_predict`, retried on a CUDA out-of-memory error with stitching on the CPU, then on the CPU. With
+    ``memory``, windows predicted before are taken from it (and, with ``record``, new ones kept there): see
+    :class:`~.predictor.RememberingPredictor`."""
 
     def predict(on: Engine, device: torch.device, accumulation_device: torch.device | None) -> np.ndarray:
-        return _predict(on, device, model.patch_size, image, recipe, progress, accumulation_device)
+        return _predict(on, device, model.patch_size, image, recipe, progress, accumulation_device, memory, record)
 
     try:
         return predict(engine, model.device, None)
@@ -168,9 +185,15 @@ def _predict(
     recipe: WindowRecipe,
     progress: Progress | None,
     accumulation_device: torch.device | None,
+    memory: dict[bytes, torch.Tensor] | None = None,
+    record: bool = False,
 ) -> np.ndarray:
     """The recipe's output for ``image`` (C, *shape): the (K, *shape) average or the label map (*shape)."""
-    predictor = Predictor(engine.networks, mirror_axes=recipe.mirror_axes, average=recipe.average)
+    predictor: Callable[[torch.Tensor], torch.Tensor] = Predictor(
+        engine.networks, mirror_axes=recipe.mirror_axes, average=recipe.average
+    )
+    if memory is not None:
+        predictor = RememberingPredictor(predictor, memory, record=record)
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
     with engine.running():
         output = predict_image(

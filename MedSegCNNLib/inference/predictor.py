@@ -8,8 +8,9 @@ is just the network's softmax.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -48,3 +49,38 @@ class Predictor:
                 part = part.flip([2 + a for a in flip]) if flip else part
                 total = part if total is None else total + part
         return total / (len(self.networks) * len(self.flips))
+
+
+class RememberingPredictor:
+    """Callable like ``predictor``, (B, C, *patch) -> (B, K, *patch), that takes a window's output from ``memory``
+    when the same window (its shape and values) was predicted before, and, with ``record``, keeps the output of each
+    window it computes there. The accuracy gate records its fp32 window so that the image's fp32 prediction that
+    follows a refusal does not compute that window again."""
+
+    def __init__(
+        self,
+        predictor: Callable[[torch.Tensor], torch.Tensor],
+        memory: dict[bytes, torch.Tensor],
+        *,
+        record: bool = False,
+    ) -> None:
+        self.predictor, self.memory, self.record = predictor, memory, record
+
+    def __call__(self, windows: torch.Tensor) -> torch.Tensor:
+        keys = [window_key(window) for window in windows]
+        missing = [index for index, key in enumerate(keys) if key not in self.memory]
+        computed = self.predictor(windows[missing]) if missing else None
+        if computed is not None and len(missing) == len(keys) and not self.record:
+            return computed
+        fresh = dict(zip(missing, computed, strict=True)) if computed is not None else {}
+        if self.record:
+            self.memory.update((keys[index], output) for index, output in fresh.items())
+        return torch.stack([fresh[index] if index in fresh else self.memory[key] for index, key in enumerate(keys)])
+
+
+def window_key(window: torch.Tensor) -> bytes:
+    """A digest of one window's shape, type and values (whatever its memory layout)."""
+    values = window.detach().to("cpu").contiguous()
+    digest = hashlib.blake2b(f"{tuple(values.shape)}|{values.dtype}|".encode(), digest_size=20)
+    digest.update(values.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.digest()

@@ -176,14 +176,34 @@ def test_the_gate_checks_a_large_image_on_its_central_window_only(card, tmp_path
 
 
 def test_a_precision_rejected_on_the_central_window_predicts_the_image_at_fp32(card, tmp_path: Path) -> None:
+    """The image's fp32 prediction takes the gate's fp32 window instead of computing it again: 27 windows and the
+    gate's bf16 one."""
     options = PredictOptions(backend="torch", precision="bf16", cache_dir=str(tmp_path / "cache"))
-    gated = segment(_cube(32), _model(card, _pointwise(*BROKEN_IN_BF16)), options).labels.array
+    counting = _CountingWindows(_pointwise(*BROKEN_IN_BF16))
+    gated = segment(_cube(32), _model(card, counting), options).labels.array
+    assert counting.windows == 27 + 1
     fp32 = PredictOptions(backend="torch", precision="fp32")
     np.testing.assert_array_equal(
         gated, segment(_cube(32), _model(card, _pointwise(*BROKEN_IN_BF16)), fp32).labels.array
     )
     (decision,) = _decisions(tmp_path / "cache")
     assert decision["accepted"] is False
+
+
+def test_a_remembering_predictor_computes_only_windows_it_has_not_seen() -> None:
+    from MedSegCNNLib.inference.predictor import Predictor, RememberingPredictor
+
+    counting = _CountingWindows(_pointwise(*ROBUST))
+    predictor = Predictor([counting])
+    windows = torch.randn(3, 1, 4, 5, 6)
+    memory: dict[bytes, torch.Tensor] = {}
+    recorded = RememberingPredictor(predictor, memory, record=True)(windows[1:2])
+    assert counting.windows == 1 and len(memory) == 1
+    mixed = RememberingPredictor(predictor, memory)(windows.contiguous(memory_format=torch.channels_last_3d))
+    assert counting.windows == 1 + 2  # the remembered window (any layout) is not computed again
+    assert len(memory) == 1  # nothing recorded without record
+    torch.testing.assert_close(mixed, predictor(windows), rtol=0, atol=1e-6)  # in the batch's order
+    torch.testing.assert_close(mixed[1], recorded[0], rtol=0, atol=0)
 
 
 def test_an_image_of_one_window_is_predicted_once_per_precision(card, tmp_path: Path) -> None:
@@ -193,13 +213,16 @@ def test_an_image_of_one_window_is_predicted_once_per_precision(card, tmp_path: 
     assert counting.windows == 2  # bf16 and fp32 on the whole image; the chosen output is kept, not recomputed
 
 
-def test_the_gate_sample_is_the_central_patch() -> None:
+def test_the_gate_sample_is_the_sliding_window_nearest_the_centre() -> None:
     from MedSegCNNLib.inference.prediction import gate_sample
 
     image = np.arange(2 * 40 * 10 * 33, dtype=np.float32).reshape(2, 40, 10, 33)
     sample = gate_sample(image, (16, 16, 16))
     assert sample is not None and sample.shape == (2, 16, 10, 16)
-    np.testing.assert_array_equal(sample, image[:, 12:28, :, 8:24])
+    # windows start at 0, 8, 16, 24 along 40 (centre 12: 8 and 16 are as near, the first is taken) and at 0, 6,
+    # 11, 17 along 33 (centre 8.5: 6 is nearest); the axis of 10 is shorter than the patch and taken whole
+    np.testing.assert_array_equal(sample, image[:, 8:24, :, 6:22])
+    np.testing.assert_array_equal(gate_sample(image, (16, 16, 16), overlap=0.0), image[:, 12:28, :, 8:24])
     assert gate_sample(image[:, :16, :, :16], (16, 16, 16)) is None
 
 
@@ -209,7 +232,7 @@ def test_a_2d_model_on_a_volume_is_checked_on_the_central_slice(tmp_path: Path) 
     volume = np.arange(7 * 40 * 50, dtype=np.float32).reshape(1, 7, 40, 50)
     sample = gate_sample(volume, (32, 32))
     assert sample is not None and sample.shape == (1, 1, 32, 32)
-    np.testing.assert_array_equal(sample, volume[:, 3:4, 4:36, 9:41])
+    np.testing.assert_array_equal(sample, volume[:, 3:4, 0:32, 9:41])  # in-plane windows at 0, 8 and 0, 9, 18
     assert gate_sample(volume[:, :1, :32, :32], (32, 32)) is None
     model = load_segmentation_model(save_tiny_model(tmp_path / "tiny2d", spatial_dims=2), torch.device("cpu"))
     image = Image(array=np.random.default_rng(2).normal(size=(7, 40, 50)).astype(np.float32), spacing=(1.0, 1.0, 1.0),
