@@ -1,15 +1,15 @@
 """The accuracy gate of reduced precision: a model runs at bf16 (or fp16) only where that keeps its segmentations.
 
-The first time a model is asked to predict at a reduced precision with a backend on a machine, its *reference*
-is segmented at fp32 and at the reduced precision: the central window of the first image that model segments
-there (:func:`~.prediction.gate_sample`; the whole image when it fits in one window), so that the check costs two
-windows, not a second prediction of a large volume; the window is one of the image's own, and when the reduced
-precision is refused the image's fp32 prediction reuses its fp32 output, so the check costs one window. The reduced precision is accepted when the Dice between the
-two label maps is at least :data:`MIN_DICE` for every foreground label (a label absent from both counts as 1: a
-label the central window does not hold is not checked). The decision is stored in the cache (:mod:`.cache`), keyed
-by the weights' SHA-256 of every network, the backend and its version, the precision and the CPU or GPU model, and
-reused by later runs and other processes. Both runs are timed, and a reduced precision that ``auto`` chose is used
-only where it was also faster (an explicit one whenever accepted).
+The first time a model is asked to predict at a reduced precision with a backend on a machine, its *reference* is
+segmented at fp32 and at the reduced precision: the central window of the first image that model segments there
+(:func:`~.prediction.gate_sample`; the whole image when it fits in one window), so that the check costs two windows,
+not a second prediction of a large volume (one, when the reduced precision is refused: the window is one of the
+image's own, and the image's fp32 prediction reuses its fp32 output). The reduced precision is accepted when the
+Dice between the two label maps is at least :data:`MIN_DICE` for every foreground label (a label absent from both
+counts as 1: a label the central window does not hold is not checked). The decision is stored in the cache
+(:mod:`.cache`), keyed by the weights' SHA-256 of every network, the backend and its version, the precision and the
+CPU or GPU model, and reused by later runs and other processes. Both runs are timed, and a reduced precision that
+``auto`` chose is used only where it was also faster (an explicit one whenever accepted).
 """
 
 from __future__ import annotations
