@@ -16,10 +16,7 @@ weights' SHA-256 must be the card's and their names and shapes exactly the netwo
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import warnings
@@ -33,9 +30,8 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..atomic import atomic_folder, atomic_path, verify_zip, write_text_atomic
+from ..atomic import atomic_folder, atomic_path, verify_zip
 from ..errors import InputError
-from ..runtime import user_cache_folder
 from .json_file import write_json
 from .model_archive import CARD_FILE, WEIGHTS_FILE
 from .model_card import MODEL_FORMAT_VERSION, ModelCard, WeightsFile, check_model_size, opened_model
@@ -49,8 +45,6 @@ _HEADER_BYTES = 2**16
 _HEADER_BYTES_PER_TENSOR = 1024
 _WIDEST_ELEMENT_BYTES = 8
 """Bytes per element of the widest dtype weights may be stored in (float64)."""
-_MAX_CACHED_RECORD_CHARS = 1_000_000
-"""The most characters of a cached feature-map count read (a network configuration is a few hundred)."""
 
 
 def save_model(
@@ -268,30 +262,14 @@ def _default_builder() -> Callable[[dict], nn.Module]:
 
 
 def _window_feature_bytes(network: nn.Module, card: ModelCard, *, cached: bool) -> int:
-    """:func:`~MedSegCNNLib.networks.base.feature_map_bytes` of one window of ``card`` through ``network`` (on the
-    "meta" device). Its first run in a process costs about two seconds of torch's own imports, so with ``cached``
-    (the network built by :func:`~MedSegCNNLib.networks.build_network`) the count is kept in the user's cache
-    folder, keyed by the network's configuration, the window and torch's version: a model is measured once per
-    machine. An unreadable or unwritable cache costs the measurement, never the load."""
-    from ..networks.base import feature_map_bytes  # imported here, as build_network is
+    """Bytes of the feature maps of one window of ``card`` through ``network`` (on the "meta" device); with
+    ``cached`` (the network built by :func:`~MedSegCNNLib.networks.build_network`) kept per machine."""
+    from ..networks.base import cached_feature_map_bytes, feature_map_bytes  # imported here, as build_network is
 
     window = (len(card.channels), *card.patch_size)
     if not cached:
         return feature_map_bytes(network, window)
-    record = {"torch": torch.__version__, "network": card.network_config(), "window": list(window)}
-    text = json.dumps(record, sort_keys=True)
-    path = user_cache_folder() / "feature-map-bytes" / f"{hashlib.sha256(text.encode()).hexdigest()}.json"
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        stored = json.loads(path.read_text(encoding="utf-8")[:_MAX_CACHED_RECORD_CHARS])
-        if json.dumps(stored["record"], sort_keys=True) == text and isinstance(stored["bytes"], int):
-            return stored["bytes"]
-    measured = feature_map_bytes(network, window)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps({"record": record, "bytes": measured}), overwrite=True)
-    except (OSError, InputError) as error:
-        logger.debug("Could not keep the network's size in %s (%s).", path, error)
-    return measured
+    return cached_feature_map_bytes(network, card.network_config(), window)
 
 
 def _first_line(error: Exception) -> str:

@@ -7,7 +7,11 @@ The networks (:mod:`.unet`, :mod:`.fcn`, :mod:`.segnet`, :mod:`.deeplab`) build 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,8 +20,12 @@ from typing import Any, ClassVar, Self
 import torch
 from torch import nn
 
+from ..atomic import write_text_atomic
 from ..errors import InputError
 from ..records import record_from_dict
+from ..runtime import user_cache_folder
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,32 @@ def feature_map_bytes(network: nn.Module, window: Sequence[int]) -> int:
         for hook in hooks:
             hook.remove()
     return total
+
+
+#: The most characters of a cached feature-map count read (a network configuration is a few hundred).
+_MAX_CACHED_RECORD_CHARS = 1_000_000
+
+
+def cached_feature_map_bytes(network: nn.Module, config: Mapping[str, Any], window: Sequence[int]) -> int:
+    """:func:`feature_map_bytes` of ``network``, built from ``config`` by
+    :func:`~MedSegCNNLib.networks.build_network`, for one input of shape ``window``, kept in the user's cache
+    folder keyed by the configuration, the window and torch's version: its first run in a process costs about a
+    second of torch's own imports, so a network and window are measured once per machine (by the model loader and
+    the training planner alike). An unreadable or unwritable cache costs the measurement, never the caller."""
+    record = {"torch": torch.__version__, "network": dict(config), "window": [int(size) for size in window]}
+    text = json.dumps(record, sort_keys=True)
+    path = user_cache_folder() / "feature-map-bytes" / f"{hashlib.sha256(text.encode()).hexdigest()}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        stored = json.loads(path.read_text(encoding="utf-8")[:_MAX_CACHED_RECORD_CHARS])
+        if json.dumps(stored["record"], sort_keys=True) == text and isinstance(stored["bytes"], int):
+            return stored["bytes"]
+    measured = feature_map_bytes(network, window)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps({"record": record, "bytes": measured}), overwrite=True)
+    except (OSError, InputError) as error:
+        logger.debug("Could not keep the network's size in %s (%s).", path, error)
+    return measured
 
 
 def check_choice(network: str, option: str, value: Any, choices: Sequence[Any]) -> None:

@@ -63,7 +63,7 @@ from ..data.planning import (
 from ..data.preprocessing import PreprocessingPlan
 from ..errors import InputError
 from ..networks import build_network
-from ..networks.base import feature_map_bytes
+from ..networks.base import cached_feature_map_bytes
 from ..records import record_from_dict
 from ..runtime import describe_device, resolve_device
 from ..runtime import device_memory_bytes as machine_memory_bytes
@@ -409,7 +409,8 @@ def training_memory_bytes(network: Mapping[str, Any], patch: Sequence[int], batc
     with torch.device("meta"):
         built = build_network(dict(network))
     parameters = sum(parameter.numel() for parameter in built.parameters())
-    return 2 * batch * feature_map_bytes(built, (network["in_channels"], *patch)) + 4 * 4 * parameters
+    window = (network["in_channels"], *patch)
+    return 2 * batch * cached_feature_map_bytes(built, network, window) + 4 * 4 * parameters
 
 
 # ----- helpers -------------------------------------------------------------------------------------------

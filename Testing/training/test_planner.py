@@ -272,3 +272,26 @@ def test_2d_images_cannot_train_a_3d_model_and_single_slice_volumes_default_to_2
     slices = plan(TrainingConfig(time_budget_minutes=15), tmp_path, fp=fingerprint((64, 48, 1)),
                   prep=preprocessing((1.0, 1.0, None), 2))  # fmt: skip
     assert slices.network["spatial_dims"] == 2 and slices.patch_size == (48, 64)
+
+
+def test_the_training_memory_estimate_is_measured_once_per_machine(tmp_path, monkeypatch) -> None:
+    """The planner's count of feature maps comes from the user's cache after its first measurement (the model
+    loader's cache: one entry per configuration and window), and equals the measured count."""
+    from MedSegCNNLib.networks import base
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    measured: list[int] = []
+    count = base.feature_map_bytes
+
+    def counting(network: torch.nn.Module, window) -> int:
+        measured.append(count(network, window))
+        return measured[-1]
+
+    monkeypatch.setattr(base, "feature_map_bytes", counting)
+    network = {"name": "unet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3, "features": [4, 8, 16]}
+    first = planner.training_memory_bytes(network, (16, 16, 16), 2)
+    again = planner.training_memory_bytes(network, (16, 16, 16), 2)
+    assert first == again and len(measured) == 1
+    planner.training_memory_bytes(network, (32, 16, 16), 2)  # another window: measured
+    assert len(measured) == 2
+    assert len(list((tmp_path / "cache" / "medsegcnn" / "feature-map-bytes").iterdir())) == 2
