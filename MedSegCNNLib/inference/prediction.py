@@ -156,8 +156,13 @@ def predict_with_fallback(
     ``memory``, windows predicted before are taken from it (and, with ``record``, new ones kept there): see
     :class:`~.predictor.RememberingPredictor`."""
 
-    def predict(on: Engine, device: torch.device, accumulation_device: torch.device | None) -> np.ndarray:
-        return _predict(on, device, model.patch_size, image, recipe, progress, accumulation_device, memory, record)
+    def predict(
+        on: Engine,
+        device: torch.device,
+        accumulation_device: torch.device | None,
+        remembered: dict[bytes, torch.Tensor] | None = memory,
+    ) -> np.ndarray:
+        return _predict(on, device, model.patch_size, image, recipe, progress, accumulation_device, remembered, record)
 
     try:
         return predict(engine, model.device, None)
@@ -173,7 +178,7 @@ def predict_with_fallback(
         torch.cuda.empty_cache()
     precision = "fp32" if engine.precision == "fp16" else engine.precision  # fp16 autocast needs a GPU
     on_cpu = Engine(tuple(n.to("cpu") for n in model.networks), "torch", precision, engine.batch)
-    return predict(on_cpu, torch.device("cpu"), None)
+    return predict(on_cpu, torch.device("cpu"), None, remembered=None)  # remembered outputs live on the GPU
 
 
 @torch.inference_mode()
