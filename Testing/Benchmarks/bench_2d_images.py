@@ -320,9 +320,7 @@ def figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def report(figures: dict[str, Any], record: RunRecord) -> None:
     """The markdown table and the PNG - NIfTI differences of the mean Dice, from the figures."""
     print(f"\n{record.describe_machine()}")
-    print(
-        "| seed | data | steps | Dice anterior | Dice posterior | mean Dice |\n| --- | --- | --- | --- | --- | --- |"
-    )
+    print("| seed | data | steps | Dice anterior | Dice posterior | mean Dice |\n| --- | --- | --- | --- | --- | --- |")
     for run in sorted(figures["runs"], key=lambda run: (run["seed"], list(KINDS).index(run["kind"]))):
         print(f"| {run['seed']} | {run['kind']} | {run['steps']} | {run['dice'][1]:.4f} | {run['dice'][2]:.4f} | "
               f"{run['mean_dice']:.4f} |")  # fmt: skip

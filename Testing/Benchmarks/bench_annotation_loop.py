@@ -346,8 +346,20 @@ def run_loop(arm: str, strategy: str, budget: float, args: argparse.Namespace, s
         if record.get("model_version") != entry["shown_version"]:
             logger.warning("%s round %d: status says version %s predicted %s, next_case said %s", arm, entry["round"],
                            record.get("model_version"), entry["case"], entry["shown_version"])  # fmt: skip
-        entry.update({key: record.get(key) for key in ("model_version", "dice", "mean_dice", "voxels_changed",
-                                                        "voxels_to_paint", "predict_seconds", "user_seconds")})
+        entry.update(
+            {
+                key: record.get(key)
+                for key in (
+                    "model_version",
+                    "dice",
+                    "mean_dice",
+                    "voxels_changed",
+                    "voxels_to_paint",
+                    "predict_seconds",
+                    "user_seconds",
+                )
+            }
+        )
     versions = [asdict(version) for version in read_versions(project_folder).versions]
     return {
         "arm": arm, "strategy": strategy, "budget_s": budget, "project": str(project_folder),
@@ -455,8 +467,9 @@ def loop_summary(result: dict[str, Any]) -> dict[str, Any]:
         "ready_median_s": statistics.median(ready) if ready else None,
         "total_learn_s": result["total_learn_s"],
         "failed_rounds": [entry["round"] for entry in rounds if entry.get("learning_error")],
-        "changed_fraction": round(sum(e["voxels_changed"] or 0 for e in rounds)
-                                  / max(1, sum(e["voxels_to_paint"] for e in rounds)), 4),
+        "changed_fraction": round(
+            sum(e["voxels_changed"] or 0 for e in rounds) / max(1, sum(e["voxels_to_paint"] for e in rounds)), 4
+        ),
     }
 
 
@@ -464,14 +477,18 @@ def print_loop(result: dict[str, Any], names: Sequence[str], initial: int) -> No
     held = result["held_out"]
     first = result["first_version"]
     print(f"\n## {result['arm']}: {result['strategy']} order, {result['budget_s']:g} s of learning per round")
-    print(f"version {first} ({initial} initial cases) after {result['first_version_s']:.0f} s; loop "
-          f"{result['loop_s']:.0f} s; learning {result['total_learn_s']:.0f} s in all; project {result['project']}")
+    print(
+        f"version {first} ({initial} initial cases) after {result['first_version_s']:.0f} s; loop "
+        f"{result['loop_s']:.0f} s; learning {result['total_learn_s']:.0f} s in all; project {result['project']}"
+    )
     if result["failures"]:
         print(f"learning failures (versions.json): {result['failures']}")
     for entry in result["rounds"]:
         if entry.get("learning_error"):
-            print(f"round {entry['round']}: learning failed ({entry['learning_error']}); the newest version stayed "
-                  f"v{entry['learned_version']} and the next accept learned again")
+            print(
+                f"round {entry['round']}: learning failed ({entry['learning_error']}); the newest version stayed "
+                f"v{entry['learned_version']} and the next accept learned again"
+            )
     label_names = " / ".join(names)
     print(f"| round | case | predicted by | Dice before correction, mean ({label_names}) | voxels changed / to paint "
           f"| ready s | newest version | its held-out Dice, mean ({label_names}) |")  # fmt: skip
@@ -497,10 +514,14 @@ def print_no_learning(result: dict[str, Any], names: Sequence[str]) -> None:
 
 
 def print_train_at_end(result: dict[str, Any], names: Sequence[str]) -> None:
-    print(f"\n## train-at-end: one training from scratch on the {len(result['cases'])} cases {result['of_arm']} "
-          f"accepted, budget {result['budget_s']:.0f} s (that arm's learning seconds)")
-    print(f"{result['status']} after {result['steps']} steps, {result['train_s']:.0f} s; held-out Dice "
-          f"{dice_text(result['held_out']['dice'], names)}")
+    print(
+        f"\n## train-at-end: one training from scratch on the {len(result['cases'])} cases {result['of_arm']} "
+        f"accepted, budget {result['budget_s']:.0f} s (that arm's learning seconds)"
+    )
+    print(
+        f"{result['status']} after {result['steps']} steps, {result['train_s']:.0f} s; held-out Dice "
+        f"{dice_text(result['held_out']['dice'], names)}"
+    )
 
 
 def verdict(ok: bool | None) -> str:
@@ -616,8 +637,13 @@ def figures(report: dict[str, Any]) -> dict[str, Any]:
             entry["held_out"] = arm["held_out"]["dice"]
             if "rounds" in arm:  # no-learning: the initial model's Dice on the shown cases
                 late, label = late_rounds(arm["rounds"])
-                entry.update({"late_rounds": label, "late_mean_dice": float(np.mean([e["dice"]["mean"] for e in late])),
-                              "mean_dice_all_rounds": float(np.mean([e["dice"]["mean"] for e in arm["rounds"]]))})
+                entry.update(
+                    {
+                        "late_rounds": label,
+                        "late_mean_dice": float(np.mean([e["dice"]["mean"] for e in late])),
+                        "mean_dice_all_rounds": float(np.mean([e["dice"]["mean"] for e in arm["rounds"]])),
+                    }
+                )
             if "budget_s" in arm:
                 entry["learn_s"] = arm["budget_s"]
         result["arms"][name] = entry
@@ -684,8 +710,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 result["summary"] = loop_summary(result)
             except (MedSegCNNError, OSError, RuntimeError, ValueError) as error:
                 logger.exception("arm %s failed", arm)
-                result = {"arm": arm, "error": f"{type(error).__name__}: {error}",
-                          "learner_log_tail": learner_log_tail(work / arm / "project")}
+                result = {
+                    "arm": arm,
+                    "error": f"{type(error).__name__}: {error}",
+                    "learner_log_tail": learner_log_tail(work / arm / "project"),
+                }
             report["arms"][arm] = result
             write_report(record)
             if "error" in result:
@@ -718,13 +747,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         for arm, result in report["arms"].items():
             if "summary" in result:
                 s, f = result["summary"], report["figures"]["arms"][arm]
-                print(f"| {arm} | v{s['final_version']} | {s['final_held_out']['mean']:.4f} | "
-                      f"{fmt(s['late_mean_dice'])} ({s['late_rounds']}) | {s['ready_max_s']:.2f} / "
-                      f"{s['ready_median_s']:.2f} | {s['total_learn_s']:.0f} | {f['voxels_changed']:,} / "
-                      f"{f['voxels_to_paint']:,} ({f['changed_fraction']:.0%}) |")
+                print(
+                    f"| {arm} | v{s['final_version']} | {s['final_held_out']['mean']:.4f} | "
+                    f"{fmt(s['late_mean_dice'])} ({s['late_rounds']}) | {s['ready_max_s']:.2f} / "
+                    f"{s['ready_median_s']:.2f} | {s['total_learn_s']:.0f} | {f['voxels_changed']:,} / "
+                    f"{f['voxels_to_paint']:,} ({f['changed_fraction']:.0%}) |"
+                )
             elif "held_out" in result:
-                print(f"| {arm} | - | {result['held_out']['dice']['mean']:.4f} | - | - | "
-                      f"{fmt(result.get('budget_s'), '.0f')} | - |")
+                print(
+                    f"| {arm} | - | {result['held_out']['dice']['mean']:.4f} | - | - | "
+                    f"{fmt(result.get('budget_s'), '.0f')} | - |"
+                )
             else:
                 print(f"| {arm} | FAILED: {result.get('error')} | | | | | |")
         report["goals"] = print_goals(report, reference, args.rounds)

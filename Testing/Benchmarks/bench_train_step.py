@@ -126,9 +126,16 @@ def main() -> None:
     args = parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch")  # inductor's own deprecations
     torch.set_num_threads(args.threads)
-    record = RunRecord("train_step", {**vars(args), "optimizer": "SGD lr 0.01 momentum 0.99 nesterov",
-                                      "loss": "cross-entropy + (1 - soft Dice)", "training_flops": "3x forward"},
-                       results=args.results)
+    record = RunRecord(
+        "train_step",
+        {
+            **vars(args),
+            "optimizer": "SGD lr 0.01 momentum 0.99 nesterov",
+            "loss": "cross-entropy + (1 - soft Dice)",
+            "training_flops": "3x forward",
+        },
+        results=args.results,
+    )
     record.data["variants"] = {}
     generator = torch.Generator().manual_seed(0)
     image = torch.randn(args.batch, 1, *args.patch, generator=generator)
@@ -150,8 +157,12 @@ def main() -> None:
             f"warm-up{' incl. compilation' if variant.endswith('compiled') else ''} {time.perf_counter() - start:.1f} s"
         )
         steps[variant], times[variant] = step, []
-        record.data["variants"][variant] = {"parameters": parameters, "forward_flops": flops[variant],
-                                            "warmup_s": time.perf_counter() - start, "step_s": times[variant]}
+        record.data["variants"][variant] = {
+            "parameters": parameters,
+            "forward_flops": flops[variant],
+            "warmup_s": time.perf_counter() - start,
+            "step_s": times[variant],
+        }
         record.write()
     for _ in range(args.steps):
         for variant, step in steps.items():

@@ -21,8 +21,9 @@ from MedSegCNNLib.image.geometry import Grid
 @pytest.fixture
 def project(tmp_path, images, labels):
     """A project of the 12 cases, 3 of them labelled, starting from the bundled model, learning off."""
-    with AnnotationProject.create(tmp_path / "project", images, labels=labels, model="hippocampus-tiny",
-                                  learning=False) as opened:
+    with AnnotationProject.create(
+        tmp_path / "project", images, labels=labels, model="hippocampus-tiny", learning=False
+    ) as opened:
         yield opened
 
 
@@ -157,8 +158,9 @@ def test_create_refuses_what_it_cannot_use(tmp_path, images, labels):
     with pytest.raises(InputError, match=r"Label file\(s\) stranger.nii.gz .* match no image"):
         AnnotationProject.create(tmp_path / "new", images, labels=labels)
     assert not (tmp_path / "new").exists()
-    with AnnotationProject.create(tmp_path / "named", images, label_names={1: "head", 2: "tail"},
-                                  learning=False) as named:
+    with AnnotationProject.create(
+        tmp_path / "named", images, label_names={1: "head", 2: "tail"}, learning=False
+    ) as named:
         assert named.project_file.labels == {0: "background", 1: "head", 2: "tail"}
         assert named.next_case().prediction is None  # no model yet: painted by hand
 

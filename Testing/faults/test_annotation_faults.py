@@ -135,7 +135,9 @@ def test_kill_9_during_accept_stores_the_case_whole_or_not_at_all(project):
     for delay in (0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 2.2, 3.0):
         process = subprocess.Popen(
             [sys.executable, "-m", "MedSegCNNLib", "project", "accept", str(project), case, str(reference(case))],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)

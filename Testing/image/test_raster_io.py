@@ -126,7 +126,6 @@ def test_a_spacing_of_one_is_written_as_pixel_units(tmp_path, caplog, extension)
     assert "no pixel size in its metadata" in caplog.text and "pixel units" in caplog.text
 
 
-
 def test_pixel_units_are_said_once_per_folder(tmp_path, caplog):
     """A dataset of thousands of pictures without a pixel size gets one line per folder, not one per read."""
     image = image_of(np.arange(256, dtype=np.uint8).reshape(16, 16))
@@ -135,6 +134,7 @@ def test_pixel_units_are_said_once_per_folder(tmp_path, caplog):
         for path in (*paths, *paths):
             read_image(path)
     assert caplog.text.count("no pixel size in its metadata") == 1
+
 
 def test_single_slice_volume_is_written_as_2d_and_geometry_not_kept_is_logged(tmp_path, make_image, caplog):
     volume = make_image((1, 5, 6), dtype=np.uint8)  # oblique direction, origin away from 0

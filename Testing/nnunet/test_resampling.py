@@ -36,7 +36,6 @@ def test_default_resampling_matches_nnunet(case: str, order: int, order_z: int) 
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5 * np.abs(data).max())
 
 
-
 @pytest.mark.parametrize(("order", "order_z"), [(3, 0), (1, 1), (0, 0)])
 def test_resampling_in_slabs_matches_nnunet(monkeypatch: pytest.MonkeyPatch, order: int, order_z: int) -> None:
     """Slabs of a few dozen voxels (big images are resampled in slabs): the same result as nnU-Net's."""
@@ -50,6 +49,7 @@ def test_resampling_in_slabs_matches_nnunet(monkeypatch: pytest.MonkeyPatch, ord
         )
         ours = resample(data, target, current, new, Resampling(order=order, order_z=order_z))
         np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5 * np.abs(data).max())
+
 
 def test_torch_resampling_matches_nnunet() -> None:
     resample_torch = pytest.importorskip("nnunetv2.preprocessing.resampling.resample_torch")
