@@ -20,7 +20,7 @@ from .engine import Engine, engine_for
 from .model import SegmentationModel
 from .options import PredictOptions
 from .precision_gate import cached_decision, decide, gate_record
-from .predictor import Predictor, RememberingPredictor
+from .predictor import Predictor, RememberedWindows, RememberingPredictor
 from .sliding_window import Progress, predict_image, window_starts
 
 logger = logging.getLogger(__name__)
@@ -51,10 +51,10 @@ def predict_gated(
     batch = recipe.batch_size * 2 ** len(recipe.mirror_axes)
     wants_speed = options.precision == "auto"
 
-    gate_windows: dict[bytes, torch.Tensor] = {}  # the gate's fp32 window outputs, reused if fp32 predicts the image
+    gate_windows = RememberedWindows()  # the gate's fp32 window, reused if fp32 predicts the image
 
     def predict(on: Engine, region: np.ndarray, report: Progress | None, *, record: bool = False) -> np.ndarray:
-        memory = gate_windows if on.precision == "fp32" and (record or gate_windows) else None
+        memory = gate_windows if on.precision == "fp32" and (record or gate_windows.entries) else None
         return predict_with_fallback(model, on, region, recipe, report, memory=memory, record=record)
 
     def fp32_engine(on_backend: str) -> Engine:
@@ -149,7 +149,7 @@ def predict_with_fallback(
     recipe: WindowRecipe,
     progress: Progress | None,
     *,
-    memory: dict[bytes, torch.Tensor] | None = None,
+    memory: RememberedWindows | None = None,
     record: bool = False,
 ) -> np.ndarray:
     """:func:`_predict`, retried on a CUDA out-of-memory error with stitching on the CPU, then on the CPU. With
@@ -160,7 +160,7 @@ def predict_with_fallback(
         on: Engine,
         device: torch.device,
         accumulation_device: torch.device | None,
-        remembered: dict[bytes, torch.Tensor] | None = memory,
+        remembered: RememberedWindows | None = memory,
     ) -> np.ndarray:
         return _predict(on, device, model.patch_size, image, recipe, progress, accumulation_device, remembered, record)
 
@@ -190,7 +190,7 @@ def _predict(
     recipe: WindowRecipe,
     progress: Progress | None,
     accumulation_device: torch.device | None,
-    memory: dict[bytes, torch.Tensor] | None = None,
+    memory: RememberedWindows | None = None,
     record: bool = False,
 ) -> np.ndarray:
     """The recipe's output for ``image`` (C, *shape): the (K, *shape) average or the label map (*shape)."""

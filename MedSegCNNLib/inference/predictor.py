@@ -8,7 +8,6 @@ is just the network's softmax.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable, Sequence
 
@@ -51,36 +50,44 @@ class Predictor:
         return total / (len(self.networks) * len(self.flips))
 
 
+class RememberedWindows:
+    """Windows (their inputs, as given to a predictor) and the predictor's outputs for them."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def output_for(self, window: torch.Tensor) -> torch.Tensor | None:
+        """The output kept for a window of the same shape and values (whatever its memory layout), or None."""
+        for seen, output in self.entries:
+            if seen.shape == window.shape and torch.equal(seen, window):
+                return output
+        return None
+
+
 class RememberingPredictor:
     """Callable like ``predictor``, (B, C, *patch) -> (B, K, *patch), that takes a window's output from ``memory``
-    when the same window (its shape and values) was predicted before, and, with ``record``, keeps the output of each
-    window it computes there. The accuracy gate records its fp32 window so that the image's fp32 prediction that
-    follows a refusal does not compute that window again."""
+    when the same window was predicted before, and, with ``record``, keeps each window it computes there with its
+    output. The accuracy gate records its fp32 window so that the image's fp32 prediction that follows a refusal
+    does not compute that window again. A few remembered windows cost one comparison per window and entry."""
 
     def __init__(
         self,
         predictor: Callable[[torch.Tensor], torch.Tensor],
-        memory: dict[bytes, torch.Tensor],
+        memory: RememberedWindows,
         *,
         record: bool = False,
     ) -> None:
         self.predictor, self.memory, self.record = predictor, memory, record
 
     def __call__(self, windows: torch.Tensor) -> torch.Tensor:
-        keys = [window_key(window) for window in windows]
-        missing = [index for index, key in enumerate(keys) if key not in self.memory]
-        computed = self.predictor(windows[missing]) if missing else None
-        if computed is not None and len(missing) == len(keys) and not self.record:
-            return computed
-        fresh = dict(zip(missing, computed, strict=True)) if computed is not None else {}
+        known = [self.memory.output_for(window) for window in windows]
+        missing = [index for index, output in enumerate(known) if output is None]
+        if len(missing) == len(known):
+            outputs = self.predictor(windows)
+            if self.record:
+                self.memory.entries.extend(zip(windows, outputs, strict=True))
+            return outputs
+        computed = dict(zip(missing, self.predictor(windows[missing]), strict=True)) if missing else {}
         if self.record:
-            self.memory.update((keys[index], output) for index, output in fresh.items())
-        return torch.stack([fresh[index] if index in fresh else self.memory[key] for index, key in enumerate(keys)])
-
-
-def window_key(window: torch.Tensor) -> bytes:
-    """A digest of one window's shape, type and values (whatever its memory layout)."""
-    values = window.detach().to("cpu").contiguous()
-    digest = hashlib.blake2b(f"{tuple(values.shape)}|{values.dtype}|".encode(), digest_size=20)
-    digest.update(values.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.digest()
+            self.memory.entries.extend((windows[index], output) for index, output in computed.items())
+        return torch.stack([computed[index] if output is None else output for index, output in enumerate(known)])

@@ -191,17 +191,17 @@ def test_a_precision_rejected_on_the_central_window_predicts_the_image_at_fp32(c
 
 
 def test_a_remembering_predictor_computes_only_windows_it_has_not_seen() -> None:
-    from MedSegCNNLib.inference.predictor import Predictor, RememberingPredictor
+    from MedSegCNNLib.inference.predictor import Predictor, RememberedWindows, RememberingPredictor
 
     counting = _CountingWindows(_pointwise(*ROBUST))
     predictor = Predictor([counting])
     windows = torch.randn(3, 1, 4, 5, 6)
-    memory: dict[bytes, torch.Tensor] = {}
+    memory = RememberedWindows()
     recorded = RememberingPredictor(predictor, memory, record=True)(windows[1:2])
-    assert counting.windows == 1 and len(memory) == 1
+    assert counting.windows == 1 and len(memory.entries) == 1
     mixed = RememberingPredictor(predictor, memory)(windows.contiguous(memory_format=torch.channels_last_3d))
     assert counting.windows == 1 + 2  # the remembered window (any layout) is not computed again
-    assert len(memory) == 1  # nothing recorded without record
+    assert len(memory.entries) == 1  # nothing recorded without record
     torch.testing.assert_close(mixed, predictor(windows), rtol=0, atol=1e-6)  # in the batch's order
     torch.testing.assert_close(mixed[1], recorded[0], rtol=0, atol=0)
 
